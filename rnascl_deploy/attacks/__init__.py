@@ -1,0 +1,32 @@
+"""Linf attacks (FGSM, PGD-k, APGD-CE, Square) and the robustness evaluation built on them.
+
+Attack names, as used in recipes and on the command line: ``fgsm``, ``pgdK`` (K steps, e.g. ``pgd20``),
+``apgd-ce``, ``square``.
+"""
+from __future__ import annotations
+
+import re
+
+from ..errors import RnasclError
+from .apgd import APGDCE
+from .base import Attack, QueryAttack, WhiteBoxAttack, eval_mode, project  # noqa: F401
+from .fgsm import FGSM
+from .pgd import PGD
+from .square import Square
+
+ATTACK_NAMES = ("fgsm", "pgdK (e.g. pgd20)", "apgd-ce", "square")
+
+
+def build_attack(name: str, eps: float, pgd_step_size: float = 0.01, apgd_iters: int = 100,
+                 square_queries: int = 1000, seed: int = 0) -> Attack:
+    """An attack by name, configured from the recipe's attack section."""
+    if name == "fgsm":
+        return FGSM(eps, seed=seed)
+    if name == "apgd-ce":
+        return APGDCE(eps, iters=apgd_iters, seed=seed)
+    if name == "square":
+        return Square(eps, queries=square_queries, seed=seed)
+    match = re.fullmatch(r"pgd(\d+)", name)
+    if match and int(match.group(1)) > 0:
+        return PGD(eps, steps=int(match.group(1)), step_size=pgd_step_size, seed=seed)
+    raise RnasclError(f"unknown attack {name!r}; valid: {', '.join(ATTACK_NAMES)}")

@@ -1,0 +1,102 @@
+"""Linf attacks in pixel space: inputs in [0, 1], perturbations in the eps-ball, eps in [0, 1] pixel units.
+
+The base classes own the rules; subclasses own the math (torchattacks' ``Attack`` is the model):
+- :class:`WhiteBoxAttack` needs a torch module. It puts the module in eval mode for the attack and restores the
+  caller's train/eval mode afterwards, even when the attack raises.
+- :class:`QueryAttack` needs only a callable from a batch of [0, 1] images to logits, so it runs against an
+  exported engine as well as a module.
+Every attack returns ``x_adv`` with ``|x_adv - x|_inf <= eps`` and ``0 <= x_adv <= 1``. Evaluation attacks keep,
+per point, an iterate that is misclassified when they find one (as AutoAttack does), so more steps never find fewer
+adversarial examples with the same random start.
+"""
+from __future__ import annotations
+
+from contextlib import contextmanager
+from typing import Callable, Iterator, Optional
+
+import torch
+from torch import nn
+
+LogitsFn = Callable[[torch.Tensor], torch.Tensor]
+
+
+def project(x_adv: torch.Tensor, x: torch.Tensor, eps: float) -> torch.Tensor:
+    """Project onto the Linf eps-ball around x intersected with the [0, 1] box."""
+    return torch.min(torch.max(x_adv, x - eps), x + eps).clamp_(0.0, 1.0)
+
+
+@contextmanager
+def eval_mode(model: nn.Module) -> Iterator[nn.Module]:
+    """Eval mode inside the block; each submodule's own train/eval flag restored afterwards."""
+    modes = [(m, m.training) for m in model.modules()]
+    model.eval()
+    try:
+        yield model
+    finally:
+        for m, training in modes:
+            m.train(training)
+
+
+class Attack:
+    """Common state of an Linf attack: eps and a random generator seed for reproducible random starts."""
+
+    name = "attack"
+
+    def __init__(self, eps: float, seed: Optional[int] = 0):
+        if not 0.0 <= eps <= 1.0:
+            raise ValueError(f"eps must be in [0, 1] (pixel units), got {eps}")
+        self.eps = eps
+        self.seed = seed
+
+    def _generator(self, device) -> Optional[torch.Generator]:
+        return None if self.seed is None else torch.Generator(device=device).manual_seed(self.seed)
+
+    def _uniform(self, x: torch.Tensor, gen: Optional[torch.Generator]) -> torch.Tensor:
+        return torch.rand(x.shape, generator=gen, device=x.device, dtype=x.dtype) * 2 - 1
+
+    def check(self, x: torch.Tensor, x_adv: torch.Tensor) -> torch.Tensor:
+        x_adv = project(x_adv.detach(), x, self.eps)
+        assert (x_adv - x).abs().max() <= self.eps + 1e-6
+        return x_adv
+
+
+class WhiteBoxAttack(Attack):
+    """An attack that takes input gradients from a torch module."""
+
+    def __call__(self, model: nn.Module, x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
+        if not isinstance(model, nn.Module):
+            raise TypeError(f"{self.name} is a white-box attack and needs a torch.nn.Module, got {type(model)}")
+        x = x.detach()
+        if self.eps == 0:
+            return x.clone()
+        with eval_mode(model), torch.enable_grad():
+            return self.check(x, self.perturb(model, x, y.detach()))
+
+    def perturb(self, model: nn.Module, x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
+        raise NotImplementedError
+
+
+class QueryAttack(Attack):
+    """An attack that only queries logits: it runs against any callable, an exported engine included."""
+
+    def __call__(self, predict: LogitsFn | nn.Module, x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
+        x = x.detach()
+        if self.eps == 0:
+            return x.clone()
+        if isinstance(predict, nn.Module):
+            with eval_mode(predict), torch.no_grad():
+                return self.check(x, self.perturb(predict, x, y))
+        with torch.no_grad():
+            return self.check(x, self.perturb(predict, x, y))
+
+    def perturb(self, predict: LogitsFn, x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
+        raise NotImplementedError
+
+
+def input_grad(model: nn.Module, x: torch.Tensor, y: torch.Tensor, loss_fn=None):
+    """(per-sample loss, gradient of the summed loss w.r.t. x, logits)."""
+    x = x.clone().requires_grad_(True)
+    logits = model(x)
+    loss = (loss_fn or nn.functional.cross_entropy)(logits, y, reduction="none")
+    (grad,) = torch.autograd.grad(loss.sum(), x)
+    return loss.detach(), grad.detach(), logits.detach()

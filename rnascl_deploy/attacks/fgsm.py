@@ -1,0 +1,13 @@
+from __future__ import annotations
+
+from .base import WhiteBoxAttack, input_grad
+
+
+class FGSM(WhiteBoxAttack):
+    """Fast Gradient Sign Method (Goodfellow et al. 2015): one step of size eps along sign(grad CE)."""
+
+    name = "fgsm"
+
+    def perturb(self, model, x, y):
+        _, grad, _ = input_grad(model, x, y)
+        return x + self.eps * grad.sign()

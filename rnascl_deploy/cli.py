@@ -1,0 +1,237 @@
+"""The ``rnascl-deploy`` command: a thin click skin over the library; each command parses, calls, prints.
+
+Exit codes: 0 success, 1 a failed check (later: verification), 2 bad input or usage (the message says what to do).
+Machine-readable output (``--json``) goes to stdout; logs and progress bars go to stderr.
+"""
+from __future__ import annotations
+
+import json
+import logging
+import sys
+from pathlib import Path
+from typing import Optional
+
+import click
+
+from . import __version__
+from .errors import RnasclError
+
+log = logging.getLogger("rnascl_deploy")
+
+EPILOG_TEACHER = """\b
+Examples:
+  rnascl-deploy teacher train --recipe recipes/fashion-mnist.yaml --out runs/teacher
+  rnascl-deploy teacher train --recipe recipes/fashion-mnist.yaml --out runs/teacher --resume
+  rnascl-deploy teacher eval builtin:teacher-fashion-mnist/model.safetensors --limit 1000 --json
+"""
+
+
+class UserError(click.ClickException):
+    exit_code = 2
+
+
+def _fail(exc: RnasclError):
+    raise UserError(str(exc)) from None
+
+
+def _load_recipe(recipe: Optional[str], overrides, **flags):
+    from .recipe import load_recipe, parse_override
+
+    values = dict(parse_override(o) for o in overrides)
+    values.update({k: v for k, v in flags.items() if v is not None})
+    return load_recipe(recipe, values)
+
+
+def _emit(obj, as_json: bool, human_lines) -> None:
+    if as_json:
+        click.echo(json.dumps(obj, indent=2))
+    else:
+        for line in human_lines:
+            click.echo(line)
+
+
+recipe_option = click.option("--recipe", "-r", type=click.Path(dir_okay=False),
+                             help="YAML recipe (default: built-in defaults, i.e. recipes/fashion-mnist.yaml's values).")
+set_option = click.option("--set", "overrides", multiple=True, metavar="KEY=VALUE",
+                          help="Override a recipe value by dotted key, e.g. --set teacher.train.epochs=3 (repeatable).")
+json_option = click.option("--json", "as_json", is_flag=True, help="Print one JSON object on stdout.")
+
+
+@click.group(context_settings={"help_option_names": ["-h", "--help"], "max_content_width": 110})
+@click.version_option(__version__, prog_name="rnascl-deploy")
+@click.option("-v", "--verbose", count=True, help="More logging (-v info is the default, -vv debug).")
+@click.option("-q", "--quiet", is_flag=True, help="Only warnings and errors; no progress bars.")
+@click.option("--threads", type=click.IntRange(1), default=None, help="CPU threads for torch (default: all cores).")
+@click.pass_context
+def main(ctx, verbose, quiet, threads):
+    """Find, train, export and verify small robust models.
+
+    RNAS-CL searches a compact student under a MAC/parameter budget while each student layer learns which layer of
+    a robust teacher should tutor it; the student is retrained with that cross-layer distillation, exported
+    (ONNX fp32/int8, TensorRT) and verified for clean and adversarial accuracy on the exported engine.
+
+    Images are in [0, 1]; eps is in the same pixel units. Start with `rnascl-deploy teacher eval --help`.
+    """
+    level = logging.WARNING if quiet else (logging.DEBUG if verbose >= 2 else logging.INFO)
+    logging.basicConfig(level=level, format="%(asctime)s %(levelname)s %(name)s: %(message)s", stream=sys.stderr)
+    logging.getLogger("rnascl_deploy").setLevel(level)
+    from .perf import tune_cpu
+
+    tune_cpu(threads)
+    ctx.obj = {"progress": not quiet}
+
+
+# --------------------------------------------------------------------------------------------------- teacher
+@main.group(epilog=EPILOG_TEACHER)
+def teacher():
+    """Train, import and evaluate the robust teacher that tutors the student."""
+
+
+@teacher.command("train", epilog=EPILOG_TEACHER)
+@recipe_option
+@set_option
+@click.option("--out", "-o", type=click.Path(file_okay=False), required=True,
+              help="Run directory: state.pt each epoch, history.jsonl, train.log, recipe.yaml, model.safetensors.")
+@click.option("--epochs", type=click.IntRange(1), help="Override teacher.train.epochs.")
+@click.option("--adv", type=click.Choice(["none", "pgd", "trades"]), help="Override teacher.train.adv.")
+@click.option("--limit", type=click.IntRange(1), help="Train on the first N images of the training split only.")
+@click.option("--seed", type=int, help="Override teacher.train.seed.")
+@click.option("--resume", is_flag=True, help="Continue an interrupted run in --out from its last finished epoch.")
+@click.pass_context
+def teacher_train(ctx, recipe, overrides, out, epochs, adv, limit, seed, resume):
+    """Adversarially train a teacher (PGD-AT or TRADES) as the recipe's teacher section says.
+
+    The best epoch by validation PGD-10 accuracy becomes OUT/model.safetensors. An existing run is never
+    overwritten: an interrupted one is continued with --resume.
+    """
+    from .teacher import train_teacher
+
+    try:
+        r = _load_recipe(recipe, overrides, **{"teacher.train.epochs": epochs, "teacher.train.adv": adv,
+                                               "teacher.train.seed": seed})
+        result = train_teacher(r, Path(out), resume=resume, progress=ctx.obj["progress"], limit=limit)
+    except RnasclError as exc:
+        _fail(exc)
+    click.echo(f"teacher written to {Path(out) / 'model.safetensors'} (best epoch {result.best_epoch}: "
+               f"{result.best_metrics})")
+
+
+def _format_report(report: dict):
+    yield f"{report['checkpoint']} on {report['n']} {report['dataset']} test images, Linf eps {report['eps']:g}"
+    yield f"  clean       {report['clean_acc'] * 100:6.2f}%"
+    for name, acc in report["adv_acc"].items():
+        yield f"  {name:<11} {acc * 100:6.2f}%"
+    yield f"  worst case  {report['worst_case_acc'] * 100:6.2f}%   ({report['seconds']:.0f} s)"
+    for warning in report["warnings"]:
+        yield f"  WARNING: {warning}"
+
+
+@teacher.command("eval", epilog=EPILOG_TEACHER)
+@click.argument("checkpoint")
+@recipe_option
+@set_option
+@click.option("--limit", type=click.IntRange(1), help="Evaluate the first N test images (default: all).")
+@click.option("--attacks", help="Comma-separated attacks (default: the recipe's attack.attacks): "
+                                "fgsm, pgdK (e.g. pgd20), apgd-ce, square.")
+@click.option("--eps", type=click.FloatRange(0, 1), help="Override attack.eps (pixel units in [0, 1]).")
+@click.option("--data-root", help="Directory of the checkpoint's data set (default: the recipe's data.root).")
+@click.option("--out", type=click.Path(dir_okay=False), help="Also write the JSON report to this file.")
+@json_option
+@click.pass_context
+def teacher_eval(ctx, checkpoint, recipe, overrides, limit, attacks, eps, data_root, out, as_json):
+    """Clean and adversarial accuracy of CHECKPOINT (a path, or builtin:NAME for a shipped one).
+
+    Runs every attack on every point and reports accuracy under each plus the worst case per point (a point counts
+    only if it survives all attacks), with warnings on signs of gradient masking.
+    """
+    from .fileio import atomic_write_json
+    from .recipe import resolve_path
+    from .teacher import evaluate_checkpoint
+
+    try:
+        r = _load_recipe(recipe, overrides, **{"attack.eps": eps, "data.root": data_root})
+        names = [a.strip() for a in attacks.split(",") if a.strip()] if attacks else None
+        report = evaluate_checkpoint(resolve_path(checkpoint), r.data, r.attack, limit, names, ctx.obj["progress"])
+    except RnasclError as exc:
+        _fail(exc)
+    report["checkpoint"] = checkpoint
+    if out:
+        atomic_write_json(Path(out), report)
+    _emit(report, as_json, _format_report(report))
+
+
+@teacher.command("import")
+@click.argument("state_dict", type=click.Path(dir_okay=False))
+@click.option("--model", "model_name", required=True, help="Architecture name: cnn, resnet, wideresnet.")
+@click.option("--model-kwargs", default="{}", help='Architecture arguments as JSON, e.g. \'{"depth": 34, "widen_factor": 10}\'.')
+@click.option("--dataset", required=True, help="Data set the weights were trained on: fashion-mnist, cifar10, imagefolder.")
+@click.option("--data-root", help="Data directory (needed for the data set's shape and normalisation).")
+@click.option("--mean", help="Comma-separated normalisation mean the weights expect (default: the data set's).")
+@click.option("--std", help="Comma-separated normalisation std the weights expect (default: the data set's).")
+@click.option("--out", "-o", type=click.Path(dir_okay=False), required=True, help="Where to write the .safetensors teacher.")
+def teacher_import(state_dict, model_name, model_kwargs, dataset, data_root, mean, std, out):
+    """Convert a foreign PyTorch state dict (e.g. a RobustBench WRN-34-10 .pt) into a teacher checkpoint.
+
+    The file is read with torch.load(weights_only=True): a pickle that carries code is refused, never run. Most
+    RobustBench CIFAR models take [0,1] inputs without normalisation: pass --mean 0,0,0 --std 1,1,1 for those.
+    """
+    from .checkpoint import import_state_dict, save_checkpoint
+    from .data import info_dict, load_split
+    from .models import build_model
+
+    try:
+        if Path(out).exists():
+            raise RnasclError(f"{out} exists; choose another --out (nothing is overwritten)")
+        kwargs = json.loads(model_kwargs)
+        _, info = load_split(dataset, "test", data_root, limit=1)
+        data = info_dict(info)
+        if mean:
+            data["mean"] = [float(v) for v in mean.split(",")]
+        if std:
+            data["std"] = [float(v) for v in std.split(",")]
+        model = build_model(model_name, info.input_shape[0], info.num_classes, info.input_shape[1], data["mean"],
+                            data["std"], **kwargs)
+        import_state_dict(state_dict, model)
+        save_checkpoint(Path(out), model, "teacher", {"name": model_name, "kwargs": kwargs}, data,
+                        metrics={"imported_from": str(state_dict)})
+    except json.JSONDecodeError as exc:
+        _fail(RnasclError(f"--model-kwargs is not JSON: {exc}"))
+    except (TypeError, ValueError) as exc:
+        _fail(RnasclError(f"cannot build {model_name} with {model_kwargs}: {exc}"))
+    except RnasclError as exc:
+        _fail(exc)
+    click.echo(f"teacher written to {out}")
+
+
+# --------------------------------------------------------------------------------------------------- cost
+@main.command()
+@click.argument("target")
+@click.option("--budget", help="Also check TARGET against a budget: 600K, 1.5M, params=150K, macs=1M,params=100K.")
+@json_option
+def cost(target, budget, as_json):
+    """MACs (fvcore, batch 1, one multiply-add = one MAC) and parameters of a checkpoint.
+
+    TARGET is a .safetensors checkpoint or builtin:NAME. With --budget the exit code is 1 when it does not fit.
+    """
+    from .checkpoint import load_model
+    from .cost import check_budget, human, measure, parse_budget
+    from .recipe import resolve_path
+
+    try:
+        limit = parse_budget(budget) if budget is not None else None
+        model, meta = load_model(resolve_path(target))
+        c = measure(model, meta["data"]["input_shape"])
+    except RnasclError as exc:
+        _fail(exc)
+    result = c.to_dict()
+    over = check_budget(c, limit) if limit else None
+    if limit:
+        result.update(budget=limit.to_dict(), fits=over is None)
+    lines = [f"{target}: {human(c.macs)} MACs ({c.macs}), {human(c.params)} params ({c.params})"]
+    if c.uncounted:
+        lines.append(f"  not counted by fvcore: {', '.join(c.uncounted)}")
+    if limit:
+        lines.append(f"  budget {limit}: " + ("fits" if over is None else f"does NOT fit ({over})"))
+    _emit(result, as_json, lines)
+    if over:
+        sys.exit(1)

@@ -1,0 +1,112 @@
+"""Model cost: MACs and parameters, and the human budget syntax.
+
+Units: MACs per image at batch 1 at the model's input size, fvcore's convention (one fused multiply-add is one
+MAC; fvcore calls it a "flop"); parameters counted with ``numel``. Element-wise ops (add, mul, max_pool, ...) count
+0 in fvcore and are reported by name in ``uncounted`` so a user sees what the figure leaves out.
+
+Budgets: ``600K``, ``1.5M``, ``2G`` (MACs), ``params=150K``, ``macs=1M,params=100K``. Suffixes K/M/G are powers of
+1000 and case-insensitive; values must be positive and at least one.
+"""
+from __future__ import annotations
+
+import logging
+import re
+import warnings
+from dataclasses import dataclass
+from typing import Dict, Optional, Tuple
+
+import torch
+from torch import nn
+
+from .errors import RnasclError
+
+log = logging.getLogger(__name__)
+
+JIT_DEPRECATION = r"`torch.jit.script` is deprecated"
+SUFFIXES = {"": 1, "k": 10 ** 3, "m": 10 ** 6, "g": 10 ** 9}
+
+
+@dataclass(frozen=True)
+class Budget:
+    macs: Optional[int] = None
+    params: Optional[int] = None
+
+    def __str__(self) -> str:
+        return ",".join(f"{k}={human(v)}" for k, v in (("macs", self.macs), ("params", self.params)) if v is not None)
+
+    def to_dict(self) -> dict:
+        return {"macs": self.macs, "params": self.params}
+
+
+@dataclass(frozen=True)
+class Cost:
+    macs: int
+    params: int
+    uncounted: Tuple[str, ...] = ()
+
+    def to_dict(self) -> dict:
+        return {"macs": self.macs, "params": self.params, "uncounted_ops": list(self.uncounted)}
+
+
+def human(n: float) -> str:
+    for suffix, scale in (("G", 1e9), ("M", 1e6), ("K", 1e3)):
+        if abs(n) >= scale:
+            return f"{n / scale:.4g}{suffix}"
+    return str(int(n))
+
+
+def parse_amount(text: str, what: str = "budget") -> int:
+    match = re.fullmatch(r"\s*(\d+(?:\.\d*)?|\.\d+)\s*([kKmMgG]?)\s*", text)
+    if not match:
+        raise RnasclError(f"cannot read {what} {text!r}: expected a positive number with an optional K, M or G "
+                          "suffix, such as 600K, 1.5M or 2G")
+    value = float(match.group(1)) * SUFFIXES[match.group(2).lower()]
+    if value < 1:
+        raise RnasclError(f"{what} {text!r} must be at least 1")
+    return int(round(value))
+
+
+def parse_budget(text: str) -> Budget:
+    """``600K`` -> MACs; ``params=150K``; ``macs=1M,params=100K``."""
+    if text is None or not str(text).strip():
+        raise RnasclError("empty budget: give MACs (600K, 1.5M) and/or params (params=150K)")
+    parts: Dict[str, int] = {}
+    for item in str(text).split(","):
+        key, _, value = item.partition("=")
+        if not _:
+            key, value = "macs", key
+        key = key.strip().lower()
+        if key not in ("macs", "params"):
+            raise RnasclError(f"unknown budget kind {key!r} in {text!r}; use macs=... and/or params=...")
+        if key in parts:
+            raise RnasclError(f"budget {text!r} gives {key} twice")
+        parts[key] = parse_amount(value, f"{key} budget")
+    return Budget(**parts)
+
+
+def measure(model: nn.Module, input_shape) -> Cost:
+    """fvcore MACs (batch 1) and parameter count of ``model`` in eval mode; its mode is restored."""
+    with warnings.catch_warnings():
+        # fvcore traces through TorchScript internals, which torch 2.13 marks deprecated on every call.
+        warnings.filterwarnings("ignore", message=JIT_DEPRECATION, category=DeprecationWarning)
+        from fvcore.nn import FlopCountAnalysis
+
+        was_training = model.training
+        model.eval()
+        try:
+            device = next(model.parameters()).device
+            analysis = FlopCountAnalysis(model, torch.zeros(1, *input_shape, device=device))
+            analysis.unsupported_ops_warnings(False).uncalled_modules_warnings(False)
+            macs = int(analysis.total())
+            uncounted = tuple(sorted(analysis.unsupported_ops()))
+        finally:
+            model.train(was_training)
+    params = sum(p.numel() for p in model.parameters())
+    return Cost(macs=macs, params=params, uncounted=uncounted)
+
+
+def check_budget(cost: Cost, budget: Budget) -> Optional[str]:
+    """None when ``cost`` fits ``budget``, else a sentence saying by how much it does not."""
+    over = [f"{k} {human(getattr(cost, k))} > {human(getattr(budget, k))}" for k in ("macs", "params")
+            if getattr(budget, k) is not None and getattr(cost, k) > getattr(budget, k)]
+    return "; ".join(over) or None

@@ -1,0 +1,28 @@
+from __future__ import annotations
+
+from typing import Sequence
+
+import torch
+from torch import nn
+
+from ..registry import Registry
+
+MODELS: Registry = Registry("model")
+
+
+class Normalize(nn.Module):
+    """(x - mean) / std per channel; x in [0, 1]."""
+
+    def __init__(self, mean: Sequence[float], std: Sequence[float]):
+        super().__init__()
+        self.register_buffer("mean", torch.tensor(list(mean), dtype=torch.float32).view(1, -1, 1, 1))
+        self.register_buffer("std", torch.tensor(list(std), dtype=torch.float32).view(1, -1, 1, 1))
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return (x - self.mean) / self.std
+
+
+def build_model(name: str, in_channels: int, num_classes: int, input_size: int, mean: Sequence[float],
+                std: Sequence[float], **kwargs) -> nn.Module:
+    return MODELS.get(name)(in_channels=in_channels, num_classes=num_classes, input_size=input_size,
+                            mean=mean, std=std, **kwargs)

@@ -1,0 +1,191 @@
+"""Typed recipes: YAML in, dataclasses out, unknown keys refused, command-line overrides, resolved dump.
+
+A recipe is a YAML mapping whose top-level sections are the fields of :class:`Recipe`. Every key is checked
+against the dataclass that owns it: an unknown key is an error that names the key and the valid ones, and a
+value of the wrong type is an error that names the expected type. Overrides use dotted keys
+(``teacher.train.epochs=3``) whose values are parsed as YAML scalars. The resolved recipe (every default filled
+in) is written beside every output as ``recipe.yaml`` so a run can be reproduced from its directory alone.
+
+Paths in a recipe are relative to the working directory; ``builtin:NAME`` names a file shipped inside the
+package (``rnascl_deploy/assets/NAME``), such as the robust Fashion-MNIST teacher.
+"""
+from __future__ import annotations
+
+import dataclasses
+import typing
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Dict, List, Optional
+
+import yaml
+
+from .errors import RnasclError
+
+ASSETS = Path(__file__).resolve().parent / "assets"
+
+
+@dataclass
+class DataConfig:
+    """Which data set, where it lives, and how batches are drawn."""
+
+    name: str = "fashion-mnist"  # fashion-mnist | cifar10 | imagefolder
+    root: Optional[str] = None  # None: the data set's default locations (the Debian package for Fashion-MNIST)
+    val_size: int = 5000  # images held out of the training split for validation (and architecture steps)
+    batch_size: int = 128
+    augment: Optional[List[str]] = None  # None: the data set's standard augmentation; [] for none; crop, flip
+    image_size: Optional[int] = None  # ImageFolder only: images are resized to this square size
+    workers: int = 0
+
+
+@dataclass
+class AttackConfig:
+    """The evaluation threat model: Linf, eps in [0,1] pixel units, and the attacks that measure it."""
+
+    eps: float = 0.1
+    attacks: List[str] = field(default_factory=lambda: ["fgsm", "pgd20", "apgd-ce"])
+    pgd_step_size: float = 0.01
+    apgd_iters: int = 100
+    square_queries: int = 1000
+    batch_size: int = 500
+    seed: int = 0
+
+
+@dataclass
+class TrainConfig:
+    """A supervised training run, clean or adversarial (PGD-AT, Madry et al. 2018; TRADES, Zhang et al. 2019)."""
+
+    epochs: int = 15
+    lr: float = 0.1
+    momentum: float = 0.9
+    weight_decay: float = 5e-4
+    warmup_epochs: int = 1
+    adv: str = "pgd"  # none | pgd | trades
+    eps: float = 0.1
+    steps: int = 5  # attack steps used to craft training examples
+    step_size: float = 0.04
+    trades_beta: float = 6.0
+    eps_warmup_epochs: int = 2  # eps grows linearly to its value over these first epochs
+    val_limit: int = 1000  # validation images scored each epoch (clean and PGD-10)
+    seed: int = 0
+
+
+@dataclass
+class ModelConfig:
+    name: str = "cnn"
+    kwargs: Dict[str, Any] = field(default_factory=lambda: {"widths": [32, 32, 64, 64, 128], "strides": [1, 2, 1, 2, 2],
+                                                             "hidden": 256})
+
+
+@dataclass
+class TeacherConfig:
+    """The robust teacher: the checkpoint search and retraining use, and how `teacher train` makes one."""
+
+    checkpoint: str = "builtin:teacher-fashion-mnist/model.safetensors"
+    model: ModelConfig = field(default_factory=ModelConfig)
+    train: TrainConfig = field(default_factory=TrainConfig)
+
+
+@dataclass
+class Recipe:
+    name: str = "fashion-mnist"
+    data: DataConfig = field(default_factory=DataConfig)
+    attack: AttackConfig = field(default_factory=AttackConfig)
+    teacher: TeacherConfig = field(default_factory=TeacherConfig)
+
+
+def resolve_path(value: str) -> Path:
+    """A recipe path: ``builtin:NAME`` for a file shipped with the package, else a normal filesystem path."""
+    if value.startswith("builtin:"):
+        return ASSETS / value[len("builtin:"):]
+    return Path(value).expanduser()
+
+
+def _type_name(tp: Any) -> str:
+    return getattr(tp, "__name__", None) or str(tp).replace("typing.", "")
+
+
+def _coerce(value: Any, tp: Any, where: str) -> Any:
+    origin = typing.get_origin(tp)
+    if origin is typing.Union:  # Optional[X]
+        args = [a for a in typing.get_args(tp) if a is not type(None)]
+        if value is None:
+            return None
+        return _coerce(value, args[0], where)
+    if dataclasses.is_dataclass(tp):
+        return _from_dict(tp, value, where)
+    if origin in (list, List):
+        if not isinstance(value, list):
+            raise RnasclError(f"recipe key {where!r}: expected a list, got {value!r}")
+        (item,) = typing.get_args(tp)
+        return [_coerce(v, item, f"{where}[{i}]") for i, v in enumerate(value)]
+    if origin in (dict, Dict):
+        if not isinstance(value, dict):
+            raise RnasclError(f"recipe key {where!r}: expected a mapping, got {value!r}")
+        return dict(value)
+    if tp is Any:
+        return value
+    if tp is float and isinstance(value, int) and not isinstance(value, bool):
+        return float(value)
+    if tp is bool and not isinstance(value, bool) or not isinstance(value, tp) or (tp is int and isinstance(value, bool)):
+        raise RnasclError(f"recipe key {where!r}: expected {_type_name(tp)}, got {value!r}")
+    return value
+
+
+def _from_dict(cls: type, data: Any, where: str = "") -> Any:
+    if not isinstance(data, dict):
+        raise RnasclError(f"recipe section {where or '<top>'!r}: expected a mapping, got {data!r}")
+    hints = typing.get_type_hints(cls)
+    names = [f.name for f in dataclasses.fields(cls)]
+    kwargs = {}
+    for key, value in data.items():
+        path = f"{where}.{key}" if where else str(key)
+        if key not in names:
+            raise RnasclError(f"unknown recipe key {path!r}; valid keys here: {', '.join(names)}")
+        kwargs[key] = _coerce(value, hints[key], path)
+    return cls(**kwargs)
+
+
+def _set_dotted(data: dict, dotted: str, value: Any) -> None:
+    parts = dotted.split(".")
+    node = data
+    for part in parts[:-1]:
+        node = node.setdefault(part, {})
+        if not isinstance(node, dict):
+            raise RnasclError(f"override {dotted!r}: {part!r} is not a section")
+    node[parts[-1]] = value
+
+
+def parse_override(text: str) -> tuple:
+    """``key.sub=value`` -> (key.sub, parsed YAML scalar)."""
+    if "=" not in text:
+        raise RnasclError(f"override {text!r} must look like key.sub=value (for example teacher.train.epochs=3)")
+    key, raw = text.split("=", 1)
+    return key.strip(), yaml.safe_load(raw)
+
+
+def load_recipe(path: Optional[str | Path] = None, overrides: Optional[Dict[str, Any]] = None) -> Recipe:
+    """Load a YAML recipe (or the defaults when ``path`` is None) and apply dotted-key overrides."""
+    data: dict = {}
+    if path is not None:
+        path = Path(path)
+        if not path.is_file():
+            raise RnasclError(f"recipe {str(path)!r} not found; the shipped recipes live in recipes/ "
+                              "(for example recipes/fashion-mnist.yaml)")
+        try:
+            data = yaml.safe_load(path.read_text()) or {}
+        except yaml.YAMLError as exc:
+            raise RnasclError(f"recipe {str(path)!r} is not valid YAML: {exc}") from None
+    for key, value in (overrides or {}).items():
+        _set_dotted(data, key, value)
+    return _from_dict(Recipe, data)
+
+
+def recipe_to_dict(recipe: Recipe) -> dict:
+    return dataclasses.asdict(recipe)
+
+
+def dump_recipe(recipe: Recipe, path: Path) -> None:
+    """Write the resolved recipe atomically."""
+    from .fileio import atomic_write_text
+
+    atomic_write_text(path, yaml.safe_dump(recipe_to_dict(recipe), sort_keys=False))

@@ -1,0 +1,105 @@
+import pytest
+import torch
+from torch import nn
+
+from rnascl_deploy.attacks import APGDCE, FGSM, PGD, Square, build_attack
+from rnascl_deploy.attacks.evaluate import evaluate_robustness
+from rnascl_deploy.checkpoint import load_model
+from rnascl_deploy.data import batches
+from rnascl_deploy.errors import RnasclError
+from rnascl_deploy.recipe import resolve_path
+
+EPS = 0.1
+ALL = {"fgsm": FGSM(EPS), "pgd10": PGD(EPS, 10, 0.025), "apgd-ce": APGDCE(EPS, iters=10),
+       "square": Square(EPS, queries=30)}
+
+
+def _batch(fmnist_test, n=64):
+    return next(batches(fmnist_test[0], n))
+
+
+@pytest.mark.parametrize("name", list(ALL))
+def test_examples_stay_in_eps_ball_and_unit_box(plain_model, fmnist_test, name):
+    x, y = _batch(fmnist_test)
+    x_adv = ALL[name](plain_model, x, y)
+    assert x_adv.shape == x.shape and (x_adv - x).abs().max() <= EPS + 1e-6
+    assert x_adv.min() >= 0 and x_adv.max() <= 1
+
+
+@pytest.mark.parametrize("name", list(ALL))
+def test_attacks_restore_train_eval_mode(plain_model, fmnist_test, name):
+    x, y = _batch(fmnist_test, 8)
+    plain_model.train()
+    plain_model.classifier.eval()  # a mixed state must come back exactly
+    try:
+        ALL[name](plain_model, x, y)
+        assert plain_model.training and plain_model.features.training and not plain_model.classifier.training
+    finally:
+        plain_model.eval()
+
+
+def test_white_box_attacks_lower_accuracy_and_robust_is_at_most_clean(plain_model, fmnist_test):
+    report = evaluate_robustness(plain_model, fmnist_test[0], ALL, batch_size=128, progress=False)
+    assert report.clean_acc > 0.6
+    for name, acc in report.adv_acc.items():
+        assert acc <= report.clean_acc
+    assert report.adv_acc["pgd10"] < report.clean_acc - 0.3  # an undefended model breaks at eps 0.1
+    assert report.adv_acc["apgd-ce"] <= report.adv_acc["fgsm"]
+    assert report.worst_case_acc <= min(report.adv_acc.values())
+    assert report.n == 256
+
+
+def test_square_needs_only_logits_and_lowers_accuracy(plain_model, fmnist_test):
+    x, y = _batch(fmnist_test, 128)
+    with torch.no_grad():
+        predict = lambda batch: plain_model(batch)  # noqa: E731  (a plain callable, as an engine would be)
+        clean = (predict(x).argmax(1) == y).float().mean()
+        x_adv = Square(EPS, queries=200)(predict, x, y)
+        adv = (predict(x_adv).argmax(1) == y).float().mean()
+    assert adv < clean - 0.2
+
+
+def test_white_box_attack_refuses_a_plain_callable(fmnist_test):
+    x, y = _batch(fmnist_test, 2)
+    with pytest.raises(TypeError, match="white-box"):
+        PGD(EPS, 2)(lambda b: b.flatten(1)[:, :10], x, y)
+
+
+def test_pgd_accuracy_never_rises_with_more_steps_on_the_shipped_teacher(fmnist_test):
+    teacher, _ = load_model(resolve_path("builtin:teacher-fashion-mnist/model.safetensors"))
+    data = fmnist_test[0]
+    accs = []
+    for steps in (5, 20, 50):
+        attack = PGD(EPS, steps, step_size=0.01)
+        accs.append(evaluate_robustness(teacher, data, {"pgd": attack}, 256, progress=False).adv_acc["pgd"])
+    assert accs[0] >= accs[1] >= accs[2]
+    assert accs[2] > 0.5  # the teacher is robust
+
+
+def test_gradient_masking_warnings():
+    class Softmaxed(nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.linear = nn.Linear(4, 3)
+
+        def forward(self, x):
+            return torch.softmax(self.linear(x.flatten(1)) * 1e4, 1)  # saturated probabilities
+
+    torch.manual_seed(0)
+    data = torch.utils.data.TensorDataset(torch.rand(32, 1, 2, 2), torch.randint(0, 3, (32,)))
+    report = evaluate_robustness(Softmaxed(), data, {"pgd5": PGD(EPS, 5)}, progress=False)
+    assert any("probabilities" in w for w in report.warnings)
+    assert any("all-zero input gradient" in w for w in report.warnings)
+
+
+def test_build_attack_names():
+    assert isinstance(build_attack("pgd7", EPS), PGD) and build_attack("pgd7", EPS).steps == 7
+    assert isinstance(build_attack("apgd-ce", EPS), APGDCE)
+    with pytest.raises(RnasclError, match="valid: fgsm"):
+        build_attack("cw", EPS)
+    with pytest.raises(RnasclError):
+        build_attack("pgd0", EPS)
+
+
+def test_apgd_checkpoints_follow_the_paper():
+    assert APGDCE(EPS, iters=100).checkpoints() == [22, 41, 57, 70, 80, 87, 93, 99]

@@ -1,0 +1,93 @@
+import json
+
+import click
+import pytest
+from click.testing import CliRunner
+
+from rnascl_deploy.checkpoint import load_model
+from rnascl_deploy.cli import main
+from rnascl_deploy.cost import measure
+from rnascl_deploy.recipe import resolve_path
+
+TEACHER = "builtin:teacher-fashion-mnist/model.safetensors"
+TINY = ["--set", "teacher.model.kwargs={widths: [4, 8], strides: [2, 2], hidden: 16}",
+        "--set", "teacher.train.val_limit=32", "--set", "teacher.train.steps=1"]
+
+
+def run(*args):
+    return CliRunner().invoke(main, ["-q", *args], catch_exceptions=False)
+
+
+def _commands(group, prefix=()):
+    for name, cmd in group.commands.items():
+        yield prefix + (name,)
+        if isinstance(cmd, click.Group):
+            yield from _commands(cmd, prefix + (name,))
+
+
+@pytest.mark.parametrize("path", [()] + list(_commands(main)))
+def test_every_command_has_help(path):
+    result = run(*path, "--help")
+    assert result.exit_code == 0 and "Usage:" in result.output and len(result.output) > 200
+
+
+def test_teacher_eval_json(tmp_path):
+    result = run("teacher", "eval", TEACHER, "--limit", "64", "--attacks", "fgsm,pgd5", "--json",
+                 "--out", str(tmp_path / "r.json"))
+    assert result.exit_code == 0, result.output
+    report = json.loads(result.output)
+    assert report["n"] == 64 and set(report["adv_acc"]) == {"fgsm", "pgd5"}
+    assert 0 <= report["worst_case_acc"] <= min(report["adv_acc"].values()) <= report["clean_acc"] <= 1
+    assert json.loads((tmp_path / "r.json").read_text()) == report
+
+
+def test_cost_json_matches_fvcore():
+    result = run("cost", TEACHER, "--json")
+    assert result.exit_code == 0, result.output
+    model, meta = load_model(resolve_path(TEACHER))
+    expected = measure(model, meta["data"]["input_shape"])
+    assert json.loads(result.output)["macs"] == expected.macs and json.loads(result.output)["params"] == expected.params
+    assert run("cost", TEACHER, "--budget", "1K").exit_code == 1
+    assert run("cost", TEACHER, "--budget", "1G").exit_code == 0
+
+
+@pytest.mark.parametrize("budget", ["abc", "-1", "0", "1.5Q"])
+def test_bad_budget_exits_2(budget):
+    result = run("cost", TEACHER, "--budget", budget)
+    assert result.exit_code == 2 and "Error:" in result.output
+
+
+def test_corrupt_checkpoint_exits_2(tmp_path):
+    bad = tmp_path / "bad.safetensors"
+    bad.write_bytes(b"\x00" * 64)
+    for args in (("cost", str(bad)), ("teacher", "eval", str(bad))):
+        result = run(*args)
+        assert result.exit_code == 2 and "cannot read checkpoint" in result.output
+
+
+def test_unknown_recipe_key_exits_2_and_writes_nothing(tmp_path):
+    recipe = tmp_path / "r.yaml"
+    recipe.write_text("teacher:\n  train:\n    epoch: 3\n")
+    result = run("teacher", "train", "--recipe", str(recipe), "--out", str(tmp_path / "run"))
+    assert result.exit_code == 2 and "teacher.train.epoch" in result.output
+    assert not (tmp_path / "run").exists()
+
+
+def test_missing_data_exits_2(tmp_path):
+    result = run("teacher", "train", "--set", f"data.root={tmp_path}", "--out", str(tmp_path / "run"))
+    assert result.exit_code == 2 and "Fashion-MNIST not found" in result.output
+    assert not (tmp_path / "run").exists()
+
+
+def test_teacher_train_end_to_end_and_never_overwrites(tmp_path):
+    out = tmp_path / "run"
+    result = run("teacher", "train", *TINY, "--limit", "256", "--epochs", "1", "--out", str(out))
+    assert result.exit_code == 0, result.output
+    model = out / "model.safetensors"
+    _, meta = load_model(model, kind="teacher")
+    assert meta["recipe"]["teacher"]["train"]["epochs"] == 1 and "val_pgd10" in meta["metrics"]
+    assert {p.name for p in out.iterdir()} >= {"recipe.yaml", "history.jsonl", "train.log", "state.pt"}
+    before = model.read_bytes()
+    again = run("teacher", "train", *TINY, "--limit", "256", "--epochs", "1", "--out", str(out))
+    assert again.exit_code == 2 and "already exists" in again.output
+    assert model.read_bytes() == before

@@ -1,0 +1,107 @@
+import gzip
+import pickle
+
+import numpy as np
+import pytest
+import torch
+
+from rnascl_deploy.data import augment_batch, batches, load_split
+from rnascl_deploy.errors import RnasclError
+
+
+def test_fashion_mnist_splits_are_images_in_unit_range():
+    train, info = load_split("fashion-mnist", "train", limit=100)
+    val, _ = load_split("fashion-mnist", "val", val_size=5000)
+    test, _ = load_split("fashion-mnist", "test")
+    assert (len(val), len(test), info.input_shape, info.num_classes) == (5000, 10000, (1, 28, 28), 10)
+    x, y = next(batches(train, 100))
+    assert x.shape == (100, 1, 28, 28) and x.dtype == torch.float32 and 0 <= x.min() and x.max() <= 1
+    assert y.dtype == torch.int64 and set(y.tolist()) <= set(range(10))
+
+
+def test_split_is_deterministic_and_disjoint():
+    full, _ = load_split("fashion-mnist", "train")
+    val, _ = load_split("fashion-mnist", "val")
+    a, _ = load_split("fashion-mnist", "train", limit=50)
+    b, _ = load_split("fashion-mnist", "train", limit=50)
+    assert torch.equal(a.images, b.images) and len(full) == 55000
+    train_keys = {bytes(img.numpy()) for img in full.images[:3000]}
+    assert not train_keys & {bytes(img.numpy()) for img in val.images[:3000]} - {bytes(np.zeros((1, 28, 28), np.uint8))}
+    test, _ = load_split("fashion-mnist", "test", limit=10)
+    assert torch.equal(test.images, load_split("fashion-mnist", "test")[0].images[:10])
+
+
+def _write_idx(path, array, gz):
+    header = bytes([0, 0, 8, array.ndim]) + b"".join(int(d).to_bytes(4, "big") for d in array.shape)
+    raw = header + array.astype(np.uint8).tobytes()
+    path.write_bytes(gzip.compress(raw) if gz else raw)
+
+
+@pytest.mark.parametrize("gz", [True, False])
+def test_idx_directory_gz_or_raw(tmp_path, gz):
+    images = np.random.default_rng(0).integers(0, 256, (12, 28, 28))
+    labels = np.arange(12) % 10
+    for prefix in ("train", "t10k"):
+        _write_idx(tmp_path / (f"{prefix}-images-idx3-ubyte" + (".gz" if gz else "")), images, gz)
+        _write_idx(tmp_path / (f"{prefix}-labels-idx1-ubyte" + (".gz" if gz else "")), labels, gz)
+    test, _ = load_split("fashion-mnist", "test", root=str(tmp_path))
+    assert torch.equal(test.images[:, 0], torch.from_numpy(images.astype(np.uint8)))
+    assert load_split("fashion-mnist", "val", root=str(tmp_path), val_size=2)[0].images.shape[0] == 2
+
+
+def test_missing_fashion_mnist_says_where_and_how(tmp_path):
+    with pytest.raises(RnasclError, match=r"(?s)looked for.*%s.*apt-get install dataset-fashion-mnist" % tmp_path):
+        load_split("fashion-mnist", "train", root=str(tmp_path))
+
+
+def _cifar_dir(tmp_path, n=6):
+    rng = np.random.default_rng(0)
+    for name in [f"data_batch_{i}" for i in range(1, 6)] + ["test_batch"]:
+        batch = {b"data": rng.integers(0, 256, (n, 3072), dtype=np.uint8), b"labels": list(range(n))}
+        (tmp_path / name).write_bytes(pickle.dumps(batch))
+    return tmp_path
+
+
+def test_cifar10_python_batches_with_standard_augmentation(tmp_path):
+    train, info = load_split("cifar10", "train", root=str(_cifar_dir(tmp_path)), val_size=5)
+    assert len(train) == 25 and info.input_shape == (3, 32, 32) and info.augment == ("crop", "flip")
+
+
+class Payload:
+    def __reduce__(self):
+        return (open, ("/tmp/rnascl-pwned", "w"))
+
+
+def test_cifar10_batch_that_carries_code_is_refused(tmp_path):
+    _cifar_dir(tmp_path)
+    (tmp_path / "test_batch").write_bytes(pickle.dumps({b"data": Payload(), b"labels": [0]}))
+    with pytest.raises(RnasclError, match="not a CIFAR-10 python batch"):
+        load_split("cifar10", "test", root=str(tmp_path))
+
+
+def test_cifar10_missing(tmp_path):
+    with pytest.raises(RnasclError, match=r"missing .*test_batch.*cifar-10-python"):
+        load_split("cifar10", "test", root=str(tmp_path))
+
+
+def test_imagefolder(tmp_path):
+    from PIL import Image
+
+    for split in ("train", "val"):
+        for cls in ("cat", "dog"):
+            (tmp_path / split / cls).mkdir(parents=True)
+            for i in range(3):
+                Image.new("RGB", (40, 30), (i * 40, 0, 200)).save(tmp_path / split / cls / f"{i}.png")
+    train, info = load_split("imagefolder", "train", root=str(tmp_path), val_size=2, image_size=16)
+    x, y = next(batches(train, 8))
+    assert info.num_classes == 2 and info.class_names == ("cat", "dog") and x.shape == (4, 3, 16, 16)
+    assert 0 <= x.min() and x.max() <= 1
+
+
+def test_augment_batch_is_reproducible_and_shape_preserving():
+    x = torch.rand(8, 3, 32, 32)
+    a = augment_batch(x, ["crop", "flip"], torch.Generator().manual_seed(1))
+    b = augment_batch(x, ["crop", "flip"], torch.Generator().manual_seed(1))
+    assert torch.equal(a, b) and a.shape == x.shape and not torch.equal(a, x)
+    with pytest.raises(RnasclError, match="unknown augmentation"):
+        augment_batch(x, ["rotate"], torch.Generator())

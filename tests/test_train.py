@@ -1,0 +1,69 @@
+import pytest
+import torch
+
+import rnascl_deploy.train as train_module
+from rnascl_deploy.data import load_split
+from rnascl_deploy.errors import RnasclError
+from rnascl_deploy.recipe import TrainConfig
+from rnascl_deploy.train import lr_at, train
+
+from .conftest import tiny_cnn
+
+
+@pytest.fixture(scope="module")
+def splits():
+    return load_split("fashion-mnist", "train", limit=256)[0], load_split("fashion-mnist", "val", limit=64)[0]
+
+
+def _cfg(adv="pgd", epochs=2):
+    return TrainConfig(epochs=epochs, lr=0.05, adv=adv, steps=2, step_size=0.05, val_limit=64, eps_warmup_epochs=1)
+
+
+@pytest.mark.parametrize("adv", ["none", "pgd", "trades"])
+def test_each_objective_trains_and_writes_history(tmp_path, splits, adv):
+    model = tiny_cnn()
+    before = [p.detach().clone() for p in model.parameters()]
+    result = train(model, *splits, _cfg(adv, epochs=1), tmp_path, 64, progress=False)
+    assert (tmp_path / "state.pt").exists() and len((tmp_path / "history.jsonl").read_text().splitlines()) == 1
+    assert all(not torch.equal(a, b) for a, b in zip(before, model.parameters()))
+    assert result.best_epoch == 1 and {"val_clean", "val_pgd10"} <= set(result.best_metrics)
+
+
+def test_resume_after_interruption_matches_uninterrupted_run(tmp_path, splits, monkeypatch):
+    straight = tiny_cnn()
+    train(straight, *splits, _cfg(), tmp_path / "a", 64, augment=["flip"], progress=False)
+
+    real_validate, calls = train_module.validate, []
+
+    def crash_in_second_epoch(*args, **kwargs):
+        calls.append(1)
+        if len(calls) == 2:
+            raise KeyboardInterrupt
+        return real_validate(*args, **kwargs)
+
+    monkeypatch.setattr(train_module, "validate", crash_in_second_epoch)
+    interrupted = tiny_cnn()
+    with pytest.raises(KeyboardInterrupt):
+        train(interrupted, *splits, _cfg(), tmp_path / "b", 64, augment=["flip"], progress=False)
+    monkeypatch.setattr(train_module, "validate", real_validate)
+
+    with pytest.raises(RnasclError, match="--resume"):
+        train(tiny_cnn(), *splits, _cfg(), tmp_path / "b", 64, progress=False)
+    resumed = tiny_cnn(seed=1)  # different init: everything must come from the checkpoint
+    train(resumed, *splits, _cfg(), tmp_path / "b", 64, augment=["flip"], resume=True, progress=False)
+    for (name, a), b in zip(straight.state_dict().items(), resumed.state_dict().values()):
+        assert torch.allclose(a.float(), b.float(), atol=1e-6), name
+    assert (tmp_path / "a" / "history.jsonl").read_text().count("\n") == 2
+    assert (tmp_path / "b" / "history.jsonl").read_text().count("\n") == 2
+
+
+def test_resume_without_a_run_is_refused(tmp_path, splits):
+    with pytest.raises(RnasclError, match="nothing to resume"):
+        train(tiny_cnn(), *splits, _cfg(), tmp_path, 64, resume=True, progress=False)
+
+
+def test_lr_schedule_warms_up_then_decays_to_zero():
+    cfg = TrainConfig(epochs=4, lr=0.1, warmup_epochs=1)
+    lrs = [lr_at(cfg, s, 10) for s in range(40)]
+    assert lrs[9] == pytest.approx(0.1) and lrs[0] == pytest.approx(0.01)
+    assert all(a >= b for a, b in zip(lrs[10:], lrs[11:])) and lrs[-1] < 0.001
