@@ -203,24 +203,77 @@ def teacher_import(state_dict, model_name, model_kwargs, dataset, data_root, mea
     click.echo(f"teacher written to {out}")
 
 
+# --------------------------------------------------------------------------------------------------- search
+EPILOG_SEARCH = """\b
+Examples:
+  rnascl-deploy search --recipe recipes/fashion-mnist.yaml --budget 600K --out runs/s600k
+  rnascl-deploy search --budget macs=1.2M,params=40K --out runs/s1m --epochs 2 --limit 8000
+  rnascl-deploy search --budget 600K --out runs/s600k --resume      # continue an interrupted search
+  rnascl-deploy cost runs/s600k/arch.json
+"""
+
+
+@main.command(epilog=EPILOG_SEARCH)
+@recipe_option
+@set_option
+@click.option("--budget", "-b", required=True,
+              help="MACs and/or parameters the student must fit: 600K, 1.5M, params=150K, macs=1M,params=100K.")
+@click.option("--out", "-o", type=click.Path(file_okay=False), required=True,
+              help="Run directory: arch.json, recipe.yaml, search_history.jsonl, search.log, search_state.pt.")
+@click.option("--epochs", type=click.IntRange(1), help="Override search.epochs.")
+@click.option("--limit", type=click.IntRange(1), help="Search on the first N training images (validation N/4).")
+@click.option("--seed", type=int, help="Override search.seed.")
+@click.option("--resume", is_flag=True, help="Continue an interrupted search from its last finished epoch.")
+@json_option
+@click.pass_context
+def search(ctx, recipe, overrides, budget, out, epochs, limit, seed, resume, as_json):
+    """RNAS-CL: search student widths and, for every student layer, its teacher tutor, under a budget.
+
+    A supernet of mobile inverted-residual blocks learns Gumbel-softmax channel masks while every student tap
+    learns Gumbel-softmax weights over all teacher conv taps (cross-layer attention distillation from the robust
+    teacher). The derived student never exceeds the budget (MACs by fvcore, batch 1) and uses at least 80% of it
+    when the space allows. Writes OUT/arch.json, the input of `retrain`.
+    """
+    from .cost import parse_budget
+    from .search import run_search
+
+    try:
+        b = parse_budget(budget)
+        r = _load_recipe(recipe, overrides, **{"search.epochs": epochs, "search.seed": seed})
+        arch = run_search(r, b, Path(out), limit=limit, resume=resume, progress=ctx.obj["progress"])
+    except RnasclError as exc:
+        _fail(exc)
+    _emit(arch, as_json, [f"{Path(out) / 'arch.json'}: widths {arch['widths']}, {arch['macs']} MACs, "
+                          f"{arch['params']} params (budget {b})", "tutors (student tap -> teacher tap):",
+                          *[f"  {s:<16} -> {t}" for s, t in arch["tutors"].items()], *arch["search"]["notes"]])
+
+
 # --------------------------------------------------------------------------------------------------- cost
 @main.command()
 @click.argument("target")
 @click.option("--budget", help="Also check TARGET against a budget: 600K, 1.5M, params=150K, macs=1M,params=100K.")
 @json_option
 def cost(target, budget, as_json):
-    """MACs (fvcore, batch 1, one multiply-add = one MAC) and parameters of a checkpoint.
+    """MACs (fvcore, batch 1, one multiply-add = one MAC) and parameters of a checkpoint or architecture spec.
 
-    TARGET is a .safetensors checkpoint or builtin:NAME. With --budget the exit code is 1 when it does not fit.
+    TARGET is a .safetensors checkpoint, builtin:NAME, or an arch.json written by `search` (or its run
+    directory). With --budget the exit code is 1 when it does not fit.
     """
     from .checkpoint import load_model
     from .cost import check_budget, human, measure, parse_budget
     from .recipe import resolve_path
+    from .space.spec import build_student, load_arch
 
     try:
         limit = parse_budget(budget) if budget is not None else None
-        model, meta = load_model(resolve_path(target))
-        c = measure(model, meta["data"]["input_shape"])
+        path = resolve_path(target)
+        if path.suffix == ".json" or path.is_dir():
+            arch = load_arch(path)
+            model, shape = build_student(arch), arch["data"]["input_shape"]
+        else:
+            model, meta = load_model(path)
+            shape = meta["data"]["input_shape"]
+        c = measure(model, shape)
     except RnasclError as exc:
         _fail(exc)
     result = c.to_dict()

@@ -86,11 +86,57 @@ class TeacherConfig:
 
 
 @dataclass
+class StageConfig:
+    """One stage of mobile inverted-residual blocks; each block searches its output width among ``options``
+    widths stepping down by ``step`` from ``width`` (the paper: {16,12}, {32,28,24,20}, {64,60,56,52})."""
+
+    width: int
+    blocks: int = 1
+    stride: int = 1
+    options: int = 4
+    step: int = 4
+    expansion: Optional[int] = None  # None: the space's expansion (MobileNetV2 uses 1 in its first block)
+
+
+@dataclass
+class SpaceConfig:
+    """FBNetV2-style channel search space over MobileNetV2 blocks (1x1 expand, 3x3 depthwise, 1x1 project)."""
+
+    stem_channels: int = 8
+    stem_stride: int = 2
+    expansion: int = 6
+    stages: List[StageConfig] = field(default_factory=lambda: [
+        StageConfig(16, 1, 1, 3, 4, expansion=1), StageConfig(32, 2, 2, 4, 8), StageConfig(64, 2, 2, 4, 16)])
+
+
+@dataclass
+class SearchConfig:
+    """RNAS-CL search (REFERENCE.md section 1): weights and architecture (widths + tutors) in alternation."""
+
+    space: SpaceConfig = field(default_factory=SpaceConfig)
+    epochs: int = 4
+    weight_lr: float = 4e-3  # Adam, cosine
+    weight_decay: float = 2e-4
+    arch_lr: float = 0.1  # Adam on width and tutor logits
+    arch_every: int = 5  # every 5th batch is an architecture step on the validation split (20%)
+    tau0: float = 5.0  # tau = tau0 * exp(-tau_decay * epoch)
+    tau_decay: float = 0.045
+    kd_weight: float = 1.0
+    kd_temperature: float = 1.0
+    gamma: float = 1.0  # gamma_s, weight of the cross-layer attention loss
+    attention_size: int = 7  # attention maps are resized to this square size
+    cost_weight: float = 2.0  # weight of the budget term on the expected cost
+    cost_floor: float = 0.85  # the budget term also pushes the expected cost up to this fraction of the budget
+    seed: int = 0
+
+
+@dataclass
 class Recipe:
     name: str = "fashion-mnist"
     data: DataConfig = field(default_factory=DataConfig)
     attack: AttackConfig = field(default_factory=AttackConfig)
     teacher: TeacherConfig = field(default_factory=TeacherConfig)
+    search: SearchConfig = field(default_factory=SearchConfig)
 
 
 def resolve_path(value: str) -> Path:

@@ -28,7 +28,7 @@ class TapInfo:
     stride: int
 
     def to_dict(self) -> dict:
-        return asdict(self)
+        return {**asdict(self), "size": list(self.size)}
 
 
 def module_taps(model: nn.Module, types: Tuple[Type[nn.Module], ...]) -> List[str]:

@@ -11,8 +11,6 @@ import os
 from pathlib import Path
 from typing import List, Optional
 
-import yaml
-
 from .attacks import build_attack
 from .attacks.evaluate import RobustnessReport, evaluate_robustness
 from .checkpoint import file_sha256, load_model, save_checkpoint
@@ -20,37 +18,11 @@ from .data import info_dict, load_split
 from .errors import RnasclError
 from .models import build_model
 from .perf import channels_last
-from .recipe import AttackConfig, DataConfig, Recipe, dump_recipe, recipe_to_dict
+from .recipe import AttackConfig, DataConfig, Recipe, recipe_to_dict
+from .rundir import RunLog, check_resume, check_same_recipe, save_recipe
 from .train import TrainResult, train
 
 log = logging.getLogger(__name__)
-
-
-def _check_resumed_recipe(out: Path, recipe: Recipe) -> None:
-    saved = yaml.safe_load((out / "recipe.yaml").read_text())
-    now = recipe_to_dict(recipe)
-    diff = sorted(f"{section}.{key}" for section in now for key in (now[section] if isinstance(now[section], dict) else {})
-                  if isinstance(saved.get(section), dict) and saved[section].get(key) != now[section][key])
-    diff += [k for k in now if not isinstance(now[k], dict) and saved.get(k) != now[k]]
-    if diff:
-        raise RnasclError(f"cannot resume {out}: the recipe differs from the one it started with in {', '.join(diff)}; "
-                          "resume with the same recipe and overrides, or start a new run in another directory")
-
-
-class _RunLog:
-    """Copy log records into ``out/<name>`` for the duration of a stage."""
-
-    def __init__(self, path: Path):
-        self.handler = logging.FileHandler(path)
-        self.handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(name)s: %(message)s"))
-
-    def __enter__(self):
-        logging.getLogger("rnascl_deploy").addHandler(self.handler)
-        return self
-
-    def __exit__(self, *exc):
-        logging.getLogger("rnascl_deploy").removeHandler(self.handler)
-        self.handler.close()
 
 
 def train_teacher(recipe: Recipe, out: Path, resume: bool = False, progress: bool = True,
@@ -70,20 +42,17 @@ def train_teacher(recipe: Recipe, out: Path, resume: bool = False, progress: boo
     except (TypeError, ValueError) as exc:
         raise RnasclError(f"teacher.model {spec}: {exc}") from None
     model = channels_last(model)
-    out.mkdir(parents=True, exist_ok=True)
-    if resume and (out / "recipe.yaml").exists():
-        _check_resumed_recipe(out, recipe)
-    elif (out / "state.pt").exists() and not resume:
-        raise RnasclError(f"{out} already holds a training run (state.pt); pass --resume to continue it, or "
-                          "choose another --out")
-    dump_recipe(recipe, out / "recipe.yaml")
+    check_resume(out / "state.pt", resume)
+    if resume:
+        check_same_recipe(out, recipe)
+    save_recipe(out, recipe)
     resolved = recipe_to_dict(recipe)
     best = out / "best.safetensors"
 
     def save_best(m, metrics):
         save_checkpoint(best, m, "teacher", spec, info_dict(info), resolved, metrics)
 
-    with _RunLog(out / "train.log"):
+    with RunLog(out / "train.log"):
         log.info("training teacher %s on %s (%d train / %d val images) into %s", spec, info.name, len(train_set),
                  len(val_set), out)
         augment = data.augment if data.augment is not None else info.augment

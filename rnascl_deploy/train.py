@@ -16,7 +16,6 @@ augmentations and attack starts as an uninterrupted one.
 """
 from __future__ import annotations
 
-import json
 import logging
 import math
 import time
@@ -32,8 +31,8 @@ from tqdm import tqdm
 from .attacks import PGD, eval_mode, project
 from .data import augment_batch, batches, num_batches
 from .errors import RnasclError
-from .fileio import atomic_path, atomic_write_text
 from .recipe import TrainConfig
+from .rundir import check_resume, epoch_seed, load_state, save_state, write_history
 
 log = logging.getLogger(__name__)
 
@@ -127,10 +126,6 @@ class TrainResult:
     seconds: float
 
 
-def _write_history(out: Path, history) -> None:
-    atomic_write_text(out / "history.jsonl", "".join(json.dumps(h) + "\n" for h in history))
-
-
 def train(model: nn.Module, train_set, val_set, cfg: TrainConfig, out: Path, batch_size: int,
           augment=(), objective: Optional[Objective] = None, resume: bool = False, progress: bool = True,
           save_best: Optional[Callable[[nn.Module, Dict[str, float]], None]] = None) -> TrainResult:
@@ -145,18 +140,13 @@ def train(model: nn.Module, train_set, val_set, cfg: TrainConfig, out: Path, bat
     opt = torch.optim.SGD(model.parameters(), lr=cfg.lr, momentum=cfg.momentum, weight_decay=cfg.weight_decay,
                           nesterov=cfg.momentum > 0)
     history, start_epoch, best, elapsed = [], 0, None, 0.0
-    if state_path.exists():
-        if not resume:
-            raise RnasclError(f"{out} already holds a training run (state.pt); pass --resume to continue it, or "
-                              "choose another --out")
-        state = torch.load(state_path, map_location="cpu", weights_only=True)
+    if check_resume(state_path, resume):
+        state = load_state(state_path)
         model.load_state_dict(state["model"])
         opt.load_state_dict(state["optimizer"])
         history, start_epoch, elapsed = state["history"], state["epoch"] + 1, state["seconds"]
         best = state["best"]
         log.info("resuming from epoch %d of %d (%s)", start_epoch, cfg.epochs, state_path)
-    elif resume:
-        raise RnasclError(f"nothing to resume in {out}: no state.pt (start a new run without --resume)")
     steps_per_epoch = num_batches(train_set, batch_size, drop_last=True)
     if steps_per_epoch == 0:
         raise RnasclError(f"the training split has {len(train_set)} images, fewer than one batch of {batch_size}")
@@ -164,12 +154,11 @@ def train(model: nn.Module, train_set, val_set, cfg: TrainConfig, out: Path, bat
     val_subset = val_set.subset(torch.arange(min(cfg.val_limit, len(val_set)))) if hasattr(val_set, "subset") else val_set
     for epoch in range(start_epoch, cfg.epochs):
         t0 = time.perf_counter()
-        torch.manual_seed(cfg.seed * 100003 + epoch)
-        gen = torch.Generator().manual_seed(cfg.seed * 100003 + epoch)
+        gen = torch.Generator().manual_seed(epoch_seed(cfg.seed, epoch))
         eps = eps_at(cfg, epoch)
         model.train()
         sums: Dict[str, float] = {}
-        correct = seen = 0
+        seen = 0
         bar = tqdm(batches(train_set, batch_size, gen, drop_last=True), total=steps_per_epoch, unit="batch",
                    desc=f"epoch {epoch + 1}/{cfg.epochs}", disable=None if progress else True, leave=False)
         for i, (x, y) in enumerate(bar):
@@ -202,8 +191,7 @@ def train(model: nn.Module, train_set, val_set, cfg: TrainConfig, out: Path, bat
                 save_best(model, {**metrics, "epoch": epoch + 1})
         log.info("epoch %d/%d %s%s", epoch + 1, cfg.epochs,
                  " ".join(f"{k}={v}" for k, v in row.items() if k != "epoch"), " (best)" if improved else "")
-        with atomic_path(state_path) as tmp:
-            torch.save({"model": model.state_dict(), "optimizer": opt.state_dict(), "epoch": epoch,
-                        "history": history, "best": best, "seconds": elapsed}, tmp)
-        _write_history(out, history)
+        save_state(state_path, {"model": model.state_dict(), "optimizer": opt.state_dict(), "epoch": epoch,
+                                "history": history, "best": best, "seconds": elapsed})
+        write_history(out / "history.jsonl", history)
     return TrainResult(best_epoch=best["epoch"], best_metrics=best["metrics"], seconds=round(elapsed, 1))

@@ -1,0 +1,93 @@
+"""Run directories: the rules every stage follows so that it can be resumed and never overwrites a result.
+
+- A stage keeps its resumable state in one file (``state.pt`` or ``search_state.pt``). Starting a stage where that
+  file exists is refused unless ``resume`` is asked for; asking to resume where it does not exist is refused too.
+- A resumed stage must run the same recipe it started with (:func:`check_same_recipe`).
+- Logs of a stage are copied into a file in the run directory (:class:`RunLog`).
+"""
+from __future__ import annotations
+
+import json
+import logging
+from pathlib import Path
+
+import torch
+import yaml
+
+from .errors import RnasclError
+from .fileio import atomic_path, atomic_write_text
+from .recipe import Recipe, dump_recipe, recipe_to_dict
+
+
+def check_resume(state: Path, resume: bool) -> bool:
+    """True when there is a run to resume; errors on a refused restart or a resume with nothing to resume."""
+    if state.exists() and not resume:
+        raise RnasclError(f"{state.parent} already holds a run ({state.name}); pass --resume to continue it, or "
+                          "choose another --out")
+    if resume and not state.exists():
+        raise RnasclError(f"nothing to resume in {state.parent}: no {state.name} (start a new run without --resume)")
+    return state.exists()
+
+
+def _flatten(d: dict, prefix: str = "") -> dict:
+    out = {}
+    for k, v in d.items():
+        key = f"{prefix}.{k}" if prefix else k
+        out.update(_flatten(v, key) if isinstance(v, dict) else {key: v})
+    return out
+
+
+def check_same_recipe(out: Path, recipe: Recipe, sections=None) -> None:
+    """Refuse to resume with a recipe that differs from the saved ``recipe.yaml`` (in ``sections``, or anywhere)."""
+    path = out / "recipe.yaml"
+    if not path.exists():
+        return
+    saved, now = _flatten(yaml.safe_load(path.read_text()) or {}), _flatten(recipe_to_dict(recipe))
+    diff = sorted(k for k in set(saved) | set(now) if saved.get(k) != now.get(k)
+                  and (sections is None or k.split(".")[0] in sections))
+    if diff:
+        raise RnasclError(f"cannot resume {out}: the recipe differs from the one it started with in "
+                          f"{', '.join(diff)}; resume with the same recipe and overrides, or start a new run elsewhere")
+
+
+def save_recipe(out: Path, recipe: Recipe) -> None:
+    out.mkdir(parents=True, exist_ok=True)
+    dump_recipe(recipe, out / "recipe.yaml")
+
+
+def save_state(path: Path, state: dict) -> None:
+    with atomic_path(path) as tmp:
+        torch.save(state, tmp)
+
+
+def load_state(path: Path) -> dict:
+    return torch.load(path, map_location="cpu", weights_only=True)
+
+
+def write_history(path: Path, history) -> None:
+    atomic_write_text(path, "".join(json.dumps(h) + "\n" for h in history))
+
+
+def epoch_seed(seed: int, epoch: int) -> int:
+    """Every epoch reseeds from (seed, epoch): a run resumed at an epoch boundary replays the same randomness."""
+    seed = seed * 100003 + epoch
+    torch.manual_seed(seed)
+    return seed
+
+
+class RunLog:
+    """Copy the package's log records into ``path`` for the duration of a stage."""
+
+    def __init__(self, path: Path):
+        self.path = path
+        self.handler = None
+
+    def __enter__(self):
+        self.handler = logging.FileHandler(self.path)
+        self.handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(name)s: %(message)s"))
+        logging.getLogger("rnascl_deploy").addHandler(self.handler)
+        return self
+
+    def __exit__(self, *exc):
+        logging.getLogger("rnascl_deploy").removeHandler(self.handler)
+        self.handler.close()

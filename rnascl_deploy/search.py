@@ -1,0 +1,330 @@
+"""RNAS-CL search under a budget: ``rnascl-deploy search`` -> ``RUN/arch.json``.
+
+Per epoch, weight steps on the training split alternate with architecture steps on the validation split (one
+architecture step after every ``arch_every - 1`` weight steps: 80/20 by default). Both minimise
+
+    CE(student, y) + kd_weight * KL(teacher || student) + gamma * L_attn(cross-layer, Gumbel tutors)
+
+and architecture steps add the budget term on the closed-form expected cost (:func:`cost.expected_cost`):
+
+    cost_weight * sum over budgeted quantities q of [relu(E[q] / B_q - 1) + relu(cost_floor - E[q] / B_q)]
+
+which pushes the expected cost into [cost_floor * B, B]. tau = tau0 * exp(-tau_decay * epoch) for both the width
+and the tutor samples. The teacher is frozen, in eval mode, without gradients.
+
+Derivation (:func:`derive_widths`): the argmax widths, then made to fit the budget: while over, shrink the block
+whose next smaller width loses least log-probability per unit of cost saved; then, while some block can grow and
+still fit, grow the one whose next larger width loses least log-probability; if the budget is still used below 80%
+(one step near the top of a space can be large), try changing two blocks at once. The result never exceeds the
+budget and uses at least 80% of it wherever the space allows. fvcore measures the derived student and the
+spec records that measurement. Tutors: argmax of each student tap's logits.
+"""
+from __future__ import annotations
+
+import logging
+import math
+import time
+from pathlib import Path
+from typing import Dict, List, Optional
+
+import torch
+import torch.nn.functional as F
+from tqdm import tqdm
+
+from .checkpoint import file_sha256, load_model
+from .cost import Budget, arch_cost, check_budget, expected_cost, human, measure
+from .data import augment_batch, batches, load_split, num_batches
+from .distill import KDLoss, TutorSearch
+from .errors import RnasclError
+from .fileio import atomic_write_json
+from .perf import channels_last
+from .recipe import Recipe, recipe_to_dict, resolve_path
+from .rundir import (RunLog, check_resume, check_same_recipe, epoch_seed, load_state, save_recipe, save_state,
+                     write_history)
+from .space import Layout, Supernet, build_layout, materialize, student_taps
+from .space.spec import FORMAT, VERSION, space_dict
+from .taps import Taps, conv_taps, describe_taps
+
+log = logging.getLogger(__name__)
+
+STATE = "search_state.pt"
+
+
+def budget_range(layout: Layout, budget: Budget) -> bool:
+    """Refuse a budget below the smallest architecture; True when it admits the largest one."""
+    smallest, largest = arch_cost(layout, layout.min_widths), arch_cost(layout, layout.max_widths)
+    too_small = check_budget(smallest, budget)
+    if too_small:
+        raise RnasclError(f"budget {budget} is below the smallest architecture of this search space "
+                          f"({human(smallest.macs)} MACs = {smallest.macs}, {human(smallest.params)} params = "
+                          f"{smallest.params}): {too_small}. Raise the budget or make search.space smaller")
+    return check_budget(largest, budget) is None
+
+
+def budget_penalty(macs: torch.Tensor, params: torch.Tensor, budget: Budget, floor: float) -> torch.Tensor:
+    total = torch.zeros((), dtype=torch.float64)
+    for value, limit in ((macs, budget.macs), (params, budget.params)):
+        if limit:
+            ratio = value / limit
+            total = total + F.relu(ratio - 1) + F.relu(floor - ratio)
+    return total
+
+
+def derive_widths(layout: Layout, logits: List[torch.Tensor], budget: Budget) -> List[int]:
+    """Argmax widths made to fit ``budget`` and to use it (see the module docstring)."""
+    logp = [F.log_softmax(lg.detach().double(), 0).tolist() for lg in logits]
+    index = [int(torch.tensor(lp).argmax()) for lp in logp]  # 0 is the largest option
+
+    def widths(idx):
+        return [b.options[k] for b, k in zip(layout.blocks, idx)]
+
+    def over(cost):
+        return sum(max(0.0, getattr(cost, q) / getattr(budget, q) - 1) for q in ("macs", "params")
+                   if getattr(budget, q))
+
+    def size(cost):
+        return sum(getattr(cost, q) / getattr(budget, q) for q in ("macs", "params") if getattr(budget, q))
+
+    cost = arch_cost(layout, widths(index))
+    while over(cost) > 0:
+        moves = []
+        for i, k in enumerate(index):
+            if k + 1 < len(layout.blocks[i].options):
+                trial = index[:i] + [k + 1] + index[i + 1:]
+                saved = size(cost) - size(arch_cost(layout, widths(trial)))
+                lost = max(logp[i][k] - logp[i][k + 1], 0.0) + 1e-3
+                moves.append((saved / lost, trial))
+        index = max(moves, key=lambda m: m[0])[1]  # budget >= smallest architecture, so a move always exists
+        cost = arch_cost(layout, widths(index))
+    while True:
+        moves = []
+        for i, k in enumerate(index):
+            if k > 0:
+                trial = index[:i] + [k - 1] + index[i + 1:]
+                if over(arch_cost(layout, widths(trial))) == 0:
+                    moves.append((logp[i][k - 1] - logp[i][k], trial))
+        if not moves:
+            break
+        index = max(moves, key=lambda m: m[0])[1]
+    return widths(_fill(layout, index, budget, widths, over))
+
+
+def _fill(layout: Layout, index: List[int], budget: Budget, widths, over, target: float = 0.8) -> List[int]:
+    """When one step of growth no longer fits but the budget is used below ``target``, try changing two blocks
+    at once (to any of their options): keep the change that raises the least-used budgeted quantity most."""
+    quantities = [q for q in ("macs", "params") if getattr(budget, q)]
+
+    def use(idx):
+        cost = arch_cost(layout, widths(idx))
+        return min(getattr(cost, q) / getattr(budget, q) for q in quantities)
+
+    current = use(index)
+    while current < target:
+        best, best_use = None, current
+        for i in range(len(index)):
+            for j in range(i + 1, len(index)):
+                for ki in range(len(layout.blocks[i].options)):
+                    for kj in range(len(layout.blocks[j].options)):
+                        trial = list(index)
+                        trial[i], trial[j] = ki, kj
+                        if over(arch_cost(layout, widths(trial))) == 0 and use(trial) > best_use:
+                            best, best_use = trial, use(trial)
+        if best is None:
+            break
+        index, current = best, best_use
+    return index
+
+
+def load_teacher(recipe: Recipe, info) -> tuple:
+    path = resolve_path(recipe.teacher.checkpoint)
+    teacher, meta = load_model(path)
+    data = meta["data"]
+    if data["name"] != info.name or list(data["input_shape"]) != list(info.input_shape) \
+            or data["num_classes"] != info.num_classes:
+        raise RnasclError(f"teacher {path} was trained on {data['name']} {data['input_shape']} with "
+                          f"{data['num_classes']} classes; the recipe's data set is {info.name} "
+                          f"{list(info.input_shape)} with {info.num_classes} classes")
+    teacher = channels_last(teacher).eval().requires_grad_(False)
+    return teacher, path, meta
+
+
+def run_search(recipe: Recipe, budget: Budget, out: Path, limit: Optional[int] = None, resume: bool = False,
+               progress: bool = True) -> dict:
+    """Search, then write ``out/arch.json`` (returned) and ``out/recipe.yaml``; resumable per epoch."""
+    out = Path(out)
+    cfg, data = recipe.search, recipe.data
+    if (out / "arch.json").exists():
+        raise RnasclError(f"{out / 'arch.json'} already exists: this search is finished. Choose another --out")
+    train_set, info = load_split(data.name, "train", data.root, data.val_size, limit, data.image_size)
+    val_set, _ = load_split(data.name, "val", data.root, data.val_size,
+                            None if limit is None else max(1, limit // 4), data.image_size)
+    layout = build_layout(cfg.space, info.input_shape, info.num_classes)
+    takes_largest = budget_range(layout, budget)
+    teacher, teacher_path, _ = load_teacher(recipe, info)
+    t_taps = conv_taps(teacher)
+    s_taps = student_taps(layout)
+    state_path = out / STATE
+    resuming = check_resume(state_path, resume)
+    if resuming:
+        check_same_recipe(out, recipe)
+    save_recipe(out, recipe)
+
+    torch.manual_seed(cfg.seed)
+    supernet = channels_last(Supernet(layout, info.mean, info.std))
+    tutor = TutorSearch(s_taps, t_taps, cfg.attention_size)
+    kd = KDLoss(cfg.kd_temperature)
+    w_opt = torch.optim.Adam(supernet.weight_parameters(), cfg.weight_lr, weight_decay=cfg.weight_decay)
+    a_opt = torch.optim.Adam(supernet.arch_parameters() + [tutor.logits], cfg.arch_lr)
+    if cfg.arch_every < 2:
+        raise RnasclError(f"search.arch_every must be at least 2 (one architecture step in every N), got {cfg.arch_every}")
+    steps = num_batches(train_set, data.batch_size, drop_last=True)
+    if steps < cfg.arch_every:
+        raise RnasclError(f"the training split ({len(train_set)} images) gives {steps} batches of {data.batch_size}; "
+                          f"an epoch needs at least {cfg.arch_every} (search.arch_every)")
+    history, start_epoch, elapsed = [], 0, 0.0
+    if resuming:
+        state = load_state(state_path)
+        supernet.load_state_dict(state["supernet"])
+        tutor.load_state_dict(state["tutor"])
+        w_opt.load_state_dict(state["w_opt"])
+        a_opt.load_state_dict(state["a_opt"])
+        history, start_epoch, elapsed = state["history"], state["epoch"] + 1, state["seconds"]
+    augment = data.augment if data.augment is not None else info.augment
+
+    def step(x, y, arch: bool) -> Dict[str, float]:
+        with torch.no_grad(), Taps(teacher, t_taps) as tt:
+            t_logits = teacher(x)
+        with Taps(supernet, s_taps) as st:
+            s_logits = supernet(x)
+        ce = F.cross_entropy(s_logits, y)
+        kd_loss = kd(s_logits, t_logits)
+        attn = tutor(st.outputs, tt.outputs, supernet.tau)
+        loss = ce + cfg.kd_weight * kd_loss + cfg.gamma * attn
+        terms = {"ce": ce.item(), "kd": kd_loss.item(), "attn": attn.item()}
+        if arch:
+            macs, params = expected_cost(layout, supernet.probabilities())
+            penalty = budget_penalty(macs, params, budget, cfg.cost_floor)
+            loss = loss + cfg.cost_weight * penalty.float()
+            terms.update(cost=penalty.item(), macs=macs.item())
+        w_opt.zero_grad(set_to_none=True)
+        a_opt.zero_grad(set_to_none=True)
+        loss.backward()
+        (a_opt if arch else w_opt).step()
+        return terms
+
+    with RunLog(out / "search.log"):
+        log.info("searching %d blocks (%s .. %s MACs) with %d student taps x %d teacher taps under budget %s on "
+                 "%d train / %d val images", len(layout.blocks), human(arch_cost(layout, layout.min_widths).macs),
+                 human(arch_cost(layout, layout.max_widths).macs), len(s_taps), len(t_taps), budget,
+                 len(train_set), len(val_set))
+        total_steps = cfg.epochs * steps
+        for epoch in range(start_epoch, cfg.epochs):
+            t0 = time.perf_counter()
+            gen = torch.Generator().manual_seed(epoch_seed(cfg.seed, epoch))
+            supernet.tau = cfg.tau0 * math.exp(-cfg.tau_decay * epoch)
+            supernet.train()
+            val_iter = iter(())
+            sums: Dict[str, List[float]] = {}
+            bar = tqdm(batches(train_set, data.batch_size, gen, drop_last=True), total=steps, unit="batch",
+                       desc=f"search {epoch + 1}/{cfg.epochs}", disable=None if progress else True, leave=False)
+            for i, (x, y) in enumerate(bar):
+                lr = 0.5 * cfg.weight_lr * (1 + math.cos(math.pi * (epoch * steps + i) / total_steps))
+                for group in w_opt.param_groups:
+                    group["lr"] = lr
+                x = augment_batch(x, augment, gen).contiguous(memory_format=torch.channels_last)
+                for k, v in step(x, y, arch=False).items():
+                    sums.setdefault(k, []).append(v)
+                if (i + 1) % (cfg.arch_every - 1) == 0:
+                    try:
+                        xv, yv = next(val_iter)
+                    except StopIteration:
+                        val_iter = batches(val_set, data.batch_size, gen)
+                        xv, yv = next(val_iter)
+                    for k, v in step(xv.contiguous(memory_format=torch.channels_last), yv, arch=True).items():
+                        sums.setdefault("arch_" + k, []).append(v)
+                bar.set_postfix({k: f"{v[-1]:.3g}" for k, v in sums.items() if k in
+                                 ("ce", "kd", "attn", "arch_cost", "arch_macs")} | {"tau": f"{supernet.tau:.2f}"})
+            bar.close()
+            seconds = time.perf_counter() - t0
+            elapsed += seconds
+            widths = supernet.argmax_widths()
+            macs, params = expected_cost(layout, supernet.probabilities())
+            row = {"epoch": epoch + 1, "tau": round(supernet.tau, 4),
+                   **{k: round(sum(v) / len(v), 5) for k, v in sums.items()},
+                   "expected_macs": int(macs), "expected_params": int(params), "argmax_widths": widths,
+                   "argmax_macs": arch_cost(layout, widths).macs,
+                   "val_acc_argmax": round(subnet_accuracy(supernet, widths, train_set, val_set), 4),
+                   "tutor_max_prob": round(float(tutor.probabilities().max(1).values.mean()), 4),
+                   "tutors": tutor.tutors(), "seconds": round(seconds, 1)}
+            history.append(row)
+            log.info("epoch %d/%d tau=%.2f ce=%.3f attn=%.4f E[MACs]=%s argmax=%s (%s MACs) val_acc=%.3f "
+                     "tutor p_max=%.3f (%.0f s)", epoch + 1, cfg.epochs, supernet.tau, row.get("ce", 0),
+                     row.get("attn", 0), human(macs), widths, human(row["argmax_macs"]), row["val_acc_argmax"],
+                     row["tutor_max_prob"], seconds)
+            save_state(state_path, {"supernet": supernet.state_dict(), "tutor": tutor.state_dict(),
+                                    "w_opt": w_opt.state_dict(), "a_opt": a_opt.state_dict(), "epoch": epoch,
+                                    "history": history, "seconds": elapsed})
+            write_history(out / "search_history.jsonl", history)
+
+        notes = []
+        if takes_largest:
+            widths = layout.max_widths
+            notes.append(f"budget {budget} admits the largest architecture of the space; took the largest")
+            log.warning(notes[-1])
+        else:
+            widths = derive_widths(layout, supernet.arch_parameters(), budget)
+        student = materialize(layout, widths, info.mean, info.std)
+        measured = measure(student, info.input_shape)
+        if measured.macs != arch_cost(layout, widths).macs or check_budget(measured, budget):
+            raise RuntimeError(f"derived student {widths} measures {measured} against budget {budget}: "
+                               "the closed-form cost model disagrees with fvcore (a bug)")
+        probs = tutor.probabilities()
+        arch = {
+            "format": FORMAT, "version": VERSION,
+            "data": {"name": info.name, "input_shape": list(info.input_shape), "num_classes": info.num_classes,
+                     "mean": list(info.mean), "std": list(info.std)},
+            "space": space_dict(cfg.space), "widths": widths, "tutors": tutor.tutors(),
+            "macs": measured.macs, "params": measured.params, "budget": budget.to_dict(),
+            "teacher": {"checkpoint": recipe.teacher.checkpoint, "sha256": file_sha256(teacher_path),
+                        "taps": [t.to_dict() for t in describe_taps(teacher, t_taps, info.input_shape)]},
+            "seed": cfg.seed,
+            "search": {"epochs": cfg.epochs, "seconds": round(elapsed, 1), "limit": limit,
+                       "argmax_widths": supernet.argmax_widths(),
+                       "width_probs": [[round(v, 4) for v in p.tolist()] for p in supernet.probabilities()],
+                       "tutor_probs": {s: [round(v, 4) for v in probs[i].tolist()] for i, s in enumerate(s_taps)},
+                       "notes": notes},
+        }
+        atomic_write_json(out / "arch.json", arch)
+        log.info("derived widths %s: %s MACs, %s params (budget %s); tutors %s -> %s", widths, human(measured.macs),
+                 human(measured.params), budget, arch["tutors"], out / "arch.json")
+    return arch
+
+
+@torch.no_grad()
+def subnet_accuracy(supernet: Supernet, widths, calib_set, val_set, limit: int = 1000, calib_batches: int = 8) -> float:
+    """Validation accuracy of one subnet of the supernet, after recomputing its BatchNorm statistics on
+    ``calib_batches`` training batches (running statistics gathered under soft masks do not fit a one-hot
+    subnet). Only the running statistics change; the training state is untouched."""
+    weights = supernet.one_hot(widths)
+    norms = [m for m in supernet.modules() if isinstance(m, torch.nn.BatchNorm2d)]
+    momenta = [m.momentum for m in norms]
+    was_training = supernet.training
+    supernet.train()
+    for m in norms:
+        m.reset_running_stats()
+        m.momentum = None  # cumulative average over the calibration batches
+    for i, (x, _) in enumerate(batches(calib_set, 128)):
+        if i == calib_batches:
+            break
+        supernet(x, weights)
+    for m, momentum in zip(norms, momenta):
+        m.momentum = momentum
+    supernet.eval()
+    correct = total = 0
+    for x, y in batches(val_set, 500):
+        correct += int((supernet(x, weights).argmax(1) == y).sum())
+        total += len(y)
+        if total >= limit:
+            break
+    supernet.train(was_training)
+    return correct / total

@@ -1,0 +1,121 @@
+import json
+
+import pytest
+import torch
+from click.testing import CliRunner
+
+import rnascl_deploy.search as search_module
+from rnascl_deploy.cli import main
+from rnascl_deploy.cost import Budget, arch_cost, measure
+from rnascl_deploy.errors import RnasclError
+from rnascl_deploy.recipe import SpaceConfig, load_recipe
+from rnascl_deploy.search import budget_range, derive_widths, run_search
+from rnascl_deploy.space import build_layout, materialize
+from rnascl_deploy.space.spec import build_student, load_arch
+
+LAYOUT = build_layout(SpaceConfig(), (1, 28, 28), 10)
+SMALLEST, LARGEST = arch_cost(LAYOUT, LAYOUT.min_widths), arch_cost(LAYOUT, LAYOUT.max_widths)
+TINY = {"data.batch_size": 64, "search.epochs": 2, "search.arch_every": 3}
+
+
+@pytest.mark.parametrize("seed", range(3))
+def test_derived_widths_fit_and_use_every_budget_in_range(seed):
+    torch.manual_seed(seed)
+    logits = [torch.randn(len(b.options)) * 3 for b in LAYOUT.blocks]
+    for k in range(25):
+        macs = int(SMALLEST.macs + (LARGEST.macs - SMALLEST.macs) * k / 24)
+        cost = arch_cost(LAYOUT, derive_widths(LAYOUT, logits, Budget(macs=macs)))
+        assert 0.8 * macs <= cost.macs <= macs, (k, macs, cost)
+    for params in (SMALLEST.params, 20_000, 50_000, LARGEST.params - 1):
+        cost = arch_cost(LAYOUT, derive_widths(LAYOUT, logits, Budget(params=params)))
+        assert 0.8 * params <= cost.params <= params
+    both = Budget(macs=1_000_000, params=25_000)
+    cost = arch_cost(LAYOUT, derive_widths(LAYOUT, logits, both))
+    assert cost.macs <= both.macs and cost.params <= both.params
+
+
+def test_derivation_keeps_the_argmax_when_it_fits_exactly():
+    widths = [12, 24, 16, 48, 32]
+    logits = [torch.tensor([10.0 if o == w else 0.0 for o in b.options]) for b, w in zip(LAYOUT.blocks, widths)]
+    assert derive_widths(LAYOUT, logits, Budget(macs=arch_cost(LAYOUT, widths).macs)) == widths
+
+
+def test_budget_below_the_smallest_architecture_names_it():
+    with pytest.raises(RnasclError, match=rf"smallest architecture.*{SMALLEST.macs}"):
+        budget_range(LAYOUT, Budget(macs=SMALLEST.macs - 1))
+    with pytest.raises(RnasclError, match=rf"{SMALLEST.params}"):
+        budget_range(LAYOUT, Budget(params=100))
+    assert budget_range(LAYOUT, Budget(macs=LARGEST.macs)) and not budget_range(LAYOUT, Budget(macs=LARGEST.macs - 1))
+
+
+def _strip(arch):
+    return {k: v for k, v in arch.items() if k != "search"} | {
+        "search": {k: v for k, v in arch["search"].items() if k != "seconds"}}
+
+
+def test_search_end_to_end_resumes_to_the_same_spec(tmp_path, monkeypatch):
+    recipe = load_recipe("recipes/fashion-mnist.yaml", TINY)
+    budget = Budget(macs=800_000)
+    straight = run_search(recipe, budget, tmp_path / "a", limit=384, progress=False)
+    spec = load_arch(tmp_path / "a" / "arch.json")
+    assert spec == json.loads((tmp_path / "a" / "arch.json").read_text()) == straight
+    assert 0.8 * budget.macs <= spec["macs"] <= budget.macs
+    assert measure(build_student(spec), (1, 28, 28)).macs == spec["macs"]
+    assert set(spec["tutors"]) == set(spec["search"]["tutor_probs"])
+    assert set(spec["tutors"].values()) <= {t["name"] for t in spec["teacher"]["taps"]}
+    history = [json.loads(line) for line in (tmp_path / "a" / "search_history.jsonl").read_text().splitlines()]
+    n_t = len(spec["teacher"]["taps"])
+    assert history[-1]["tutor_max_prob"] > 1.0 / n_t + 0.01  # the tutor logits left uniform
+
+    real, calls = search_module.subnet_accuracy, []
+
+    def crash_after_first_epoch(*args, **kwargs):
+        calls.append(1)
+        if len(calls) == 2:
+            raise KeyboardInterrupt
+        return real(*args, **kwargs)
+
+    monkeypatch.setattr(search_module, "subnet_accuracy", crash_after_first_epoch)
+    with pytest.raises(KeyboardInterrupt):
+        run_search(recipe, budget, tmp_path / "b", limit=384, progress=False)
+    monkeypatch.setattr(search_module, "subnet_accuracy", real)
+    with pytest.raises(RnasclError, match="--resume"):
+        run_search(recipe, budget, tmp_path / "b", limit=384, progress=False)
+    with pytest.raises(RnasclError, match="recipe differs"):
+        run_search(load_recipe("recipes/fashion-mnist.yaml", {**TINY, "search.gamma": 2.0}), budget,
+                   tmp_path / "b", limit=384, resume=True, progress=False)
+    resumed = run_search(recipe, budget, tmp_path / "b", limit=384, resume=True, progress=False)
+    assert _strip(resumed) == _strip(straight)
+    with pytest.raises(RnasclError, match="already exists"):
+        run_search(recipe, budget, tmp_path / "b", limit=384, resume=True, progress=False)
+
+
+def test_budget_above_the_largest_takes_the_largest(tmp_path):
+    recipe = load_recipe("recipes/fashion-mnist.yaml", {**TINY, "search.epochs": 1})
+    arch = run_search(recipe, Budget(macs=10 * LARGEST.macs), tmp_path, limit=192, progress=False)
+    assert arch["widths"] == LAYOUT.max_widths and "took the largest" in arch["search"]["notes"][0]
+
+
+def _cli(*args):
+    return CliRunner().invoke(main, ["-q", *args], catch_exceptions=False)
+
+
+def test_cli_refuses_unattainable_budget_and_unfit_space_without_writing(tmp_path):
+    result = _cli("search", "--budget", "100K", "--out", str(tmp_path / "r"), "--limit", "64")
+    assert result.exit_code == 2 and "smallest architecture" in result.output and str(SMALLEST.macs) in result.output
+    result = _cli("search", "--budget", "1M", "--out", str(tmp_path / "r"), "--limit", "64",
+                  "--set", "search.space.stem_stride=2", "--set",
+                  "search.space.stages=[{width: 16, stride: 2}, {width: 16, stride: 2}, {width: 16, stride: 2}, "
+                  "{width: 16, stride: 2}]")
+    assert result.exit_code == 2 and "does not fit 28x28" in result.output
+    assert _cli("search", "--budget", "1.5Q", "--out", str(tmp_path / "r")).exit_code == 2
+    assert not (tmp_path / "r").exists()
+
+
+def test_cost_of_an_arch_spec(tmp_path):
+    recipe = load_recipe("recipes/fashion-mnist.yaml", {**TINY, "search.epochs": 1})
+    arch = run_search(recipe, Budget(macs=600_000), tmp_path, limit=192, progress=False)
+    result = _cli("cost", str(tmp_path / "arch.json"), "--json")
+    assert result.exit_code == 0 and json.loads(result.output)["macs"] == arch["macs"]
+    student = materialize(LAYOUT, arch["widths"], [0.286], [0.353])
+    assert json.loads(result.output)["params"] == measure(student, (1, 28, 28)).params
