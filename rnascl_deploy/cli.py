@@ -221,7 +221,8 @@ Examples:
 @click.option("--out", "-o", type=click.Path(file_okay=False), required=True,
               help="Run directory: arch.json, recipe.yaml, search_history.jsonl, search.log, search_state.pt.")
 @click.option("--epochs", type=click.IntRange(1), help="Override search.epochs.")
-@click.option("--limit", type=click.IntRange(1), help="Search on the first N training images (validation N/4).")
+@click.option("--limit", type=click.IntRange(1),
+              help="Search on the first N training images, validation on N/4 (default: the recipe's search.limit).")
 @click.option("--seed", type=int, help="Override search.seed.")
 @click.option("--resume", is_flag=True, help="Continue an interrupted search from its last finished epoch.")
 @json_option
@@ -246,6 +247,52 @@ def search(ctx, recipe, overrides, budget, out, epochs, limit, seed, resume, as_
     _emit(arch, as_json, [f"{Path(out) / 'arch.json'}: widths {arch['widths']}, {arch['macs']} MACs, "
                           f"{arch['params']} params (budget {b})", "tutors (student tap -> teacher tap):",
                           *[f"  {s:<16} -> {t}" for s, t in arch["tutors"].items()], *arch["search"]["notes"]])
+
+
+# --------------------------------------------------------------------------------------------------- retrain
+EPILOG_RETRAIN = """\b
+Examples:
+  rnascl-deploy retrain runs/s600k                       # distillation retrain, full test-set evaluation
+  rnascl-deploy retrain runs/s600k --adv trades          # ... then a TRADES fine-tune keeping KD + attention
+  rnascl-deploy retrain runs/s600k --epochs 2 --limit 1000 --train-limit 5000   # a quick look
+  rnascl-deploy retrain runs/s600k --resume              # continue an interrupted retrain
+"""
+
+
+@main.command(epilog=EPILOG_RETRAIN)
+@click.argument("run", type=click.Path(file_okay=False, exists=True))
+@click.option("--recipe", "-r", type=click.Path(dir_okay=False),
+              help="Recipe (default: RUN/recipe.yaml, the one the search ran with).")
+@set_option
+@click.option("--epochs", type=click.IntRange(1), help="Override retrain.train.epochs.")
+@click.option("--adv", type=click.Choice(["none", "pgd", "trades"]),
+              help="Robust fine-tune after retraining (retrain.finetune.adv): PGD-AT or TRADES, keeping KD + attention.")
+@click.option("--limit", type=click.IntRange(1), help="Evaluate on the first N test images (default: all).")
+@click.option("--train-limit", type=click.IntRange(1), help="Train on the first N training images (retrain.limit).")
+@click.option("--resume", is_flag=True, help="Continue an interrupted retrain or fine-tune.")
+@json_option
+@click.pass_context
+def retrain(ctx, run, recipe, overrides, epochs, adv, limit, train_limit, resume, as_json):
+    """Train the student of RUN/arch.json from scratch with the searched cross-layer distillation.
+
+    Loss: CE + KL(teacher || student) + gamma * attention transfer over the FIXED (student tap -> teacher tap)
+    pairs the search chose. Writes RUN/student.safetensors and RUN/metrics.json (clean, FGSM, PGD-20, APGD-CE,
+    worst case, MACs, params on the test split).
+    """
+    from .retrain import run_retrain
+
+    try:
+        r = _load_recipe(recipe or str(Path(run) / "recipe.yaml"), overrides,
+                         **{"retrain.train.epochs": epochs, "retrain.finetune.adv": adv, "retrain.limit": train_limit})
+        metrics = run_retrain(Path(run), r, resume=resume, limit=limit, progress=ctx.obj["progress"])
+    except RnasclError as exc:
+        _fail(exc)
+    lines = [f"{Path(run) / 'student.safetensors'}: {metrics['macs']} MACs, {metrics['params']} params, "
+             f"{metrics['n']} test images, eps {metrics['eps']:g}",
+             f"  clean {metrics['clean_acc'] * 100:.2f}%  " + "  ".join(
+                 f"{k} {v * 100:.2f}%" for k, v in metrics["adv_acc"].items())
+             + f"  worst case {metrics['worst_case_acc'] * 100:.2f}%"]
+    _emit(metrics, as_json, lines)
 
 
 # --------------------------------------------------------------------------------------------------- cost

@@ -114,7 +114,8 @@ class SearchConfig:
     """RNAS-CL search (REFERENCE.md section 1): weights and architecture (widths + tutors) in alternation."""
 
     space: SpaceConfig = field(default_factory=SpaceConfig)
-    epochs: int = 4
+    epochs: int = 3
+    limit: Optional[int] = 8192  # training images searched on (validation: a quarter as many); null: all
     weight_lr: float = 4e-3  # Adam, cosine
     weight_decay: float = 2e-4
     arch_lr: float = 0.1  # Adam on width and tutor logits
@@ -131,12 +132,29 @@ class SearchConfig:
 
 
 @dataclass
+class RetrainConfig:
+    """Retrain the searched student from scratch with CE + kd_weight * KL(teacher || student) + gamma *
+    attention transfer over the searched (student tap -> teacher tap) pairs, then optionally fine-tune it
+    adversarially (``finetune.adv`` pgd or trades) keeping the KD and attention terms."""
+
+    train: TrainConfig = field(default_factory=lambda: TrainConfig(epochs=10, lr=0.05, adv="none", eps_warmup_epochs=0))
+    finetune: TrainConfig = field(default_factory=lambda: TrainConfig(epochs=5, lr=0.01, adv="none", warmup_epochs=0,
+                                                                      eps_warmup_epochs=0))
+    kd_weight: float = 1.0
+    kd_temperature: float = 1.0
+    gamma: float = 1.0  # gamma_t, weight of the attention term over the fixed pairs
+    attention_size: int = 7
+    limit: Optional[int] = None  # training images (null: the whole training split)
+
+
+@dataclass
 class Recipe:
     name: str = "fashion-mnist"
     data: DataConfig = field(default_factory=DataConfig)
     attack: AttackConfig = field(default_factory=AttackConfig)
     teacher: TeacherConfig = field(default_factory=TeacherConfig)
     search: SearchConfig = field(default_factory=SearchConfig)
+    retrain: RetrainConfig = field(default_factory=RetrainConfig)
 
 
 def resolve_path(value: str) -> Path:

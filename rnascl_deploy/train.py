@@ -54,29 +54,38 @@ def trades_examples(model: nn.Module, x: torch.Tensor, eps: float, steps: int, s
     return x_adv.detach()
 
 
-def make_objective(cfg: TrainConfig) -> Objective:
-    """The training loss for ``cfg.adv``: (model, x, y, eps) -> (loss, named terms for the progress bar)."""
-    if cfg.adv == "none":
-        def clean(model, x, y, eps):
-            loss = F.cross_entropy(model(x), y)
-            return loss, {"ce": loss.item()}
-        return clean
-    if cfg.adv == "pgd":
-        def pgd_at(model, x, y, eps):
-            x_adv = PGD(eps, cfg.steps, cfg.step_size * eps / cfg.eps if cfg.eps else 0.0,
-                        keep_misclassified=False, seed=None)(model, x, y) if eps > 0 else x
-            loss = F.cross_entropy(model(x_adv), y)
-            return loss, {"adv_ce": loss.item()}
-        return pgd_at
-    if cfg.adv == "trades":
-        def trades(model, x, y, eps):
-            x_adv = trades_examples(model, x, eps, cfg.steps, cfg.step_size * eps / cfg.eps) if eps > 0 else x
-            logits, logits_adv = model(torch.cat([x, x_adv])).chunk(2)
-            ce = F.cross_entropy(logits, y)
-            kl = F.kl_div(F.log_softmax(logits_adv, 1), F.softmax(logits, 1), reduction="batchmean")
-            return ce + cfg.trades_beta * kl, {"ce": ce.item(), "kl": kl.item()}
-        return trades
-    raise RnasclError(f"unknown adversarial training {cfg.adv!r}; valid: none, pgd, trades")
+def make_objective(cfg: TrainConfig, distiller=None) -> Objective:
+    """The training loss for ``cfg.adv``: (model, x, y, eps) -> (loss, named terms for the progress bar).
+
+    With a :class:`~rnascl_deploy.distill.Distiller` the teacher's KD and attention terms are added: on the
+    adversarial examples for ``pgd`` (the robust teacher labels what the student is trained on), on the clean
+    images for ``none`` and ``trades`` (TRADES' own KL term handles the adversarial side, as in RNAS-CL's
+    appendix).
+    """
+    if cfg.adv not in ("none", "pgd", "trades"):
+        raise RnasclError(f"unknown adversarial training {cfg.adv!r}; valid: none, pgd, trades")
+    step_scale = cfg.step_size / cfg.eps if cfg.eps else 0.0
+
+    def forward(model, x):
+        if distiller is None:
+            return model(x), None, {}
+        return distiller(model, x)
+
+    def objective(model, x, y, eps):
+        if cfg.adv == "pgd" and eps > 0:
+            x = PGD(eps, cfg.steps, step_scale * eps, keep_misclassified=False, seed=None)(model, x, y)
+        x_adv = trades_examples(model, x, eps, cfg.steps, step_scale * eps) if cfg.adv == "trades" and eps > 0 else None
+        logits, distill, terms = forward(model, x)
+        ce = F.cross_entropy(logits, y)
+        loss, terms = ce, {("adv_ce" if cfg.adv == "pgd" else "ce"): ce.item(), **terms}
+        if x_adv is not None:
+            kl = F.kl_div(F.log_softmax(model(x_adv), 1), F.softmax(logits, 1), reduction="batchmean")
+            loss, terms["kl"] = loss + cfg.trades_beta * kl, kl.item()
+        if distill is not None:
+            loss = loss + distill
+        return loss, terms
+
+    return objective
 
 
 def lr_at(cfg: TrainConfig, step: int, steps_per_epoch: int) -> float:

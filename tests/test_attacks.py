@@ -44,7 +44,7 @@ def test_white_box_attacks_lower_accuracy_and_robust_is_at_most_clean(plain_mode
     for name, acc in report.adv_acc.items():
         assert acc <= report.clean_acc
     assert report.adv_acc["pgd10"] < report.clean_acc - 0.3  # an undefended model breaks at eps 0.1
-    assert report.adv_acc["apgd-ce"] <= report.adv_acc["fgsm"]
+    assert report.adv_acc["apgd_ce"] <= report.adv_acc["fgsm"]
     assert report.worst_case_acc <= min(report.adv_acc.values())
     assert report.n == 256
 

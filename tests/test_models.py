@@ -28,8 +28,8 @@ def test_normalisation_lives_inside_the_model():
 
 
 def test_unknown_model_lists_valid_names():
-    assert set(MODELS) == {"cnn", "resnet", "wideresnet"}
-    with pytest.raises(RnasclError, match="valid names: cnn, resnet, wideresnet"):
+    assert set(MODELS) == {"cnn", "resnet", "wideresnet", "student"}
+    with pytest.raises(RnasclError, match="valid names: cnn, resnet, student, wideresnet"):
         build_model("vit", 3, 10, 32, [0], [1])
 
 

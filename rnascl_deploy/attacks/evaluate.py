@@ -1,6 +1,6 @@
 """Robustness evaluation: clean accuracy, accuracy under each attack, worst case per point, and self-checks.
 
-Accuracies are fractions in [0, 1] over the same ``n`` points. A point counts as robust to an attack when it is
+Accuracies are fractions in [0, 1] over the same ``n`` points; report keys are attack names with ``-`` as ``_``. A point counts as robust to an attack when it is
 classified correctly both clean and on that attack's adversarial example (AutoAttack's convention); it counts in
 ``worst_case_acc`` only when it survives every attack. Attacks run in eval mode; the model's mode is restored.
 
@@ -88,7 +88,7 @@ def evaluate_robustness(model: nn.Module, dataset, attacks: Mapping[str, Attack]
             bar.update(len(y))
             bar.set_postfix(clean=f"{correct / n:.3f}", worst=f"{survives_all / n:.3f}")
     bar.close()
-    report = RobustnessReport(clean_acc=correct / n, adv_acc={k: v / n for k, v in robust.items()},
+    report = RobustnessReport(clean_acc=correct / n, adv_acc={json_key(k): v / n for k, v in robust.items()},
                               worst_case_acc=survives_all / n, n=n, eps=eps.pop() if eps else 0.0,
                               seconds=round(time.perf_counter() - start, 2))
     for name in attacks:
@@ -107,6 +107,11 @@ def evaluate_robustness(model: nn.Module, dataset, attacks: Mapping[str, Attack]
     for warning in report.warnings:
         log.warning(warning)
     return report
+
+
+def json_key(attack_name: str) -> str:
+    """Attack names as report keys: ``apgd-ce`` -> ``apgd_ce`` (identifier-friendly for JSON consumers)."""
+    return attack_name.replace("-", "_")
 
 
 def _count_zero_grads(model: nn.Module, x: torch.Tensor, y: torch.Tensor) -> int:

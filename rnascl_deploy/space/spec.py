@@ -27,6 +27,7 @@ from pathlib import Path
 from typing import Any, Dict
 
 from ..errors import RnasclError
+from ..models.common import MODELS
 from ..recipe import SpaceConfig, _from_dict
 from .layout import Layout, build_layout
 from .student import Student, student_taps
@@ -68,9 +69,23 @@ def load_arch(path: Path | str) -> Dict[str, Any]:
     return arch
 
 
+@MODELS.register("student")
+def student_model(in_channels: int, num_classes: int, input_size: int, mean, std, space: dict, widths) -> Student:
+    """A searched student as a registered model: checkpoints rebuild it from (space, widths)."""
+    layout = build_layout(_from_dict(SpaceConfig, space, "space"), (in_channels, input_size, input_size), num_classes)
+    return Student(layout, list(widths), mean, std)
+
+
+def student_spec(arch: Dict[str, Any]) -> Dict[str, Any]:
+    """The checkpoint ``model`` entry of a student: {"name": "student", "kwargs": {"space", "widths"}}."""
+    return {"name": "student", "kwargs": {"space": arch["space"], "widths": list(arch["widths"])}}
+
+
 def build_student(arch: Dict[str, Any]) -> Student:
+    """A freshly initialised student for ``arch``."""
     data = arch["data"]
-    return Student(arch_layout(arch), arch["widths"], data["mean"], data["std"])
+    c, size, _ = data["input_shape"]
+    return student_model(c, data["num_classes"], size, data["mean"], data["std"], arch["space"], arch["widths"])
 
 
 def space_dict(space: SpaceConfig) -> dict:

@@ -13,7 +13,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from ..models import Normalize
+from ..models.common import Normalize
 from .layout import Layout
 
 

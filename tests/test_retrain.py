@@ -1,0 +1,105 @@
+import json
+import shutil
+
+import pytest
+import torch
+
+import rnascl_deploy.train as train_module
+from rnascl_deploy.checkpoint import load_model
+from rnascl_deploy.cost import Budget
+from rnascl_deploy.distill import Distiller
+from rnascl_deploy.errors import RnasclError
+from rnascl_deploy.recipe import load_recipe
+from rnascl_deploy.retrain import run_retrain
+from rnascl_deploy.search import run_search
+from rnascl_deploy.space.spec import build_student
+from rnascl_deploy.taps import Taps
+
+QUICK = {"data.batch_size": 64, "search.epochs": 1, "search.arch_every": 3, "attack.apgd_iters": 5,
+         "retrain.limit": 256, "retrain.train.epochs": 2, "retrain.train.val_limit": 64,
+         "retrain.finetune.epochs": 1, "retrain.finetune.val_limit": 64, "retrain.finetune.steps": 2}
+
+
+@pytest.fixture(scope="module")
+def searched(tmp_path_factory):
+    run = tmp_path_factory.mktemp("search")
+    run_search(load_recipe("recipes/fashion-mnist.yaml", QUICK), Budget(macs=700_000), run, limit=256,
+               progress=False)
+    return run
+
+
+def _copy(searched, tmp_path, name):
+    run = tmp_path / name
+    run.mkdir()
+    for f in ("arch.json", "recipe.yaml"):
+        shutil.copy(searched / f, run / f)
+    return run
+
+
+def test_retrain_end_to_end_with_trades_finetune(searched, tmp_path):
+    run = _copy(searched, tmp_path, "r")
+    recipe = load_recipe(run / "recipe.yaml", {**QUICK, "retrain.finetune.adv": "trades"})
+    metrics = run_retrain(run, recipe, limit=64, progress=False)
+    assert set(metrics["adv_acc"]) == {"fgsm", "pgd20", "apgd_ce"} and metrics["n"] == 64
+    assert 0 <= metrics["worst_case_acc"] <= min(metrics["adv_acc"].values()) <= metrics["clean_acc"]
+    arch = json.loads((run / "arch.json").read_text())
+    assert metrics["macs"] == arch["macs"] and metrics["params"] == arch["params"]
+    student, meta = load_model(run / "student.safetensors", kind="student")
+    assert meta["model"]["kwargs"]["widths"] == arch["widths"] and meta["metrics"]["finetune"] == "trades"
+    assert (run / "finetune" / "model.safetensors").exists()
+    assert json.loads((run / "metrics.json").read_text()) == metrics
+    with pytest.raises(RnasclError, match="already exists"):
+        run_retrain(run, recipe, limit=64, progress=False)
+
+
+def test_retrain_resumes_to_the_same_student(searched, tmp_path, monkeypatch):
+    recipe = load_recipe(searched / "recipe.yaml", QUICK)
+    straight = _copy(searched, tmp_path, "a")
+    run_retrain(straight, recipe, limit=32, progress=False)
+
+    real, calls = train_module.validate, []
+
+    def crash_in_second_epoch(*args, **kwargs):
+        calls.append(1)
+        if len(calls) == 2:
+            raise KeyboardInterrupt
+        return real(*args, **kwargs)
+
+    interrupted = _copy(searched, tmp_path, "b")
+    monkeypatch.setattr(train_module, "validate", crash_in_second_epoch)
+    with pytest.raises(KeyboardInterrupt):
+        run_retrain(interrupted, recipe, limit=32, progress=False)
+    monkeypatch.setattr(train_module, "validate", real)
+    with pytest.raises(RnasclError, match="--resume"):
+        run_retrain(interrupted, recipe, limit=32, progress=False)
+    run_retrain(interrupted, recipe, resume=True, limit=32, progress=False)
+    a, _ = load_model(straight / "student.safetensors")
+    b, _ = load_model(interrupted / "student.safetensors")
+    for (name, x), y in zip(a.state_dict().items(), b.state_dict().values()):
+        assert torch.allclose(x.float(), y.float(), atol=1e-6), name
+
+
+def test_attention_term_uses_only_the_searched_pairs(searched):
+    arch = json.loads((searched / "arch.json").read_text())
+    teacher, _ = load_model("rnascl_deploy/assets/teacher-fashion-mnist/model.safetensors")
+    tutors = dict(list(arch["tutors"].items())[:2])
+    distiller = Distiller(teacher, tutors, kd_weight=0.0, gamma=1.0)
+    assert distiller.student_taps == list(tutors) and distiller.teacher_taps == sorted(set(tutors.values()))
+    student = build_student(arch).eval()
+    x = torch.rand(4, 1, 28, 28)
+    _, loss, _ = distiller(student, x)
+    with torch.no_grad(), Taps(teacher, list(set(tutors.values()))) as tt, Taps(student, list(tutors)) as st:
+        teacher(x), student(x)
+    from rnascl_deploy.distill import AttentionTransfer
+    manual = torch.stack([AttentionTransfer(7)(st.outputs[s], tt.outputs[t]) for s, t in tutors.items()]).mean()
+    assert torch.allclose(loss, manual, atol=1e-6)
+
+
+def test_a_changed_teacher_is_refused(searched, tmp_path):
+    run = _copy(searched, tmp_path, "c")
+    arch = json.loads((run / "arch.json").read_text())
+    arch["teacher"]["sha256"] = "0" * 64
+    (run / "arch.json").write_text(json.dumps(arch))
+    with pytest.raises(RnasclError, match="changed since the search"):
+        run_retrain(run, load_recipe(run / "recipe.yaml", QUICK), limit=8, progress=False)
+    assert not (run / "retrain").exists()
