@@ -295,6 +295,91 @@ def retrain(ctx, run, recipe, overrides, epochs, adv, limit, train_limit, resume
     _emit(metrics, as_json, lines)
 
 
+# --------------------------------------------------------------------------------------------------- export
+EPILOG_EXPORT = """\b
+Examples:
+  rnascl-deploy export runs/s600k                                   # the recipe's formats (onnx, onnx-int8)
+  rnascl-deploy export runs/s600k --format onnx --format onnx-fp16
+  rnascl-deploy export runs/s600k --format tensorrt-int8            # on a GPU machine with TensorRT 10/11
+"""
+
+
+@main.command(epilog=EPILOG_EXPORT)
+@click.argument("run", type=click.Path(file_okay=False, exists=True))
+@click.option("--recipe", "-r", type=click.Path(dir_okay=False), help="Recipe (default: RUN/recipe.yaml).")
+@set_option
+@click.option("--format", "formats", multiple=True,
+              type=click.Choice(["onnx", "onnx-fp16", "onnx-int8", "tensorrt-fp16", "tensorrt-int8"]),
+              help="Engine format (repeatable; default: the recipe's export.formats).")
+@click.option("--calibration-size", type=click.IntRange(1), help="Training images calibrating INT8 (export.calibration_size).")
+@json_option
+def export(run, recipe, overrides, formats, calibration_size, as_json):
+    """Export RUN/student.safetensors to ONNX (fp32, fp16, int8 Q/DQ) or TensorRT engines in RUN/engines/.
+
+    Each export is checked (onnx.checker) and compared with PyTorch on test images; the largest absolute logit
+    difference goes into the engine's sidecar RUN/engines/<file>.json. TensorRT needs TensorRT 10/11 and a GPU.
+    """
+    from .exporters import export_student
+
+    try:
+        r = _load_recipe(recipe or str(Path(run) / "recipe.yaml"), overrides,
+                         **{"export.calibration_size": calibration_size})
+        results = [export_student(Path(run), fmt, r).to_dict() for fmt in (formats or r.export.formats)]
+    except RnasclError as exc:
+        _fail(exc)
+    _emit(results, as_json, [f"{x['format']:<14} {x['path']}  max |logit diff| vs PyTorch {x['max_abs_diff']:.3g} "
+                             f"on {x['n']} test images ({x['seconds']:.1f} s)" for x in results])
+
+
+EPILOG_VERIFY = """\b
+Examples:
+  rnascl-deploy verify runs/s600k --engine runs/s600k/engines/student-int8.onnx
+  rnascl-deploy verify runs/s600k --engine runs/s600k/engines/student.onnx --limit 200 --junit verify.xml
+Exit codes: 0 robustness preserved, 1 not preserved, 2 usage error (e.g. an engine of another shape).
+"""
+
+
+@main.command(epilog=EPILOG_VERIFY)
+@click.argument("run", type=click.Path(file_okay=False, exists=True))
+@click.option("--engine", "engine_path", type=click.Path(dir_okay=False), required=True,
+              help="Engine file: .onnx (onnxruntime), .engine/.plan (TensorRT) or .safetensors.")
+@click.option("--recipe", "-r", type=click.Path(dir_okay=False), help="Recipe (default: RUN/recipe.yaml).")
+@set_option
+@click.option("--limit", type=click.IntRange(1), help="Test images (default: the recipe's verify.limit).")
+@click.option("--device", type=click.Choice(["cpu", "cuda", "tensorrt"]), default="cpu", show_default=True,
+              help="onnxruntime execution provider for .onnx engines.")
+@click.option("--junit", type=click.Path(dir_okay=False), help="Also write the JUnit XML report here.")
+@json_option
+@click.pass_context
+def verify(ctx, run, engine_path, recipe, overrides, limit, device, junit, as_json):
+    """Gate: were clean and adversarial accuracy preserved on the exported engine itself?
+
+    Clean accuracy and agreement with the PyTorch student; PGD-20 and APGD-CE examples crafted on the student,
+    scored on the engine; Square run directly against the engine; for fp16/int8 engines a hybrid PGD-20 with the
+    student's gradients and the engine's decisions. Thresholds in the recipe's verify section. Reports (JSON,
+    Markdown, JUnit XML) in RUN/verify/.
+    """
+    from .fileio import atomic_write_text
+    from .verify import to_junit, verify_run
+
+    try:
+        r = _load_recipe(recipe or str(Path(run) / "recipe.yaml"), overrides)
+        report = verify_run(Path(run), Path(engine_path), r, limit, device, ctx.obj["progress"])
+    except RnasclError as exc:
+        _fail(exc)
+    if junit:
+        atomic_write_text(Path(junit), to_junit(report))
+    lines = [f"{'PASS' if report.passed else 'FAIL'}: {engine_path} ({report.engine['precision']}) on {report.n} "
+             f"test images, eps {report.eps:g}",
+             f"  clean {report.clean_acc * 100:.2f}% (PyTorch {report.reference['clean_acc'] * 100:.2f}%), "
+             f"agreement {report.agreement * 100:.2f}%",
+             *[f"  {k:<14} {v * 100:6.2f}%" for k, v in report.adv_acc.items()],
+             *[f"  [{'pass' if c.passed else 'FAIL'}] {c.name}: {c.value} (limit {c.limit}) {c.message}"
+               for c in report.checks], *[f"  WARNING: {w}" for w in report.warnings]]
+    _emit(report.to_dict(), as_json, lines)
+    sys.exit(0 if report.passed else 1)
+
+
 # --------------------------------------------------------------------------------------------------- cost
 @main.command()
 @click.argument("target")

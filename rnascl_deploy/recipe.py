@@ -148,6 +148,31 @@ class RetrainConfig:
 
 
 @dataclass
+class ExportConfig:
+    """``rnascl-deploy export``: formats, INT8 calibration and the TensorRT optimisation profile."""
+
+    formats: List[str] = field(default_factory=lambda: ["onnx", "onnx-int8"])
+    opset: int = 18
+    calibration_size: int = 1000  # training images that calibrate INT8 activations
+    parity_size: int = 1000  # test images on which exported logits are compared with PyTorch
+    max_batch: int = 256  # TensorRT optimisation profile: batch 1 .. max_batch
+    opt_batch: int = 32
+
+
+@dataclass
+class VerifyConfig:
+    """``rnascl-deploy verify``: the gate on the exported engine (drops in percentage points)."""
+
+    limit: Optional[int] = 1000  # test images (null: all)
+    attacks: List[str] = field(default_factory=lambda: ["pgd20", "apgd-ce"])  # crafted on the PyTorch student
+    square_queries: int = 300  # Square attack run directly against the engine
+    max_clean_drop: float = 1.0
+    max_adv_drop: float = 2.0
+    min_agreement: float = 0.98  # top-1 agreement with the PyTorch student on clean images
+    min_adv_acc: Optional[float] = None  # optional floor on the engine's worst-case accuracy (fraction)
+
+
+@dataclass
 class Recipe:
     name: str = "fashion-mnist"
     data: DataConfig = field(default_factory=DataConfig)
@@ -155,6 +180,8 @@ class Recipe:
     teacher: TeacherConfig = field(default_factory=TeacherConfig)
     search: SearchConfig = field(default_factory=SearchConfig)
     retrain: RetrainConfig = field(default_factory=RetrainConfig)
+    export: ExportConfig = field(default_factory=ExportConfig)
+    verify: VerifyConfig = field(default_factory=VerifyConfig)
 
 
 def resolve_path(value: str) -> Path:

@@ -37,3 +37,38 @@ def plain_model(fmnist_train):
             loss.backward()
             opt.step()
     return model.eval()
+
+
+@pytest.fixture(scope="session")
+def trained_run(tmp_path_factory, fmnist_train):
+    """A run directory with arch.json, recipe.yaml and a student trained for two clean epochs (~80% accuracy):
+    what `export` and `verify` read. Built without a teacher so it takes seconds."""
+    import json
+
+    from rnascl_deploy.checkpoint import save_checkpoint
+    from rnascl_deploy.data import FASHION_MNIST_INFO, info_dict
+    from rnascl_deploy.recipe import Recipe, dump_recipe
+    from rnascl_deploy.space.spec import FORMAT, VERSION, build_student, space_dict, student_spec
+
+    run = tmp_path_factory.mktemp("run")
+    recipe = Recipe()
+    recipe.export.parity_size = recipe.export.calibration_size = 256
+    recipe.attack.apgd_iters = 10
+    recipe.verify.square_queries = 50
+    arch = {"format": FORMAT, "version": VERSION, "data": info_dict(FASHION_MNIST_INFO),
+            "space": space_dict(recipe.search.space), "widths": [12, 16, 16, 32, 32], "tutors": {}, "macs": 0,
+            "params": 0, "budget": {"macs": None, "params": None}, "teacher": {}, "seed": 0, "search": {}}
+    (run / "arch.json").write_text(json.dumps(arch))
+    dump_recipe(recipe, run / "recipe.yaml")
+    torch.manual_seed(0)
+    student = build_student(arch)
+    opt = torch.optim.Adam(student.parameters(), 3e-3)
+    for epoch in range(2):
+        for x, y in batches(fmnist_train, 64, torch.Generator().manual_seed(epoch)):
+            loss = torch.nn.functional.cross_entropy(student(x), y)
+            opt.zero_grad()
+            loss.backward()
+            opt.step()
+    save_checkpoint(run / "student.safetensors", student.eval(), "student", student_spec(arch),
+                    info_dict(FASHION_MNIST_INFO))
+    return run

@@ -91,3 +91,34 @@ def test_teacher_train_end_to_end_and_never_overwrites(tmp_path):
     again = run("teacher", "train", *TINY, "--limit", "256", "--epochs", "1", "--out", str(out))
     assert again.exit_code == 2 and "already exists" in again.output
     assert model.read_bytes() == before
+
+
+def test_teacher_import_converts_state_dicts_and_refuses_code(tmp_path):
+    import os
+    import pickle
+
+    import torch
+
+    from rnascl_deploy.models import build_model
+
+    model = build_model("resnet", 1, 10, 28, [0.3], [0.3], width=4)
+    torch.save({"state_dict": {k: v for k, v in model.state_dict().items() if not k.startswith("normalize")}},
+               tmp_path / "w.pt")
+    out = tmp_path / "t.safetensors"
+    args = ["teacher", "import", "--model", "resnet", "--model-kwargs", '{"width": 4}', "--dataset", "fashion-mnist",
+            "--mean", "0.3", "--std", "0.3"]
+    result = run(*args, str(tmp_path / "w.pt"), "--out", str(out))
+    assert result.exit_code == 0, result.output
+    loaded, meta = load_model(out, kind="teacher")
+    x = torch.rand(2, 1, 28, 28)
+    assert torch.allclose(loaded(x), model.eval()(x)) and meta["data"]["name"] == "fashion-mnist"
+    assert run(*args, str(tmp_path / "w.pt"), "--out", str(out)).exit_code == 2  # never overwrites
+
+    class Payload:
+        def __reduce__(self):
+            return (os.system, (f"touch {tmp_path / 'pwned'}",))
+
+    (tmp_path / "evil.pt").write_bytes(pickle.dumps({"conv1.weight": Payload()}))
+    result = run(*args, str(tmp_path / "evil.pt"), "--out", str(tmp_path / "e.safetensors"))
+    assert result.exit_code == 2 and "refused to load" in result.output
+    assert not (tmp_path / "pwned").exists() and not (tmp_path / "e.safetensors").exists()

@@ -38,3 +38,13 @@ def test_wideresnet_uses_robustbench_names():
     keys = model.state_dict().keys()
     assert {"conv1.weight", "block1.layer.0.convShortcut.weight", "block3.layer.4.conv2.weight", "bn1.running_mean",
             "fc.weight"} <= set(keys)
+
+
+@pytest.mark.parametrize("module", ["rnascl_deploy.space", "rnascl_deploy.space.spec", "rnascl_deploy.models",
+                                    "rnascl_deploy.checkpoint"])
+def test_each_entry_module_imports_first_without_a_cycle(module):
+    import subprocess
+    import sys
+
+    code = f"import {module}; from rnascl_deploy.models import MODELS; assert 'student' in MODELS"
+    subprocess.run([sys.executable, "-c", code], check=True)

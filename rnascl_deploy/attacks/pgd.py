@@ -11,14 +11,17 @@ class PGD(WhiteBoxAttack):
     """Projected gradient descent on cross-entropy (Madry et al. 2018), Linf, with a uniform random start.
 
     ``keep_misclassified=True`` (evaluation) returns, per point, the first iterate that is misclassified if any is
-    found, else the last; ``False`` (adversarial training) returns the last iterate.
+    found, else the last; ``False`` (adversarial training) returns the last iterate. ``decision`` (a logits
+    callable, e.g. an exported engine) decides what counts as misclassified while gradients still come from the
+    module: the hybrid attack that measures a quantised engine with its float model's gradients.
     """
 
     name = "pgd"
 
     def __init__(self, eps: float, steps: int = 20, step_size: Optional[float] = None, random_start: bool = True,
-                 keep_misclassified: bool = True, seed: Optional[int] = 0):
+                 keep_misclassified: bool = True, seed: Optional[int] = 0, decision=None):
         super().__init__(eps, seed)
+        self.decision = decision
         if steps < 1:
             raise ValueError(f"PGD needs at least one step, got {steps}")
         self.steps, self.random_start, self.keep_misclassified = steps, random_start, keep_misclassified
@@ -34,13 +37,15 @@ class PGD(WhiteBoxAttack):
         for _ in range(self.steps):
             _, grad, logits = input_grad(model, x_adv, y)
             if self.keep_misclassified:
+                if self.decision is not None:
+                    logits = self.decision(x_adv)
                 new = (logits.argmax(1) != y) & ~found
                 best[new], found = x_adv[new], found | new
             x_adv = project(x_adv + self.step_size * grad.sign(), x, self.eps)
         if not self.keep_misclassified:
             return x_adv
         with torch.no_grad():
-            new = (model(x_adv).argmax(1) != y) & ~found
+            new = ((self.decision or model)(x_adv).argmax(1) != y) & ~found
         best[new], found = x_adv[new], found | new
         best[~found] = x_adv[~found]
         return best

@@ -15,7 +15,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from ..models.common import Normalize
+from ..layers import Normalize
 from .layout import Layout
 from .student import ConvBNAct, Student
 

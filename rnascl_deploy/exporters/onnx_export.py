@@ -1,0 +1,67 @@
+"""ONNX export of a [0,1]-input classifier: dynamo exporter, opset >= 18, dynamic batch, one self-contained file.
+
+The graph has one input ``images`` (N, C, H, W) float32 in [0, 1] (normalisation is inside) and one output
+``logits`` (N, classes). Every export is checked with ``onnx.checker`` (full check) and compared numerically with
+PyTorch on real images through ONNX Runtime; the maximum absolute logit difference is returned.
+"""
+from __future__ import annotations
+
+import inspect
+import logging
+import warnings
+from pathlib import Path
+
+import numpy as np
+import onnx
+import torch
+from torch import nn
+
+from ..errors import RnasclError
+from ..fileio import atomic_path
+
+log = logging.getLogger(__name__)
+
+INPUT, OUTPUT = "images", "logits"
+OPSET = 18
+MAX_BATCH = 4096
+
+
+def export_onnx(model: nn.Module, input_shape, path: Path, opset: int = OPSET) -> Path:
+    """Export ``model`` (eval mode, CPU, fp32) to ``path`` atomically and check the file."""
+    if opset < 18:
+        raise RnasclError(f"opset {opset} is too old: the dynamo exporter needs opset 18 or newer")
+    model = model.eval().cpu().to(memory_format=torch.contiguous_format)
+    example = torch.rand(2, *input_shape)
+    batch = torch.export.Dim("batch", min=1, max=MAX_BATCH)
+    forward_arg = next(iter(inspect.signature(model.forward).parameters))
+    with warnings.catch_warnings():
+        warnings.filterwarnings("ignore", category=FutureWarning)
+        program = torch.onnx.export(model, (example,), None, dynamo=True, opset_version=opset,
+                                    dynamic_shapes={forward_arg: {0: batch}}, input_names=[INPUT],
+                                    output_names=[OUTPUT])
+    with atomic_path(Path(path)) as tmp:
+        program.save(str(tmp), external_data=False)
+        onnx.checker.check_model(onnx.load(str(tmp)), full_check=True)
+    return Path(path)
+
+
+def onnx_io(path: Path):
+    """(input shape without batch, number of classes) declared by an ONNX classifier graph."""
+    graph = onnx.load(str(path), load_external_data=False).graph
+    if len(graph.input) != 1 or len(graph.output) != 1:
+        raise RnasclError(f"{path} has {len(graph.input)} inputs and {len(graph.output)} outputs; a classifier "
+                          "engine has one input (images) and one output (logits)")
+    dims = [d.dim_value if d.HasField("dim_value") else None for d in graph.input[0].type.tensor_type.shape.dim]
+    out = [d.dim_value if d.HasField("dim_value") else None for d in graph.output[0].type.tensor_type.shape.dim]
+    return dims[1:], out[-1]
+
+
+def max_abs_diff(model: nn.Module, predict, images: torch.Tensor, batch_size: int = 500) -> float:
+    """Largest absolute logit difference between ``model`` and an engine callable over ``images``."""
+    worst = 0.0
+    with torch.no_grad():
+        for start in range(0, len(images), batch_size):
+            x = images[start:start + batch_size]
+            ref = model.eval()(x).float()
+            worst = max(worst, float(np.abs(predict(x).float().numpy() - ref.numpy()).max()))
+    return worst

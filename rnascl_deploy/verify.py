@@ -1,0 +1,206 @@
+"""Verify that clean and adversarial accuracy survived export, on the exported engine itself.
+
+For every test point (the first ``verify.limit``):
+- clean accuracy of the engine and its top-1 agreement with the PyTorch student;
+- transfer attacks: PGD-20 and APGD-CE examples crafted on the PyTorch student, scored on the engine and on the
+  student (the reference), point for point;
+- Square run directly against the engine (query-only: no PyTorch involved);
+- for quantised engines (fp16, int8): hybrid PGD-20, gradients from the student and the decision from the engine,
+  so rounding that turns a near-miss into a miss is found ("Defensive Quantization", arXiv 1904.08444).
+
+Checks (thresholds in the recipe's ``verify`` section, drops in percentage points): clean drop, agreement, each
+transfer attack's drop, Square and hybrid accuracy not below the student's worst case / PGD-20 accuracy by more
+than the allowed drop, and an optional floor on the engine's worst case. The verdict is all checks passing; the CLI
+exits 0 (pass), 1 (robustness not preserved) or 2 (usage error, e.g. an engine whose input shape or class count
+does not match the student). Reports: JSON, Markdown, JUnit XML.
+"""
+from __future__ import annotations
+
+import logging
+import time
+from pathlib import Path
+from dataclasses import asdict, dataclass, field
+from typing import Dict, List, Optional
+from xml.sax.saxutils import escape, quoteattr
+
+import torch
+from torch import nn
+from tqdm import tqdm
+
+from .attacks import PGD, Square, build_attack
+from .attacks.evaluate import json_key
+from .checkpoint import file_sha256, load_model
+from .data import batches, load_split
+from .engines import Engine, open_engine, read_sidecar
+from .errors import RnasclError
+from .fileio import atomic_write_json, atomic_write_text
+from .perf import channels_last
+from .recipe import AttackConfig, Recipe, VerifyConfig
+
+log = logging.getLogger(__name__)
+
+
+@dataclass
+class Check:
+    name: str
+    passed: bool
+    value: float
+    limit: float
+    message: str
+
+
+@dataclass
+class VerifyReport:
+    passed: bool
+    engine: dict
+    n: int
+    eps: float
+    clean_acc: float
+    agreement: float
+    adv_acc: Dict[str, float]
+    worst_case_acc: float
+    reference: dict
+    checks: List[Check] = field(default_factory=list)
+    seconds: float = 0.0
+    warnings: List[str] = field(default_factory=list)
+
+    def to_dict(self) -> dict:
+        return asdict(self)
+
+
+def check_compatible(engine: Engine, input_shape, num_classes: int) -> None:
+    if list(engine.input_shape) != list(input_shape) or engine.num_classes != num_classes:
+        raise RnasclError(f"engine {engine.name} takes {list(engine.input_shape)} and gives {engine.num_classes} "
+                          f"classes; the student takes {list(input_shape)} and gives {num_classes}: it is not an "
+                          "engine of this model")
+
+
+def verify_engine(student: nn.Module, engine: Engine, dataset, attack: AttackConfig, cfg: VerifyConfig,
+                  batch_size: int = 250, progress: bool = True) -> VerifyReport:
+    start = time.perf_counter()
+    student = student.eval()
+    quantized = engine.precision != "fp32"
+    transfer = {json_key(name): build_attack(name, attack.eps, attack.pgd_step_size, attack.apgd_iters,
+                                             attack.square_queries, attack.seed) for name in cfg.attacks}
+    square = Square(attack.eps, queries=cfg.square_queries, seed=attack.seed)
+    keys = list(transfer) + ["square"] + (["hybrid_pgd20"] if quantized else [])
+    n = ref_clean = eng_clean = agree = ref_worst = eng_worst = 0
+    ref_adv = {k: 0 for k in transfer}
+    eng_adv = {k: 0 for k in keys}
+    bar = tqdm(total=len(dataset), desc="verify", unit="img", disable=None if progress else True, leave=False)
+    for x, y in batches(dataset, batch_size):
+        with torch.no_grad():
+            ref_pred, eng_pred = student(x).argmax(1), engine(x).argmax(1)
+        ref_ok, eng_ok = ref_pred == y, eng_pred == y
+        ref_alive, eng_alive = ref_ok.clone(), eng_ok.clone()
+        for key, atk in transfer.items():
+            x_adv = atk(student, x, y)
+            with torch.no_grad():
+                r, e = student(x_adv).argmax(1) == y, engine(x_adv).argmax(1) == y
+            ref_adv[key] += int((ref_ok & r).sum())
+            eng_adv[key] += int((eng_ok & e).sum())
+            ref_alive &= r
+            eng_alive &= e
+        e = engine(square(engine, x, y)).argmax(1) == y
+        eng_adv["square"] += int((eng_ok & e).sum())
+        eng_alive &= e
+        if quantized:
+            hybrid = PGD(attack.eps, 20, attack.pgd_step_size, seed=attack.seed, decision=engine)
+            e = engine(hybrid(student, x, y)).argmax(1) == y
+            eng_adv["hybrid_pgd20"] += int((eng_ok & e).sum())
+            eng_alive &= e
+        n += len(y)
+        ref_clean, eng_clean = ref_clean + int(ref_ok.sum()), eng_clean + int(eng_ok.sum())
+        agree += int((ref_pred == eng_pred).sum())
+        ref_worst, eng_worst = ref_worst + int(ref_alive.sum()), eng_worst + int(eng_alive.sum())
+        bar.update(len(y))
+    bar.close()
+    reference = {"clean_acc": ref_clean / n, "adv_acc": {k: v / n for k, v in ref_adv.items()},
+                 "worst_case_acc": ref_worst / n, "engine": "pytorch"}
+    report = VerifyReport(passed=False, engine=engine.describe(), n=n, eps=attack.eps, clean_acc=eng_clean / n,
+                          agreement=agree / n, adv_acc={k: v / n for k, v in eng_adv.items()},
+                          worst_case_acc=eng_worst / n, reference=reference)
+    report.checks = _checks(report, cfg)
+    report.passed = all(c.passed for c in report.checks)
+    report.seconds = round(time.perf_counter() - start, 2)
+    return report
+
+
+def verify_run(run: Path, engine_path: Path, recipe: Recipe, limit: Optional[int] = None, device: str = "cpu",
+               progress: bool = True) -> VerifyReport:
+    """Verify ``engine_path`` against ``run/student.safetensors``; reports go to ``run/verify/<engine>.*``."""
+    source = Path(run) / "student.safetensors"
+    student, meta = load_model(source, kind="student")
+    engine = open_engine(engine_path, device)
+    check_compatible(engine, meta["data"]["input_shape"], meta["data"]["num_classes"])
+    data = recipe.data
+    n = limit if limit is not None else recipe.verify.limit
+    test_set, _ = load_split(data.name, "test", data.root, limit=n, image_size=data.image_size)
+    report = verify_engine(channels_last(student), engine, test_set, recipe.attack, recipe.verify, progress=progress)
+    exported_from = read_sidecar(Path(engine_path)).get("student_sha256")
+    if exported_from and exported_from != file_sha256(source):
+        report.warnings.append(f"the engine was exported from another student checkpoint (sha256 {exported_from[:12]}.. "
+                               f"is not {source}'s)")
+    for warning in report.warnings:
+        log.warning(warning)
+    out = Path(run) / "verify"
+    stem = Path(engine_path).name
+    atomic_write_json(out / f"{stem}.json", report.to_dict())
+    atomic_write_text(out / f"{stem}.md", to_markdown(report))
+    atomic_write_text(out / f"{stem}.xml", to_junit(report))
+    log.info("verification of %s: %s (reports in %s)", engine_path, "PASS" if report.passed else "FAIL", out)
+    return report
+
+
+def _checks(r: VerifyReport, cfg: VerifyConfig) -> List[Check]:
+    ref = r.reference
+    pts = 100.0
+    checks = [Check("clean_drop", (ref["clean_acc"] - r.clean_acc) * pts <= cfg.max_clean_drop,
+                    round((ref["clean_acc"] - r.clean_acc) * pts, 3), cfg.max_clean_drop,
+                    f"clean accuracy {r.clean_acc:.4f} vs PyTorch {ref['clean_acc']:.4f}"),
+              Check("agreement", r.agreement >= cfg.min_agreement, round(r.agreement, 4), cfg.min_agreement,
+                    f"top-1 agreement with the PyTorch student on clean images {r.agreement:.4f}")]
+    for key, acc in ref["adv_acc"].items():
+        drop = (acc - r.adv_acc[key]) * pts
+        checks.append(Check(f"{key}_drop", drop <= cfg.max_adv_drop, round(drop, 3), cfg.max_adv_drop,
+                            f"{key} examples crafted on PyTorch: engine {r.adv_acc[key]:.4f} vs PyTorch {acc:.4f}"))
+    drop = (ref["worst_case_acc"] - r.adv_acc["square"]) * pts
+    checks.append(Check("square_on_engine", drop <= cfg.max_adv_drop, round(drop, 3), cfg.max_adv_drop,
+                        f"Square against the engine {r.adv_acc['square']:.4f} vs the PyTorch worst case "
+                        f"{ref['worst_case_acc']:.4f}"))
+    if "hybrid_pgd20" in r.adv_acc and "pgd20" in ref["adv_acc"]:
+        drop = (ref["adv_acc"]["pgd20"] - r.adv_acc["hybrid_pgd20"]) * pts
+        checks.append(Check("hybrid_pgd20_drop", drop <= cfg.max_adv_drop, round(drop, 3), cfg.max_adv_drop,
+                            f"PGD-20 with PyTorch gradients and engine decisions: {r.adv_acc['hybrid_pgd20']:.4f} "
+                            f"vs PyTorch PGD-20 {ref['adv_acc']['pgd20']:.4f}"))
+    if cfg.min_adv_acc is not None:
+        checks.append(Check("min_worst_case", r.worst_case_acc >= cfg.min_adv_acc, round(r.worst_case_acc, 4),
+                            cfg.min_adv_acc, f"engine worst-case accuracy {r.worst_case_acc:.4f}"))
+    return checks
+
+
+def to_markdown(r: VerifyReport) -> str:
+    lines = [f"# Verification: {'PASS' if r.passed else 'FAIL'}", "",
+             f"Engine `{r.engine['path']}` ({r.engine['precision']}, {r.engine['provider']}), {r.n} test images, "
+             f"Linf eps {r.eps:g}, {r.seconds:.0f} s.", "",
+             "| | engine | PyTorch student |", "|---|---|---|",
+             f"| clean | {r.clean_acc * 100:.2f} | {r.reference['clean_acc'] * 100:.2f} |"]
+    for key, acc in r.adv_acc.items():
+        ref = r.reference["adv_acc"].get(key)
+        lines.append(f"| {key} | {acc * 100:.2f} | {'' if ref is None else f'{ref * 100:.2f}'} |")
+    lines += [f"| worst case | {r.worst_case_acc * 100:.2f} | {r.reference['worst_case_acc'] * 100:.2f} |",
+              f"| top-1 agreement | {r.agreement * 100:.2f} | |", "", "| check | result | value | limit | |",
+              "|---|---|---|---|---|"]
+    lines += [f"| {c.name} | {'pass' if c.passed else 'FAIL'} | {c.value} | {c.limit} | {c.message} |"
+              for c in r.checks]
+    return "\n".join(lines + [f"- warning: {w}" for w in r.warnings]) + "\n"
+
+
+def to_junit(r: VerifyReport, suite: str = "rnascl-deploy.verify") -> str:
+    failures = sum(not c.passed for c in r.checks)
+    cases = []
+    for c in r.checks:
+        body = "" if c.passed else f"<failure message={quoteattr(c.message)}>{escape(f'{c.value} > {c.limit}')}</failure>"
+        cases.append(f'  <testcase classname={quoteattr(suite)} name={quoteattr(c.name)} time="0">{body}</testcase>')
+    return (f'<?xml version="1.0" encoding="UTF-8"?>\n<testsuite name={quoteattr(suite)} tests="{len(r.checks)}" '
+            f'failures="{failures}" errors="0" time="{r.seconds}">\n' + "\n".join(cases) + "\n</testsuite>\n")
