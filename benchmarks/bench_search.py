@@ -46,6 +46,36 @@ def plain_step_seconds(recipe, steps: int = 30) -> float:
     return times[len(times) // 2]
 
 
+def tutor_distances(run: Path, images: int = 512):
+    """Mean attention distance of every student tap (final supernet, soft samples at the final tau) to every
+    teacher tap on validation images: the searched tutor should be the row's argmin if the loss chose it."""
+    from rnascl_deploy.distill import TutorSearch
+    from rnascl_deploy.search import load_teacher
+    from rnascl_deploy.space import Supernet, student_taps
+    from rnascl_deploy.taps import Taps, conv_taps
+
+    recipe = load_recipe(run / "recipe.yaml")
+    val, info = load_split(recipe.data.name, "val", recipe.data.root, recipe.data.val_size, images)
+    layout = build_layout(recipe.search.space, info.input_shape, info.num_classes)
+    teacher, _, _ = load_teacher(recipe, info)
+    state = torch.load(run / "search_state.pt", weights_only=True)
+    supernet = Supernet(layout, info.mean, info.std)
+    supernet.load_state_dict(state["supernet"])
+    supernet.tau = state["history"][-1]["tau"]
+    tutor = TutorSearch(student_taps(layout), conv_taps(teacher), recipe.search.attention_size)
+    tutor.load_state_dict(state["tutor"])
+    torch.manual_seed(0)
+    total, n = 0, 0
+    with torch.no_grad():
+        for x, _ in batches(val, 128):
+            with Taps(teacher, tutor.teacher_taps) as tt:
+                teacher(x)
+            with Taps(supernet, tutor.student_taps) as st:
+                supernet(x)
+            total, n = total + tutor.distances(st.outputs, tt.outputs), n + 1
+    return tutor.student_taps, tutor.teacher_taps, (total / n).tolist()
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--recipe", default="recipes/fashion-mnist.yaml")
@@ -89,7 +119,14 @@ def main() -> None:
     print(f"one search step {search_step * 1000:.0f} ms vs one plain step of the largest student "
           f"{plain * 1000:.0f} ms: ratio {search_step / plain:.2f} (batch {recipe.data.batch_size})")
     for r in rows:
-        print(f"tutors at {r['budget']}: {r['tutors']}")
+        s_taps, t_taps, dist = tutor_distances(out / f"budget-{r['budget']}")
+        r["tutor_is_nearest"] = all(r["tutors"][s] == t_taps[min(range(len(d)), key=d.__getitem__)]
+                                    for s, d in zip(s_taps, dist))
+        print(f"\ntutors at {r['budget']} (attention distance to each teacher tap {t_taps}; * = searched tutor):")
+        for s, d in zip(s_taps, dist):
+            print(f"  {s:<16} " + " ".join(f"{v:.3f}{'*' if t == r['tutors'][s] else ' '}" for v, t in zip(d, t_taps)))
+        print(f"  every searched tutor is the nearest teacher tap: {r['tutor_is_nearest']}")
+    (out / "search-bench.json").write_text(json.dumps(result, indent=2) + "\n")
 
 
 if __name__ == "__main__":

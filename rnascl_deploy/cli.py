@@ -1,6 +1,7 @@
 """The ``rnascl-deploy`` command: a thin click skin over the library; each command parses, calls, prints.
 
-Exit codes: 0 success, 1 a failed check (later: verification), 2 bad input or usage (the message says what to do).
+Exit codes: 0 success, 1 a failed check (verify: robustness not preserved; cost --budget: does not fit),
+2 bad input or usage (the message says what to do).
 Machine-readable output (``--json``) goes to stdout; logs and progress bars go to stderr.
 """
 from __future__ import annotations
@@ -59,7 +60,7 @@ json_option = click.option("--json", "as_json", is_flag=True, help="Print one JS
 
 @click.group(context_settings={"help_option_names": ["-h", "--help"], "max_content_width": 110})
 @click.version_option(__version__, prog_name="rnascl-deploy")
-@click.option("-v", "--verbose", count=True, help="More logging (-v info is the default, -vv debug).")
+@click.option("-v", "--verbose", is_flag=True, help="Debug logging (the default is info).")
 @click.option("-q", "--quiet", is_flag=True, help="Only warnings and errors; no progress bars.")
 @click.option("--threads", type=click.IntRange(1), default=None, help="CPU threads for torch (default: all cores).")
 @click.pass_context
@@ -70,9 +71,11 @@ def main(ctx, verbose, quiet, threads):
     a robust teacher should tutor it; the student is retrained with that cross-layer distillation, exported
     (ONNX fp32/int8, TensorRT) and verified for clean and adversarial accuracy on the exported engine.
 
-    Images are in [0, 1]; eps is in the same pixel units. Start with `rnascl-deploy teacher eval --help`.
+    Stages, each reading and writing a run directory: teacher (train/eval/import) -> search -> retrain -> export ->
+    verify -> bench; `cost` measures any checkpoint or arch.json. Images are in [0, 1]; eps is in the same pixel
+    units. Every command has --help with examples.
     """
-    level = logging.WARNING if quiet else (logging.DEBUG if verbose >= 2 else logging.INFO)
+    level = logging.WARNING if quiet else (logging.DEBUG if verbose else logging.INFO)
     logging.basicConfig(level=level, format="%(asctime)s %(levelname)s %(name)s: %(message)s", stream=sys.stderr)
     logging.getLogger("rnascl_deploy").setLevel(level)
     from .perf import tune_cpu
@@ -378,6 +381,115 @@ def verify(ctx, run, engine_path, recipe, overrides, limit, device, junit, as_js
                for c in report.checks], *[f"  WARNING: {w}" for w in report.warnings]]
     _emit(report.to_dict(), as_json, lines)
     sys.exit(0 if report.passed else 1)
+
+
+# --------------------------------------------------------------------------------------------------- bench
+EPILOG_BENCH = """\b
+Examples:
+  rnascl-deploy bench --engine runs/s600k/engines/student-int8.onnx --batch 1,8,64 --threads 2
+  rnascl-deploy bench --engine runs/s600k/engines/student.onnx --json > bench.json
+"""
+
+
+@main.command("bench", epilog=EPILOG_BENCH)
+@click.option("--engine", "engine_path", type=click.Path(dir_okay=False), required=True,
+              help="Engine file: .onnx, .engine/.plan (TensorRT) or .safetensors.")
+@click.option("--batch", "batch_text", default="1,8,64", show_default=True, help="Comma-separated batch sizes.")
+@click.option("--device", type=click.Choice(["cpu", "cuda", "tensorrt"]), default="cpu", show_default=True,
+              help="onnxruntime execution provider for .onnx engines (PyTorch reference: cpu or cuda).")
+@click.option("--reference", type=click.Path(dir_okay=False),
+              help="PyTorch checkpoint measured in the same run (default: RUN/student.safetensors beside "
+                   "RUN/engines/, when it exists).")
+@click.option("--warmup", type=click.IntRange(0), default=5, show_default=True)
+@click.option("--min-iters", type=click.IntRange(1), default=20, show_default=True)
+@click.option("--min-seconds", type=click.FloatRange(0), default=1.0, show_default=True)
+@click.option("--out", type=click.Path(file_okay=False), help="Directory for JSON, CSV and the plot "
+                                                             "(default: RUN/bench/ beside RUN/engines/, else no files).")
+@json_option
+@click.pass_context
+def bench_command(ctx, engine_path, batch_text, device, reference, warmup, min_iters, min_seconds, out, as_json):
+    """Latency (p50/p90/p99) and throughput of an engine per batch size, against PyTorch eager.
+
+    Threads follow the global --threads option (torch and onnxruntime). Writes <engine>.json, .csv and a
+    latency-vs-batch plot (.png).
+    """
+    import torch
+
+    from .bench import bench, plot
+    from .engines import open_engine
+    from .fileio import atomic_path, atomic_write_json, atomic_write_text
+
+    try:
+        batches_ = [int(b) for b in batch_text.split(",") if b.strip()]
+        if not batches_ or min(batches_) < 1:
+            raise ValueError
+    except ValueError:
+        _fail(RnasclError(f"--batch {batch_text!r}: expected positive integers separated by commas, e.g. 1,8,64"))
+    try:
+        path = Path(engine_path)
+        run_dir = path.parent.parent if path.parent.name == "engines" else None
+        engine = open_engine(path, device, torch.get_num_threads())
+        ref_path = Path(reference) if reference else (run_dir / "student.safetensors" if run_dir else None)
+        ref = open_engine(ref_path, "cuda" if device != "cpu" else "cpu") if ref_path and ref_path.exists() else None
+        report = bench(engine, batches_, ref, warmup=warmup, min_iters=min_iters, min_seconds=min_seconds)
+    except RnasclError as exc:
+        _fail(exc)
+    target = Path(out) if out else (run_dir / "bench" if run_dir else None)
+    if target is not None:
+        atomic_write_json(target / f"{path.name}.json", report.to_dict())
+        atomic_write_text(target / f"{path.name}.csv", report.to_csv())
+        with atomic_path(target / f"{path.name}.png") as tmp:
+            plot(report, tmp)
+    lines = [f"{engine_path} ({report.engine['precision']}, {report.engine['provider']}, {report.threads} threads)",
+             f"{'batch':>6} {'p50 ms':>9} {'p90 ms':>9} {'p99 ms':>9} {'img/s':>10} {'PyTorch p50':>12} {'speed-up':>9}"]
+    for i, r in enumerate(report.rows):
+        ref_row = report.reference_rows[i] if report.reference_rows else None
+        lines.append(f"{r.batch:>6} {r.p50_ms:>9.3f} {r.p90_ms:>9.3f} {r.p99_ms:>9.3f} {r.throughput:>10.0f} "
+                     f"{(f'{ref_row.p50_ms:.3f}' if ref_row else '-'):>12} "
+                     f"{(f'{report.speedup_p50[r.batch]:.2f}x' if ref_row else '-'):>9}")
+    _emit(report.to_dict(), as_json, lines)
+
+
+# --------------------------------------------------------------------------------------------------- run
+EPILOG_RUN = """\b
+Examples:
+  rnascl-deploy run --recipe recipes/fashion-mnist.yaml --budget 600K --out runs/fmnist-600k
+  rnascl-deploy run --recipe recipes/fashion-mnist.yaml --budget 600K --out runs/fmnist-600k   # skips what is done
+  rnascl-deploy run --recipe recipes/fashion-mnist.yaml --budget 600K --out runs/fmnist-600k --from export
+Exit codes: 0 every engine verified, 1 an engine failed verification, 2 usage error.
+"""
+
+
+@main.command("run", epilog=EPILOG_RUN)
+@recipe_option
+@set_option
+@click.option("--budget", "-b", required=True, help="MACs and/or parameters: 600K, 1.5M, params=150K, ...")
+@click.option("--out", "-o", type=click.Path(file_okay=False), required=True, help="Run directory.")
+@click.option("--from", "start", type=click.Choice(["search", "retrain", "export", "verify", "bench", "report"]),
+              help="Force this stage and every later one to run again (their old outputs move to RUN/superseded/).")
+@json_option
+@click.pass_context
+def run_command(ctx, recipe, overrides, budget, out, start, as_json):
+    """Recipe to verified, benchmarked engines: search, retrain, export, verify, bench, report.
+
+    Finished stages whose inputs (recipe sections, budget, files) are unchanged are skipped; an interrupted stage
+    resumes; RUN/report.md and RUN/plots/ summarise the run. The exit code is the verification verdict.
+    """
+    from .cost import parse_budget
+    from .pipeline import run_pipeline
+
+    try:
+        b = parse_budget(budget)
+        r = _load_recipe(recipe, overrides)
+        result = run_pipeline(r, b, Path(out), start, ctx.obj["progress"])
+    except RnasclError as exc:
+        _fail(exc)
+    _emit({"passed": result.passed, "ran": result.ran, "skipped": result.skipped, "verify": result.verify,
+           "report": str(Path(out) / "report.md")}, as_json,
+          [f"{'PASS' if result.passed else 'FAIL'}: {Path(out) / 'report.md'}",
+           f"  ran: {', '.join(result.ran) or '-'}; skipped (unchanged): {', '.join(result.skipped) or '-'}",
+           *[f"  {name}: {'pass' if ok else 'FAIL'}" for name, ok in result.verify.items()]])
+    sys.exit(0 if result.passed else 1)
 
 
 # --------------------------------------------------------------------------------------------------- cost

@@ -137,14 +137,15 @@ class RetrainConfig:
     attention transfer over the searched (student tap -> teacher tap) pairs, then optionally fine-tune it
     adversarially (``finetune.adv`` pgd or trades) keeping the KD and attention terms."""
 
-    train: TrainConfig = field(default_factory=lambda: TrainConfig(epochs=10, lr=0.05, adv="none", eps_warmup_epochs=0))
-    finetune: TrainConfig = field(default_factory=lambda: TrainConfig(epochs=5, lr=0.01, adv="none", warmup_epochs=0,
+    train: TrainConfig = field(default_factory=lambda: TrainConfig(epochs=5, lr=0.05, adv="none", eps_warmup_epochs=0))
+    finetune: TrainConfig = field(default_factory=lambda: TrainConfig(epochs=1, lr=0.01, adv="trades", warmup_epochs=0,
                                                                       eps_warmup_epochs=0))
     kd_weight: float = 1.0
     kd_temperature: float = 1.0
     gamma: float = 1.0  # gamma_t, weight of the attention term over the fixed pairs
     attention_size: int = 7
-    limit: Optional[int] = None  # training images (null: the whole training split)
+    limit: Optional[int] = 20000  # training images (null: the whole training split)
+    eval_limit: Optional[int] = 1000  # test images of the final evaluation (null: all); --limit overrides
 
 
 @dataclass
@@ -157,15 +158,16 @@ class ExportConfig:
     parity_size: int = 1000  # test images on which exported logits are compared with PyTorch
     max_batch: int = 256  # TensorRT optimisation profile: batch 1 .. max_batch
     opt_batch: int = 32
+    bench_batches: List[int] = field(default_factory=lambda: [1, 8, 64])  # `run`'s latency benchmark
 
 
 @dataclass
 class VerifyConfig:
     """``rnascl-deploy verify``: the gate on the exported engine (drops in percentage points)."""
 
-    limit: Optional[int] = 1000  # test images (null: all)
+    limit: Optional[int] = 500  # test images (null: all)
     attacks: List[str] = field(default_factory=lambda: ["pgd20", "apgd-ce"])  # crafted on the PyTorch student
-    square_queries: int = 300  # Square attack run directly against the engine
+    square_queries: int = 200  # Square attack run directly against the engine
     max_clean_drop: float = 1.0
     max_adv_drop: float = 2.0
     min_agreement: float = 0.98  # top-1 agreement with the PyTorch student on clean images

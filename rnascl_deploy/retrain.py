@@ -90,7 +90,7 @@ def run_retrain(run: Path, recipe: Recipe, resume: bool = False, limit: Optional
     if resume and not started:
         raise RnasclError(f"nothing to resume in {run}: no retrain/ directory (start without --resume)")
     if started:
-        check_same_recipe(run / "retrain", recipe)
+        check_same_recipe(run / "retrain", recipe, sections=("data", "attack", "retrain"))
     cfg, data = recipe.retrain, recipe.data
     if data.name != arch["data"]["name"]:
         raise RnasclError(f"arch.json was searched on {arch['data']['name']}, the recipe trains on {data.name}")
@@ -110,7 +110,8 @@ def run_retrain(run: Path, recipe: Recipe, resume: bool = False, limit: Optional
         result = _phase("finetune", cfg.finetune, student, arch, recipe, run / "finetune", train_set, val_set,
                         info, distiller, progress)
     student, meta = load_model(result, kind="student")
-    test_set, _ = load_split(data.name, "test", data.root, limit=limit, image_size=data.image_size)
+    test_set, _ = load_split(data.name, "test", data.root, limit=limit if limit is not None else cfg.eval_limit,
+                             image_size=data.image_size)
     with RunLog(run / "retrain" / "train.log"):
         report = evaluate_robustness(channels_last(student), test_set, build_attacks(recipe.attack, EVAL_ATTACKS),
                                      recipe.attack.batch_size, progress)

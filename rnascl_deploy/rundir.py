@@ -2,7 +2,8 @@
 
 - A stage keeps its resumable state in one file (``state.pt`` or ``search_state.pt``). Starting a stage where that
   file exists is refused unless ``resume`` is asked for; asking to resume where it does not exist is refused too.
-- A resumed stage must run the same recipe it started with (:func:`check_same_recipe`).
+- A resumed stage must run the same recipe it started with, in the sections that stage reads
+  (:func:`check_same_recipe`); other sections may change.
 - Logs of a stage are copied into a file in the run directory (:class:`RunLog`).
 """
 from __future__ import annotations

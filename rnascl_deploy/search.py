@@ -175,7 +175,7 @@ def run_search(recipe: Recipe, budget: Budget, out: Path, limit: Optional[int] =
     state_path = out / STATE
     resuming = check_resume(state_path, resume)
     if resuming:
-        check_same_recipe(out, recipe)
+        check_same_recipe(out, recipe, sections=("data", "teacher", "search"))
     save_recipe(out, recipe)
 
     torch.manual_seed(cfg.seed)

@@ -44,7 +44,7 @@ def train_teacher(recipe: Recipe, out: Path, resume: bool = False, progress: boo
     model = channels_last(model)
     check_resume(out / "state.pt", resume)
     if resume:
-        check_same_recipe(out, recipe)
+        check_same_recipe(out, recipe, sections=("data", "teacher"))
     save_recipe(out, recipe)
     resolved = recipe_to_dict(recipe)
     best = out / "best.safetensors"

@@ -103,13 +103,6 @@ def eps_at(cfg: TrainConfig, epoch: int) -> float:
     return cfg.eps * min(1.0, (epoch + 1) / cfg.eps_warmup_epochs)
 
 
-@torch.no_grad()
-def accuracy(model: nn.Module, dataset, batch_size: int = 500) -> float:
-    with eval_mode(model):
-        correct = sum(int((model(x).argmax(1) == y).sum()) for x, y in batches(dataset, batch_size))
-    return correct / len(dataset)
-
-
 def validate(model: nn.Module, val_set, eps: float, batch_size: int = 500) -> Dict[str, float]:
     """Clean and PGD-10 accuracy (AutoAttack convention: correct clean and under attack) on ``val_set``."""
     attack = PGD(eps, steps=10, step_size=2.5 * eps / 10, seed=0) if eps > 0 else None

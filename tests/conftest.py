@@ -25,18 +25,35 @@ def tiny_cnn(seed: int = 0):
     return build_model("cnn", 1, 10, 28, [0.286], [0.353], widths=[8, 16], strides=[2, 2], hidden=32)
 
 
-@pytest.fixture(scope="session")
-def plain_model(fmnist_train):
-    """An undefended tiny CNN trained for two clean epochs on 2048 images (~75% test accuracy)."""
-    model = tiny_cnn()
+def fit(model, data, epochs: int = 2):
+    """Two quick clean epochs of Adam: a model good enough to attack and export (~75-80% test accuracy)."""
     opt = torch.optim.Adam(model.parameters(), 3e-3)
-    for epoch in range(2):
-        for x, y in batches(fmnist_train, 64, torch.Generator().manual_seed(epoch)):
+    for epoch in range(epochs):
+        for x, y in batches(data, 64, torch.Generator().manual_seed(epoch)):
             loss = torch.nn.functional.cross_entropy(model(x), y)
             opt.zero_grad()
             loss.backward()
             opt.step()
     return model.eval()
+
+
+def interrupt_on_call(real, call: int):
+    """A stand-in for ``real`` that raises KeyboardInterrupt on its ``call``-th call: an interrupted run."""
+    calls = []
+
+    def wrapper(*args, **kwargs):
+        calls.append(1)
+        if len(calls) == call:
+            raise KeyboardInterrupt
+        return real(*args, **kwargs)
+
+    return wrapper
+
+
+@pytest.fixture(scope="session")
+def plain_model(fmnist_train):
+    """An undefended tiny CNN trained for two clean epochs on 2048 images."""
+    return fit(tiny_cnn(), fmnist_train)
 
 
 @pytest.fixture(scope="session")
@@ -61,14 +78,7 @@ def trained_run(tmp_path_factory, fmnist_train):
     (run / "arch.json").write_text(json.dumps(arch))
     dump_recipe(recipe, run / "recipe.yaml")
     torch.manual_seed(0)
-    student = build_student(arch)
-    opt = torch.optim.Adam(student.parameters(), 3e-3)
-    for epoch in range(2):
-        for x, y in batches(fmnist_train, 64, torch.Generator().manual_seed(epoch)):
-            loss = torch.nn.functional.cross_entropy(student(x), y)
-            opt.zero_grad()
-            loss.backward()
-            opt.step()
-    save_checkpoint(run / "student.safetensors", student.eval(), "student", student_spec(arch),
+    student = fit(build_student(arch), fmnist_train)
+    save_checkpoint(run / "student.safetensors", student, "student", student_spec(arch),
                     info_dict(FASHION_MNIST_INFO))
     return run

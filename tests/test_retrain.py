@@ -15,6 +15,8 @@ from rnascl_deploy.search import run_search
 from rnascl_deploy.space.spec import build_student
 from rnascl_deploy.taps import Taps
 
+from .conftest import interrupt_on_call
+
 QUICK = {"data.batch_size": 64, "search.epochs": 1, "search.arch_every": 3, "attack.apgd_iters": 5,
          "retrain.limit": 256, "retrain.train.epochs": 2, "retrain.train.val_limit": 64,
          "retrain.finetune.epochs": 1, "retrain.finetune.val_limit": 64, "retrain.finetune.steps": 2}
@@ -57,16 +59,9 @@ def test_retrain_resumes_to_the_same_student(searched, tmp_path, monkeypatch):
     straight = _copy(searched, tmp_path, "a")
     run_retrain(straight, recipe, limit=32, progress=False)
 
-    real, calls = train_module.validate, []
-
-    def crash_in_second_epoch(*args, **kwargs):
-        calls.append(1)
-        if len(calls) == 2:
-            raise KeyboardInterrupt
-        return real(*args, **kwargs)
-
+    real = train_module.validate
     interrupted = _copy(searched, tmp_path, "b")
-    monkeypatch.setattr(train_module, "validate", crash_in_second_epoch)
+    monkeypatch.setattr(train_module, "validate", interrupt_on_call(real, 2))  # during epoch 2
     with pytest.raises(KeyboardInterrupt):
         run_retrain(interrupted, recipe, limit=32, progress=False)
     monkeypatch.setattr(train_module, "validate", real)

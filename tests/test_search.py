@@ -13,6 +13,8 @@ from rnascl_deploy.search import budget_range, derive_widths, run_search
 from rnascl_deploy.space import build_layout, materialize
 from rnascl_deploy.space.spec import build_student, load_arch
 
+from .conftest import interrupt_on_call
+
 LAYOUT = build_layout(SpaceConfig(), (1, 28, 28), 10)
 SMALLEST, LARGEST = arch_cost(LAYOUT, LAYOUT.min_widths), arch_cost(LAYOUT, LAYOUT.max_widths)
 TINY = {"data.batch_size": 64, "search.epochs": 2, "search.arch_every": 3}
@@ -67,15 +69,8 @@ def test_search_end_to_end_resumes_to_the_same_spec(tmp_path, monkeypatch):
     n_t = len(spec["teacher"]["taps"])
     assert history[-1]["tutor_max_prob"] > 1.0 / n_t + 0.01  # the tutor logits left uniform
 
-    real, calls = search_module.subnet_accuracy, []
-
-    def crash_after_first_epoch(*args, **kwargs):
-        calls.append(1)
-        if len(calls) == 2:
-            raise KeyboardInterrupt
-        return real(*args, **kwargs)
-
-    monkeypatch.setattr(search_module, "subnet_accuracy", crash_after_first_epoch)
+    real = search_module.subnet_accuracy
+    monkeypatch.setattr(search_module, "subnet_accuracy", interrupt_on_call(real, 2))  # at the end of epoch 2
     with pytest.raises(KeyboardInterrupt):
         run_search(recipe, budget, tmp_path / "b", limit=384, progress=False)
     monkeypatch.setattr(search_module, "subnet_accuracy", real)

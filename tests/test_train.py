@@ -7,7 +7,7 @@ from rnascl_deploy.errors import RnasclError
 from rnascl_deploy.recipe import TrainConfig
 from rnascl_deploy.train import lr_at, train
 
-from .conftest import tiny_cnn
+from .conftest import interrupt_on_call, tiny_cnn
 
 
 @pytest.fixture(scope="module")
@@ -33,18 +33,10 @@ def test_resume_after_interruption_matches_uninterrupted_run(tmp_path, splits, m
     straight = tiny_cnn()
     train(straight, *splits, _cfg(), tmp_path / "a", 64, augment=["flip"], progress=False)
 
-    real_validate, calls = train_module.validate, []
-
-    def crash_in_second_epoch(*args, **kwargs):
-        calls.append(1)
-        if len(calls) == 2:
-            raise KeyboardInterrupt
-        return real_validate(*args, **kwargs)
-
-    monkeypatch.setattr(train_module, "validate", crash_in_second_epoch)
-    interrupted = tiny_cnn()
+    real_validate = train_module.validate
+    monkeypatch.setattr(train_module, "validate", interrupt_on_call(real_validate, 2))  # during epoch 2
     with pytest.raises(KeyboardInterrupt):
-        train(interrupted, *splits, _cfg(), tmp_path / "b", 64, augment=["flip"], progress=False)
+        train(tiny_cnn(), *splits, _cfg(), tmp_path / "b", 64, augment=["flip"], progress=False)
     monkeypatch.setattr(train_module, "validate", real_validate)
 
     with pytest.raises(RnasclError, match="--resume"):

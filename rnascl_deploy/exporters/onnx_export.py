@@ -34,9 +34,12 @@ def export_onnx(model: nn.Module, input_shape, path: Path, opset: int = OPSET) -
     example = torch.rand(2, *input_shape)
     batch = torch.export.Dim("batch", min=1, max=MAX_BATCH)
     forward_arg = next(iter(inspect.signature(model.forward).parameters))
+    # verbose=False keeps the exporter's progress lines off stdout (where --json output goes); its registry logs
+    # a warning for every torchvision op it cannot find, which is expected without torchvision.
+    logging.getLogger("torch.onnx._internal.exporter._registration").setLevel(logging.ERROR)
     with warnings.catch_warnings():
         warnings.filterwarnings("ignore", category=FutureWarning)
-        program = torch.onnx.export(model, (example,), None, dynamo=True, opset_version=opset,
+        program = torch.onnx.export(model, (example,), None, dynamo=True, opset_version=opset, verbose=False,
                                     dynamic_shapes={forward_arg: {0: batch}}, input_names=[INPUT],
                                     output_names=[OUTPUT])
     with atomic_path(Path(path)) as tmp:

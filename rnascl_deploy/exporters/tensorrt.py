@@ -45,7 +45,9 @@ def build_engine(onnx_path: Path, out: Path, max_batch: int = 256, opt_batch: in
         raise RnasclError(f"{onnx_path} has a dynamic image shape {shape}; engines need a fixed C x H x W")
     logger = trt.Logger(trt.Logger.WARNING)
     builder = trt.Builder(logger)
-    network = builder.create_network(1 << int(trt.NetworkDefinitionCreationFlag.STRONGLY_TYPED))
+    # TensorRT 10 needs the flag; TensorRT 11 is always strongly typed and keeps the flag only for compatibility.
+    strongly_typed = getattr(trt.NetworkDefinitionCreationFlag, "STRONGLY_TYPED", None)
+    network = builder.create_network(0 if strongly_typed is None else 1 << int(strongly_typed))
     parser = trt.OnnxParser(network, logger)
     if not parser.parse(Path(onnx_path).read_bytes()):
         errors = "; ".join(str(parser.get_error(i)) for i in range(parser.num_errors))

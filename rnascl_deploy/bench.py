@@ -1,0 +1,126 @@
+"""Latency and throughput of an engine, with the PyTorch student measured in the same run for a ratio.
+
+For each batch size: ``warmup`` untimed calls, then timed calls until both ``min_iters`` calls and ``min_seconds``
+have passed. A call is what a user pays: [0, 1] float32 images from host memory in, logits in host memory out.
+On CUDA (TensorRT engines, the CUDA execution provider, a PyTorch model on the GPU) each call is timed with CUDA
+events on the current stream after synchronising; on CPU with ``time.perf_counter``. Reported per batch size:
+p50/p90/p99/mean latency in milliseconds and throughput in images per second (batch / mean latency).
+"""
+from __future__ import annotations
+
+import csv
+import io
+import time
+from dataclasses import asdict, dataclass, field
+from typing import Dict, List, Optional, Sequence
+
+import numpy as np
+import torch
+
+from .engines import Engine
+
+
+@dataclass
+class BenchRow:
+    batch: int
+    p50_ms: float
+    p90_ms: float
+    p99_ms: float
+    mean_ms: float
+    throughput: float  # images per second
+    iters: int
+
+
+@dataclass
+class BenchReport:
+    engine: dict
+    threads: int
+    rows: List[BenchRow]
+    reference_engine: Optional[dict] = None  # the PyTorch student, measured in the same run
+    reference_rows: List[BenchRow] = field(default_factory=list)
+    speedup_p50: Dict[int, float] = field(default_factory=dict)  # reference p50 / engine p50, per batch size
+
+    def to_dict(self) -> dict:
+        return asdict(self)
+
+    def to_csv(self) -> str:
+        out = io.StringIO()
+        writer = csv.writer(out)
+        writer.writerow(["engine", "precision", "provider", "batch", "p50_ms", "p90_ms", "p99_ms", "mean_ms",
+                         "throughput", "iters"])
+        groups = [(self.engine, self.rows)]
+        if self.reference_engine:
+            groups.append((self.reference_engine, self.reference_rows))
+        for eng, rows in groups:
+            for r in rows:
+                writer.writerow([eng["path"], eng["precision"], eng["provider"], r.batch, r.p50_ms, r.p90_ms,
+                                 r.p99_ms, r.mean_ms, r.throughput, r.iters])
+        return out.getvalue()
+
+
+def _uses_cuda(engine: Engine) -> bool:
+    return torch.cuda.is_available() and any(k in engine.provider.lower() for k in ("cuda", "tensorrt"))
+
+
+def time_engine(engine: Engine, batch: int, warmup: int = 5, min_iters: int = 20, min_seconds: float = 1.0,
+                seed: int = 0) -> BenchRow:
+    x = torch.rand((batch, *engine.input_shape), generator=torch.Generator().manual_seed(seed))
+    for _ in range(warmup):
+        engine(x)
+    cuda = _uses_cuda(engine)
+    times: List[float] = []
+    while len(times) < min_iters or sum(times) < min_seconds:
+        if cuda:
+            torch.cuda.synchronize()
+            start, end = torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)
+            start.record()
+            engine(x)
+            end.record()
+            end.synchronize()
+            times.append(start.elapsed_time(end) / 1000)
+        else:
+            t0 = time.perf_counter()
+            engine(x)
+            times.append(time.perf_counter() - t0)
+    ms = np.array(times) * 1000
+    return BenchRow(batch, round(float(np.percentile(ms, 50)), 4), round(float(np.percentile(ms, 90)), 4),
+                    round(float(np.percentile(ms, 99)), 4), round(float(ms.mean()), 4),
+                    round(batch / (ms.mean() / 1000), 1), len(times))
+
+
+def bench(engine: Engine, batches: Sequence[int], reference: Optional[Engine] = None, **timing) -> BenchReport:
+    rows = [time_engine(engine, b, **timing) for b in batches]
+    report = BenchReport(engine.describe(), torch.get_num_threads(), rows)
+    if reference is not None:
+        report.reference_engine = reference.describe()
+        report.reference_rows = [time_engine(reference, b, **timing) for b in batches]
+        report.speedup_p50 = {r.batch: round(q.p50_ms / r.p50_ms, 3) for r, q in zip(rows, report.reference_rows)}
+    return report
+
+
+def plot(report: BenchReport, path) -> None:
+    """Latency (p50, with p90 as an error bar) against batch size, engine and PyTorch reference."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, ax = plt.subplots(figsize=(6, 4))
+    series = [(f"{report.engine['precision']} {report.engine['provider']}", report.rows)]
+    if report.reference_engine:
+        series.append(("PyTorch eager", report.reference_rows))
+    for label, rows in series:
+        b = [r.batch for r in rows]
+        p50 = [r.p50_ms for r in rows]
+        ax.errorbar(b, p50, yerr=[[0] * len(rows), [r.p90_ms - r.p50_ms for r in rows]], marker="o", capsize=3,
+                    label=label)
+    ax.set_xscale("log", base=2)
+    ax.set_yscale("log")
+    ax.set_xlabel("batch size")
+    ax.set_ylabel("latency per call (ms, p50; bar to p90)")
+    ax.set_title(f"{report.engine['path'].split('/')[-1]}, {report.threads} threads")
+    ax.grid(True, which="both", alpha=0.3)
+    ax.legend()
+    fig.tight_layout()
+    fig.savefig(path, dpi=120, format="png")
+    plt.close(fig)

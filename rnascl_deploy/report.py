@@ -1,0 +1,163 @@
+"""The run's summary: ``RUN/report.md`` and plots in ``RUN/plots/``.
+
+- ``robustness_vs_eps.png``: accuracy of the student and its teacher under FGSM and PGD-20 against eps (0 to 1.5x
+  the recipe's eps) on the first ``CURVE_IMAGES`` test images: the paper's robustness-vs-perturbation figure.
+- ``accuracy_vs_macs.png``: clean and PGD-20 accuracy against MACs for the student, the teacher and, for
+  Fashion-MNIST, the reference model of REFERENCE.md (Madry-trained LeNet-small).
+- ``latency_vs_batch.png``: p50 latency against batch size for every benchmarked engine and PyTorch eager.
+"""
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Dict, List
+
+import torch
+
+from .attacks import FGSM, PGD
+from .checkpoint import load_model
+from .cost import human, measure
+from .data import batches, load_split
+from .fileio import atomic_path, atomic_write_json, atomic_write_text
+from .perf import channels_last
+from .recipe import Recipe, resolve_path
+from .space.spec import load_arch
+
+CURVE_IMAGES = 500
+EPS_FRACTIONS = (0.0, 0.25, 0.5, 0.75, 1.0, 1.5)
+REFERENCES = {"fashion-mnist": [("LeNet-small, Madry PGD-AT (REFERENCE.md)", 610_000, 0.885, 0.785)]}
+
+
+def robustness_curve(model, dataset, eps_values, pgd_step: float) -> Dict[str, List[float]]:
+    """FGSM and PGD-20 accuracy (correct clean and under attack) at each eps."""
+    curve = {"eps": list(eps_values), "fgsm": [], "pgd20": []}
+    for eps in eps_values:
+        hits = {"fgsm": 0, "pgd20": 0}
+        for x, y in batches(dataset, 250):
+            with torch.no_grad():
+                ok = model(x).argmax(1) == y
+            for name, attack in (("fgsm", FGSM(eps)), ("pgd20", PGD(eps, 20, min(pgd_step, eps) or None))):
+                with torch.no_grad():
+                    hits[name] += int((ok & (model(attack(model, x, y)).argmax(1) == y)).sum())
+        for name in hits:
+            curve[name].append(hits[name] / len(dataset))
+    return curve
+
+
+def _figure():
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    return plt
+
+
+def _save(fig, path: Path) -> None:
+    with atomic_path(path) as tmp:
+        fig.savefig(tmp, dpi=120, format="png")
+
+
+def write_report(run: Path, recipe: Recipe) -> Path:
+    run = Path(run)
+    arch = load_arch(run / "arch.json")
+    metrics = json.loads((run / "metrics.json").read_text())
+    student, _ = load_model(run / "student.safetensors", kind="student")
+    teacher_path = resolve_path(arch["teacher"]["checkpoint"])
+    teacher, _ = load_model(teacher_path)
+    teacher_cost = measure(teacher, arch["data"]["input_shape"])
+    data = recipe.data
+    test, _ = load_split(data.name, "test", data.root, limit=CURVE_IMAGES, image_size=data.image_size)
+    eps_values = [round(f * recipe.attack.eps, 6) for f in EPS_FRACTIONS]
+    curves = {"student": robustness_curve(channels_last(student), test, eps_values, recipe.attack.pgd_step_size),
+              "teacher": robustness_curve(channels_last(teacher), test, eps_values, recipe.attack.pgd_step_size)}
+    plots = run / "plots"
+    plt = _figure()
+
+    fig, ax = plt.subplots(figsize=(6, 4))
+    for who, style in (("student", "-"), ("teacher", "--")):
+        for attack, marker in (("fgsm", "s"), ("pgd20", "o")):
+            ax.plot(curves[who]["eps"], [a * 100 for a in curves[who][attack]], style, marker=marker,
+                    label=f"{who} {attack.upper()}")
+    ax.axvline(recipe.attack.eps, color="grey", lw=0.8, ls=":")
+    ax.set_xlabel("Linf eps (pixel units in [0, 1])")
+    ax.set_ylabel(f"accuracy under attack (%), first {len(test)} test images")
+    ax.set_title("Robustness against perturbation size")
+    ax.grid(alpha=0.3)
+    ax.legend()
+    fig.tight_layout()
+    _save(fig, plots / "robustness_vs_eps.png")
+    plt.close(fig)
+
+    fig, ax = plt.subplots(figsize=(6, 4))
+    points = [("student (RNAS-CL)", metrics["macs"], metrics["clean_acc"], metrics["adv_acc"]["pgd20"]),
+              ("teacher", teacher_cost.macs, curves["teacher"]["pgd20"][0],
+               curves["teacher"]["pgd20"][EPS_FRACTIONS.index(1.0)])]
+    points += REFERENCES.get(arch["data"]["name"], [])
+    for label, macs, clean, adv in points:
+        ax.scatter([macs], [clean * 100], marker="o")
+        ax.scatter([macs], [adv * 100], marker="x")
+        ax.annotate(label, (macs, clean * 100), textcoords="offset points", xytext=(5, 5), fontsize=8)
+        ax.plot([macs, macs], [adv * 100, clean * 100], color="grey", lw=0.6)
+    ax.set_xscale("log")
+    ax.set_xlabel("MACs per image (fvcore, batch 1)")
+    ax.set_ylabel("accuracy (%): o clean, x PGD-20")
+    ax.set_title(f"Accuracy against cost, eps {recipe.attack.eps:g}")
+    ax.grid(alpha=0.3, which="both")
+    fig.tight_layout()
+    _save(fig, plots / "accuracy_vs_macs.png")
+    plt.close(fig)
+
+    bench_reports = {p.name[:-len(".json")]: json.loads(p.read_text())
+                     for p in sorted((run / "bench").glob("*.json"))}
+    fig, ax = plt.subplots(figsize=(6, 4))
+    for name, rep in bench_reports.items():
+        ax.plot([r["batch"] for r in rep["rows"]], [r["p50_ms"] for r in rep["rows"]], "o-",
+                label=f"{name} ({rep['engine']['provider']})")
+    if bench_reports:
+        rep = next(iter(bench_reports.values()))
+        ax.plot([r["batch"] for r in rep["reference_rows"]], [r["p50_ms"] for r in rep["reference_rows"]], "k--",
+                marker="s", label="PyTorch eager")
+    ax.set_xscale("log", base=2)
+    ax.set_yscale("log")
+    ax.set_xlabel("batch size")
+    ax.set_ylabel("p50 latency per call (ms)")
+    ax.set_title("Latency against batch size")
+    ax.grid(alpha=0.3, which="both")
+    ax.legend(fontsize=8)
+    fig.tight_layout()
+    _save(fig, plots / "latency_vs_batch.png")
+    plt.close(fig)
+
+    verify_reports = {p.name[:-len(".json")]: json.loads(p.read_text())
+                      for p in sorted((run / "verify").glob("*.json"))}
+    passed = bool(verify_reports) and all(r["passed"] for r in verify_reports.values())
+    a = metrics["adv_acc"]
+    lines = [f"# rnascl-deploy run: {'PASS' if passed else 'FAIL'}", "",
+             f"Data set {arch['data']['name']}, Linf eps {recipe.attack.eps:g}. Budget {arch['budget']}; student "
+             f"{human(arch['macs'])} MACs ({arch['macs']}), {human(arch['params'])} params, widths {arch['widths']}. "
+             f"Teacher `{arch['teacher']['checkpoint']}`: {human(teacher_cost.macs)} MACs.", "",
+             "## Student (PyTorch)", "",
+             f"{metrics['n']} test images: clean {metrics['clean_acc'] * 100:.2f}%, FGSM {a['fgsm'] * 100:.2f}%, "
+             f"PGD-20 {a['pgd20'] * 100:.2f}%, APGD-CE {a['apgd_ce'] * 100:.2f}%, worst case "
+             f"{metrics['worst_case_acc'] * 100:.2f}% (robust fine-tune: {metrics['finetune']}).", "",
+             "## Tutor map (student tap -> teacher tap)", "", "| student tap | teacher tap |", "|---|---|"]
+    lines += [f"| `{s}` | `{t}` |" for s, t in arch["tutors"].items()]
+    lines += ["", "## Engines", "",
+              "| engine | verdict | clean | PGD-20 | APGD-CE | Square | hybrid PGD-20 | worst case | p50 ms (batch 1) |",
+              "|---|---|---|---|---|---|---|---|---|"]
+    for name, r in verify_reports.items():
+        adv = r["adv_acc"]
+        b = bench_reports.get(name, {}).get("rows", [])
+        hybrid = f"{adv['hybrid_pgd20'] * 100:.2f}" if "hybrid_pgd20" in adv else "-"
+        lines.append(f"| `{name}` ({r['engine']['precision']}) | {'PASS' if r['passed'] else 'FAIL'} | "
+                     f"{r['clean_acc'] * 100:.2f} | {adv.get('pgd20', 0) * 100:.2f} | {adv.get('apgd_ce', 0) * 100:.2f} | "
+                     f"{adv['square'] * 100:.2f} | {hybrid} | {r['worst_case_acc'] * 100:.2f} | "
+                     f"{b[0]['p50_ms'] if b else '-'} |")
+    lines += ["", "## Plots", "", "![robustness against eps](plots/robustness_vs_eps.png)", "",
+              "![accuracy against MACs](plots/accuracy_vs_macs.png)", "",
+              "![latency against batch size](plots/latency_vs_batch.png)", ""]
+    atomic_write_text(run / "report.md", "\n".join(lines))
+    atomic_write_json(plots / "curves.json", {"curves": curves, "teacher_macs": teacher_cost.macs,
+                                              "teacher_checkpoint": str(teacher_path)})
+    return run / "report.md"

@@ -1,0 +1,64 @@
+import json
+
+import pytest
+from click.testing import CliRunner
+
+import rnascl_deploy.report as report_module
+import rnascl_deploy.train as train_module
+from rnascl_deploy.cli import main
+
+from .conftest import interrupt_on_call
+
+TINY = ["--set", "data.batch_size=64", "--set", "search.epochs=1", "--set", "search.limit=256",
+        "--set", "search.arch_every=3", "--set", "retrain.limit=256", "--set", "retrain.train.epochs=1",
+        "--set", "retrain.train.val_limit=32", "--set", "retrain.eval_limit=32", "--set", "attack.apgd_iters=3",
+        "--set", "export.formats=[onnx]", "--set", "export.parity_size=64", "--set", "export.bench_batches=[1, 4]",
+        "--set", "verify.limit=32", "--set", "verify.square_queries=10", "--set", "export.calibration_size=64"]
+
+
+def _run(out, *extra):
+    return CliRunner().invoke(main, ["-q", "run", "--recipe", "recipes/fashion-mnist.yaml", "--budget", "700K",
+                                     "--out", str(out), *TINY, *extra], catch_exceptions=False)
+
+
+@pytest.fixture(autouse=True)
+def small_report(monkeypatch):
+    monkeypatch.setattr(report_module, "CURVE_IMAGES", 32)
+
+
+def test_run_end_to_end_then_skips_everything(tmp_path):
+    out = tmp_path / "run"
+    first = _run(out, "--json")
+    summary = json.loads(first.output)
+    assert first.exit_code == (0 if summary["passed"] else 1)
+    assert summary["ran"] == ["search", "retrain", "export", "verify", "bench", "report"]
+    for name in ("report.md", "plots/robustness_vs_eps.png", "plots/accuracy_vs_macs.png",
+                 "plots/latency_vs_batch.png", "bench/student.onnx.json", "verify/student.onnx.xml"):
+        assert (out / name).exists(), name
+    assert "## Tutor map" in (out / "report.md").read_text()
+    student = (out / "student.safetensors").stat().st_mtime_ns
+    second = json.loads(_run(out, "--json").output)
+    assert second["ran"] == [] and len(second["skipped"]) == 6
+    assert (out / "student.safetensors").stat().st_mtime_ns == student
+
+    forced = json.loads(_run(out, "--json", "--from", "export").output)
+    assert forced["ran"] == ["export", "verify", "bench", "report"]
+    assert list((out / "superseded").glob("*/engines/student.onnx"))
+
+    changed = json.loads(_run(out, "--json", "--set", "retrain.train.lr=0.02").output)
+    assert changed["skipped"] == ["search"] and changed["ran"][0] == "retrain"
+
+
+def test_interrupted_run_resumes_without_redoing_finished_stages(tmp_path, monkeypatch):
+    out = tmp_path / "run"
+    real = train_module.validate
+    monkeypatch.setattr(train_module, "validate", interrupt_on_call(real, 1))  # inside the retrain stage
+    interrupted = _run(out)  # click reports a KeyboardInterrupt as "Aborted!", exit code 1
+    assert interrupted.exit_code == 1 and "Aborted" in interrupted.output
+    monkeypatch.setattr(train_module, "validate", real)
+    arch = (out / "arch.json").read_bytes()
+    state = json.loads((out / "pipeline.json").read_text())["stages"]
+    assert state["search"]["done"] and not state["retrain"]["done"]
+    result = json.loads(_run(out, "--json").output)
+    assert result["skipped"] == ["search"] and result["ran"][0] == "retrain"
+    assert (out / "arch.json").read_bytes() == arch and not (out / "superseded").exists()
