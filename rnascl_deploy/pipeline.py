@@ -18,6 +18,7 @@ import hashlib
 import json
 import logging
 import shutil
+import time
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Callable, Dict, List, Optional
@@ -121,8 +122,9 @@ def run_pipeline(recipe: Recipe, budget: Budget, run: Path, start: Optional[str]
         state["stages"][stage] = {"inputs": digest, "done": False}
         atomic_write_json(state_path, state)
         log.info("stage %s: %s", stage, "resuming" if resume else "running")
+        started = time.perf_counter()
         steps[stage](resume)
-        state["stages"][stage] = {"inputs": digest, "done": True,
+        state["stages"][stage] = {"inputs": digest, "done": True, "seconds": round(time.perf_counter() - started, 1),
                                   "finished": datetime.datetime.now().isoformat(timespec="seconds")}
         atomic_write_json(state_path, state)
         result.ran.append(stage)

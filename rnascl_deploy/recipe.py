@@ -137,14 +137,14 @@ class RetrainConfig:
     attention transfer over the searched (student tap -> teacher tap) pairs, then optionally fine-tune it
     adversarially (``finetune.adv`` pgd or trades) keeping the KD and attention terms."""
 
-    train: TrainConfig = field(default_factory=lambda: TrainConfig(epochs=5, lr=0.05, adv="none", eps_warmup_epochs=0))
+    train: TrainConfig = field(default_factory=lambda: TrainConfig(epochs=4, lr=0.05, adv="none", eps_warmup_epochs=0))
     finetune: TrainConfig = field(default_factory=lambda: TrainConfig(epochs=1, lr=0.01, adv="trades", warmup_epochs=0,
                                                                       eps_warmup_epochs=0))
     kd_weight: float = 1.0
     kd_temperature: float = 1.0
     gamma: float = 1.0  # gamma_t, weight of the attention term over the fixed pairs
     attention_size: int = 7
-    limit: Optional[int] = 20000  # training images (null: the whole training split)
+    limit: Optional[int] = None  # training images (null: the whole training split)
     eval_limit: Optional[int] = 1000  # test images of the final evaluation (null: all); --limit overrides
 
 
@@ -155,6 +155,7 @@ class ExportConfig:
     formats: List[str] = field(default_factory=lambda: ["onnx", "onnx-int8"])
     opset: int = 18
     calibration_size: int = 1000  # training images that calibrate INT8 activations
+    int8_float_ends: bool = True  # keep the first conv and the final linear layer in float
     parity_size: int = 1000  # test images on which exported logits are compared with PyTorch
     max_batch: int = 256  # TensorRT optimisation profile: batch 1 .. max_batch
     opt_batch: int = 32

@@ -16,7 +16,7 @@ import torch
 
 from .attacks import FGSM, PGD
 from .checkpoint import load_model
-from .cost import human, measure
+from .cost import Budget, human, measure
 from .data import batches, load_split
 from .fileio import atomic_path, atomic_write_json, atomic_write_text
 from .perf import channels_last
@@ -94,11 +94,12 @@ def write_report(run: Path, recipe: Recipe) -> Path:
               ("teacher", teacher_cost.macs, curves["teacher"]["pgd20"][0],
                curves["teacher"]["pgd20"][EPS_FRACTIONS.index(1.0)])]
     points += REFERENCES.get(arch["data"]["name"], [])
-    for label, macs, clean, adv in points:
-        ax.scatter([macs], [clean * 100], marker="o")
-        ax.scatter([macs], [adv * 100], marker="x")
-        ax.annotate(label, (macs, clean * 100), textcoords="offset points", xytext=(5, 5), fontsize=8)
-        ax.plot([macs, macs], [adv * 100, clean * 100], color="grey", lw=0.6)
+    for i, (label, macs, clean, adv) in enumerate(points):
+        color = f"C{i}"
+        ax.scatter([macs], [clean * 100], marker="o", color=color)
+        ax.scatter([macs], [adv * 100], marker="x", color=color)
+        ax.annotate(label, (macs, clean * 100), textcoords="offset points", xytext=(5, 5), fontsize=8, color=color)
+        ax.plot([macs, macs], [adv * 100, clean * 100], color=color, lw=0.6)
     ax.set_xscale("log")
     ax.set_xlabel("MACs per image (fvcore, batch 1)")
     ax.set_ylabel("accuracy (%): o clean, x PGD-20")
@@ -134,7 +135,7 @@ def write_report(run: Path, recipe: Recipe) -> Path:
     passed = bool(verify_reports) and all(r["passed"] for r in verify_reports.values())
     a = metrics["adv_acc"]
     lines = [f"# rnascl-deploy run: {'PASS' if passed else 'FAIL'}", "",
-             f"Data set {arch['data']['name']}, Linf eps {recipe.attack.eps:g}. Budget {arch['budget']}; student "
+             f"Data set {arch['data']['name']}, Linf eps {recipe.attack.eps:g}. Budget {Budget(**arch['budget'])}; student "
              f"{human(arch['macs'])} MACs ({arch['macs']}), {human(arch['params'])} params, widths {arch['widths']}. "
              f"Teacher `{arch['teacher']['checkpoint']}`: {human(teacher_cost.macs)} MACs.", "",
              "## Student (PyTorch)", "",

@@ -81,7 +81,8 @@ def export_student(run: Path, fmt: str, recipe: Recipe, device: str = "cpu") -> 
         convert_fp16(fp32, onnx_path)
     elif fmt == "onnx-int8" or fmt == "tensorrt-int8":
         onnx_path = engines / FORMATS["onnx-int8"][0]
-        quantize_int8(fp32, onnx_path, _images(recipe, "train", cfg.calibration_size))
+        quantize_int8(fp32, onnx_path, _images(recipe, "train", cfg.calibration_size),
+                      float_ends=cfg.int8_float_ends)
     else:
         onnx_path = fp32
     if fmt.startswith("tensorrt"):

@@ -1,7 +1,8 @@
 """Precision-specific ONNX graphs from the fp32 export.
 
 - INT8: explicit Q/DQ nodes from ONNX Runtime static quantisation, symmetric activations and weights (TensorRT
-  needs symmetric activations), per-channel weights, calibrated on training images (MinMax).
+  needs symmetric activations), per-channel weights, calibrated on training images (MinMax); the first convolution
+  and the final linear layer stay float unless ``export.int8_float_ends`` is false.
 - FP16: the graph converted to float16 inside, float32 at its input and output (Cast nodes), so every runtime
   feeds it the same [0, 1] float32 images.
 """
@@ -21,8 +22,13 @@ from .onnx_export import INPUT
 log = logging.getLogger(__name__)
 
 
-def quantize_int8(fp32: Path, out: Path, calibration: torch.Tensor, per_channel: bool = True) -> Path:
-    """Static INT8 QDQ quantisation of ``fp32`` calibrated on ``calibration`` (N, C, H, W) images in [0, 1]."""
+def quantize_int8(fp32: Path, out: Path, calibration: torch.Tensor, per_channel: bool = True,
+                  float_ends: bool = True) -> Path:
+    """Static INT8 QDQ quantisation of ``fp32`` calibrated on ``calibration`` (N, C, H, W) images in [0, 1].
+
+    ``float_ends`` keeps the first convolution and the final linear layer in float, the usual practice: on the
+    embedded default's student it raised top-1 agreement with PyTorch from 97.2% to 99.2% (docs/export.md).
+    """
     from onnxruntime.quantization import CalibrationDataReader, QuantFormat, QuantType, quantize_static
     from onnxruntime.quantization.shape_inference import quant_pre_process
 
@@ -36,10 +42,13 @@ def quantize_int8(fp32: Path, out: Path, calibration: torch.Tensor, per_channel:
     with tempfile.TemporaryDirectory() as tmpdir:
         prepared = Path(tmpdir) / "prepared.onnx"
         quant_pre_process(str(fp32), str(prepared), skip_symbolic_shape=True)
+        nodes = onnx.load(str(prepared)).graph.node
+        convs = [n.name for n in nodes if n.op_type == "Conv"]
+        excluded = (convs[:1] + [n.name for n in nodes if n.op_type in ("Gemm", "MatMul")]) if float_ends else []
         with atomic_path(Path(out)) as tmp:
             quantize_static(str(prepared), str(tmp), Reader(calibration.numpy().astype(np.float32)),
                             quant_format=QuantFormat.QDQ, per_channel=per_channel, activation_type=QuantType.QInt8,
-                            weight_type=QuantType.QInt8,
+                            weight_type=QuantType.QInt8, nodes_to_exclude=excluded,
                             extra_options={"ActivationSymmetric": True, "WeightSymmetric": True})
             onnx.checker.check_model(onnx.load(str(tmp)), full_check=True)
     return Path(out)
