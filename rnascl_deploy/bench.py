@@ -12,12 +12,14 @@ import csv
 import io
 import time
 from dataclasses import asdict, dataclass, field
+from pathlib import Path
 from typing import Dict, List, Optional, Sequence
 
 import numpy as np
 import torch
 
 from .engines import Engine
+from .fileio import atomic_path, atomic_write_json, atomic_write_text
 
 
 @dataclass
@@ -124,3 +126,12 @@ def plot(report: BenchReport, path) -> None:
     fig.tight_layout()
     fig.savefig(path, dpi=120, format="png")
     plt.close(fig)
+
+
+def write_bench(report: BenchReport, directory, name: str) -> None:
+    """``<name>.json``, ``<name>.csv`` and the ``<name>.png`` latency plot in ``directory``, each atomically."""
+    directory = Path(directory)
+    atomic_write_json(directory / f"{name}.json", report.to_dict())
+    atomic_write_text(directory / f"{name}.csv", report.to_csv())
+    with atomic_path(directory / f"{name}.png") as tmp:
+        plot(report, tmp)

@@ -415,9 +415,8 @@ def bench_command(ctx, engine_path, batch_text, device, reference, warmup, min_i
     """
     import torch
 
-    from .bench import bench, plot
+    from .bench import bench, write_bench
     from .engines import open_engine
-    from .fileio import atomic_path, atomic_write_json, atomic_write_text
 
     try:
         batches_ = [int(b) for b in batch_text.split(",") if b.strip()]
@@ -436,10 +435,7 @@ def bench_command(ctx, engine_path, batch_text, device, reference, warmup, min_i
         _fail(exc)
     target = Path(out) if out else (run_dir / "bench" if run_dir else None)
     if target is not None:
-        atomic_write_json(target / f"{path.name}.json", report.to_dict())
-        atomic_write_text(target / f"{path.name}.csv", report.to_csv())
-        with atomic_path(target / f"{path.name}.png") as tmp:
-            plot(report, tmp)
+        write_bench(report, target, path.name)
     lines = [f"{engine_path} ({report.engine['precision']}, {report.engine['provider']}, {report.threads} threads)",
              f"{'batch':>6} {'p50 ms':>9} {'p90 ms':>9} {'p99 ms':>9} {'img/s':>10} {'PyTorch p50':>12} {'speed-up':>9}"]
     for i, r in enumerate(report.rows):

@@ -171,17 +171,12 @@ def _verify(recipe, run, progress):
 
 
 def _bench(recipe, run):
-    from .bench import bench, plot
+    from .bench import bench, write_bench
     from .engines import open_engine
-    from .fileio import atomic_path, atomic_write_text
 
     reference = open_engine(run / "student.safetensors")
     for path in engine_files(run):
-        report = bench(open_engine(path), recipe.export.bench_batches, reference)
-        atomic_write_json(run / "bench" / f"{path.name}.json", report.to_dict())
-        atomic_write_text(run / "bench" / f"{path.name}.csv", report.to_csv())
-        with atomic_path(run / "bench" / f"{path.name}.png") as tmp:
-            plot(report, tmp)
+        write_bench(bench(open_engine(path), recipe.export.bench_batches, reference), run / "bench", path.name)
 
 
 def _report(recipe, run):

@@ -60,7 +60,7 @@ def export_student(run: Path, fmt: str, recipe: Recipe, device: str = "cpu") -> 
     """Export ``run/student.safetensors`` as ``fmt`` (building the fp32 ONNX first when needed)."""
     if fmt not in FORMATS:
         raise RnasclError(f"unknown export format {fmt!r}; valid: {', '.join(FORMATS)}")
-    from ..engines import OnnxRuntimeEngine, TensorRTEngine
+    from ..engines import OnnxRuntimeEngine, TensorRTEngine, read_sidecar
 
     run, cfg = Path(run), recipe.export
     source = run / "student.safetensors"
@@ -71,7 +71,7 @@ def export_student(run: Path, fmt: str, recipe: Recipe, device: str = "cpu") -> 
     engines.mkdir(parents=True, exist_ok=True)
     t0 = time.perf_counter()
     fp32 = engines / FORMATS["onnx"][0]
-    if not fp32.exists() or (read_sha(fp32) != sha):
+    if not fp32.exists() or read_sidecar(fp32).get("student_sha256") != sha:
         export_onnx(student, shape, fp32, cfg.opset)
         _sidecar(fp32, "onnx", "fp32", sha, shape, classes, None)
     name, precision = FORMATS[fmt]
@@ -99,12 +99,6 @@ def export_student(run: Path, fmt: str, recipe: Recipe, device: str = "cpu") -> 
     _sidecar(path, fmt, precision, sha, shape, classes, diff)
     log.info("%s: %s (max |logit diff| vs PyTorch %.3g on %d test images)", fmt, path, diff, cfg.parity_size)
     return result
-
-
-def read_sha(path: Path) -> str:
-    from ..engines import read_sidecar
-
-    return read_sidecar(path).get("student_sha256", "")
 
 
 def _sidecar(path: Path, fmt: str, precision: str, sha: str, shape, classes: int, diff) -> None:
