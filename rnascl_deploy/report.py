@@ -12,12 +12,11 @@ import json
 from pathlib import Path
 from typing import Dict, List
 
-import torch
-
 from .attacks import FGSM, PGD
+from .attacks.evaluate import evaluate_robustness
 from .checkpoint import load_model
 from .cost import Budget, human, measure
-from .data import batches, load_split
+from .data import load_split
 from .fileio import atomic_path, atomic_write_json, atomic_write_text
 from .perf import channels_last
 from .recipe import Recipe, resolve_path
@@ -32,15 +31,10 @@ def robustness_curve(model, dataset, eps_values, pgd_step: float) -> Dict[str, L
     """FGSM and PGD-20 accuracy (correct clean and under attack) at each eps."""
     curve = {"eps": list(eps_values), "fgsm": [], "pgd20": []}
     for eps in eps_values:
-        hits = {"fgsm": 0, "pgd20": 0}
-        for x, y in batches(dataset, 250):
-            with torch.no_grad():
-                ok = model(x).argmax(1) == y
-            for name, attack in (("fgsm", FGSM(eps)), ("pgd20", PGD(eps, 20, min(pgd_step, eps) or None))):
-                with torch.no_grad():
-                    hits[name] += int((ok & (model(attack(model, x, y)).argmax(1) == y)).sum())
-        for name in hits:
-            curve[name].append(hits[name] / len(dataset))
+        attacks = {"fgsm": FGSM(eps), "pgd20": PGD(eps, 20, min(pgd_step, eps) or None)}
+        report = evaluate_robustness(model, dataset, attacks, batch_size=250, progress=False)
+        for name in attacks:
+            curve[name].append(report.adv_acc[name])
     return curve
 
 
