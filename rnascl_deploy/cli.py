@@ -44,6 +44,10 @@ def _load_recipe(recipe: Optional[str], overrides, **flags):
 
 
 def _emit(obj, as_json: bool, human_lines) -> None:
+    from . import distributed
+
+    if not distributed.is_main():  # under torchrun, rank 0 speaks for all
+        return
     if as_json:
         click.echo(json.dumps(obj, indent=2))
     else:
@@ -56,6 +60,9 @@ recipe_option = click.option("--recipe", "-r", type=click.Path(dir_okay=False),
 set_option = click.option("--set", "overrides", multiple=True, metavar="KEY=VALUE",
                           help="Override a recipe value by dotted key, e.g. --set teacher.train.epochs=3 (repeatable).")
 json_option = click.option("--json", "as_json", is_flag=True, help="Print one JSON object on stdout.")
+
+
+DISTRIBUTED_COMMANDS = ("search", "retrain")
 
 
 @click.group(context_settings={"help_option_names": ["-h", "--help"], "max_content_width": 110})
@@ -75,6 +82,15 @@ def main(ctx, verbose, quiet, threads):
     verify -> bench; `cost` measures any checkpoint or arch.json. Images are in [0, 1]; eps is in the same pixel
     units. Every command has --help with examples.
     """
+    from . import distributed
+
+    if distributed.launched():
+        if ctx.invoked_subcommand not in DISTRIBUTED_COMMANDS:
+            raise UserError(f"`{ctx.invoked_subcommand}` does not run under torchrun; only "
+                            f"{', '.join(DISTRIBUTED_COMMANDS)} do (launch the other stages as plain commands)")
+        distributed.init()
+        ctx.call_on_close(distributed.shutdown)
+        quiet = quiet or not distributed.is_main()
     level = logging.WARNING if quiet else (logging.DEBUG if verbose else logging.INFO)
     logging.basicConfig(level=level, format="%(asctime)s %(levelname)s %(name)s: %(message)s", stream=sys.stderr)
     logging.getLogger("rnascl_deploy").setLevel(level)
@@ -290,6 +306,8 @@ def retrain(ctx, run, recipe, overrides, epochs, adv, limit, train_limit, resume
         metrics = run_retrain(Path(run), r, resume=resume, limit=limit, progress=ctx.obj["progress"])
     except RnasclError as exc:
         _fail(exc)
+    if metrics is None:  # a torchrun rank other than 0: rank 0 evaluates and reports
+        return
     lines = [f"{Path(run) / 'student.safetensors'}: {metrics['macs']} MACs, {metrics['params']} params, "
              f"{metrics['n']} test images, eps {metrics['eps']:g}",
              f"  clean {metrics['clean_acc'] * 100:.2f}%  " + "  ".join(

@@ -26,6 +26,7 @@ import numpy as np
 import torch
 from torch.utils.data import Dataset
 
+from . import distributed
 from .errors import RnasclError
 from .registry import Registry
 
@@ -253,9 +254,15 @@ def augment_batch(x: torch.Tensor, ops: Sequence[str], generator: torch.Generato
 
 
 def batches(dataset: Dataset, batch_size: int, generator: Optional[torch.Generator] = None, workers: int = 0,
-            drop_last: bool = False):
-    """Iterate (images, labels) batches; shuffled by ``generator`` when given, in order otherwise."""
+            drop_last: bool = False, shard: bool = False):
+    """Iterate (images, labels) batches; shuffled by ``generator`` when given, in order otherwise.
+
+    ``shard``: under torch.distributed, this rank's part of every global batch of ``batch_size`` (whole global
+    batches only, so that every rank takes the same number of steps; see :mod:`.distributed`)."""
     order = torch.randperm(len(dataset), generator=generator) if generator is not None else torch.arange(len(dataset))
+    if shard and distributed.world() > 1:
+        whole = len(order) - len(order) % batch_size
+        order, batch_size, drop_last = distributed.shard(order[:whole]), distributed.local_batch(batch_size), True
     if isinstance(dataset, TensorImages):
         stop = len(order) - len(order) % batch_size if drop_last else len(order)
         for start in range(0, stop, batch_size):
@@ -265,6 +272,14 @@ def batches(dataset: Dataset, batch_size: int, generator: Optional[torch.Generat
     loader = torch.utils.data.DataLoader(dataset, batch_size=batch_size, sampler=order.tolist(),
                                          num_workers=workers, drop_last=drop_last)
     yield from loader
+
+
+def rank_part(dataset: Dataset) -> Dataset:
+    """Images rank, rank + world, ... of ``dataset`` (all of it without torch.distributed): a sharded evaluation."""
+    if distributed.world() == 1:
+        return dataset
+    index = torch.arange(distributed.rank(), len(dataset), distributed.world())
+    return dataset.subset(index)
 
 
 def num_batches(dataset: Dataset, batch_size: int, drop_last: bool = False) -> int:

@@ -21,6 +21,7 @@ from typing import Optional
 
 import torch
 
+from . import distributed
 from .attacks.evaluate import evaluate_robustness
 from .checkpoint import file_sha256, load_model, save_checkpoint
 from .cost import measure
@@ -48,7 +49,7 @@ def load_search_teacher(recipe: Recipe, arch: dict):
         raise RnasclError(f"teacher {path} has changed since the search (sha256 differs from arch.json): the tutor "
                           "map was searched against another teacher; search again")
     teacher, _ = load_model(path)
-    return channels_last(teacher)
+    return channels_last(teacher).to(distributed.device())
 
 
 def _phase(name: str, cfg: TrainConfig, student, arch: dict, recipe: Recipe, out: Path, train_set, val_set, info,
@@ -59,7 +60,9 @@ def _phase(name: str, cfg: TrainConfig, student, arch: dict, recipe: Recipe, out
         log.info("%s: finished earlier (%s)", name, final)
         return final
     resuming = (out / "state.pt").exists()  # run_retrain already refused a restart without --resume
-    out.mkdir(parents=True, exist_ok=True)
+    distributed.barrier()  # every rank has looked before rank 0 writes
+    if distributed.is_main():
+        out.mkdir(parents=True, exist_ok=True)
     best = out / "best.safetensors"
     spec, data, resolved = student_spec(arch), info_dict(info), recipe_to_dict(recipe)
 
@@ -72,13 +75,18 @@ def _phase(name: str, cfg: TrainConfig, student, arch: dict, recipe: Recipe, out
         train(student, train_set, val_set, cfg, out, recipe.data.batch_size,
               recipe.data.augment if recipe.data.augment is not None else info.augment,
               objective=make_objective(cfg, distiller), resume=resuming, progress=progress, save_best=save_best)
-        os.replace(best, final)
+        if distributed.is_main():
+            os.replace(best, final)
+    distributed.barrier()  # the phase's model exists when any rank goes on
     return final
 
 
 def run_retrain(run: Path, recipe: Recipe, resume: bool = False, limit: Optional[int] = None,
-                progress: bool = True) -> dict:
-    """Retrain (and optionally fine-tune) the student of ``run/arch.json``; evaluate on ``limit`` test images."""
+                progress: bool = True) -> Optional[dict]:
+    """Retrain (and optionally fine-tune) the student of ``run/arch.json``; evaluate on ``limit`` test images.
+
+    Under torchrun every rank trains (DistributedDataParallel); rank 0 alone evaluates and writes the student and
+    its metrics, the other ranks return None once training is done."""
     run = Path(run)
     arch = load_arch(run / "arch.json")
     final = run / "student.safetensors"
@@ -91,6 +99,7 @@ def run_retrain(run: Path, recipe: Recipe, resume: bool = False, limit: Optional
         raise RnasclError(f"nothing to resume in {run}: no retrain/ directory (start without --resume)")
     if started:
         check_same_recipe(run / "retrain", recipe, sections=("data", "attack", "retrain"))
+    distributed.barrier()  # every rank has read the run directory before rank 0 writes to it
     cfg, data = recipe.retrain, recipe.data
     if data.name != arch["data"]["name"]:
         raise RnasclError(f"arch.json was searched on {arch['data']['name']}, the recipe trains on {data.name}")
@@ -109,6 +118,8 @@ def run_retrain(run: Path, recipe: Recipe, resume: bool = False, limit: Optional
         student = channels_last(student)
         result = _phase("finetune", cfg.finetune, student, arch, recipe, run / "finetune", train_set, val_set,
                         info, distiller, progress)
+    if not distributed.is_main():
+        return None
     student, meta = load_model(result, kind="student")
     test_set, _ = load_split(data.name, "test", data.root, limit=limit if limit is not None else cfg.eval_limit,
                              image_size=data.image_size)

@@ -5,6 +5,7 @@
 - A resumed stage must run the same recipe it started with, in the sections that stage reads
   (:func:`check_same_recipe`); other sections may change.
 - Logs of a stage are copied into a file in the run directory (:class:`RunLog`).
+- Under torch.distributed only rank 0 writes (state, history, recipe, log file); every rank reads.
 """
 from __future__ import annotations
 
@@ -15,6 +16,7 @@ from pathlib import Path
 import torch
 import yaml
 
+from . import distributed
 from .errors import RnasclError
 from .fileio import atomic_path, atomic_write_text
 from .recipe import Recipe, dump_recipe, recipe_to_dict
@@ -52,11 +54,15 @@ def check_same_recipe(out: Path, recipe: Recipe, sections=None) -> None:
 
 
 def save_recipe(out: Path, recipe: Recipe) -> None:
+    if not distributed.is_main():
+        return
     out.mkdir(parents=True, exist_ok=True)
     dump_recipe(recipe, out / "recipe.yaml")
 
 
 def save_state(path: Path, state: dict) -> None:
+    if not distributed.is_main():
+        return
     with atomic_path(path) as tmp:
         torch.save(state, tmp)
 
@@ -66,6 +72,8 @@ def load_state(path: Path) -> dict:
 
 
 def write_history(path: Path, history) -> None:
+    if not distributed.is_main():
+        return
     atomic_write_text(path, "".join(json.dumps(h) + "\n" for h in history))
 
 
@@ -73,6 +81,7 @@ def epoch_seed(seed: int, epoch: int) -> int:
     """Every epoch reseeds from (seed, epoch): a run resumed at an epoch boundary replays the same randomness."""
     seed = seed * 100003 + epoch
     torch.manual_seed(seed)
+    distributed.seed_rank(seed)
     return seed
 
 
@@ -84,11 +93,15 @@ class RunLog:
         self.handler = None
 
     def __enter__(self):
+        if not distributed.is_main():
+            return self
         self.handler = logging.FileHandler(self.path)
         self.handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(name)s: %(message)s"))
         logging.getLogger("rnascl_deploy").addHandler(self.handler)
         return self
 
     def __exit__(self, *exc):
+        if self.handler is None:
+            return
         logging.getLogger("rnascl_deploy").removeHandler(self.handler)
         self.handler.close()

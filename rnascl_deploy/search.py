@@ -29,8 +29,10 @@ from typing import Dict, List, Optional
 
 import torch
 import torch.nn.functional as F
+from torch import nn
 from tqdm import tqdm
 
+from . import distributed
 from .checkpoint import file_sha256, load_model
 from .cost import Budget, arch_cost, check_budget, expected_cost, human, measure
 from .data import augment_batch, batches, load_split, num_batches
@@ -148,6 +150,20 @@ def load_teacher(recipe: Recipe, info) -> tuple:
     return teacher, path, meta
 
 
+class SearchNet(nn.Module):
+    """The supernet and the tutor search as one module: ``(x, teacher features) -> (logits, attention loss)``, so
+    that DistributedDataParallel averages the gradients of weights, width logits and tutor logits alike."""
+
+    def __init__(self, supernet: Supernet, tutor: TutorSearch, taps: List[str]):
+        super().__init__()
+        self.supernet, self.tutor, self.taps = supernet, tutor, taps
+
+    def forward(self, x: torch.Tensor, teacher_features: Dict[str, torch.Tensor]):
+        with Taps(self.supernet, self.taps) as st:
+            logits = self.supernet(x)
+        return logits, self.tutor(st.outputs, teacher_features, self.supernet.tau)
+
+
 def run_search(recipe: Recipe, budget: Budget, out: Path, limit: Optional[int] = None, resume: bool = False,
                progress: bool = True) -> dict:
     """Search, then write ``out/arch.json`` (returned) and ``out/recipe.yaml``; resumable per epoch.
@@ -176,11 +192,15 @@ def run_search(recipe: Recipe, budget: Budget, out: Path, limit: Optional[int] =
     resuming = check_resume(state_path, resume)
     if resuming:
         check_same_recipe(out, recipe, sections=("data", "teacher", "search"))
+    distributed.barrier()  # every rank has read the run directory before rank 0 writes to it
     save_recipe(out, recipe)
+    dev = distributed.device()
+    teacher = teacher.to(dev)
 
     torch.manual_seed(cfg.seed)
     supernet = Supernet(layout, info.mean, info.std)  # NCHW: channels_last makes the masked supernet 2.6x slower
     tutor = TutorSearch(s_taps, t_taps, cfg.attention_size)
+    net = SearchNet(supernet, tutor, s_taps).to(dev)
     kd = KDLoss(cfg.kd_temperature)
     w_opt = torch.optim.Adam(supernet.weight_parameters(), cfg.weight_lr, weight_decay=cfg.weight_decay)
     a_opt = torch.optim.Adam(supernet.arch_parameters() + [tutor.logits], cfg.arch_lr)
@@ -189,19 +209,20 @@ def run_search(recipe: Recipe, budget: Budget, out: Path, limit: Optional[int] =
         state = load_state(state_path)
         supernet.load_state_dict(state["supernet"])
         tutor.load_state_dict(state["tutor"])
+        net.to(dev)
         w_opt.load_state_dict(state["w_opt"])
         a_opt.load_state_dict(state["a_opt"])
         history, start_epoch, elapsed = state["history"], state["epoch"] + 1, state["seconds"]
+    ddp_net = distributed.wrap(net)
     augment = data.augment if data.augment is not None else info.augment
 
     def step(x, y, arch: bool) -> Dict[str, float]:
+        x, y = x.to(dev), y.to(dev)
         with torch.no_grad(), Taps(teacher, t_taps) as tt:
             t_logits = teacher(x)
-        with Taps(supernet, s_taps) as st:
-            s_logits = supernet(x)
+        s_logits, attn = ddp_net(x, tt.outputs)
         ce = F.cross_entropy(s_logits, y)
         kd_loss = kd(s_logits, t_logits)
-        attn = tutor(st.outputs, tt.outputs, supernet.tau)
         loss = ce + cfg.kd_weight * kd_loss + cfg.gamma * attn
         terms = {"ce": ce.item(), "kd": kd_loss.item(), "attn": attn.item()}
         if arch:
@@ -228,8 +249,9 @@ def run_search(recipe: Recipe, budget: Budget, out: Path, limit: Optional[int] =
             supernet.train()
             val_iter = iter(())
             sums: Dict[str, List[float]] = {}
-            bar = tqdm(batches(train_set, data.batch_size, gen, drop_last=True), total=steps, unit="batch",
-                       desc=f"search {epoch + 1}/{cfg.epochs}", disable=None if progress else True, leave=False)
+            bar = tqdm(batches(train_set, data.batch_size, gen, drop_last=True, shard=True), total=steps,
+                       unit="batch", desc=f"search {epoch + 1}/{cfg.epochs}",
+                       disable=None if progress and distributed.is_main() else True, leave=False)
             for i, (x, y) in enumerate(bar):
                 lr = 0.5 * cfg.weight_lr * (1 + math.cos(math.pi * (epoch * steps + i) / total_steps))
                 for group in w_opt.param_groups:
@@ -241,7 +263,7 @@ def run_search(recipe: Recipe, budget: Budget, out: Path, limit: Optional[int] =
                     try:
                         xv, yv = next(val_iter)
                     except StopIteration:
-                        val_iter = batches(val_set, data.batch_size, gen)
+                        val_iter = batches(val_set, data.batch_size, gen, shard=True)
                         xv, yv = next(val_iter)
                     for k, v in step(xv, yv, arch=True).items():
                         sums.setdefault("arch_" + k, []).append(v)
@@ -249,6 +271,9 @@ def run_search(recipe: Recipe, budget: Budget, out: Path, limit: Optional[int] =
                                  ("ce", "kd", "attn", "arch_cost", "arch_macs")} | {"tau": f"{supernet.tau:.2f}"})
             bar.close()
             seconds = time.perf_counter() - t0
+            val_acc = subnet_accuracy(supernet, supernet.argmax_widths(), train_set, val_set)
+            distributed.sync_buffers(net)
+            distributed.check_in_sync(net, f"search epoch {epoch + 1}")
             elapsed += seconds
             widths = supernet.argmax_widths()
             macs, params = expected_cost(layout, supernet.probabilities())
@@ -256,7 +281,7 @@ def run_search(recipe: Recipe, budget: Budget, out: Path, limit: Optional[int] =
                    **{k: round(sum(v) / len(v), 5) for k, v in sums.items()},
                    "expected_macs": int(macs), "expected_params": int(params), "argmax_widths": widths,
                    "argmax_macs": arch_cost(layout, widths).macs,
-                   "val_acc_argmax": round(subnet_accuracy(supernet, widths, train_set, val_set), 4),
+                   "val_acc_argmax": round(val_acc, 4),
                    "tutor_max_prob": round(float(tutor.probabilities().max(1).values.mean()), 4),
                    "tutors": tutor.tutors(), "steps": len(sums.get("ce", [])) + len(sums.get("arch_ce", [])),
                    "seconds": round(seconds, 1)}
@@ -298,7 +323,9 @@ def run_search(recipe: Recipe, budget: Budget, out: Path, limit: Optional[int] =
                        "tutor_probs": {s: [round(v, 4) for v in probs[i].tolist()] for i, s in enumerate(s_taps)},
                        "notes": notes},
         }
-        atomic_write_json(out / "arch.json", arch)
+        if distributed.is_main():
+            atomic_write_json(out / "arch.json", arch)
+        distributed.barrier()  # arch.json exists when any rank returns
         log.info("derived widths %s: %s MACs, %s params (budget %s); tutors %s -> %s", widths, human(measured.macs),
                  human(measured.params), budget, arch["tutors"], out / "arch.json")
     return arch
@@ -317,16 +344,17 @@ def subnet_accuracy(supernet: Supernet, widths, calib_set, val_set, limit: int =
     for m in norms:
         m.reset_running_stats()
         m.momentum = None  # cumulative average over the calibration batches
+    dev = next(supernet.parameters()).device
     for i, (x, _) in enumerate(batches(calib_set, 128)):
         if i == calib_batches:
             break
-        supernet(x, weights)
+        supernet(x.to(dev), weights)
     for m, momentum in zip(norms, momenta):
         m.momentum = momentum
     supernet.eval()
     correct = total = 0
     for x, y in batches(val_set, 500):
-        correct += int((supernet(x, weights).argmax(1) == y).sum())
+        correct += int((supernet(x.to(dev), weights).argmax(1).cpu() == y).sum())
         total += len(y)
         if total >= limit:
             break

@@ -6,6 +6,7 @@ from typing import Dict, Mapping, Tuple
 import torch
 from torch import nn
 
+from .. import distributed
 from ..taps import Taps
 from .crosslayer import FixedPairs
 from .kd import KDLoss
@@ -30,7 +31,7 @@ class Distiller:
     def __call__(self, student: nn.Module, x: torch.Tensor) -> Tuple[torch.Tensor, torch.Tensor, Dict[str, float]]:
         with torch.no_grad(), Taps(self.teacher, self.teacher_taps) as tt:
             t_logits = self.teacher(x)
-        with Taps(student, self.student_taps) as st:
+        with Taps(distributed.unwrap(student), self.student_taps) as st:  # the taps are inside a DDP wrapper
             s_logits = student(x)
         kd = self.kd(s_logits, t_logits)
         loss, terms = self.kd_weight * kd, {"kd": kd.item()}
