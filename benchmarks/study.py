@@ -6,12 +6,12 @@ For each budget one search (RNAS-CL) gives the architecture; every row then trai
 
 | row | what |
 |---|---|
-| rnascl | search + retrain with the searched cross-layer pairs (CE + KD + attention) |
-| rnascl+trades | the same, then a TRADES fine-tune keeping KD and attention |
+| rnascl | search + retrain (4 epochs) with the searched cross-layer pairs (CE + KD + attention) |
+| rnascl+trades | the same, then 2 epochs of TRADES fine-tune keeping KD and attention |
 | no-teacher | CE only |
 | kd-only | CE + output KD, no attention |
-| pgd-at | PGD adversarial training from scratch, no teacher |
-| shuffled-tutors | RNAS-CL with the tutor map permuted (ablation of the searched mapping) |
+| pgd-at | PGD adversarial training from scratch (6 epochs, as many as rnascl+trades), no teacher |
+| shuffled-tutors | rnascl+trades with every student layer tutored by a random other teacher layer (ablation of the searched mapping) |
 
 Each row is a run directory ``OUT/<budget>/<row>``; a row whose ``metrics.json`` exists is never recomputed, an
 interrupted row resumes (``--resume`` semantics), so an interrupted study continues where it stopped. The table goes
@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import logging
 import random
 import shutil
 import time
@@ -32,44 +33,48 @@ from rnascl_deploy.recipe import load_recipe
 from rnascl_deploy.retrain import run_retrain
 from rnascl_deploy.search import run_search
 
+NO_FINETUNE = {"retrain.finetune.adv": "none"}
+TRADES = {"retrain.finetune.adv": "trades", "retrain.finetune.epochs": 2}
+NO_TEACHER = {"retrain.kd_weight": 0.0, "retrain.gamma": 0.0}
 ROWS = {
-    "rnascl": {},
-    "rnascl+trades": {"retrain.finetune.adv": "trades"},
-    "no-teacher": {"retrain.kd_weight": 0.0, "retrain.gamma": 0.0},
-    "kd-only": {"retrain.gamma": 0.0},
-    "pgd-at": {"retrain.kd_weight": 0.0, "retrain.gamma": 0.0, "retrain.train.adv": "pgd"},
-    "shuffled-tutors": {},
+    "rnascl": NO_FINETUNE,
+    "rnascl+trades": TRADES,
+    "no-teacher": {**NO_TEACHER, **NO_FINETUNE},
+    "kd-only": {"retrain.gamma": 0.0, **NO_FINETUNE},
+    # as many epochs as rnascl+trades trains in all (4 + 2), every one adversarial
+    "pgd-at": {**NO_TEACHER, **NO_FINETUNE, "retrain.train.adv": "pgd", "retrain.train.epochs": 6},
+    "shuffled-tutors": TRADES,
 }
 REFERENCE = "| Madry-trained LeNet-small (REFERENCE.md) | 0.61M | 166K | 88.5 | - | - | <=78.5 | - |"
 
 
-def shuffled(tutors: dict, seed: int = 0) -> dict:
-    """The same student taps and teacher taps, the pairing permuted so that no tap keeps its searched tutor
-    (when the map has at least two distinct tutors)."""
-    values = list(tutors.values())
+def shuffled(arch: dict, seed: int = 0) -> dict:
+    """The tutor map with every student tap moved to a random teacher tap other than its searched tutor."""
     rng = random.Random(seed)
-    for _ in range(1000):
-        perm = values[:]
-        rng.shuffle(perm)
-        if len(set(values)) < 2 or all(p != v for p, v in zip(perm, values)):
-            break
-    return dict(zip(tutors, perm))
+    taps = [t["name"] for t in arch["teacher"]["taps"]]
+    return {s: rng.choice([t for t in taps if t != tutor]) for s, tutor in arch["tutors"].items()}
 
 
-def run_row(recipe_path: str, search_dir: Path, row: str, out: Path, limit) -> dict:
+def train_seconds(run: Path) -> float:
+    """Training time of a row from its epoch histories: true across interruptions, unlike a stopwatch."""
+    return sum(json.loads(line)["seconds"] for phase in ("retrain", "finetune")
+               if (run / phase / "history.jsonl").exists()
+               for line in (run / phase / "history.jsonl").read_text().splitlines())
+
+
+def run_row(search_dir: Path, row: str, out: Path, limit) -> dict:
     if (out / "metrics.json").exists():
         return json.loads((out / "metrics.json").read_text())
     out.mkdir(parents=True, exist_ok=True)
     arch = json.loads((search_dir / "arch.json").read_text())
     if row == "shuffled-tutors":
-        arch["tutors"] = shuffled(arch["tutors"])
+        arch["tutors"] = shuffled(arch)
     if not (out / "arch.json").exists():
         (out / "arch.json").write_text(json.dumps(arch, indent=2) + "\n")
         shutil.copy(search_dir / "recipe.yaml", out / "recipe.yaml")
-    recipe = load_recipe(out / "recipe.yaml", ROWS[row])
-    t0 = time.perf_counter()
-    metrics = run_retrain(out, recipe, resume=(out / "retrain").exists(), limit=limit)
-    metrics["wall_seconds"] = round(time.perf_counter() - t0, 1)
+    recipe = load_recipe(out / "recipe.yaml", {**ROWS[row], "retrain.eval_limit": limit})
+    metrics = run_retrain(out, recipe, resume=(out / "retrain").exists())
+    metrics["wall_seconds"] = round(train_seconds(out) + metrics["eval_seconds"], 1)
     (out / "metrics.json").write_text(json.dumps(metrics, indent=2) + "\n")
     return metrics
 
@@ -95,6 +100,7 @@ def main() -> None:
     parser.add_argument("--out", default="runs/study")
     parser.add_argument("--limit", type=int, default=None, help="test images (default: all 10,000)")
     args = parser.parse_args()
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     tune_cpu()
     out = Path(args.out)
     results = {}
@@ -104,7 +110,7 @@ def main() -> None:
             run_search(load_recipe(args.recipe), parse_budget(text), search_dir,
                        resume=(search_dir / "search_state.pt").exists())
         for row in args.rows.split(","):
-            results[(text, row)] = run_row(args.recipe, search_dir, row, out / text / row, args.limit)
+            results[(text, row)] = run_row(search_dir, row, out / text / row, args.limit)
             (out / "study.md").write_text(f"{table(results)}\n\nFashion-MNIST, Linf eps 0.1, "
                                           f"{next(iter(results.values()))['n']} test images; "
                                           f"{time.strftime('%Y-%m-%d')}; `python benchmarks/study.py "
