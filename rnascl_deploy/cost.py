@@ -122,7 +122,7 @@ def expected_cost(layout, probs):
     independently, so E[c_in * c_out] = E[c_in] E[c_out]; a conv on c_in^2 (1x1 expand) uses E[c_in^2].
     Differentiable in ``probs``; with one-hot ``probs`` it is the exact cost of that student (tests hold it equal).
     """
-    widths = [torch.tensor(b.options, dtype=torch.float64) for b in layout.blocks]
+    widths = [torch.tensor(b.options, dtype=torch.float64, device=probs[0].device) for b in layout.blocks]
     m1 = [(p.double() * w).sum() for p, w in zip(probs, widths)]
     m2 = [(p.double() * w * w).sum() for p, w in zip(probs, widths)]
     stem_hw = layout.stem_size ** 2

@@ -81,11 +81,11 @@ class Supernet(nn.Module):
 
     def one_hot(self, widths: Sequence[int]) -> List[torch.Tensor]:
         """Sample weights that select ``widths`` exactly."""
-        out = []
+        out, device = [], self.width_logits[0].device
         for b, w in zip(self.layout.blocks, widths):
             if w not in b.options:
                 raise ValueError(f"width {w} is not among the options {b.options}")
-            out.append(F.one_hot(torch.tensor(b.options.index(w)), len(b.options)).float())
+            out.append(F.one_hot(torch.tensor(b.options.index(w)), len(b.options)).float().to(device))
         return out
 
     def argmax_widths(self) -> List[int]:
