@@ -188,6 +188,10 @@ def run_search(recipe: Recipe, budget: Budget, out: Path, limit: Optional[int] =
     if steps < cfg.arch_every - 1:
         raise RnasclError(f"the training split ({len(train_set)} images) gives {steps} batches of {data.batch_size}; "
                           f"an epoch needs at least {cfg.arch_every - 1} for one architecture step (search.arch_every)")
+    if distributed.world() > 1 and len(val_set) < data.batch_size:
+        raise RnasclError(f"the validation split ({len(val_set)} images) is smaller than one global batch of "
+                          f"{data.batch_size}: {distributed.world()} processes need whole batches; search on more "
+                          "images (--limit)")
     state_path = out / STATE
     resuming = check_resume(state_path, resume)
     if resuming:
