@@ -53,7 +53,7 @@ def load_search_teacher(recipe: Recipe, arch: dict):
 
 
 def _phase(name: str, cfg: TrainConfig, student, arch: dict, recipe: Recipe, out: Path, train_set, val_set, info,
-           distiller: Distiller, progress: bool) -> Path:
+           distiller: Optional[Distiller], progress: bool) -> Path:
     """Train one phase into ``out``; returns its ``model.safetensors`` (the best epoch), reusing a finished one."""
     final = out / "model.safetensors"
     if final.exists():
@@ -70,8 +70,9 @@ def _phase(name: str, cfg: TrainConfig, student, arch: dict, recipe: Recipe, out
         save_checkpoint(best, model, "student", spec, data, resolved, {**metrics, "phase": name})
 
     with RunLog(out / "train.log"):
-        log.info("%s: %d epochs, adv=%s, kd_weight=%g, gamma=%g over %d pairs", name, cfg.epochs, cfg.adv,
-                 distiller.kd_weight, distiller.gamma, len(distiller.student_taps))
+        log.info("%s: %d epochs, adv=%s, %s", name, cfg.epochs, cfg.adv, "no teacher" if distiller is None else
+                 f"kd_weight={distiller.kd_weight:g}, gamma={distiller.gamma:g} over "
+                 f"{len(distiller.student_taps)} pairs")
         train(student, train_set, val_set, cfg, out, recipe.data.batch_size,
               recipe.data.augment if recipe.data.augment is not None else info.augment,
               objective=make_objective(cfg, distiller), resume=resuming, progress=progress, save_best=save_best)
@@ -105,8 +106,10 @@ def run_retrain(run: Path, recipe: Recipe, resume: bool = False, limit: Optional
         raise RnasclError(f"arch.json was searched on {arch['data']['name']}, the recipe trains on {data.name}")
     train_set, info = load_split(data.name, "train", data.root, data.val_size, cfg.limit, data.image_size)
     val_set, _ = load_split(data.name, "val", data.root, data.val_size, image_size=data.image_size)
-    teacher = load_search_teacher(recipe, arch)
-    distiller = Distiller(teacher, arch["tutors"], cfg.kd_weight, cfg.kd_temperature, cfg.gamma, cfg.attention_size)
+    distiller = None  # kd_weight = gamma = 0: the teacher is not even loaded
+    if cfg.kd_weight > 0 or cfg.gamma > 0:
+        distiller = Distiller(load_search_teacher(recipe, arch), arch["tutors"], cfg.kd_weight, cfg.kd_temperature,
+                              cfg.gamma, cfg.attention_size)
     save_recipe(run / "retrain", recipe)
     torch.manual_seed(cfg.train.seed)
     student = channels_last(build_student(arch))

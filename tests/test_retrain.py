@@ -98,3 +98,16 @@ def test_a_changed_teacher_is_refused(searched, tmp_path):
     with pytest.raises(RnasclError, match="changed since the search"):
         run_retrain(run, load_recipe(run / "recipe.yaml", QUICK), limit=8, progress=False)
     assert not (run / "retrain").exists()
+
+
+def test_retrain_without_kd_or_attention_runs_without_the_teacher(searched, tmp_path):
+    run = _copy(searched, tmp_path, "plain")
+    arch = json.loads((run / "arch.json").read_text())
+    arch["teacher"]["checkpoint"] = str(tmp_path / "no-such-teacher.safetensors")  # never loaded
+    (run / "arch.json").write_text(json.dumps(arch))
+    recipe = load_recipe(run / "recipe.yaml", {**QUICK, "retrain.kd_weight": 0.0, "retrain.gamma": 0.0,
+                                               "retrain.finetune.adv": "none", "retrain.train.epochs": 1})
+    metrics = run_retrain(run, recipe, limit=32, progress=False)
+    assert metrics["n"] == 32
+    assert "ce" in json.loads((run / "retrain" / "history.jsonl").read_text().splitlines()[0])
+    assert "kd" not in json.loads((run / "retrain" / "history.jsonl").read_text().splitlines()[0])
