@@ -12,6 +12,7 @@ For each budget one search (RNAS-CL) gives the architecture; every row then trai
 | kd-only | CE + output KD, no attention |
 | pgd-at | PGD adversarial training from scratch (6 epochs, as many as rnascl+trades), no teacher |
 | shuffled-tutors | rnascl+trades with every student layer tutored by a random other teacher layer (ablation of the searched mapping) |
+| rnascl-pgd | search + PGD adversarial training (6 epochs) with the searched KD + attention on the adversarial examples |
 
 Each row is a run directory ``OUT/<budget>/<row>``; a row whose ``metrics.json`` exists is never recomputed, an
 interrupted row resumes (``--resume`` semantics), so an interrupted study continues where it stopped. The table goes
@@ -44,6 +45,8 @@ ROWS = {
     # as many epochs as rnascl+trades trains in all (4 + 2), every one adversarial
     "pgd-at": {**NO_TEACHER, **NO_FINETUNE, "retrain.train.adv": "pgd", "retrain.train.epochs": 6},
     "shuffled-tutors": TRADES,
+    # RNAS-CL's distillation inside PGD adversarial training, epoch for epoch the pgd-at row plus the teacher
+    "rnascl-pgd": {**NO_FINETUNE, "retrain.train.adv": "pgd", "retrain.train.epochs": 6},
 }
 REFERENCE = "| Madry-trained LeNet-small (REFERENCE.md) | 0.61M | 166K | 88.5 | - | - | <=78.5 | - |"
 
