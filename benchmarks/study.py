@@ -87,7 +87,9 @@ def run_row(search_dir: Path, row: str, out: Path, limit) -> dict:
 def table(results) -> str:
     lines = ["| budget / row | MACs | params | clean | FGSM | PGD-20 | APGD-CE | worst case | train + eval |",
              "|---|---|---|---|---|---|---|---|---|"]
-    for (budget, row), m in results.items():
+    budgets = list(dict.fromkeys(b for b, _ in results))
+    rank = {key: (budgets.index(key[0]), list(ROWS).index(key[1])) for key in results}
+    for (budget, row), m in sorted(results.items(), key=lambda kv: rank[kv[0]]):
         a = m["adv_acc"]
         lines.append(f"| {budget} {row} | {m['macs'] / 1e6:.3f}M | {m['params'] / 1e3:.1f}K | "
                      f"{m['clean_acc'] * 100:.2f} | {a['fgsm'] * 100:.2f} | {a['pgd20'] * 100:.2f} | "
