@@ -131,15 +131,6 @@ def all_sum(values: List[float]) -> List[float]:
     return t.tolist()
 
 
-def broadcast_object(obj):
-    """Rank 0's ``obj`` on every rank."""
-    if world() == 1:
-        return obj
-    box = [obj]
-    dist.broadcast_object_list(box, 0)
-    return box[0]
-
-
 def digest(model: nn.Module) -> str:
     """SHA-256 of every parameter and buffer of ``model``, bit for bit."""
     h = hashlib.sha256()
