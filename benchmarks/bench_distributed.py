@@ -4,7 +4,7 @@
 
 For each process count: ``torchrun --standalone --nproc_per_node N -m rnascl_deploy search`` (1 epoch on
 ``limit`` training images) and then ``retrain`` of that search's student (1 epoch, no fine-tune, 100 test images).
-The global batch is the recipe's (128) in every case, so each count does the same optimiser steps. Figures:
+The global batch is the recipe's (128 by default) in every case, so each count does the same optimiser steps. Figures:
 training images per second from the runs' own histories (search: weight + architecture steps, without the
 end-of-epoch subnet evaluation; retrain: the whole epoch including its sharded validation), the ratio to one
 process, and the wall time of each command (process start, data loading and teacher loading included).
@@ -23,7 +23,7 @@ import sys
 import time
 from pathlib import Path
 
-BATCH = 128
+from rnascl_deploy.recipe import load_recipe
 
 
 def torchrun(procs: int, *args) -> float:
@@ -47,9 +47,10 @@ def measure(procs: int, limit: int, out: Path) -> dict:
     retrain_wall = torchrun(procs, "retrain", str(run), "--epochs", "1", "--train-limit", str(limit),
                             "--limit", "100", "--set", "retrain.finetune.adv=none")
     retrain = last_epoch(run / "retrain" / "history.jsonl")
+    batch = load_recipe(run / "recipe.yaml").data.batch_size  # the global batch the runs trained with
     return {"procs": procs,
-            "search_images_per_s": round(search["steps"] * BATCH / search["seconds"], 1),
-            "retrain_images_per_s": round((limit // BATCH) * BATCH / retrain["seconds"], 1),
+            "search_images_per_s": round(search["steps"] * batch / search["seconds"], 1),
+            "retrain_images_per_s": round((limit // batch) * batch / retrain["seconds"], 1),
             "search_epoch_s": search["seconds"], "retrain_epoch_s": retrain["seconds"],
             "search_wall_s": round(search_wall, 1), "retrain_wall_s": round(retrain_wall, 1)}
 
