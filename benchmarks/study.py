@@ -13,6 +13,7 @@ For each budget one search (RNAS-CL) gives the architecture; every row then trai
 | pgd-at | PGD adversarial training from scratch (6 epochs, as many as rnascl+trades), no teacher |
 | shuffled-tutors | rnascl+trades with every student layer tutored by a random other teacher layer (ablation of the searched mapping) |
 | rnascl-pgd | search + PGD adversarial training (6 epochs) with the searched KD + attention on the adversarial examples |
+| pgd-at-15, rnascl-pgd-15 | pgd-at and rnascl-pgd trained for 15 epochs, the shipped teacher's schedule length |
 
 Each row is a run directory ``OUT/<budget>/<row>``; a row whose ``metrics.json`` exists is never recomputed, an
 interrupted row resumes (``--resume`` semantics), so an interrupted study continues where it stopped. The table goes
@@ -47,6 +48,9 @@ ROWS = {
     "shuffled-tutors": TRADES,
     # RNAS-CL's distillation inside PGD adversarial training, epoch for epoch the pgd-at row plus the teacher
     "rnascl-pgd": {**NO_FINETUNE, "retrain.train.adv": "pgd", "retrain.train.epochs": 6},
+    # the same two trained as long as the shipped teacher (15 epochs): does more training close the gap?
+    "pgd-at-15": {**NO_TEACHER, **NO_FINETUNE, "retrain.train.adv": "pgd", "retrain.train.epochs": 15},
+    "rnascl-pgd-15": {**NO_FINETUNE, "retrain.train.adv": "pgd", "retrain.train.epochs": 15},
 }
 REFERENCE = ("| LeNet-small, plain training (REFERENCE.md; first 1000 test points) | 0.61M | 166K | 90.5 | - | - | - | 4.0 | - |\n"
              "| LeNet-small, Madry PGD-AT (REFERENCE.md; first 1000 test points) | 0.61M | 166K | 88.5 | - | - | - | "
