@@ -38,19 +38,26 @@ from rnascl_deploy.search import run_search
 NO_FINETUNE = {"retrain.finetune.adv": "none"}
 TRADES = {"retrain.finetune.adv": "trades", "retrain.finetune.epochs": 2}
 NO_TEACHER = {"retrain.kd_weight": 0.0, "retrain.gamma": 0.0}
+
+
+def pgd_training(epochs: int) -> dict:
+    """PGD adversarial training for ``epochs`` epochs, no fine-tune; the teacher terms stay as the recipe sets them."""
+    return {**NO_FINETUNE, "retrain.train.adv": "pgd", "retrain.train.epochs": epochs}
+
+
 ROWS = {
     "rnascl": NO_FINETUNE,
     "rnascl+trades": TRADES,
     "no-teacher": {**NO_TEACHER, **NO_FINETUNE},
     "kd-only": {"retrain.gamma": 0.0, **NO_FINETUNE},
     # as many epochs as rnascl+trades trains in all (4 + 2), every one adversarial
-    "pgd-at": {**NO_TEACHER, **NO_FINETUNE, "retrain.train.adv": "pgd", "retrain.train.epochs": 6},
+    "pgd-at": {**NO_TEACHER, **pgd_training(6)},
     "shuffled-tutors": TRADES,
     # RNAS-CL's distillation inside PGD adversarial training, epoch for epoch the pgd-at row plus the teacher
-    "rnascl-pgd": {**NO_FINETUNE, "retrain.train.adv": "pgd", "retrain.train.epochs": 6},
+    "rnascl-pgd": pgd_training(6),
     # the same two trained as long as the shipped teacher (15 epochs): does more training close the gap?
-    "pgd-at-15": {**NO_TEACHER, **NO_FINETUNE, "retrain.train.adv": "pgd", "retrain.train.epochs": 15},
-    "rnascl-pgd-15": {**NO_FINETUNE, "retrain.train.adv": "pgd", "retrain.train.epochs": 15},
+    "pgd-at-15": {**NO_TEACHER, **pgd_training(15)},
+    "rnascl-pgd-15": pgd_training(15),
 }
 REFERENCE = ("| LeNet-small, plain training (REFERENCE.md; first 1000 test points) | 0.61M | 166K | 90.5 | - | - | - | 4.0 | - |\n"
              "| LeNet-small, Madry PGD-AT (REFERENCE.md; first 1000 test points) | 0.61M | 166K | 88.5 | - | - | - | "
