@@ -1,5 +1,13 @@
-"""ResNet-18/34 in the CIFAR form (3x3 stem, no max-pool), as used by most robust-training papers."""
+"""ResNets of basic blocks in the CIFAR form (3x3 stem, no max-pool), as used by most robust-training papers.
+
+``depth`` 18 or 34 gives the standard four-stage ResNet-18/34 (widths ``width * 2**i``). ``blocks`` and ``widths``
+describe any other stack of stages instead, and ``stem_stride`` 2 halves the resolution in the stem; the shipped
+ResNet teacher of Fashion-MNIST is ``blocks: [2, 2, 2], widths: [32, 64, 128], stem_stride: 2`` (14x14, 7x7, 4x4
+stages; 15 conv taps). Stage ``i`` is the module ``layer{i+1}``, so ResNet-18/34 state dicts keep their names.
+"""
 from __future__ import annotations
+
+from typing import Optional, Sequence
 
 import torch.nn.functional as F
 from torch import nn
@@ -29,23 +37,31 @@ DEPTHS = {18: (2, 2, 2, 2), 34: (3, 4, 6, 3)}
 @MODELS.register("resnet")
 class ResNet(nn.Module):
     def __init__(self, in_channels: int, num_classes: int, input_size: int, mean, std, depth: int = 18,
-                 width: int = 64):
+                 width: int = 64, blocks: Optional[Sequence[int]] = None, widths: Optional[Sequence[int]] = None,
+                 stem_stride: int = 1):
         super().__init__()
-        if depth not in DEPTHS:
-            raise ValueError(f"resnet depth must be one of {sorted(DEPTHS)}, got {depth}")
+        if blocks is None:
+            if depth not in DEPTHS:
+                raise ValueError(f"resnet depth must be one of {sorted(DEPTHS)}, got {depth}")
+            blocks = DEPTHS[depth]
+        widths = list(widths) if widths is not None else [width * 2 ** i for i in range(len(blocks))]
+        if len(widths) != len(blocks) or not blocks or min(blocks) < 1:
+            raise ValueError(f"resnet blocks {list(blocks)} and widths {widths} must be non-empty lists of the same "
+                             "length with at least one block per stage")
         self.normalize = Normalize(mean, std)
-        self.conv1 = nn.Conv2d(in_channels, width, 3, 1, 1, bias=False)
-        self.bn1 = nn.BatchNorm2d(width)
-        stages, cin = [], width
-        for i, blocks in enumerate(DEPTHS[depth]):
-            cout = width * 2 ** i
-            stages.append(nn.Sequential(*[BasicBlock(cin if b == 0 else cout, cout, (1 if i == 0 else 2) if b == 0
-                                                     else 1) for b in range(blocks)]))
+        self.conv1 = nn.Conv2d(in_channels, widths[0], 3, stem_stride, 1, bias=False)
+        self.bn1 = nn.BatchNorm2d(widths[0])
+        self.num_stages, cin = len(blocks), widths[0]
+        for i, (n, cout) in enumerate(zip(blocks, widths)):
+            first_stride = 1 if i == 0 else 2
+            self.add_module(f"layer{i + 1}", nn.Sequential(*[BasicBlock(cin if b == 0 else cout, cout,
+                                                                        first_stride if b == 0 else 1)
+                                                             for b in range(n)]))
             cin = cout
-        self.layer1, self.layer2, self.layer3, self.layer4 = stages
         self.linear = nn.Linear(cin, num_classes)
 
     def forward(self, x):
         out = F.relu(self.bn1(self.conv1(self.normalize(x))))
-        out = self.layer4(self.layer3(self.layer2(self.layer1(out))))
+        for i in range(self.num_stages):
+            out = getattr(self, f"layer{i + 1}")(out)
         return self.linear(F.adaptive_avg_pool2d(out, 1).flatten(1))
