@@ -94,9 +94,10 @@ class QueryAttack(Attack):
 
 
 def input_grad(model: nn.Module, x: torch.Tensor, y: torch.Tensor, loss_fn=None):
-    """(per-sample loss, gradient of the summed loss w.r.t. x, logits)."""
+    """(per-sample loss, gradient of the summed loss w.r.t. x, logits); ``loss_fn(logits, y)`` gives per-sample
+    losses (default: cross-entropy)."""
     x = x.clone().requires_grad_(True)
     logits = model(x)
-    loss = (loss_fn or nn.functional.cross_entropy)(logits, y, reduction="none")
+    loss = loss_fn(logits, y) if loss_fn else nn.functional.cross_entropy(logits, y, reduction="none")
     (grad,) = torch.autograd.grad(loss.sum(), x)
     return loss.detach(), grad.detach(), logits.detach()
