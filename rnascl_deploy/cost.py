@@ -114,42 +114,32 @@ def check_budget(cost: Cost, budget: Budget) -> Optional[str]:
 
 # ------------------------------------------------------------------------------------- closed-form search cost
 def expected_cost(layout, probs):
-    """Expected (MACs, params) of a supernet's students when block i's width is drawn from ``probs[i]``.
+    """Expected (MACs, params) of a supernet's students when unit i's width is drawn from ``probs[i]`` (one
+    probability vector per block, then one for the head).
 
-    Closed form of exactly what :func:`measure` (fvcore) counts on a materialized student: convolutions and the
-    linear layer (multiply-adds), eval-mode BatchNorm (2 per output element), global average pooling (1 per input
-    element); activations, residual adds and channel slicing/padding count 0. Widths of different blocks are drawn
-    independently, so E[c_in * c_out] = E[c_in] E[c_out]; a conv on c_in^2 (1x1 expand) uses E[c_in^2].
-    Differentiable in ``probs``; with one-hot ``probs`` it is the exact cost of that student (tests hold it equal).
+    Closed form of exactly what :func:`measure` (fvcore) counts on a materialized student, summed over the stem,
+    every block (its kind's ``cost``) and the head. Widths of different units are drawn independently, so
+    E[c_in * c_out] = E[c_in] E[c_out]. Differentiable in ``probs``; with one-hot ``probs`` it is the exact cost of
+    that student (tests hold it equal to fvcore for every block kind and head).
     """
-    widths = [torch.tensor(b.options, dtype=torch.float64, device=probs[0].device) for b in layout.blocks]
-    m1 = [(p.double() * w).sum() for p, w in zip(probs, widths)]
-    m2 = [(p.double() * w * w).sum() for p, w in zip(probs, widths)]
-    stem_hw = layout.stem_size ** 2
-    cs, cin = layout.stem_channels, layout.in_channels
-    macs = stem_hw * cs * cin * 9 + 2 * stem_hw * cs
-    params = cs * cin * 9 + 2 * cs
-    for i, b in enumerate(layout.blocks):
-        e, hw_in, hw_out = b.expansion, b.size_in ** 2, b.size_out ** 2
-        c1, c2 = (m1[i - 1], m2[i - 1]) if i else (torch.tensor(float(cs), dtype=torch.float64),) * 2
-        if i == 0:
-            c2 = c1 * c1
-        h1 = e * c1  # E[hidden]
-        if e != 1:
-            macs = macs + e * hw_in * c2 + 2 * hw_in * h1  # 1x1 expand conv + BN
-            params = params + e * c2 + 2 * h1
-        macs = macs + 9 * hw_out * h1 + 2 * hw_out * h1  # 3x3 depthwise conv + BN
-        params = params + 9 * h1 + 2 * h1
-        macs = macs + hw_out * h1 * m1[i] + 2 * hw_out * m1[i]  # 1x1 project conv + BN
-        params = params + h1 * m1[i] + 2 * m1[i]
-    last = layout.blocks[-1]
-    macs = macs + last.size_out ** 2 * m1[-1] + m1[-1] * layout.num_classes  # global pool + linear
-    params = params + m1[-1] * layout.num_classes + layout.num_classes
-    return macs, params
+    from .space.blocks import BLOCKS, Moments, conv_bn_cost
+    from .space.head import HEAD
+
+    cin = Moments.fixed(layout.stem_channels or layout.in_channels)
+    macs = params = torch.zeros((), dtype=torch.float64)
+    if layout.stem_channels:
+        macs, params = conv_bn_cost(cin.m1 * layout.in_channels, cin.m1, layout.stem_kernel, layout.stem_size ** 2)
+    for block, p in zip(layout.blocks, probs):
+        cout = Moments.of(block.options, p)
+        m, q = BLOCKS.get(block.kind).cost(cin, cout, block)
+        macs, params, cin = macs + m, params + q, cout
+    m, q = HEAD.cost(cin, probs[-1], layout.head, layout.num_classes)
+    return macs + m, params + q
 
 
 def arch_cost(layout, widths) -> Cost:
-    """Exact (closed-form) cost of the student at ``widths``."""
-    probs = [torch.tensor([1.0 if o == w else 0.0 for o in b.options]) for b, w in zip(layout.blocks, widths)]
+    """Exact (closed-form) cost of the student at ``widths`` (one per block, then the head's hidden width)."""
+    layout.check_widths(widths)
+    probs = [torch.tensor([1.0 if o == w else 0.0 for o in u.options]) for u, w in zip(layout.units, widths)]
     macs, params = expected_cost(layout, probs)
     return Cost(macs=int(round(float(macs))), params=int(round(float(params))))

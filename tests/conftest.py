@@ -73,7 +73,7 @@ def trained_run(tmp_path_factory, fmnist_train):
     recipe.attack.apgd_iters = 10
     recipe.verify.square_queries = 50
     arch = {"format": FORMAT, "version": VERSION, "data": info_dict(FASHION_MNIST_INFO),
-            "space": space_dict(recipe.search.space), "widths": [12, 16, 16, 32, 32], "tutors": {}, "macs": 0,
+            "space": space_dict(recipe.search.space), "widths": [12, 24, 64], "tutors": {}, "macs": 0,
             "params": 0, "budget": {"macs": None, "params": None}, "teacher": {}, "seed": 0, "search": {}}
     (run / "arch.json").write_text(json.dumps(arch))
     dump_recipe(recipe, run / "recipe.yaml")

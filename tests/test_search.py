@@ -23,7 +23,7 @@ TINY = {"data.batch_size": 64, "search.epochs": 2, "search.arch_every": 3}
 @pytest.mark.parametrize("seed", range(3))
 def test_derived_widths_fit_and_use_every_budget_in_range(seed):
     torch.manual_seed(seed)
-    logits = [torch.randn(len(b.options)) * 3 for b in LAYOUT.blocks]
+    logits = [torch.randn(len(b.options)) * 3 for b in LAYOUT.units]
     for k in range(25):
         macs = int(SMALLEST.macs + (LARGEST.macs - SMALLEST.macs) * k / 24)
         cost = arch_cost(LAYOUT, derive_widths(LAYOUT, logits, Budget(macs=macs)))
@@ -37,8 +37,8 @@ def test_derived_widths_fit_and_use_every_budget_in_range(seed):
 
 
 def test_derivation_keeps_the_argmax_when_it_fits_exactly():
-    widths = [12, 24, 16, 48, 32]
-    logits = [torch.tensor([10.0 if o == w else 0.0 for o in b.options]) for b, w in zip(LAYOUT.blocks, widths)]
+    widths = [12, 36, 80]
+    logits = [torch.tensor([10.0 if o == w else 0.0 for o in b.options]) for b, w in zip(LAYOUT.units, widths)]
     assert derive_widths(LAYOUT, logits, Budget(macs=arch_cost(LAYOUT, widths).macs)) == widths
 
 
@@ -99,7 +99,7 @@ def test_cli_refuses_unattainable_budget_and_unfit_space_without_writing(tmp_pat
     result = _cli("search", "--budget", "100K", "--out", str(tmp_path / "r"), "--limit", "64")
     assert result.exit_code == 2 and "smallest architecture" in result.output and str(SMALLEST.macs) in result.output
     result = _cli("search", "--budget", "1M", "--out", str(tmp_path / "r"), "--limit", "64",
-                  "--set", "search.space.stem_stride=2", "--set",
+                  "--set", "search.space.stem_channels=8", "--set", "search.space.stem_stride=2", "--set",
                   "search.space.stages=[{width: 16, stride: 2}, {width: 16, stride: 2}, {width: 16, stride: 2}, "
                   "{width: 16, stride: 2}]")
     assert result.exit_code == 2 and "does not fit 28x28" in result.output

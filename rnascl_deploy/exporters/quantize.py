@@ -44,7 +44,8 @@ def quantize_int8(fp32: Path, out: Path, calibration: torch.Tensor, per_channel:
         quant_pre_process(str(fp32), str(prepared), skip_symbolic_shape=True)
         nodes = onnx.load(str(prepared)).graph.node
         convs = [n.name for n in nodes if n.op_type == "Conv"]
-        excluded = (convs[:1] + [n.name for n in nodes if n.op_type in ("Gemm", "MatMul")]) if float_ends else []
+        linears = [n.name for n in nodes if n.op_type in ("Gemm", "MatMul")]
+        excluded = convs[:1] + linears[-1:] if float_ends else []
         with atomic_path(Path(out)) as tmp:
             quantize_static(str(prepared), str(tmp), Reader(calibration.numpy().astype(np.float32)),
                             quant_format=QuantFormat.QDQ, per_channel=per_channel, activation_type=QuantType.QInt8,
