@@ -1,7 +1,8 @@
 """The ``rnascl-deploy`` command: a thin click skin over the library; each command parses, calls, prints.
 
 Exit codes: 0 success, 1 a failed check (verify: robustness not preserved; cost --budget: does not fit),
-2 bad input or usage (the message says what to do).
+2 bad input or usage (the message says what to do), 130 interrupted (the message says how to continue). One
+place translates errors into them: :class:`Command`.
 Machine-readable output (``--json``) goes to stdout; logs and progress bars go to stderr.
 """
 from __future__ import annotations
@@ -27,12 +28,68 @@ Examples:
 """
 
 
+EXIT_CODES = """\b
+Exit codes: 0 success; 1 a check failed (verification, budget); 2 bad input (the message says what to do);
+130 interrupted (finished epochs and stages are kept; the message says how to continue)."""
+MAX_BENCH_BATCH = 65536
+
+
 class UserError(click.ClickException):
     exit_code = 2
 
 
-def _fail(exc: RnasclError):
-    raise UserError(str(exc)) from None
+class Command(click.Command):
+    """Every command's one translation of failures into exit codes: :class:`RnasclError` -> 2 with its message,
+    Ctrl-C -> 130 with how to continue. Anything else is a bug and keeps its traceback."""
+
+    def invoke(self, ctx):
+        try:
+            return super().invoke(ctx)
+        except RnasclError as exc:
+            raise UserError(str(exc)) from None
+        except KeyboardInterrupt:
+            if self.name == "run":
+                hint = "run the same command again: finished stages are kept and the interrupted one resumes"
+            elif any(p.name == "resume" for p in self.params):
+                hint = "every finished epoch is saved; run the same command with --resume to continue"
+            else:
+                hint = "nothing was written; run the command again"
+            click.echo(f"interrupted: {hint}", err=True)
+            raise click.exceptions.Exit(130) from None
+
+
+class Group(click.Group):
+    command_class = Command
+    group_class = type  # subgroups are Groups too
+
+
+class RegistryChoice(click.Choice):
+    """A choice among the names of a registry, read when first needed (so --help does not import torch)."""
+
+    def __init__(self, load):
+        self._load, self.case_sensitive = load, True
+
+    @property
+    def choices(self):
+        return tuple(self._load())
+
+
+def _objective_names():
+    from .objectives import OBJECTIVES
+
+    return list(OBJECTIVES)
+
+
+def parse_batches(text: str):
+    """``1,8,64`` -> [1, 8, 64]; anything else is refused with what was expected."""
+    items = text.split(",")
+    if not all(item.strip().isdigit() and int(item) >= 1 for item in items):
+        raise RnasclError(f"--batch {text!r}: expected positive integers separated by commas, e.g. 1,8,64")
+    batches = [int(item) for item in items]
+    if max(batches) > MAX_BENCH_BATCH:
+        raise RnasclError(f"--batch {max(batches)} is larger than {MAX_BENCH_BATCH} images: a latency benchmark "
+                          "at that size would exhaust memory; use at most a few thousand")
+    return batches
 
 
 def _load_recipe(recipe: Optional[str], overrides, **flags):
@@ -65,7 +122,8 @@ json_option = click.option("--json", "as_json", is_flag=True, help="Print one JS
 DISTRIBUTED_COMMANDS = ("search", "retrain")
 
 
-@click.group(context_settings={"help_option_names": ["-h", "--help"], "max_content_width": 110})
+@click.group(cls=Group, context_settings={"help_option_names": ["-h", "--help"], "max_content_width": 110},
+             epilog=EXIT_CODES)
 @click.version_option(__version__, prog_name="rnascl-deploy")
 @click.option("-v", "--verbose", is_flag=True, help="Debug logging (the default is info).")
 @click.option("-q", "--quiet", is_flag=True, help="Only warnings and errors; no progress bars.")
@@ -112,7 +170,7 @@ def teacher():
 @click.option("--out", "-o", type=click.Path(file_okay=False), required=True,
               help="Run directory: state.pt each epoch, history.jsonl, train.log, recipe.yaml, model.safetensors.")
 @click.option("--epochs", type=click.IntRange(1), help="Override teacher.train.epochs.")
-@click.option("--adv", type=click.Choice(["none", "pgd", "trades"]), help="Override teacher.train.adv.")
+@click.option("--adv", type=RegistryChoice(_objective_names), help="Override teacher.train.adv (the objective).")
 @click.option("--limit", type=click.IntRange(1), help="Train on the first N images of the training split only.")
 @click.option("--seed", type=int, help="Override teacher.train.seed.")
 @click.option("--resume", is_flag=True, help="Continue an interrupted run in --out from its last finished epoch.")
@@ -125,12 +183,9 @@ def teacher_train(ctx, recipe, overrides, out, epochs, adv, limit, seed, resume)
     """
     from .teacher import train_teacher
 
-    try:
-        r = _load_recipe(recipe, overrides, **{"teacher.train.epochs": epochs, "teacher.train.adv": adv,
-                                               "teacher.train.seed": seed})
-        result = train_teacher(r, Path(out), resume=resume, progress=ctx.obj["progress"], limit=limit)
-    except RnasclError as exc:
-        _fail(exc)
+    r = _load_recipe(recipe, overrides, **{"teacher.train.epochs": epochs, "teacher.train.adv": adv,
+                                           "teacher.train.seed": seed})
+    result = train_teacher(r, Path(out), resume=resume, progress=ctx.obj["progress"], limit=limit)
     click.echo(f"teacher written to {Path(out) / 'model.safetensors'} (best epoch {result.best_epoch}: "
                f"{result.best_metrics})")
 
@@ -167,12 +222,9 @@ def teacher_eval(ctx, checkpoint, recipe, overrides, limit, attacks, eps, data_r
     from .recipe import resolve_path
     from .teacher import evaluate_checkpoint
 
-    try:
-        r = _load_recipe(recipe, overrides, **{"attack.eps": eps, "data.root": data_root})
-        names = [a.strip() for a in attacks.split(",") if a.strip()] if attacks else None
-        report = evaluate_checkpoint(resolve_path(checkpoint), r.data, r.attack, limit, names, ctx.obj["progress"])
-    except RnasclError as exc:
-        _fail(exc)
+    r = _load_recipe(recipe, overrides, **{"attack.eps": eps, "data.root": data_root})
+    names = [a.strip() for a in attacks.split(",") if a.strip()] if attacks else None
+    report = evaluate_checkpoint(resolve_path(checkpoint), r.data, r.attack, limit, names, ctx.obj["progress"])
     report["checkpoint"] = checkpoint
     if out:
         atomic_write_json(Path(out), report)
@@ -198,27 +250,26 @@ def teacher_import(state_dict, model_name, model_kwargs, dataset, data_root, mea
     from .data import info_dict, load_split
     from .models import build_model
 
+    if Path(out).exists():
+        raise RnasclError(f"{out} exists; choose another --out (nothing is overwritten)")
     try:
-        if Path(out).exists():
-            raise RnasclError(f"{out} exists; choose another --out (nothing is overwritten)")
         kwargs = json.loads(model_kwargs)
-        _, info = load_split(dataset, "test", data_root, limit=1)
-        data = info_dict(info)
-        if mean:
-            data["mean"] = [float(v) for v in mean.split(",")]
-        if std:
-            data["std"] = [float(v) for v in std.split(",")]
+    except json.JSONDecodeError as exc:
+        raise RnasclError(f"--model-kwargs is not JSON: {exc}") from None
+    _, info = load_split(dataset, "test", data_root, limit=1)
+    data = info_dict(info)
+    if mean:
+        data["mean"] = [float(v) for v in mean.split(",")]
+    if std:
+        data["std"] = [float(v) for v in std.split(",")]
+    try:
         model = build_model(model_name, info.input_shape[0], info.num_classes, info.input_shape[1], data["mean"],
                             data["std"], **kwargs)
-        import_state_dict(state_dict, model)
-        save_checkpoint(Path(out), model, "teacher", {"name": model_name, "kwargs": kwargs}, data,
-                        metrics={"imported_from": str(state_dict)})
-    except json.JSONDecodeError as exc:
-        _fail(RnasclError(f"--model-kwargs is not JSON: {exc}"))
     except (TypeError, ValueError) as exc:
-        _fail(RnasclError(f"cannot build {model_name} with {model_kwargs}: {exc}"))
-    except RnasclError as exc:
-        _fail(exc)
+        raise RnasclError(f"cannot build {model_name} with {model_kwargs}: {exc}") from None
+    import_state_dict(state_dict, model)
+    save_checkpoint(Path(out), model, "teacher", {"name": model_name, "kwargs": kwargs}, data,
+                    metrics={"imported_from": str(state_dict)})
     click.echo(f"teacher written to {out}")
 
 
@@ -257,12 +308,9 @@ def search(ctx, recipe, overrides, budget, out, epochs, limit, seed, resume, as_
     from .cost import parse_budget
     from .search import run_search
 
-    try:
-        b = parse_budget(budget)
-        r = _load_recipe(recipe, overrides, **{"search.epochs": epochs, "search.seed": seed})
-        arch = run_search(r, b, Path(out), limit=limit, resume=resume, progress=ctx.obj["progress"])
-    except RnasclError as exc:
-        _fail(exc)
+    b = parse_budget(budget)
+    r = _load_recipe(recipe, overrides, **{"search.epochs": epochs, "search.seed": seed})
+    arch = run_search(r, b, Path(out), limit=limit, resume=resume, progress=ctx.obj["progress"])
     _emit(arch, as_json, [f"{Path(out) / 'arch.json'}: widths {arch['widths']}, {arch['macs']} MACs, "
                           f"{arch['params']} params (budget {b})", "tutors (student tap -> teacher tap):",
                           *[f"  {s:<16} -> {t}" for s, t in arch["tutors"].items()], *arch["search"]["notes"]])
@@ -284,8 +332,9 @@ Examples:
               help="Recipe (default: RUN/recipe.yaml, the one the search ran with).")
 @set_option
 @click.option("--epochs", type=click.IntRange(1), help="Override retrain.train.epochs.")
-@click.option("--adv", type=click.Choice(["none", "pgd", "trades"]),
-              help="Robust fine-tune after retraining (retrain.finetune.adv): PGD-AT or TRADES, keeping KD + attention.")
+@click.option("--adv", type=RegistryChoice(_objective_names),
+              help="Robust fine-tune after retraining (retrain.finetune.adv): pgd (PGD-AT), trades, or robust "
+                   "distillation ard / rslad, keeping the searched attention pairs.")
 @click.option("--limit", type=click.IntRange(1), help="Evaluate on the first N test images (default: all).")
 @click.option("--train-limit", type=click.IntRange(1), help="Train on the first N training images (retrain.limit).")
 @click.option("--resume", is_flag=True, help="Continue an interrupted retrain or fine-tune.")
@@ -300,12 +349,9 @@ def retrain(ctx, run, recipe, overrides, epochs, adv, limit, train_limit, resume
     """
     from .retrain import run_retrain
 
-    try:
-        r = _load_recipe(recipe or str(Path(run) / "recipe.yaml"), overrides,
-                         **{"retrain.train.epochs": epochs, "retrain.finetune.adv": adv, "retrain.limit": train_limit})
-        metrics = run_retrain(Path(run), r, resume=resume, limit=limit, progress=ctx.obj["progress"])
-    except RnasclError as exc:
-        _fail(exc)
+    r = _load_recipe(recipe or str(Path(run) / "recipe.yaml"), overrides,
+                     **{"retrain.train.epochs": epochs, "retrain.finetune.adv": adv, "retrain.limit": train_limit})
+    metrics = run_retrain(Path(run), r, resume=resume, limit=limit, progress=ctx.obj["progress"])
     if metrics is None:  # a torchrun rank other than 0: rank 0 evaluates and reports
         return
     lines = [f"{Path(run) / 'student.safetensors'}: {metrics['macs']} MACs, {metrics['params']} params, "
@@ -342,12 +388,9 @@ def export(run, recipe, overrides, formats, calibration_size, as_json):
     """
     from .exporters import export_student
 
-    try:
-        r = _load_recipe(recipe or str(Path(run) / "recipe.yaml"), overrides,
-                         **{"export.calibration_size": calibration_size})
-        results = [export_student(Path(run), fmt, r).to_dict() for fmt in (formats or r.export.formats)]
-    except RnasclError as exc:
-        _fail(exc)
+    r = _load_recipe(recipe or str(Path(run) / "recipe.yaml"), overrides,
+                     **{"export.calibration_size": calibration_size})
+    results = [export_student(Path(run), fmt, r).to_dict() for fmt in (formats or r.export.formats)]
     _emit(results, as_json, [f"{x['format']:<14} {x['path']}  max |logit diff| vs PyTorch {x['max_abs_diff']:.3g} "
                              f"on {x['n']} test images ({x['seconds']:.1f} s)" for x in results])
 
@@ -383,11 +426,8 @@ def verify(ctx, run, engine_path, recipe, overrides, limit, device, junit, as_js
     from .fileio import atomic_write_text
     from .verify import to_junit, verify_run
 
-    try:
-        r = _load_recipe(recipe or str(Path(run) / "recipe.yaml"), overrides)
-        report = verify_run(Path(run), Path(engine_path), r, limit, device, ctx.obj["progress"])
-    except RnasclError as exc:
-        _fail(exc)
+    r = _load_recipe(recipe or str(Path(run) / "recipe.yaml"), overrides)
+    report = verify_run(Path(run), Path(engine_path), r, limit, device, ctx.obj["progress"])
     if junit:
         atomic_write_text(Path(junit), to_junit(report))
     lines = [f"{'PASS' if report.passed else 'FAIL'}: {engine_path} ({report.engine['precision']}) on {report.n} "
@@ -436,21 +476,13 @@ def bench_command(ctx, engine_path, batch_text, device, reference, warmup, min_i
     from .bench import bench, write_bench
     from .engines import open_engine
 
-    try:
-        batches_ = [int(b) for b in batch_text.split(",") if b.strip()]
-        if not batches_ or min(batches_) < 1:
-            raise ValueError
-    except ValueError:
-        _fail(RnasclError(f"--batch {batch_text!r}: expected positive integers separated by commas, e.g. 1,8,64"))
-    try:
-        path = Path(engine_path)
-        run_dir = path.parent.parent if path.parent.name == "engines" else None
-        engine = open_engine(path, device, torch.get_num_threads())
-        ref_path = Path(reference) if reference else (run_dir / "student.safetensors" if run_dir else None)
-        ref = open_engine(ref_path, "cuda" if device != "cpu" else "cpu") if ref_path and ref_path.exists() else None
-        report = bench(engine, batches_, ref, warmup=warmup, min_iters=min_iters, min_seconds=min_seconds)
-    except RnasclError as exc:
-        _fail(exc)
+    batches_ = parse_batches(batch_text)
+    path = Path(engine_path)
+    run_dir = path.parent.parent if path.parent.name == "engines" else None
+    engine = open_engine(path, device, torch.get_num_threads())
+    ref_path = Path(reference) if reference else (run_dir / "student.safetensors" if run_dir else None)
+    ref = open_engine(ref_path, "cuda" if device != "cpu" else "cpu") if ref_path and ref_path.exists() else None
+    report = bench(engine, batches_, ref, warmup=warmup, min_iters=min_iters, min_seconds=min_seconds)
     target = Path(out) if out else (run_dir / "bench" if run_dir else None)
     if target is not None:
         write_bench(report, target, path.name)
@@ -492,12 +524,9 @@ def run_command(ctx, recipe, overrides, budget, out, start, as_json):
     from .cost import parse_budget
     from .pipeline import run_pipeline
 
-    try:
-        b = parse_budget(budget)
-        r = _load_recipe(recipe, overrides)
-        result = run_pipeline(r, b, Path(out), start, ctx.obj["progress"])
-    except RnasclError as exc:
-        _fail(exc)
+    b = parse_budget(budget)
+    r = _load_recipe(recipe, overrides)
+    result = run_pipeline(r, b, Path(out), start, ctx.obj["progress"])
     _emit({"passed": result.passed, "ran": result.ran, "skipped": result.skipped, "verify": result.verify,
            "report": str(Path(out) / "report.md")}, as_json,
           [f"{'PASS' if result.passed else 'FAIL'}: {Path(out) / 'report.md'}",
@@ -522,18 +551,15 @@ def cost(target, budget, as_json):
     from .recipe import resolve_path
     from .space.spec import build_student, load_arch
 
-    try:
-        limit = parse_budget(budget) if budget is not None else None
-        path = resolve_path(target)
-        if path.suffix == ".json" or path.is_dir():
-            arch = load_arch(path)
-            model, shape = build_student(arch), arch["data"]["input_shape"]
-        else:
-            model, meta = load_model(path)
-            shape = meta["data"]["input_shape"]
-        c = measure(model, shape)
-    except RnasclError as exc:
-        _fail(exc)
+    limit = parse_budget(budget) if budget is not None else None
+    path = resolve_path(target)
+    if path.suffix == ".json" or path.is_dir():
+        arch = load_arch(path)
+        model, shape = build_student(arch), arch["data"]["input_shape"]
+    else:
+        model, meta = load_model(path)
+        shape = meta["data"]["input_shape"]
+    c = measure(model, shape)
     result = c.to_dict()
     over = check_budget(c, limit) if limit else None
     if limit:

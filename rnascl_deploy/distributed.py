@@ -122,6 +122,16 @@ def sync_buffers(model: nn.Module) -> None:
             dist.broadcast(buffer, 0)
 
 
+def average_gradients(params) -> None:
+    """Average the gradients of parameters that live outside a DistributedDataParallel wrapper over the ranks."""
+    if world() == 1:
+        return
+    for p in params:
+        if p.grad is not None:
+            dist.all_reduce(p.grad)
+            p.grad /= world()
+
+
 def all_sum(values: List[float]) -> List[float]:
     """Sum numbers over ranks (e.g. correct-prediction counts of sharded evaluation)."""
     if world() == 1:

@@ -15,7 +15,7 @@ import dataclasses
 import typing
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Dict, List, Optional
+from typing import Any, Callable, ClassVar, Dict, List, Optional
 
 import yaml
 
@@ -24,9 +24,125 @@ from .errors import RnasclError
 ASSETS = Path(__file__).resolve().parent / "assets"
 
 
+# ------------------------------------------------------------------------------------------------ value checks
+class Check:
+    """A field's declared valid values: ``check(value)`` is None when valid, else what was expected."""
+
+    def __init__(self, test: Callable[[Any], bool], expected: str):
+        self.test, self.expected = test, expected
+
+    def __call__(self, value: Any) -> Optional[str]:
+        return None if self.test(value) else self.expected
+
+
+def at_least(low: float) -> Check:
+    return Check(lambda v: v >= low, f"a value >= {low}")
+
+
+def positive() -> Check:
+    return Check(lambda v: v > 0, "a value > 0")
+
+
+def between(low: float, high: float, open_low: bool = False, open_high: bool = False) -> Check:
+    def test(v):
+        return (v > low if open_low else v >= low) and (v < high if open_high else v <= high)
+
+    return Check(test, f"a value in {'(' if open_low else '['}{low}, {high}{')' if open_high else ']'}")
+
+
+class OneOf(Check):
+    """One of ``names``: a list, or a function returning one (read when checked: registries fill at import)."""
+
+    def __init__(self, names):
+        self.names = names
+
+    def __call__(self, value):
+        names = list(self.names() if callable(self.names) else self.names)
+        return None if value in names else f"one of {', '.join(map(str, names))}"
+
+
+class Each(Check):
+    """Every item of a non-empty list passes ``check``."""
+
+    def __init__(self, check: Check):
+        self.check = check
+
+    def __call__(self, value):
+        if not value:
+            return "a non-empty list"
+        for i, item in enumerate(value):
+            problem = self.check(item)
+            if problem:
+                return f"a list of {problem} (item {i} is {item!r})"
+        return None
+
+
+class Maybe(Check):
+    """null, or a value that passes ``check``."""
+
+    def __init__(self, check: Check):
+        self.check = check
+
+    def __call__(self, value):
+        problem = None if value is None else self.check(value)
+        return f"null or {problem}" if problem else None
+
+
+ANY = Check(lambda v: True, "")  # a field checked where it is used (paths, model kwargs, names of data sets)
+SEED = at_least(0)
+
+
+def _model_names():
+    from .models import MODELS
+
+    return list(MODELS)
+
+
+def _dataset_names():
+    from .data import dataset_names
+
+    return dataset_names()
+
+
+def _objective_names():
+    from .objectives import OBJECTIVES
+
+    return list(OBJECTIVES)
+
+
+def _block_kinds():
+    from .space import BLOCKS
+
+    return list(BLOCKS)
+
+
+def _activations():
+    from .space.blocks import ACTIVATIONS
+
+    return list(ACTIVATIONS)
+
+
+def _is_attack(name: str) -> bool:
+    from .attacks import build_attack
+
+    try:
+        build_attack(name, 0.1)
+    except RnasclError:
+        return False
+    return True
+
+
+ATTACK = Check(_is_attack, "an attack name: fgsm, pgdK (e.g. pgd20), apgd-ce, apgd-t, square")
+EXPORT_FORMATS = ["onnx", "onnx-fp16", "onnx-int8", "tensorrt-fp16", "tensorrt-int8"]
+
+
 @dataclass
 class DataConfig:
     """Which data set, where it lives, and how batches are drawn."""
+
+    CHECKS: ClassVar[dict] = {"name": OneOf(_dataset_names), "root": ANY, "val_size": at_least(1),
+                              "batch_size": at_least(1), "augment": Maybe(Each(OneOf(["crop", "flip"]))),
+                              "image_size": Maybe(at_least(8)), "workers": at_least(0)}
 
     name: str = "fashion-mnist"  # fashion-mnist | cifar10 | imagefolder
     root: Optional[str] = None  # None: the data set's default locations (the Debian package for Fashion-MNIST)
@@ -41,6 +157,10 @@ class DataConfig:
 class AttackConfig:
     """The evaluation threat model: Linf, eps in [0,1] pixel units, and the attacks that measure it."""
 
+    CHECKS: ClassVar[dict] = {"eps": between(0, 1, open_low=True), "attacks": Each(ATTACK),
+                              "pgd_step_size": between(0, 1, open_low=True), "apgd_iters": at_least(1),
+                              "square_queries": at_least(1), "batch_size": at_least(1), "seed": SEED}
+
     eps: float = 0.1
     attacks: List[str] = field(default_factory=lambda: ["fgsm", "pgd20", "apgd-ce"])
     pgd_step_size: float = 0.01
@@ -52,18 +172,28 @@ class AttackConfig:
 
 @dataclass
 class TrainConfig:
-    """A supervised training run, clean or adversarial (PGD-AT, Madry et al. 2018; TRADES, Zhang et al. 2019)."""
+    """A training run, clean or adversarial: PGD-AT (Madry et al. 2018), TRADES (Zhang et al. 2019), or robust
+    distillation from the teacher, ARD (Goldblum et al. 2020) and RSLAD (Zi et al. 2021)."""
+
+    CHECKS: ClassVar[dict] = {"epochs": at_least(1), "lr": positive(), "momentum": between(0, 1, open_high=True),
+                              "weight_decay": at_least(0), "warmup_epochs": at_least(0),
+                              "adv": OneOf(_objective_names), "eps": between(0, 1, open_low=True),
+                              "steps": at_least(1), "step_size": between(0, 1, open_low=True),
+                              "trades_beta": at_least(0), "ard_alpha": between(0, 1), "ard_temperature": positive(),
+                              "eps_warmup_epochs": at_least(0), "val_limit": at_least(1), "seed": SEED}
 
     epochs: int = 15
     lr: float = 0.1
     momentum: float = 0.9
     weight_decay: float = 5e-4
     warmup_epochs: int = 1
-    adv: str = "pgd"  # none | pgd | trades
+    adv: str = "pgd"  # the objective, a name in rnascl_deploy.objectives.OBJECTIVES: none | pgd | trades | ard | rslad
     eps: float = 0.1
     steps: int = 5  # attack steps used to craft training examples
-    step_size: float = 0.04
+    step_size: float = 0.04  # at eps; scaled with eps while eps warms up
     trades_beta: float = 6.0
+    ard_alpha: float = 1.0  # ARD: weight of the teacher KL term (1 - alpha on clean CE); the reference code's 1.0
+    ard_temperature: float = 30.0  # ARD: softmax temperature of that KL term; the reference code's 30
     eps_warmup_epochs: int = 2  # eps grows linearly to its value over these first epochs
     val_limit: int = 1000  # validation images scored each epoch (clean and PGD-10)
     seed: int = 0
@@ -71,6 +201,7 @@ class TrainConfig:
 
 @dataclass
 class ModelConfig:
+    CHECKS: ClassVar[dict] = {"name": OneOf(_model_names), "kwargs": ANY}
     name: str = "cnn"
     kwargs: Dict[str, Any] = field(default_factory=lambda: {"widths": [32, 32, 64, 64, 128], "strides": [1, 2, 1, 2, 2],
                                                              "hidden": 256})
@@ -80,6 +211,8 @@ class ModelConfig:
 class TeacherConfig:
     """The robust teacher: the checkpoint search and retraining use, and how `teacher train` makes one."""
 
+    CHECKS: ClassVar[dict] = {"checkpoint": ANY}
+
     checkpoint: str = "builtin:teacher-fashion-mnist/model.safetensors"
     model: ModelConfig = field(default_factory=ModelConfig)
     train: TrainConfig = field(default_factory=TrainConfig)
@@ -87,31 +220,68 @@ class TeacherConfig:
 
 @dataclass
 class StageConfig:
-    """One stage of mobile inverted-residual blocks; each block searches its output width among ``options``
-    widths stepping down by ``step`` from ``width`` (the paper: {16,12}, {32,28,24,20}, {64,60,56,52})."""
+    """One stage of searchable blocks of one kind (``block``: a name in :data:`rnascl_deploy.space.BLOCKS`).
+    Each block searches its output width among ``options`` widths stepping down by ``step`` from ``width`` (the
+    paper: {16,12}, {32,28,24,20}, {64,60,56,52})."""
+
+    CHECKS: ClassVar[dict] = {"width": at_least(1), "blocks": at_least(1), "stride": OneOf([1, 2]),
+                              "options": at_least(1), "step": at_least(1), "expansion": Maybe(at_least(1)),
+                              "block": OneOf(_block_kinds), "kernel": at_least(1)}
 
     width: int
     blocks: int = 1
     stride: int = 1
     options: int = 4
     step: int = 4
-    expansion: Optional[int] = None  # None: the space's expansion (MobileNetV2 uses 1 in its first block)
+    expansion: Optional[int] = None  # mbconv: None takes the space's expansion (MobileNetV2 uses 1 in its first block)
+    block: str = "mbconv"  # mbconv: 1x1 expand, kxk depthwise, 1x1 project | conv: kxk convolution-BN-act
+    kernel: int = 3  # the depthwise (mbconv) or plain (conv) kernel size; padding (kernel - 1) // 2
+
+
+@dataclass
+class HeadConfig:
+    """The classifier head: ``pool`` (``avg``: global average pooling; ``flatten``: every position feeds the linear
+    layer, as in LeNet) and a hidden fully connected layer whose width is searched among ``hidden`` (largest
+    first; 0 means no hidden layer)."""
+
+    CHECKS: ClassVar[dict] = {"pool": OneOf(["avg", "flatten"]), "hidden": Each(at_least(0))}
+
+    pool: str = "avg"
+    hidden: List[int] = field(default_factory=lambda: [0])
+
+
+def _fashion_mnist_stages() -> List[StageConfig]:
+    return [StageConfig(24, 1, 2, 5, 4, block="conv", kernel=4), StageConfig(64, 1, 2, 13, 4, block="conv", kernel=4)]
 
 
 @dataclass
 class SpaceConfig:
-    """FBNetV2-style channel search space over MobileNetV2 blocks (1x1 expand, 3x3 depthwise, 1x1 project)."""
+    """FBNetV2-style channel search space: a fixed stem convolution, stages of searchable blocks, a searched head.
 
-    stem_channels: int = 8
+    The built-in default (recipes/fashion-mnist.yaml) is a LeNet-like plain-convolution space; the CIFAR recipes
+    keep the paper's MobileNetV2 space (``block: mbconv`` stages, ``head.pool: avg``, no hidden layer)."""
+
+    CHECKS: ClassVar[dict] = {"stem_channels": at_least(0), "stem_stride": OneOf([1, 2]), "stem_kernel": at_least(1),
+                              "expansion": at_least(1), "act": OneOf(_activations), "stages": Check(bool, "a non-empty list")}
+
+    stem_channels: int = 0  # 0: no stem (the first stage sees the image)
     stem_stride: int = 2
+    stem_kernel: int = 3
     expansion: int = 6
-    stages: List[StageConfig] = field(default_factory=lambda: [
-        StageConfig(16, 1, 1, 3, 4, expansion=1), StageConfig(32, 2, 2, 4, 8), StageConfig(64, 2, 2, 4, 16)])
+    act: str = "relu"  # relu | hardswish | silu: every block's and the hidden layer's activation
+    stages: List[StageConfig] = field(default_factory=_fashion_mnist_stages)
+    head: HeadConfig = field(default_factory=lambda: HeadConfig("flatten", [256, 224, 192, 160, 128, 96, 80, 64, 48, 32, 0]))
 
 
 @dataclass
 class SearchConfig:
     """RNAS-CL search (REFERENCE.md section 1): weights and architecture (widths + tutors) in alternation."""
+
+    CHECKS: ClassVar[dict] = {"epochs": at_least(1), "limit": Maybe(at_least(1)), "weight_lr": positive(),
+                              "weight_decay": at_least(0), "arch_lr": positive(), "arch_every": at_least(2),
+                              "tau0": positive(), "tau_decay": at_least(0), "kd_weight": at_least(0),
+                              "kd_temperature": positive(), "gamma": at_least(0), "attention_size": at_least(1),
+                              "cost_weight": at_least(0), "cost_floor": between(0, 1), "seed": SEED}
 
     space: SpaceConfig = field(default_factory=SpaceConfig)
     epochs: int = 3
@@ -137,6 +307,10 @@ class RetrainConfig:
     attention transfer over the searched (student tap -> teacher tap) pairs, then optionally fine-tune it
     adversarially (``finetune.adv`` pgd or trades) keeping the KD and attention terms."""
 
+    CHECKS: ClassVar[dict] = {"kd_weight": at_least(0), "kd_temperature": positive(), "gamma": at_least(0),
+                              "attention_size": at_least(1), "limit": Maybe(at_least(1)),
+                              "eval_limit": Maybe(at_least(1))}
+
     train: TrainConfig = field(default_factory=lambda: TrainConfig(epochs=4, lr=0.05, adv="none", eps_warmup_epochs=0))
     finetune: TrainConfig = field(default_factory=lambda: TrainConfig(epochs=1, lr=0.01, adv="trades", warmup_epochs=0,
                                                                       eps_warmup_epochs=0))
@@ -152,6 +326,11 @@ class RetrainConfig:
 class ExportConfig:
     """``rnascl-deploy export``: formats, INT8 calibration and the TensorRT optimisation profile."""
 
+    CHECKS: ClassVar[dict] = {"formats": Each(OneOf(EXPORT_FORMATS)), "opset": between(13, 24),
+                              "calibration_size": at_least(1), "int8_float_ends": ANY, "parity_size": at_least(1),
+                              "max_batch": between(1, 65536), "opt_batch": between(1, 65536),
+                              "bench_batches": Each(between(1, 65536))}
+
     formats: List[str] = field(default_factory=lambda: ["onnx", "onnx-int8"])
     opset: int = 18
     calibration_size: int = 1000  # training images that calibrate INT8 activations
@@ -166,6 +345,10 @@ class ExportConfig:
 class VerifyConfig:
     """``rnascl-deploy verify``: the gate on the exported engine (drops in percentage points)."""
 
+    CHECKS: ClassVar[dict] = {"limit": Maybe(at_least(1)), "attacks": Each(ATTACK), "square_queries": at_least(1),
+                              "max_clean_drop": at_least(0), "max_adv_drop": at_least(0),
+                              "min_agreement": between(0, 1), "min_adv_acc": Maybe(between(0, 1))}
+
     limit: Optional[int] = 500  # test images (null: all)
     attacks: List[str] = field(default_factory=lambda: ["pgd20", "apgd-ce"])  # crafted on the PyTorch student
     square_queries: int = 200  # Square attack run directly against the engine
@@ -177,6 +360,7 @@ class VerifyConfig:
 
 @dataclass
 class Recipe:
+    CHECKS: ClassVar[dict] = {"name": ANY}
     name: str = "fashion-mnist"
     data: DataConfig = field(default_factory=DataConfig)
     attack: AttackConfig = field(default_factory=AttackConfig)
@@ -257,8 +441,28 @@ def parse_override(text: str) -> tuple:
     return key.strip(), yaml.safe_load(raw)
 
 
+def check_values(config: Any, where: str = "") -> None:
+    """Check every field against its declared valid values (``CHECKS``), recursively; the first problem is an
+    error naming the field's dotted path, its value and what is expected."""
+    for f in dataclasses.fields(config):
+        value, path = getattr(config, f.name), f"{where}.{f.name}" if where else f.name
+        if dataclasses.is_dataclass(value):
+            check_values(value, path)
+            continue
+        problem = type(config).CHECKS[f.name](value)
+        if problem:
+            raise RnasclError(f"recipe key {path!r} is {value!r}; expected {problem}")
+        for i, item in enumerate(value if isinstance(value, list) else []):
+            if dataclasses.is_dataclass(item):  # a list of sections (search.space.stages)
+                check_values(item, f"{path}[{i}]")
+    if isinstance(config, ExportConfig) and config.opt_batch > config.max_batch:
+        raise RnasclError(f"recipe key '{where}.opt_batch' is {config.opt_batch}; expected at most "
+                          f"{where}.max_batch ({config.max_batch})")
+
+
 def load_recipe(path: Optional[str | Path] = None, overrides: Optional[Dict[str, Any]] = None) -> Recipe:
-    """Load a YAML recipe (or the defaults when ``path`` is None) and apply dotted-key overrides."""
+    """Load a YAML recipe (or the defaults when ``path`` is None), apply dotted-key overrides, and check every
+    value against its declared range or set (:func:`check_values`)."""
     data: dict = {}
     if path is not None:
         path = Path(path)
@@ -266,12 +470,17 @@ def load_recipe(path: Optional[str | Path] = None, overrides: Optional[Dict[str,
             raise RnasclError(f"recipe {str(path)!r} not found; the shipped recipes live in recipes/ "
                               "(for example recipes/fashion-mnist.yaml)")
         try:
-            data = yaml.safe_load(path.read_text()) or {}
+            data = yaml.safe_load(path.read_text())
         except yaml.YAMLError as exc:
             raise RnasclError(f"recipe {str(path)!r} is not valid YAML: {exc}") from None
+        if data is None:
+            raise RnasclError(f"recipe {str(path)!r} is empty; leave out --recipe to use the built-in defaults "
+                              "(recipes/fashion-mnist.yaml's values)")
     for key, value in (overrides or {}).items():
         _set_dotted(data, key, value)
-    return _from_dict(Recipe, data)
+    recipe = _from_dict(Recipe, data)
+    check_values(recipe)
+    return recipe
 
 
 def recipe_to_dict(recipe: Recipe) -> dict:

@@ -1,11 +1,12 @@
 """Retrain the searched student: ``rnascl-deploy retrain RUN`` -> ``RUN/student.safetensors``, ``RUN/metrics.json``.
 
 Stages inside the run directory, each resumable per epoch (``--resume``):
-1. ``RUN/retrain/``: a fresh student built from ``RUN/arch.json`` trained with CE + kd_weight * KL(teacher ||
-   student) + gamma * attention transfer over the searched (student tap -> teacher tap) pairs
-   (``recipe.retrain.train``; its ``adv`` may also make this phase adversarial).
-2. ``RUN/finetune/`` when ``recipe.retrain.finetune.adv`` is ``pgd`` or ``trades``: a robust fine-tune from the
-   phase-1 student, keeping the KD and attention terms.
+1. ``RUN/retrain/``: a fresh student built from ``RUN/arch.json`` trained with the objective
+   ``recipe.retrain.train.adv`` (:mod:`rnascl_deploy.objectives`: none, pgd, trades, ard, rslad) plus the teacher's
+   terms: kd_weight * KL(teacher || student) (none, pgd, trades) and gamma * attention transfer over the searched
+   (student tap -> teacher tap) pairs (every objective).
+2. ``RUN/finetune/`` when ``recipe.retrain.finetune.adv`` is not ``none``: a robust fine-tune from the phase-1
+   student with that objective, keeping the teacher's terms.
 3. ``RUN/student.safetensors`` (kind ``student``; metadata: the arch spec, recipe, metrics) and ``RUN/metrics.json``:
    clean, FGSM, PGD-20, APGD-CE and worst-case accuracy on the test split at the recipe's eps, plus MACs/params.
 
@@ -34,7 +35,8 @@ from .recipe import Recipe, TrainConfig, recipe_to_dict, resolve_path
 from .rundir import RunLog, check_same_recipe, save_recipe
 from .space.spec import build_student, load_arch, student_spec
 from .teacher import build_attacks
-from .train import make_objective, train
+from .objectives import make_objective, needs_teacher
+from .train import train
 
 log = logging.getLogger(__name__)
 
@@ -106,10 +108,11 @@ def run_retrain(run: Path, recipe: Recipe, resume: bool = False, limit: Optional
         raise RnasclError(f"arch.json was searched on {arch['data']['name']}, the recipe trains on {data.name}")
     train_set, info = load_split(data.name, "train", data.root, data.val_size, cfg.limit, data.image_size)
     val_set, _ = load_split(data.name, "val", data.root, data.val_size, image_size=data.image_size)
-    distiller = None  # kd_weight = gamma = 0: the teacher is not even loaded
-    if cfg.kd_weight > 0 or cfg.gamma > 0:
-        distiller = Distiller(load_search_teacher(recipe, arch), arch["tutors"], cfg.kd_weight, cfg.kd_temperature,
-                              cfg.gamma, cfg.attention_size)
+    distiller = None  # kd_weight = gamma = 0 and objectives without a teacher: the teacher is not even loaded
+    phases = [cfg.train] + ([cfg.finetune] if cfg.finetune.adv != "none" else [])
+    if cfg.kd_weight > 0 or cfg.gamma > 0 or any(needs_teacher(p.adv) for p in phases):
+        distiller = Distiller.pairs(load_search_teacher(recipe, arch), arch["tutors"], cfg.kd_weight,
+                                    cfg.kd_temperature, cfg.gamma, cfg.attention_size)
     save_recipe(run / "retrain", recipe)
     torch.manual_seed(cfg.train.seed)
     student = channels_last(build_student(arch))

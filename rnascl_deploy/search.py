@@ -5,47 +5,46 @@ architecture step after every ``arch_every - 1`` weight steps: 80/20 by default)
 
     CE(student, y) + kd_weight * KL(teacher || student) + gamma * L_attn(cross-layer, Gumbel tutors)
 
-and architecture steps add the budget term on the closed-form expected cost (:func:`cost.expected_cost`):
+through the same :class:`~rnascl_deploy.distill.Distiller` as retraining (its attention module here is the
+:class:`~rnascl_deploy.distill.TutorSearch` over every teacher tap), and architecture steps add the budget term on
+the closed-form expected cost (:func:`cost.expected_cost`):
 
     cost_weight * sum over budgeted quantities q of [relu(E[q] / B_q - 1) + relu(cost_floor - E[q] / B_q)]
 
 which pushes the expected cost into [cost_floor * B, B]. tau = tau0 * exp(-tau_decay * epoch) for both the width
 and the tutor samples. The teacher is frozen, in eval mode, without gradients.
 
-Derivation (:func:`derive_widths`): the argmax widths, then made to fit the budget: while over, shrink the block
-whose next smaller width loses least log-probability per unit of cost saved; then, while some block can grow and
-still fit, grow the one whose next larger width loses least log-probability; if the budget is still used below 80%
-(one step near the top of a space can be large), try changing two blocks at once. The result never exceeds the
-budget and uses at least 80% of it wherever the space allows. fvcore measures the derived student and the
-spec records that measurement. Tutors: argmax of each student tap's logits.
+Derivation (:func:`derive_widths`): the argmax widths, then made to fit the budget: while over, shrink the unit
+(block or head) whose next smaller width loses least log-probability per unit of cost saved; then, while some unit
+can grow and still fit, grow the one whose next larger width loses least log-probability; if the budget is still
+used below 80% (one step near the top of a space can be large), try changing two units at once. The result never
+exceeds the budget and uses at least 80% of it wherever the space allows. fvcore measures the derived student and
+the spec records that measurement. Tutors: argmax of each student tap's logits.
 """
 from __future__ import annotations
 
 import logging
 import math
-import time
 from pathlib import Path
-from typing import Dict, List, Optional
+from typing import List, Optional
 
 import torch
 import torch.nn.functional as F
 from torch import nn
-from tqdm import tqdm
 
 from . import distributed
 from .checkpoint import file_sha256, load_model
 from .cost import Budget, arch_cost, check_budget, expected_cost, human, measure
 from .data import augment_batch, batches, load_split, num_batches
-from .distill import KDLoss, TutorSearch
+from .distill import Distiller, TutorSearch
 from .errors import RnasclError
-from .fileio import atomic_write_json
+from .loop import EpochLoop
 from .perf import channels_last
-from .recipe import Recipe, resolve_path
-from .rundir import (RunLog, check_resume, check_same_recipe, epoch_seed, load_state, save_recipe, save_state,
-                     write_history)
+from .recipe import Recipe, SearchConfig, resolve_path
+from .rundir import RunLog, check_resume, check_same_recipe, save_recipe
 from .space import Layout, Supernet, build_layout, materialize, student_taps
-from .space.spec import FORMAT, VERSION, space_dict
-from .taps import Taps, conv_taps, describe_taps
+from .space.spec import arch_document, save_arch, space_dict
+from .taps import conv_taps, describe_taps
 
 log = logging.getLogger(__name__)
 
@@ -64,7 +63,7 @@ def budget_range(layout: Layout, budget: Budget) -> bool:
 
 
 def budget_penalty(macs: torch.Tensor, params: torch.Tensor, budget: Budget, floor: float) -> torch.Tensor:
-    total = torch.zeros((), dtype=torch.float64)
+    total = torch.zeros((), dtype=torch.float64, device=macs.device)
     for value, limit in ((macs, budget.macs), (params, budget.params)):
         if limit:
             ratio = value / limit
@@ -73,12 +72,12 @@ def budget_penalty(macs: torch.Tensor, params: torch.Tensor, budget: Budget, flo
 
 
 def derive_widths(layout: Layout, logits: List[torch.Tensor], budget: Budget) -> List[int]:
-    """Argmax widths made to fit ``budget`` and to use it (see the module docstring)."""
+    """Argmax widths (every block, then the head) made to fit ``budget`` and to use it (see the module docstring)."""
     logp = [F.log_softmax(lg.detach().double(), 0).tolist() for lg in logits]
     index = [int(torch.tensor(lp).argmax()) for lp in logp]  # 0 is the largest option
 
     def widths(idx):
-        return [b.options[k] for b, k in zip(layout.blocks, idx)]
+        return [u.options[k] for u, k in zip(layout.units, idx)]
 
     def over(cost):
         return sum(max(0.0, getattr(cost, q) / getattr(budget, q) - 1) for q in ("macs", "params")
@@ -91,7 +90,7 @@ def derive_widths(layout: Layout, logits: List[torch.Tensor], budget: Budget) ->
     while over(cost) > 0:
         moves = []
         for i, k in enumerate(index):
-            if k + 1 < len(layout.blocks[i].options):
+            if k + 1 < len(layout.units[i].options):
                 trial = index[:i] + [k + 1] + index[i + 1:]
                 saved = size(cost) - size(arch_cost(layout, widths(trial)))
                 lost = max(logp[i][k] - logp[i][k + 1], 0.0) + 1e-3
@@ -125,8 +124,8 @@ def _fill(layout: Layout, index: List[int], budget: Budget, widths, over, target
         best, best_use = None, current
         for i in range(len(index)):
             for j in range(i + 1, len(index)):
-                for ki in range(len(layout.blocks[i].options)):
-                    for kj in range(len(layout.blocks[j].options)):
+                for ki in range(len(layout.units[i].options)):
+                    for kj in range(len(layout.units[j].options)):
                         trial = list(index)
                         trial[i], trial[j] = ki, kj
                         if over(arch_cost(layout, widths(trial))) == 0 and use(trial) > best_use:
@@ -150,18 +149,99 @@ def load_teacher(recipe: Recipe, info) -> tuple:
     return teacher, path, meta
 
 
-class SearchNet(nn.Module):
-    """The supernet and the tutor search as one module: ``(x, teacher features) -> (logits, attention loss)``, so
-    that DistributedDataParallel averages the gradients of weights, width logits and tutor logits alike."""
+class SearchLoop(EpochLoop):
+    """Weight steps and architecture steps (width and tutor logits) in alternation, one epoch loop."""
 
-    def __init__(self, supernet: Supernet, tutor: TutorSearch, taps: List[str]):
-        super().__init__()
-        self.supernet, self.tutor, self.taps = supernet, tutor, taps
+    desc = "search"
 
-    def forward(self, x: torch.Tensor, teacher_features: Dict[str, torch.Tensor]):
-        with Taps(self.supernet, self.taps) as st:
-            logits = self.supernet(x)
-        return logits, self.tutor(st.outputs, teacher_features, self.supernet.tau)
+    def __init__(self, cfg: SearchConfig, layout: Layout, supernet: Supernet, tutor: TutorSearch,
+                 distiller: Distiller, budget: Budget, train_set, val_set, batch_size: int, augment, out: Path,
+                 progress: bool):
+        steps = num_batches(train_set, batch_size, drop_last=True)
+        super().__init__(out, cfg.epochs, cfg.seed, steps, state_name=STATE, history_name="search_history.jsonl",
+                         progress=progress)
+        self.cfg, self.layout, self.supernet, self.tutor, self.distiller = cfg, layout, supernet, tutor, distiller
+        self.budget, self.train_set, self.val_set = budget, train_set, val_set
+        self.batch_size, self.augment = batch_size, augment
+        self.dev = distributed.device()
+        self.synced = nn.ModuleDict({"supernet": supernet, "tutor": tutor}).to(self.dev)
+        self.net = None  # the DDP wrapper of the supernet, made once the weights are final (after a resume)
+        self.w_opt = torch.optim.Adam(supernet.weight_parameters(), cfg.weight_lr, weight_decay=cfg.weight_decay)
+        self.a_opt = torch.optim.Adam(supernet.arch_parameters() + [tutor.logits], cfg.arch_lr)
+        self.val_iter = iter(())
+
+    def tau(self, epoch: int) -> float:
+        return self.cfg.tau0 * math.exp(-self.cfg.tau_decay * epoch)
+
+    def batches(self, epoch, gen):
+        if self.net is None:
+            self.net = distributed.wrap(self.supernet)
+        self.supernet.tau = self.tutor.tau = self.tau(epoch)
+        self.supernet.train()
+        self.val_iter = iter(())
+        return batches(self.train_set, self.batch_size, gen, drop_last=True, shard=True)
+
+    def _update(self, x, y, arch: bool):
+        x, y = x.to(self.dev), y.to(self.dev)
+        logits, distill, terms = self.distiller(self.net, x)
+        ce = F.cross_entropy(logits, y)
+        loss, terms = ce + distill, {"ce": ce.item(), **terms}
+        if arch:
+            macs, params = expected_cost(self.layout, self.supernet.probabilities())
+            penalty = budget_penalty(macs, params, self.budget, self.cfg.cost_floor)
+            loss = loss + self.cfg.cost_weight * penalty.float()
+            terms.update(cost=penalty.item(), macs=macs.item())
+        self.w_opt.zero_grad(set_to_none=True)
+        self.a_opt.zero_grad(set_to_none=True)
+        loss.backward()
+        distributed.average_gradients([self.tutor.logits])  # outside the DDP wrapper
+        (self.a_opt if arch else self.w_opt).step()
+        return terms
+
+    def step(self, epoch, i, batch, gen):
+        lr = 0.5 * self.cfg.weight_lr * (1 + math.cos(math.pi * (epoch * self.steps + i) / (self.epochs * self.steps)))
+        for group in self.w_opt.param_groups:
+            group["lr"] = lr
+        x, y = batch
+        terms = self._update(augment_batch(x, self.augment, gen), y, arch=False)
+        if (i + 1) % (self.cfg.arch_every - 1) == 0:
+            try:
+                xv, yv = next(self.val_iter)
+            except StopIteration:
+                self.val_iter = batches(self.val_set, self.batch_size, gen, shard=True)
+                xv, yv = next(self.val_iter)
+            terms.update({"arch_" + k: v for k, v in self._update(xv, yv, arch=True).items()})
+        return terms
+
+    def postfix(self, means):
+        keep = ("ce", "kd", "attn", "arch_cost", "arch_macs")
+        return {k: f"{v:.3g}" for k, v in means.items() if k in keep} | {"tau": f"{self.supernet.tau:.2f}"}
+
+    def end_epoch(self, epoch, means):
+        widths = self.supernet.argmax_widths()
+        val_acc = subnet_accuracy(self.supernet, widths, self.train_set, self.val_set)
+        macs, params = expected_cost(self.layout, self.supernet.probabilities())
+        row = {"tau": round(self.supernet.tau, 4), **means, "expected_macs": int(macs),
+               "expected_params": int(params), "argmax_widths": widths,
+               "argmax_macs": arch_cost(self.layout, widths).macs, "val_acc_argmax": round(val_acc, 4),
+               "tutor_max_prob": round(float(self.tutor.probabilities().max(1).values.mean()), 4),
+               "tutors": self.tutor.tutors()}
+        log.info("epoch %d/%d tau=%.2f ce=%.3f attn=%.4f E[MACs]=%s argmax=%s (%s MACs) val_acc=%.3f "
+                 "tutor p_max=%.3f", epoch + 1, self.epochs, self.supernet.tau, row.get("ce", 0),
+                 row.get("attn", 0), human(macs), widths, human(row["argmax_macs"]), row["val_acc_argmax"],
+                 row["tutor_max_prob"])
+        return row
+
+    def state_dict(self):
+        return {"supernet": self.supernet.state_dict(), "tutor": self.tutor.state_dict(),
+                "w_opt": self.w_opt.state_dict(), "a_opt": self.a_opt.state_dict()}
+
+    def load_state_dict(self, state):
+        self.supernet.load_state_dict(state["supernet"])
+        self.tutor.load_state_dict(state["tutor"])
+        self.synced.to(self.dev)
+        self.w_opt.load_state_dict(state["w_opt"])
+        self.a_opt.load_state_dict(state["a_opt"])
 
 
 def run_search(recipe: Recipe, budget: Budget, out: Path, limit: Optional[int] = None, resume: bool = False,
@@ -180,8 +260,10 @@ def run_search(recipe: Recipe, budget: Budget, out: Path, limit: Optional[int] =
     layout = build_layout(cfg.space, info.input_shape, info.num_classes)
     takes_largest = budget_range(layout, budget)
     teacher, teacher_path, _ = load_teacher(recipe, info)
-    t_taps = conv_taps(teacher)
-    s_taps = student_taps(layout)
+    t_taps, s_taps = conv_taps(teacher), student_taps(layout)
+    if not s_taps:
+        raise RnasclError("search.space has no student taps (no stem and no convolution block) for cross-layer "
+                          "distillation")
     if cfg.arch_every < 2:
         raise RnasclError(f"search.arch_every must be at least 2 (one architecture step in every N), got {cfg.arch_every}")
     steps = num_batches(train_set, data.batch_size, drop_last=True)
@@ -192,128 +274,38 @@ def run_search(recipe: Recipe, budget: Budget, out: Path, limit: Optional[int] =
         raise RnasclError(f"the validation split ({len(val_set)} images) is smaller than one global batch of "
                           f"{data.batch_size}: {distributed.world()} processes need whole batches; search on more "
                           "images (--limit)")
-    state_path = out / STATE
-    resuming = check_resume(state_path, resume)
-    if resuming:
+    if check_resume(out / STATE, resume):
         check_same_recipe(out, recipe, sections=("data", "teacher", "search"))
     distributed.barrier()  # every rank has read the run directory before rank 0 writes to it
     save_recipe(out, recipe)
-    dev = distributed.device()
-    teacher = teacher.to(dev)
+    teacher = teacher.to(distributed.device())
 
     torch.manual_seed(cfg.seed)
     supernet = Supernet(layout, info.mean, info.std)  # NCHW: channels_last makes the masked supernet 2.6x slower
     tutor = TutorSearch(s_taps, t_taps, cfg.attention_size)
-    net = SearchNet(supernet, tutor, s_taps).to(dev)
-    kd = KDLoss(cfg.kd_temperature)
-    w_opt = torch.optim.Adam(supernet.weight_parameters(), cfg.weight_lr, weight_decay=cfg.weight_decay)
-    a_opt = torch.optim.Adam(supernet.arch_parameters() + [tutor.logits], cfg.arch_lr)
-    history, start_epoch, elapsed = [], 0, 0.0
-    if resuming:
-        state = load_state(state_path)
-        supernet.load_state_dict(state["supernet"])
-        tutor.load_state_dict(state["tutor"])
-        net.to(dev)
-        w_opt.load_state_dict(state["w_opt"])
-        a_opt.load_state_dict(state["a_opt"])
-        history, start_epoch, elapsed = state["history"], state["epoch"] + 1, state["seconds"]
-    ddp_net = distributed.wrap(net)
+    distiller = Distiller(teacher, tutor, cfg.kd_weight, cfg.kd_temperature, cfg.gamma)
     augment = data.augment if data.augment is not None else info.augment
-
-    def step(x, y, arch: bool) -> Dict[str, float]:
-        x, y = x.to(dev), y.to(dev)
-        with torch.no_grad(), Taps(teacher, t_taps) as tt:
-            t_logits = teacher(x)
-        s_logits, attn = ddp_net(x, tt.outputs)
-        ce = F.cross_entropy(s_logits, y)
-        kd_loss = kd(s_logits, t_logits)
-        loss = ce + cfg.kd_weight * kd_loss + cfg.gamma * attn
-        terms = {"ce": ce.item(), "kd": kd_loss.item(), "attn": attn.item()}
-        if arch:
-            macs, params = expected_cost(layout, supernet.probabilities())
-            penalty = budget_penalty(macs, params, budget, cfg.cost_floor)
-            loss = loss + cfg.cost_weight * penalty.float()
-            terms.update(cost=penalty.item(), macs=macs.item())
-        w_opt.zero_grad(set_to_none=True)
-        a_opt.zero_grad(set_to_none=True)
-        loss.backward()
-        (a_opt if arch else w_opt).step()
-        return terms
-
+    loop = SearchLoop(cfg, layout, supernet, tutor, distiller, budget, train_set, val_set, data.batch_size, augment,
+                      out, progress)
     with RunLog(out / "search.log"):
-        log.info("searching %d blocks (%s .. %s MACs) with %d student taps x %d teacher taps under budget %s on "
-                 "%d train / %d val images", len(layout.blocks), human(arch_cost(layout, layout.min_widths).macs),
+        log.info("searching %d units (%s .. %s MACs) with %d student taps x %d teacher taps under budget %s on "
+                 "%d train / %d val images", len(layout.units), human(arch_cost(layout, layout.min_widths).macs),
                  human(arch_cost(layout, layout.max_widths).macs), len(s_taps), len(t_taps), budget,
                  len(train_set), len(val_set))
-        total_steps = cfg.epochs * steps
-        for epoch in range(start_epoch, cfg.epochs):
-            t0 = time.perf_counter()
-            gen = torch.Generator().manual_seed(epoch_seed(cfg.seed, epoch))
-            supernet.tau = cfg.tau0 * math.exp(-cfg.tau_decay * epoch)
-            supernet.train()
-            val_iter = iter(())
-            sums: Dict[str, List[float]] = {}
-            bar = tqdm(batches(train_set, data.batch_size, gen, drop_last=True, shard=True), total=steps,
-                       unit="batch", desc=f"search {epoch + 1}/{cfg.epochs}",
-                       disable=None if progress and distributed.is_main() else True, leave=False)
-            for i, (x, y) in enumerate(bar):
-                lr = 0.5 * cfg.weight_lr * (1 + math.cos(math.pi * (epoch * steps + i) / total_steps))
-                for group in w_opt.param_groups:
-                    group["lr"] = lr
-                x = augment_batch(x, augment, gen)
-                for k, v in step(x, y, arch=False).items():
-                    sums.setdefault(k, []).append(v)
-                if (i + 1) % (cfg.arch_every - 1) == 0:
-                    try:
-                        xv, yv = next(val_iter)
-                    except StopIteration:
-                        val_iter = batches(val_set, data.batch_size, gen, shard=True)
-                        xv, yv = next(val_iter)
-                    for k, v in step(xv, yv, arch=True).items():
-                        sums.setdefault("arch_" + k, []).append(v)
-                bar.set_postfix({k: f"{v[-1]:.3g}" for k, v in sums.items() if k in
-                                 ("ce", "kd", "attn", "arch_cost", "arch_macs")} | {"tau": f"{supernet.tau:.2f}"})
-            bar.close()
-            seconds = time.perf_counter() - t0
-            val_acc = subnet_accuracy(supernet, supernet.argmax_widths(), train_set, val_set)
-            distributed.sync_buffers(net)
-            distributed.check_in_sync(net, f"search epoch {epoch + 1}")
-            elapsed += seconds
-            widths = supernet.argmax_widths()
-            macs, params = expected_cost(layout, supernet.probabilities())
-            row = {"epoch": epoch + 1, "tau": round(supernet.tau, 4),
-                   **{k: round(sum(v) / len(v), 5) for k, v in sums.items()},
-                   "expected_macs": int(macs), "expected_params": int(params), "argmax_widths": widths,
-                   "argmax_macs": arch_cost(layout, widths).macs,
-                   "val_acc_argmax": round(val_acc, 4),
-                   "tutor_max_prob": round(float(tutor.probabilities().max(1).values.mean()), 4),
-                   "tutors": tutor.tutors(), "steps": len(sums.get("ce", [])) + len(sums.get("arch_ce", [])),
-                   "seconds": round(seconds, 1)}
-            history.append(row)
-            log.info("epoch %d/%d tau=%.2f ce=%.3f attn=%.4f E[MACs]=%s argmax=%s (%s MACs) val_acc=%.3f "
-                     "tutor p_max=%.3f (%.0f s)", epoch + 1, cfg.epochs, supernet.tau, row.get("ce", 0),
-                     row.get("attn", 0), human(macs), widths, human(row["argmax_macs"]), row["val_acc_argmax"],
-                     row["tutor_max_prob"], seconds)
-            save_state(state_path, {"supernet": supernet.state_dict(), "tutor": tutor.state_dict(),
-                                    "w_opt": w_opt.state_dict(), "a_opt": a_opt.state_dict(), "epoch": epoch,
-                                    "history": history, "seconds": elapsed})
-            write_history(out / "search_history.jsonl", history)
-
+        loop.run(resume)
         notes = []
         if takes_largest:
             widths = layout.max_widths
             notes.append(f"budget {budget} admits the largest architecture of the space; took the largest")
             log.warning(notes[-1])
         else:
-            widths = derive_widths(layout, supernet.arch_parameters(), budget)
-        student = materialize(layout, widths, info.mean, info.std)
-        measured = measure(student, info.input_shape)
+            widths = derive_widths(layout, list(supernet.width_logits), budget)
+        measured = measure(materialize(layout, widths, info.mean, info.std), info.input_shape)
         if measured.macs != arch_cost(layout, widths).macs or check_budget(measured, budget):
             raise RuntimeError(f"derived student {widths} measures {measured} against budget {budget}: "
                                "the closed-form cost model disagrees with fvcore (a bug)")
         probs = tutor.probabilities()
-        arch = {
-            "format": FORMAT, "version": VERSION,
+        arch = arch_document({
             "data": {"name": info.name, "input_shape": list(info.input_shape), "num_classes": info.num_classes,
                      "mean": list(info.mean), "std": list(info.std)},
             "space": space_dict(cfg.space), "widths": widths, "tutors": tutor.tutors(),
@@ -321,14 +313,14 @@ def run_search(recipe: Recipe, budget: Budget, out: Path, limit: Optional[int] =
             "teacher": {"checkpoint": recipe.teacher.checkpoint, "sha256": file_sha256(teacher_path),
                         "taps": [t.to_dict() for t in describe_taps(teacher, t_taps, info.input_shape)]},
             "seed": cfg.seed,
-            "search": {"epochs": cfg.epochs, "seconds": round(elapsed, 1), "limit": limit,
+            "search": {"epochs": cfg.epochs, "seconds": round(loop.elapsed, 1), "limit": limit,
                        "argmax_widths": supernet.argmax_widths(),
                        "width_probs": [[round(v, 4) for v in p.tolist()] for p in supernet.probabilities()],
                        "tutor_probs": {s: [round(v, 4) for v in probs[i].tolist()] for i, s in enumerate(s_taps)},
                        "notes": notes},
-        }
+        })
         if distributed.is_main():
-            atomic_write_json(out / "arch.json", arch)
+            save_arch(out / "arch.json", arch)
         distributed.barrier()  # arch.json exists when any rank returns
         log.info("derived widths %s: %s MACs, %s params (budget %s); tutors %s -> %s", widths, human(measured.macs),
                  human(measured.params), budget, arch["tutors"], out / "arch.json")

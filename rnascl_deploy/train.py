@@ -1,96 +1,34 @@
-"""Supervised training, clean or adversarial, with per-epoch checkpoints and resume.
+"""Training, clean or adversarial, with per-epoch checkpoints and resume (:class:`~rnascl_deploy.loop.EpochLoop`).
 
-Objectives (``TrainConfig.adv``):
-- ``none``: cross-entropy on clean images;
-- ``pgd``: PGD adversarial training (Madry et al., ICLR 2018): cross-entropy on PGD examples (last iterate);
-- ``trades``: TRADES (Zhang et al., ICML 2019): CE(f(x), y) + beta * KL(f(x) || f(x')), x' maximising the KL.
-Training examples are crafted in eval mode (BN statistics untouched), as the TRADES reference code does.
+The loss is a registered objective (:mod:`rnascl_deploy.objectives`, ``TrainConfig.adv``): ``none``, ``pgd``,
+``trades``, ``ard``, ``rslad``. SGD with Nesterov momentum, linear warm-up then cosine decay per step; eps ramps up
+over ``eps_warmup_epochs``.
 
 Run directory (``out``): ``state.pt`` (model + optimiser + history, written each epoch, read with
 ``weights_only=True``), ``history.jsonl`` (one line per epoch), ``train.log``, ``recipe.yaml``, and when finished
 ``model.safetensors``: the epoch with the best validation robust accuracy (PGD-10 at the training eps; clean
 accuracy for ``adv: none``), a guard against robust overfitting (Rice et al. 2020).
-
-Determinism: every epoch reseeds from (seed, epoch), so a run resumed at an epoch boundary draws the same batches,
-augmentations and attack starts as an uninterrupted one.
 """
 from __future__ import annotations
 
 import logging
 import math
-import time
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Callable, Dict, Optional, Tuple
+from typing import Callable, Dict, Optional
 
 import torch
-import torch.nn.functional as F
 from torch import nn
-from tqdm import tqdm
 
 from . import distributed
-from .attacks import PGD, eval_mode, project
+from .attacks import PGD, eval_mode
 from .data import augment_batch, batches, num_batches, rank_part
 from .errors import RnasclError
+from .loop import EpochLoop
+from .objectives import Objective, make_objective
 from .recipe import TrainConfig
-from .rundir import check_resume, epoch_seed, load_state, save_state, write_history
 
 log = logging.getLogger(__name__)
-
-Objective = Callable[[nn.Module, torch.Tensor, torch.Tensor, float], Tuple[torch.Tensor, Dict[str, float]]]
-
-
-def trades_examples(model: nn.Module, x: torch.Tensor, eps: float, steps: int, step_size: float) -> torch.Tensor:
-    """TRADES' inner maximisation: PGD on KL(f(x) || f(x')) from x + 0.001 * N(0, 1)."""
-    with eval_mode(model):
-        with torch.no_grad():
-            p_clean = F.softmax(model(x), 1)
-        x_adv = (x + 0.001 * torch.randn_like(x)).clamp(0, 1)
-        for _ in range(steps):
-            x_adv.requires_grad_(True)
-            with torch.enable_grad():
-                kl = F.kl_div(F.log_softmax(model(x_adv), 1), p_clean, reduction="sum")
-                (grad,) = torch.autograd.grad(kl, x_adv)
-            x_adv = project(x_adv.detach() + step_size * grad.sign(), x, eps)
-    return x_adv.detach()
-
-
-def make_objective(cfg: TrainConfig, distiller=None) -> Objective:
-    """The training loss for ``cfg.adv``: (model, x, y, eps) -> (loss, named terms for the progress bar).
-
-    With a :class:`~rnascl_deploy.distill.Distiller` the teacher's KD and attention terms are added: on the
-    adversarial examples for ``pgd`` (the robust teacher labels what the student is trained on), on the clean
-    images for ``none`` and ``trades`` (TRADES' own KL term handles the adversarial side, as in RNAS-CL's
-    appendix).
-
-    ``model`` may be wrapped in DistributedDataParallel: the loss's forward goes through the wrapper, the attacks'
-    forwards (which have no backward of the weights) and TRADES' second forward go to the module inside it.
-    """
-    if cfg.adv not in ("none", "pgd", "trades"):
-        raise RnasclError(f"unknown adversarial training {cfg.adv!r}; valid: none, pgd, trades")
-    step_scale = cfg.step_size / cfg.eps if cfg.eps else 0.0
-
-    def forward(model, x):
-        if distiller is None:
-            return model(x), None, {}
-        return distiller(model, x)
-
-    def objective(model, x, y, eps):
-        raw = distributed.unwrap(model)
-        if cfg.adv == "pgd" and eps > 0:
-            x = PGD(eps, cfg.steps, step_scale * eps, keep_misclassified=False, seed=None)(raw, x, y)
-        x_adv = trades_examples(raw, x, eps, cfg.steps, step_scale * eps) if cfg.adv == "trades" and eps > 0 else None
-        logits, distill, terms = forward(model, x)
-        ce = F.cross_entropy(logits, y)
-        loss, terms = ce, {("adv_ce" if cfg.adv == "pgd" else "ce"): ce.item(), **terms}
-        if x_adv is not None:
-            kl = F.kl_div(F.log_softmax(raw(x_adv), 1), F.softmax(logits, 1), reduction="batchmean")
-            loss, terms["kl"] = loss + cfg.trades_beta * kl, kl.item()
-        if distill is not None:
-            loss = loss + distill
-        return loss, terms
-
-    return objective
 
 
 def lr_at(cfg: TrainConfig, step: int, steps_per_epoch: int) -> float:
@@ -137,6 +75,79 @@ class TrainResult:
     seconds: float
 
 
+class TrainLoop(EpochLoop):
+    """One optimiser step of ``objective`` per batch; validation and the best checkpoint per epoch."""
+
+    desc = "epoch"
+
+    def __init__(self, model: nn.Module, train_set, val_set, cfg: TrainConfig, out: Path, batch_size: int,
+                 augment, objective: Objective, progress: bool,
+                 save_best: Optional[Callable[[nn.Module, Dict[str, float]], None]]):
+        steps = num_batches(train_set, batch_size, drop_last=True)
+        if steps == 0:
+            raise RnasclError(f"the training split has {len(train_set)} images, fewer than one batch of {batch_size}")
+        super().__init__(out, cfg.epochs, cfg.seed, steps, progress=progress)
+        self.model, self.cfg, self.objective, self.save_best = model, cfg, objective, save_best
+        self.train_set, self.batch_size, self.augment = train_set, batch_size, augment
+        self.val_set = val_set.subset(torch.arange(min(cfg.val_limit, len(val_set)))) \
+            if hasattr(val_set, "subset") else val_set
+        self.dev = distributed.device()
+        model.to(self.dev)
+        self.opt = torch.optim.SGD(model.parameters(), lr=cfg.lr, momentum=cfg.momentum,
+                                   weight_decay=cfg.weight_decay, nesterov=cfg.momentum > 0)
+        self.net = None  # the DDP wrapper, made once the weights are final (after a resume)
+        self.synced = model
+        self.best: Optional[dict] = None
+        self.key = "val_pgd10" if cfg.adv != "none" and cfg.eps > 0 else "val_clean"
+        self.lr = self.eps = 0.0
+
+    def batches(self, epoch, gen):
+        if self.net is None:
+            self.net = distributed.wrap(self.model)
+        self.eps = eps_at(self.cfg, epoch)
+        self.net.train()
+        return batches(self.train_set, self.batch_size, gen, drop_last=True, shard=True)
+
+    def step(self, epoch, i, batch, gen):
+        x, y = batch
+        self.lr = lr_at(self.cfg, epoch * self.steps + i, self.steps)
+        for group in self.opt.param_groups:
+            group["lr"] = self.lr
+        x = augment_batch(x, self.augment, gen).to(self.dev)
+        loss, terms = self.objective(self.net, x, y.to(self.dev), self.eps)
+        if not torch.isfinite(loss):
+            raise RnasclError(f"training diverged at epoch {epoch + 1}, batch {i} (loss {loss.item()}); "
+                              "lower the learning rate")
+        self.opt.zero_grad(set_to_none=True)
+        loss.backward()
+        self.opt.step()
+        return terms
+
+    def postfix(self, means):
+        return {k: f"{v:.3f}" for k, v in means.items()} | {"lr": f"{self.lr:.3g}", "eps": f"{self.eps:.3g}"}
+
+    def end_epoch(self, epoch, means):
+        metrics = validate(self.model, self.val_set, self.cfg.eps)
+        improved = self.best is None or metrics[self.key] >= self.best["metrics"][self.key]
+        if improved:
+            self.best = {"epoch": epoch + 1, "metrics": metrics}
+            if self.save_best is not None and distributed.is_main():
+                self.save_best(self.model, {**metrics, "epoch": epoch + 1})
+        row = {"lr": round(self.lr, 6), "eps": self.eps, **means, **{k: round(v, 5) for k, v in metrics.items()}}
+        log.info("epoch %d/%d %s%s", epoch + 1, self.epochs, " ".join(f"{k}={v}" for k, v in row.items()),
+                 " (best)" if improved else "")
+        return row
+
+    def state_dict(self):
+        return {"model": self.model.state_dict(), "optimizer": self.opt.state_dict(), "best": self.best}
+
+    def load_state_dict(self, state):
+        self.model.load_state_dict(state["model"])
+        self.model.to(self.dev)
+        self.opt.load_state_dict(state["optimizer"])
+        self.best = state["best"]
+
+
 def train(model: nn.Module, train_set, val_set, cfg: TrainConfig, out: Path, batch_size: int,
           augment=(), objective: Optional[Objective] = None, resume: bool = False, progress: bool = True,
           save_best: Optional[Callable[[nn.Module, Dict[str, float]], None]] = None) -> TrainResult:
@@ -146,71 +157,8 @@ def train(model: nn.Module, train_set, val_set, cfg: TrainConfig, out: Path, bat
     continues from the last completed epoch. Under torchrun the model is trained with DistributedDataParallel
     (see :mod:`.distributed`): only rank 0 writes ``out`` and calls ``save_best``.
     """
-    out = Path(out)
-    state_path = out / "state.pt"
-    objective = objective or make_objective(cfg)
-    dev = distributed.device()
-    model.to(dev)
-    opt = torch.optim.SGD(model.parameters(), lr=cfg.lr, momentum=cfg.momentum, weight_decay=cfg.weight_decay,
-                          nesterov=cfg.momentum > 0)
-    history, start_epoch, best, elapsed = [], 0, None, 0.0
-    if check_resume(state_path, resume):
-        state = load_state(state_path)
-        model.load_state_dict(state["model"])
-        model.to(dev)
-        opt.load_state_dict(state["optimizer"])
-        history, start_epoch, elapsed = state["history"], state["epoch"] + 1, state["seconds"]
-        best = state["best"]
-        log.info("resuming from epoch %d of %d (%s)", start_epoch, cfg.epochs, state_path)
-    net = distributed.wrap(model)
-    steps_per_epoch = num_batches(train_set, batch_size, drop_last=True)
-    if steps_per_epoch == 0:
-        raise RnasclError(f"the training split has {len(train_set)} images, fewer than one batch of {batch_size}")
-    key = "val_pgd10" if cfg.adv != "none" and cfg.eps > 0 else "val_clean"
-    val_subset = val_set.subset(torch.arange(min(cfg.val_limit, len(val_set)))) if hasattr(val_set, "subset") else val_set
-    for epoch in range(start_epoch, cfg.epochs):
-        t0 = time.perf_counter()
-        gen = torch.Generator().manual_seed(epoch_seed(cfg.seed, epoch))
-        eps = eps_at(cfg, epoch)
-        net.train()
-        sums: Dict[str, float] = {}
-        seen = 0
-        bar = tqdm(batches(train_set, batch_size, gen, drop_last=True, shard=True), total=steps_per_epoch,
-                   unit="batch", desc=f"epoch {epoch + 1}/{cfg.epochs}",
-                   disable=None if progress and distributed.is_main() else True, leave=False)
-        for i, (x, y) in enumerate(bar):
-            lr = lr_at(cfg, epoch * steps_per_epoch + i, steps_per_epoch)
-            for group in opt.param_groups:
-                group["lr"] = lr
-            x = augment_batch(x, augment, gen).to(dev)
-            loss, terms = objective(net, x, y.to(dev), eps)
-            if not torch.isfinite(loss):
-                raise RnasclError(f"training diverged at epoch {epoch + 1}, batch {i} (loss {loss.item()}); "
-                                  "lower the learning rate")
-            opt.zero_grad(set_to_none=True)
-            loss.backward()
-            opt.step()
-            for k, v in terms.items():
-                sums[k] = sums.get(k, 0.0) + v
-            seen += 1
-            bar.set_postfix({k: f"{v / seen:.3f}" for k, v in sums.items()} | {"lr": f"{lr:.3g}", "eps": f"{eps:.3g}"})
-        bar.close()
-        distributed.sync_buffers(model)
-        distributed.check_in_sync(model, f"epoch {epoch + 1}")
-        metrics = validate(model, val_subset, cfg.eps)
-        seconds = time.perf_counter() - t0
-        elapsed += seconds
-        row = {"epoch": epoch + 1, "lr": round(lr, 6), "eps": eps, **{k: round(v / seen, 5) for k, v in sums.items()},
-               **{k: round(v, 5) for k, v in metrics.items()}, "seconds": round(seconds, 1)}
-        history.append(row)
-        improved = best is None or metrics[key] >= best["metrics"][key]
-        if improved:
-            best = {"epoch": epoch + 1, "metrics": metrics}
-            if save_best is not None and distributed.is_main():
-                save_best(model, {**metrics, "epoch": epoch + 1})
-        log.info("epoch %d/%d %s%s", epoch + 1, cfg.epochs,
-                 " ".join(f"{k}={v}" for k, v in row.items() if k != "epoch"), " (best)" if improved else "")
-        save_state(state_path, {"model": model.state_dict(), "optimizer": opt.state_dict(), "epoch": epoch,
-                                "history": history, "best": best, "seconds": elapsed})
-        write_history(out / "history.jsonl", history)
-    return TrainResult(best_epoch=best["epoch"], best_metrics=best["metrics"], seconds=round(elapsed, 1))
+    loop = TrainLoop(model, train_set, val_set, cfg, Path(out), batch_size, augment,
+                     objective or make_objective(cfg), progress, save_best)
+    loop.run(resume)
+    return TrainResult(best_epoch=loop.best["epoch"], best_metrics=loop.best["metrics"],
+                       seconds=round(loop.elapsed, 1))

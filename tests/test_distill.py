@@ -27,14 +27,14 @@ def test_tutor_search_matches_the_papers_formula_and_learns():
     torch.manual_seed(0)
     student = {"s0": torch.rand(4, 3, 8, 8), "s1": torch.rand(4, 6, 4, 4)}
     teacher = {"t0": torch.rand(4, 2, 8, 8), "t1": torch.rand(4, 5, 4, 4), "t2": torch.rand(4, 7, 2, 2)}
-    search = TutorSearch(["s0", "s1"], ["t0", "t1", "t2"], 4)
+    search = TutorSearch(["s0", "s1"], ["t0", "t1", "t2"], 4, tau=1.0)
     d = search.distances(student, teacher)
     expect = torch.tensor([[AttentionTransfer(4)(student[s], teacher[t]) for t in teacher] for s in student])
     assert torch.allclose(d, expect, atol=1e-6)
     opt = torch.optim.Adam([search.logits], 0.1)
     for _ in range(100):
         opt.zero_grad()
-        search(student, teacher, tau=1.0).backward()
+        search(student, teacher).backward()
         opt.step()
     assert search.tutors() == {s: ["t0", "t1", "t2"][int(d[i].argmin())] for i, s in enumerate(["s0", "s1"])}
     assert search.probabilities().max(1).values.min() > 0.5  # left uniform (1/3)

@@ -78,7 +78,7 @@ def test_attention_term_uses_only_the_searched_pairs(searched):
     arch = json.loads((searched / "arch.json").read_text())
     teacher, _ = load_model("rnascl_deploy/assets/teacher-fashion-mnist/model.safetensors")
     tutors = dict(list(arch["tutors"].items())[:2])
-    distiller = Distiller(teacher, tutors, kd_weight=0.0, gamma=1.0)
+    distiller = Distiller.pairs(teacher, tutors, kd_weight=0.0, gamma=1.0)
     assert distiller.student_taps == list(tutors) and distiller.teacher_taps == sorted(set(tutors.values()))
     student = build_student(arch).eval()
     x = torch.rand(4, 1, 28, 28)

@@ -1,20 +1,22 @@
-"""Linf attacks (FGSM, PGD-k, APGD-CE, Square) and the robustness evaluation built on them.
+"""Linf attacks (FGSM, PGD-k, APGD-CE, Square) and the robustness evaluation built on them, plus the training
+attacks of the robust objectives (:class:`KLPGD`: TRADES' and RSLAD's inner maximisation).
 
 Attack names, as used in recipes and on the command line: ``fgsm``, ``pgdK`` (K steps, e.g. ``pgd20``),
-``apgd-ce``, ``square``.
+``apgd-ce``, ``apgd-t`` (targeted DLR, 9 target classes), ``square``.
 """
 from __future__ import annotations
 
 import re
 
 from ..errors import RnasclError
-from .apgd import APGDCE
+from .apgd import APGDCE, APGDT
 from .base import Attack, QueryAttack, WhiteBoxAttack, eval_mode, project  # noqa: F401
 from .fgsm import FGSM
+from .kl_pgd import KLPGD  # noqa: F401
 from .pgd import PGD
 from .square import Square
 
-ATTACK_NAMES = ("fgsm", "pgdK (e.g. pgd20)", "apgd-ce", "square")
+ATTACK_NAMES = ("fgsm", "pgdK (e.g. pgd20)", "apgd-ce", "apgd-t", "square")
 
 
 def build_attack(name: str, eps: float, pgd_step_size: float = 0.01, apgd_iters: int = 100,
@@ -24,6 +26,8 @@ def build_attack(name: str, eps: float, pgd_step_size: float = 0.01, apgd_iters:
         return FGSM(eps, seed=seed)
     if name == "apgd-ce":
         return APGDCE(eps, iters=apgd_iters, seed=seed)
+    if name == "apgd-t":
+        return APGDT(eps, iters=apgd_iters, seed=seed)
     if name == "square":
         return Square(eps, queries=square_queries, seed=seed)
     match = re.fullmatch(r"pgd(\d+)", name)

@@ -22,9 +22,12 @@ from .attention import AttentionTransfer, attention_map
 
 
 class TutorSearch(nn.Module):
-    def __init__(self, student_taps: List[str], teacher_taps: List[str], size: int):
+    """``(student_feats, teacher_feats) -> L_attn`` with Gumbel-softmax tutor weights at temperature ``tau`` (set by
+    the search each epoch)."""
+
+    def __init__(self, student_taps: List[str], teacher_taps: List[str], size: int, tau: float = 5.0):
         super().__init__()
-        self.student_taps, self.teacher_taps, self.size = list(student_taps), list(teacher_taps), size
+        self.student_taps, self.teacher_taps, self.size, self.tau = list(student_taps), list(teacher_taps), size, tau
         self.logits = nn.Parameter(torch.zeros(len(student_taps), len(teacher_taps)))
 
     def distances(self, student_feats: Mapping[str, torch.Tensor],
@@ -34,8 +37,8 @@ class TutorSearch(nn.Module):
         t = torch.stack([attention_map(teacher_feats[n], self.size) for n in self.teacher_taps], 1)
         return (s.unsqueeze(2) - t.unsqueeze(1)).pow(2).sum(-1).mean(0)
 
-    def forward(self, student_feats, teacher_feats, tau: float) -> torch.Tensor:
-        g = F.gumbel_softmax(self.logits, tau=tau, hard=False, dim=1)
+    def forward(self, student_feats, teacher_feats) -> torch.Tensor:
+        g = F.gumbel_softmax(self.logits, tau=self.tau, hard=False, dim=1)
         n_s, n_t = self.logits.shape
         return (g * self.distances(student_feats, teacher_feats)).sum() / (n_s * n_t)
 
@@ -55,6 +58,7 @@ class FixedPairs(nn.Module):
         super().__init__()
         self.pairs = dict(tutors)
         self.loss = AttentionTransfer(size)
+        self.student_taps, self.teacher_taps = list(self.pairs), sorted(set(self.pairs.values()))
 
     def forward(self, student_feats, teacher_feats) -> torch.Tensor:
         losses = [self.loss(student_feats[s], teacher_feats[t]) for s, t in self.pairs.items()]

@@ -1,0 +1,147 @@
+"""Training objectives: a registry of small functions with one signature,
+
+    objective(model, x, y, eps, cfg, teacher) -> (loss, named float terms for the progress bar and history)
+
+``model`` may be wrapped in DistributedDataParallel: an objective's first forward goes through the wrapper (the
+one whose backward DDP synchronises), attacks and any further forward go to the module inside it (their
+gradients accumulate into the same parameters before DDP's reduction). Training examples are crafted in eval
+mode (BN statistics untouched), as the TRADES and RSLAD reference codes do. ``cfg`` is the phase's
+:class:`~rnascl_deploy.recipe.TrainConfig` (attack steps, step size relative to eps, betas).
+
+``teacher`` is a :class:`~rnascl_deploy.distill.Distiller` or None. Its cross-layer attention term over the
+searched pairs composes with every objective and is computed where the student is attacked (on the adversarial
+input where there is one, the teacher seeing the same input); its output KD term is added by ``none``, ``pgd`` and
+``trades``, while ``ard`` and ``rslad`` distil the teacher's outputs their own way. Register a new objective with
+``@objective("name")`` (``teacher=True`` when it cannot run without one); recipes and the CLI take their choices
+from :data:`OBJECTIVES`.
+"""
+from __future__ import annotations
+
+from typing import Callable, Dict, Tuple
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from . import distributed
+from .attacks import KLPGD, PGD, eval_mode
+from .errors import RnasclError
+from .registry import Registry
+
+Terms = Dict[str, float]
+OBJECTIVES: Registry = Registry("objective (adv)")
+
+
+def objective(name: str, teacher: bool = False):
+    def add(fn):
+        fn.needs_teacher = teacher
+        return OBJECTIVES.register(name)(fn)
+
+    return add
+
+
+def needs_teacher(name: str) -> bool:
+    return OBJECTIVES.get(name).needs_teacher
+
+
+def _forward(model, x, teacher, kd: bool = True):
+    """Student logits on x plus the teacher's terms (zero without a teacher)."""
+    if teacher is None:
+        return model(x), 0.0, {}
+    return teacher(model, x, kd)
+
+
+def _step(cfg, eps: float) -> float:
+    return cfg.step_size / cfg.eps * eps if cfg.eps else 0.0
+
+
+def _pgd_ce(raw: nn.Module, x, y, eps: float, cfg) -> torch.Tensor:
+    """PGD on the student's cross-entropy (last iterate), the examples of PGD-AT and ARD."""
+    return PGD(eps, cfg.steps, _step(cfg, eps), keep_misclassified=False, seed=None)(raw, x, y) if eps > 0 else x
+
+
+def _kl(p_logits_or_probs: torch.Tensor, q_logits: torch.Tensor, probs: bool = False) -> torch.Tensor:
+    """Batch-mean KL(p || softmax(q_logits)); p given as logits, or as probabilities with ``probs``."""
+    p = p_logits_or_probs if probs else F.softmax(p_logits_or_probs, 1)
+    return F.kl_div(F.log_softmax(q_logits, 1), p, reduction="batchmean")
+
+
+@objective("none")
+def clean(model, x, y, eps, cfg, teacher) -> Tuple[torch.Tensor, Terms]:
+    """Cross-entropy on clean images (+ the teacher's KD and attention on them)."""
+    logits, distill, terms = _forward(model, x, teacher)
+    ce = F.cross_entropy(logits, y)
+    return ce + distill, {"ce": ce.item(), **terms}
+
+
+@objective("pgd")
+def pgd(model, x, y, eps, cfg, teacher) -> Tuple[torch.Tensor, Terms]:
+    """PGD adversarial training (Madry et al., ICLR 2018): CE on PGD examples; the robust teacher's KD and
+    attention on the same examples."""
+    x_adv = _pgd_ce(distributed.unwrap(model), x, y, eps, cfg)
+    logits, distill, terms = _forward(model, x_adv, teacher)
+    ce = F.cross_entropy(logits, y)
+    return ce + distill, {"adv_ce": ce.item(), **terms}
+
+
+@objective("trades")
+def trades(model, x, y, eps, cfg, teacher) -> Tuple[torch.Tensor, Terms]:
+    """TRADES (Zhang et al., ICML 2019): CE(f(x), y) + beta * KL(f(x) || f(x')), x' maximising that KL."""
+    raw = distributed.unwrap(model)
+    logits = model(x)
+    if eps <= 0:
+        ce = F.cross_entropy(logits, y)
+        return ce, {"ce": ce.item()}
+    with eval_mode(raw), torch.no_grad():
+        p_clean = F.softmax(raw(x), 1)
+    x_adv = KLPGD(eps, cfg.steps, _step(cfg, eps))(raw, x, p_clean)
+    adv_logits, distill, terms = _forward(raw, x_adv, teacher)
+    ce, kl = F.cross_entropy(logits, y), _kl(logits, adv_logits)
+    return ce + cfg.trades_beta * kl + distill, {"ce": ce.item(), "kl": kl.item(), **terms}
+
+
+@objective("ard", teacher=True)
+def ard(model, x, y, eps, cfg, teacher) -> Tuple[torch.Tensor, Terms]:
+    """ARD (Goldblum et al., AAAI 2020): x' = PGD on the student's CE; alpha * T^2 * KL(t(x)/T || s(x')/T) +
+    (1 - alpha) * CE(s(x), y). The teacher's outputs are taken on clean x."""
+    raw = distributed.unwrap(model)
+    t_logits = teacher.teacher_logits(x)
+    x_adv = _pgd_ce(raw, x, y, eps, cfg)
+    adv_logits, attn, terms = _forward(model, x_adv, teacher, kd=False)
+    temp = cfg.ard_temperature
+    kl = _kl(t_logits / temp, adv_logits / temp)
+    loss = cfg.ard_alpha * temp * temp * kl + attn
+    terms = {"kl": kl.item(), **terms}
+    if cfg.ard_alpha < 1:
+        ce = F.cross_entropy(raw(x), y)
+        loss, terms["ce"] = loss + (1 - cfg.ard_alpha) * ce, ce.item()
+    return loss, terms
+
+
+@objective("rslad", teacher=True)
+def rslad(model, x, y, eps, cfg, teacher) -> Tuple[torch.Tensor, Terms]:
+    """RSLAD (Zi et al., ICCV 2021): robust soft labels p_t = softmax(t(x)) replace y everywhere; x' maximises
+    KL(p_t || s(x')) from x + 0.001 N(0, 1); loss = 5/6 KL(p_t || s(x')) + 1/6 KL(p_t || s(x))."""
+    raw = distributed.unwrap(model)
+    p_t = F.softmax(teacher.teacher_logits(x), 1)
+    x_adv = KLPGD(eps, cfg.steps, _step(cfg, eps))(raw, x, p_t) if eps > 0 else x
+    adv_logits, attn, terms = _forward(model, x_adv, teacher, kd=False)
+    kl_adv, kl_clean = _kl(p_t, adv_logits, probs=True), _kl(p_t, raw(x), probs=True)
+    loss = 5 / 6 * kl_adv + 1 / 6 * kl_clean + attn
+    return loss, {"kl_adv": kl_adv.item(), "kl_clean": kl_clean.item(), **terms}
+
+
+Objective = Callable[[nn.Module, torch.Tensor, torch.Tensor, float], Tuple[torch.Tensor, Terms]]
+
+
+def make_objective(cfg, teacher=None) -> Objective:
+    """``cfg.adv``'s objective bound to ``cfg`` and ``teacher``: (model, x, y, eps) -> (loss, terms)."""
+    fn = OBJECTIVES.get(cfg.adv)
+    if fn.needs_teacher and teacher is None:
+        raise RnasclError(f"adv {cfg.adv!r} distils a robust teacher and needs one (teacher.checkpoint)")
+
+    def bound(model, x, y, eps):
+        return fn(model, x, y, eps, cfg, teacher)
+
+    return bound
+
