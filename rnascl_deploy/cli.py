@@ -343,9 +343,10 @@ Examples:
 def retrain(ctx, run, recipe, overrides, epochs, adv, limit, train_limit, resume, as_json):
     """Train the student of RUN/arch.json from scratch with the searched cross-layer distillation.
 
-    Loss: CE + KL(teacher || student) + gamma * attention transfer over the FIXED (student tap -> teacher tap)
-    pairs the search chose. Writes RUN/student.safetensors and RUN/metrics.json (clean, FGSM, PGD-20, APGD-CE,
-    worst case, MACs, params on the test split).
+    Loss: the objective retrain.train.adv (none, pgd, trades, ard, rslad) + gamma * attention transfer over the
+    FIXED (student tap -> teacher tap) pairs the search chose (+ KL(teacher || student) for none, pgd, trades).
+    Writes RUN/student.safetensors and RUN/metrics.json (clean, each attack of attack.attacks, worst case, MACs,
+    params on the test split).
     """
     from .retrain import run_retrain
 
@@ -379,26 +380,31 @@ Examples:
               type=click.Choice(["onnx", "onnx-fp16", "onnx-int8", "tensorrt-fp16", "tensorrt-int8"]),
               help="Engine format (repeatable; default: the recipe's export.formats).")
 @click.option("--calibration-size", type=click.IntRange(1), help="Training images calibrating INT8 (export.calibration_size).")
+@click.option("--force", is_flag=True, help="Export again even where RUN/engines/ already holds the engine.")
 @json_option
-def export(run, recipe, overrides, formats, calibration_size, as_json):
+def export(run, recipe, overrides, formats, calibration_size, force, as_json):
     """Export RUN/student.safetensors to ONNX (fp32, fp16, int8 Q/DQ) or TensorRT engines in RUN/engines/.
 
     Each export is checked (onnx.checker) and compared with PyTorch on test images; the largest absolute logit
     difference goes into the engine's sidecar RUN/engines/<file>.json. TensorRT needs TensorRT 10/11 and a GPU.
+    An engine already exported from this student is kept (a no-op that says so) unless --force.
     """
     from .exporters import export_student
 
     r = _load_recipe(recipe or str(Path(run) / "recipe.yaml"), overrides,
                      **{"export.calibration_size": calibration_size})
-    results = [export_student(Path(run), fmt, r).to_dict() for fmt in (formats or r.export.formats)]
+    results = [export_student(Path(run), fmt, r, force=force).to_dict() for fmt in (formats or r.export.formats)]
     _emit(results, as_json, [f"{x['format']:<14} {x['path']}  max |logit diff| vs PyTorch {x['max_abs_diff']:.3g} "
-                             f"on {x['n']} test images ({x['seconds']:.1f} s)" for x in results])
+                             f"on {x['n']} test images " + ("(already exported: kept; --force exports again)"
+                                                            if x["skipped"] else f"({x['seconds']:.1f} s)")
+                             for x in results])
 
 
 EPILOG_VERIFY = """\b
 Examples:
   rnascl-deploy verify runs/s600k --engine runs/s600k/engines/student-int8.onnx
   rnascl-deploy verify runs/s600k --engine runs/s600k/engines/student.onnx --limit 200 --junit verify.xml
+  rnascl-deploy verify runs/s600k --engine runs/s600k/engines/student.onnx --limit 2000 --out runs/s600k/verify-2k
 Exit codes: 0 robustness preserved, 1 not preserved, 2 usage error (e.g. an engine of another shape).
 """
 
@@ -413,9 +419,11 @@ Exit codes: 0 robustness preserved, 1 not preserved, 2 usage error (e.g. an engi
 @click.option("--device", type=click.Choice(["cpu", "cuda", "tensorrt"]), default="cpu", show_default=True,
               help="onnxruntime execution provider for .onnx engines.")
 @click.option("--junit", type=click.Path(dir_okay=False), help="Also write the JUnit XML report here.")
+@click.option("--out", type=click.Path(file_okay=False),
+              help="Directory of the reports (default: RUN/verify/). An existing report is never replaced.")
 @json_option
 @click.pass_context
-def verify(ctx, run, engine_path, recipe, overrides, limit, device, junit, as_json):
+def verify(ctx, run, engine_path, recipe, overrides, limit, device, junit, out, as_json):
     """Gate: were clean and adversarial accuracy preserved on the exported engine itself?
 
     Clean accuracy and agreement with the PyTorch student; PGD-20 and APGD-CE examples crafted on the student,
@@ -427,7 +435,7 @@ def verify(ctx, run, engine_path, recipe, overrides, limit, device, junit, as_js
     from .verify import to_junit, verify_run
 
     r = _load_recipe(recipe or str(Path(run) / "recipe.yaml"), overrides)
-    report = verify_run(Path(run), Path(engine_path), r, limit, device, ctx.obj["progress"])
+    report = verify_run(Path(run), Path(engine_path), r, limit, device, ctx.obj["progress"], out)
     if junit:
         atomic_write_text(Path(junit), to_junit(report))
     lines = [f"{'PASS' if report.passed else 'FAIL'}: {engine_path} ({report.engine['precision']}) on {report.n} "

@@ -26,6 +26,7 @@ from torch import nn
 from tqdm import tqdm
 
 from . import distributed
+from .errors import RnasclError
 from .rundir import check_resume, epoch_seed, load_state, save_state, write_history
 
 log = logging.getLogger(__name__)
@@ -69,7 +70,12 @@ class EpochLoop:
         start = 0
         if check_resume(self.state_path, resume):
             state = load_state(self.state_path)
-            self.load_state_dict(state)
+            try:
+                self.load_state_dict(state)
+            except (KeyError, RuntimeError, ValueError) as exc:  # another model, space or optimiser
+                raise RnasclError(f"cannot resume from {self.state_path}: it holds another run's state "
+                                  f"({type(exc).__name__}: {str(exc).splitlines()[0][:200]}). Resume with the recipe "
+                                  "it started with, or move it away and start again without --resume") from None
             self.history, self.elapsed, start = state["history"], state["seconds"], state["epoch"] + 1
             log.info("resuming from epoch %d of %d (%s)", start, self.epochs, self.state_path)
         for epoch in range(start, self.epochs):

@@ -180,9 +180,11 @@ class TrainConfig:
                               "adv": OneOf(_objective_names), "eps": between(0, 1, open_low=True),
                               "steps": at_least(1), "step_size": between(0, 1, open_low=True),
                               "trades_beta": at_least(0), "ard_alpha": between(0, 1), "ard_temperature": positive(),
+                              "optimizer": OneOf(["sgd", "adam"]),
                               "eps_warmup_epochs": at_least(0), "val_limit": at_least(1), "seed": SEED}
 
     epochs: int = 15
+    optimizer: str = "sgd"  # sgd (Nesterov momentum) | adam (momentum is unused)
     lr: float = 0.1
     momentum: float = 0.9
     weight_decay: float = 5e-4

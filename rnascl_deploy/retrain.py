@@ -8,7 +8,8 @@ Stages inside the run directory, each resumable per epoch (``--resume``):
 2. ``RUN/finetune/`` when ``recipe.retrain.finetune.adv`` is not ``none``: a robust fine-tune from the phase-1
    student with that objective, keeping the teacher's terms.
 3. ``RUN/student.safetensors`` (kind ``student``; metadata: the arch spec, recipe, metrics) and ``RUN/metrics.json``:
-   clean, FGSM, PGD-20, APGD-CE and worst-case accuracy on the test split at the recipe's eps, plus MACs/params.
+   clean accuracy, accuracy under each of the recipe's attack.attacks and the worst case on the test split at the
+   recipe's eps, plus MACs/params.
 
 The teacher is the one the search used: its file hash must match ``arch.json``'s, so a student is never tutored by
 a teacher other than the one its tutor map was searched against.
@@ -32,15 +33,13 @@ from .errors import RnasclError
 from .fileio import atomic_write_json
 from .perf import channels_last
 from .recipe import Recipe, TrainConfig, recipe_to_dict, resolve_path
-from .rundir import RunLog, check_same_recipe, save_recipe
+from .rundir import RunLog, check_same_recipe, load_state, save_recipe
 from .space.spec import build_student, load_arch, student_spec
 from .teacher import build_attacks
 from .objectives import make_objective, needs_teacher
 from .train import train
 
 log = logging.getLogger(__name__)
-
-EVAL_ATTACKS = ["fgsm", "pgd20", "apgd-ce"]
 
 
 def load_search_teacher(recipe: Recipe, arch: dict):
@@ -102,6 +101,9 @@ def run_retrain(run: Path, recipe: Recipe, resume: bool = False, limit: Optional
         raise RnasclError(f"nothing to resume in {run}: no retrain/ directory (start without --resume)")
     if started:
         check_same_recipe(run / "retrain", recipe, sections=("data", "attack", "retrain"))
+        for phase in ("retrain", "finetune"):  # unreadable resume state is refused before anything is written
+            if (run / phase / "state.pt").exists():
+                load_state(run / phase / "state.pt")
     distributed.barrier()  # every rank has read the run directory before rank 0 writes to it
     cfg, data = recipe.retrain, recipe.data
     if data.name != arch["data"]["name"]:
@@ -130,7 +132,7 @@ def run_retrain(run: Path, recipe: Recipe, resume: bool = False, limit: Optional
     test_set, _ = load_split(data.name, "test", data.root, limit=limit if limit is not None else cfg.eval_limit,
                              image_size=data.image_size)
     with RunLog(run / "retrain" / "train.log"):
-        report = evaluate_robustness(channels_last(student), test_set, build_attacks(recipe.attack, EVAL_ATTACKS),
+        report = evaluate_robustness(channels_last(student), test_set, build_attacks(recipe.attack),
                                      recipe.attack.batch_size, progress)
         cost = measure(student, info.input_shape)
         metrics = {"clean_acc": report.clean_acc, "adv_acc": report.adv_acc, "worst_case_acc": report.worst_case_acc,

@@ -19,16 +19,19 @@ import yaml
 from . import distributed
 from .errors import RnasclError
 from .fileio import atomic_path, atomic_write_text
-from .recipe import Recipe, dump_recipe, recipe_to_dict
+from .recipe import Recipe, dump_recipe, load_recipe, recipe_to_dict
 
 
 def check_resume(state: Path, resume: bool) -> bool:
-    """True when there is a run to resume; errors on a refused restart or a resume with nothing to resume."""
+    """True when there is a run to resume; errors on a refused restart, a resume with nothing to resume, or a
+    state file that cannot be read (checked here, before the stage writes anything)."""
     if state.exists() and not resume:
         raise RnasclError(f"{state.parent} already holds a run ({state.name}); pass --resume to continue it, or "
                           "choose another --out")
     if resume and not state.exists():
         raise RnasclError(f"nothing to resume in {state.parent}: no {state.name} (start a new run without --resume)")
+    if state.exists():
+        load_state(state)
     return state.exists()
 
 
@@ -45,7 +48,11 @@ def check_same_recipe(out: Path, recipe: Recipe, sections=None) -> None:
     path = out / "recipe.yaml"
     if not path.exists():
         return
-    saved, now = _flatten(yaml.safe_load(path.read_text()) or {}), _flatten(recipe_to_dict(recipe))
+    try:  # a recipe saved by an older version lacks newer keys: they take their defaults
+        saved = _flatten(recipe_to_dict(load_recipe(path)))
+    except RnasclError:
+        saved = _flatten(yaml.safe_load(path.read_text()) or {})
+    now = _flatten(recipe_to_dict(recipe))
     diff = sorted(k for k in set(saved) | set(now) if saved.get(k) != now.get(k)
                   and (sections is None or k.split(".")[0] in sections))
     if diff:
@@ -68,7 +75,17 @@ def save_state(path: Path, state: dict) -> None:
 
 
 def load_state(path: Path) -> dict:
-    return torch.load(path, map_location="cpu", weights_only=True)
+    """A stage's resumable state; an unreadable or foreign file is an error naming it and what to do."""
+    try:
+        state = torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as exc:  # truncated, corrupt, not a torch file, or a pickle carrying code
+        raise RnasclError(f"cannot resume from {path}: it is not a state file rnascl-deploy wrote ({type(exc).__name__}: "
+                          f"{str(exc).splitlines()[0][:200]}). Move it away and start this stage again without "
+                          "--resume (the finished epochs it held are lost)") from None
+    if not isinstance(state, dict) or not {"epoch", "history", "seconds"} <= set(state):
+        raise RnasclError(f"cannot resume from {path}: it lacks the epoch, history and seconds of a state file "
+                          "rnascl-deploy wrote. Move it away and start this stage again without --resume")
+    return state
 
 
 def write_history(path: Path, history) -> None:

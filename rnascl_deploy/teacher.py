@@ -18,8 +18,10 @@ from .data import info_dict, load_split
 from .errors import RnasclError
 from .models import build_model
 from .perf import channels_last
-from .recipe import AttackConfig, DataConfig, Recipe, recipe_to_dict
+from .recipe import AttackConfig, DataConfig, Recipe, recipe_to_dict, resolve_path
 from .rundir import RunLog, check_resume, check_same_recipe, save_recipe
+from .distill import Distiller
+from .objectives import make_objective, needs_teacher
 from .train import TrainResult, train
 
 log = logging.getLogger(__name__)
@@ -27,7 +29,10 @@ log = logging.getLogger(__name__)
 
 def train_teacher(recipe: Recipe, out: Path, resume: bool = False, progress: bool = True,
                   limit: Optional[int] = None) -> TrainResult:
-    """Train the recipe's teacher into ``out``; ``limit`` trains on the first N training images only."""
+    """Train the recipe's teacher model into ``out``; ``limit`` trains on the first N training images only.
+
+    With a distillation objective (``teacher.train.adv`` ard or rslad) the model learns from the robust teacher at
+    ``teacher.checkpoint``: a way to distil one robust network into another architecture."""
     out = Path(out)
     final = out / "model.safetensors"
     if final.exists():
@@ -42,6 +47,10 @@ def train_teacher(recipe: Recipe, out: Path, resume: bool = False, progress: boo
     except (TypeError, ValueError) as exc:
         raise RnasclError(f"teacher.model {spec}: {exc}") from None
     model = channels_last(model)
+    distiller = None
+    if needs_teacher(recipe.teacher.train.adv):  # robust distillation from the recipe's teacher checkpoint
+        teacher, _ = load_model(resolve_path(recipe.teacher.checkpoint))
+        distiller = Distiller(channels_last(teacher), None, kd_weight=0.0, gamma=0.0)
     check_resume(out / "state.pt", resume)
     if resume:
         check_same_recipe(out, recipe, sections=("data", "teacher"))
@@ -56,8 +65,9 @@ def train_teacher(recipe: Recipe, out: Path, resume: bool = False, progress: boo
         log.info("training teacher %s on %s (%d train / %d val images) into %s", spec, info.name, len(train_set),
                  len(val_set), out)
         augment = data.augment if data.augment is not None else info.augment
+        objective = make_objective(recipe.teacher.train, distiller)
         result = train(model, train_set, val_set, recipe.teacher.train, out, data.batch_size, augment,
-                       resume=resume, progress=progress, save_best=save_best)
+                       objective=objective, resume=resume, progress=progress, save_best=save_best)
         os.replace(best, final)
         log.info("finished in %.0f s; best epoch %d %s -> %s", result.seconds, result.best_epoch,
                  result.best_metrics, final)

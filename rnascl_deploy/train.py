@@ -1,8 +1,8 @@
 """Training, clean or adversarial, with per-epoch checkpoints and resume (:class:`~rnascl_deploy.loop.EpochLoop`).
 
 The loss is a registered objective (:mod:`rnascl_deploy.objectives`, ``TrainConfig.adv``): ``none``, ``pgd``,
-``trades``, ``ard``, ``rslad``. SGD with Nesterov momentum, linear warm-up then cosine decay per step; eps ramps up
-over ``eps_warmup_epochs``.
+``trades``, ``ard``, ``rslad``. SGD with Nesterov momentum or Adam, linear warm-up then cosine decay per step (with
+a long warm-up, a one-cycle schedule); eps ramps up over ``eps_warmup_epochs``.
 
 Run directory (``out``): ``state.pt`` (model + optimiser + history, written each epoch, read with
 ``weights_only=True``), ``history.jsonl`` (one line per epoch), ``train.log``, ``recipe.yaml``, and when finished
@@ -93,8 +93,11 @@ class TrainLoop(EpochLoop):
             if hasattr(val_set, "subset") else val_set
         self.dev = distributed.device()
         model.to(self.dev)
-        self.opt = torch.optim.SGD(model.parameters(), lr=cfg.lr, momentum=cfg.momentum,
-                                   weight_decay=cfg.weight_decay, nesterov=cfg.momentum > 0)
+        if cfg.optimizer == "adam":
+            self.opt = torch.optim.Adam(model.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay)
+        else:
+            self.opt = torch.optim.SGD(model.parameters(), lr=cfg.lr, momentum=cfg.momentum,
+                                       weight_decay=cfg.weight_decay, nesterov=cfg.momentum > 0)
         self.net = None  # the DDP wrapper, made once the weights are final (after a resume)
         self.synced = model
         self.best: Optional[dict] = None

@@ -127,8 +127,15 @@ def verify_engine(student: nn.Module, engine: Engine, dataset, attack: AttackCon
 
 
 def verify_run(run: Path, engine_path: Path, recipe: Recipe, limit: Optional[int] = None, device: str = "cpu",
-               progress: bool = True) -> VerifyReport:
-    """Verify ``engine_path`` against ``run/student.safetensors``; reports go to ``run/verify/<engine>.*``."""
+               progress: bool = True, out: Optional[Path] = None) -> VerifyReport:
+    """Verify ``engine_path`` against ``run/student.safetensors``; reports go to ``out/<engine>.{json,md,xml}``
+    (default ``run/verify/``). An existing report is never replaced: that is refused before any work."""
+    out = Path(out) if out is not None else Path(run) / "verify"
+    stem = Path(engine_path).name
+    existing = [out / f"{stem}.{ext}" for ext in ("json", "md", "xml") if (out / f"{stem}.{ext}").exists()]
+    if existing:
+        raise RnasclError(f"{existing[0]} already holds a verification of {stem}; to keep both, write this one "
+                          "elsewhere with --out DIR (or move the old report away)")
     source = Path(run) / "student.safetensors"
     student, meta = load_model(source, kind="student")
     engine = open_engine(engine_path, device)
@@ -143,8 +150,6 @@ def verify_run(run: Path, engine_path: Path, recipe: Recipe, limit: Optional[int
                                f"is not {source}'s)")
     for warning in report.warnings:
         log.warning(warning)
-    out = Path(run) / "verify"
-    stem = Path(engine_path).name
     atomic_write_json(out / f"{stem}.json", report.to_dict())
     atomic_write_text(out / f"{stem}.md", to_markdown(report))
     atomic_write_text(out / f"{stem}.xml", to_junit(report))

@@ -72,9 +72,13 @@ def trained_run(tmp_path_factory, fmnist_train):
     recipe.export.parity_size = recipe.export.calibration_size = 256
     recipe.attack.apgd_iters = 10
     recipe.verify.square_queries = 50
+    from rnascl_deploy.cost import arch_cost
+    from rnascl_deploy.space import build_layout
+
+    cost = arch_cost(build_layout(recipe.search.space, FASHION_MNIST_INFO.input_shape, 10), [12, 24, 64])
     arch = {"format": FORMAT, "version": VERSION, "data": info_dict(FASHION_MNIST_INFO),
-            "space": space_dict(recipe.search.space), "widths": [12, 24, 64], "tutors": {}, "macs": 0,
-            "params": 0, "budget": {"macs": None, "params": None}, "teacher": {}, "seed": 0, "search": {}}
+            "space": space_dict(recipe.search.space), "widths": [12, 24, 64], "tutors": {}, "macs": cost.macs,
+            "params": cost.params, "budget": {"macs": None, "params": None}, "teacher": {}, "seed": 0, "search": {}}
     (run / "arch.json").write_text(json.dumps(arch))
     dump_recipe(recipe, run / "recipe.yaml")
     torch.manual_seed(0)

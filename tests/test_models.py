@@ -5,7 +5,8 @@ from rnascl_deploy.errors import RnasclError
 from rnascl_deploy.models import MODELS, build_model
 
 CASES = [("cnn", {}, (1, 28, 28)), ("resnet", {"width": 8}, (3, 32, 32)),
-         ("wideresnet", {"depth": 10, "widen_factor": 1}, (3, 32, 32))]
+         ("resnet", {"blocks": [2, 2, 2], "widths": [8, 16, 32], "stem_stride": 2}, (1, 28, 28)),
+         ("wideresnet", {"depth": 10, "widen_factor": 1}, (3, 32, 32)), ("lenet-small", {}, (1, 28, 28))]
 
 
 @pytest.mark.parametrize("name, kwargs, shape", CASES)
@@ -28,8 +29,8 @@ def test_normalisation_lives_inside_the_model():
 
 
 def test_unknown_model_lists_valid_names():
-    assert set(MODELS) == {"cnn", "resnet", "wideresnet", "student"}
-    with pytest.raises(RnasclError, match="valid names: cnn, resnet, student, wideresnet"):
+    assert set(MODELS) == {"cnn", "lenet-small", "resnet", "wideresnet", "student"}
+    with pytest.raises(RnasclError, match="valid names: cnn, lenet-small, resnet, student, wideresnet"):
         build_model("vit", 3, 10, 32, [0], [1])
 
 
@@ -48,3 +49,19 @@ def test_each_entry_module_imports_first_without_a_cycle(module):
 
     code = f"import {module}; from rnascl_deploy.models import MODELS; assert 'student' in MODELS"
     subprocess.run([sys.executable, "-c", code], check=True)
+
+
+def test_lenet_small_costs_what_reference_md_says():
+    from rnascl_deploy.cost import measure
+
+    cost = measure(build_model("lenet-small", 1, 10, 28, [0.3], [0.3]), (1, 28, 28))
+    assert (cost.macs, cost.params) == (609_384, 166_406)
+
+
+def test_resnet_stages_and_the_shipped_teachers_layout():
+    from rnascl_deploy.taps import conv_taps
+
+    model = build_model("resnet", 1, 10, 28, [0.3], [0.3], blocks=[2, 2, 2], widths=[32, 64, 128], stem_stride=2)
+    assert len(conv_taps(model)) == 15 and model.layer3[0].conv1.stride == (2, 2)
+    with pytest.raises(ValueError, match="same length"):
+        build_model("resnet", 1, 10, 28, [0.3], [0.3], blocks=[2, 2], widths=[8])

@@ -45,6 +45,7 @@ class ExportResult:
     n: int
     seconds: float
     student_sha256: str
+    skipped: bool = False  # already exported from the same student: nothing was done
 
     def to_dict(self) -> dict:
         return asdict(self)
@@ -56,8 +57,11 @@ def _images(recipe: Recipe, split: str, n: int) -> torch.Tensor:
     return torch.cat([x for x, _ in batches(dataset, 500)])
 
 
-def export_student(run: Path, fmt: str, recipe: Recipe, device: str = "cpu") -> ExportResult:
-    """Export ``run/student.safetensors`` as ``fmt`` (building the fp32 ONNX first when needed)."""
+def export_student(run: Path, fmt: str, recipe: Recipe, device: str = "cpu", force: bool = False) -> ExportResult:
+    """Export ``run/student.safetensors`` as ``fmt`` (building the fp32 ONNX first when needed).
+
+    An engine already exported from the same student is kept: the call is a no-op (``skipped``) unless ``force``;
+    an engine exported from another student is refused unless ``force``."""
     if fmt not in FORMATS:
         raise RnasclError(f"unknown export format {fmt!r}; valid: {', '.join(FORMATS)}")
     from ..engines import OnnxRuntimeEngine, TensorRTEngine, read_sidecar
@@ -68,14 +72,22 @@ def export_student(run: Path, fmt: str, recipe: Recipe, device: str = "cpu") -> 
     sha = file_sha256(source)
     shape, classes = meta["data"]["input_shape"], meta["data"]["num_classes"]
     engines = run / "engines"
+    path, fp32 = engines / FORMATS[fmt][0], engines / FORMATS["onnx"][0]
+    for existing in {path, fp32}:
+        if existing.exists() and not force and read_sidecar(existing).get("student_sha256") != sha:
+            raise RnasclError(f"{existing} exists and was not exported from {source}; pass --force to replace it, "
+                              "or move it away")
+    side = read_sidecar(path) if path.exists() else {}
+    if side.get("max_abs_diff") is not None and not force:  # finished (an fp32 base of another format is not)
+        log.info("%s: %s is already exported from this student; nothing to do (--force exports again)", fmt, path)
+        return ExportResult(fmt, str(path), side["precision"], side["max_abs_diff"], side.get("parity_n", 0), 0.0,
+                            sha, skipped=True)
     engines.mkdir(parents=True, exist_ok=True)
     t0 = time.perf_counter()
-    fp32 = engines / FORMATS["onnx"][0]
-    if not fp32.exists() or read_sidecar(fp32).get("student_sha256") != sha:
+    if force or not fp32.exists():
         export_onnx(student, shape, fp32, cfg.opset)
         _sidecar(fp32, "onnx", "fp32", sha, shape, classes, None)
-    name, precision = FORMATS[fmt]
-    path = engines / name
+    precision = FORMATS[fmt][1]
     if fmt == "onnx-fp16" or fmt == "tensorrt-fp16":
         onnx_path = engines / FORMATS["onnx-fp16"][0]
         convert_fp16(fp32, onnx_path)
@@ -96,13 +108,13 @@ def export_student(run: Path, fmt: str, recipe: Recipe, device: str = "cpu") -> 
     result = ExportResult(fmt, str(path), precision, diff, cfg.parity_size, round(time.perf_counter() - t0, 2), sha)
     if onnx_path != path:
         _sidecar(onnx_path, fmt.replace("tensorrt", "onnx"), precision, sha, shape, classes, None)
-    _sidecar(path, fmt, precision, sha, shape, classes, diff)
+    _sidecar(path, fmt, precision, sha, shape, classes, diff, cfg.parity_size)
     log.info("%s: %s (max |logit diff| vs PyTorch %.3g on %d test images)", fmt, path, diff, cfg.parity_size)
     return result
 
 
-def _sidecar(path: Path, fmt: str, precision: str, sha: str, shape, classes: int, diff) -> None:
+def _sidecar(path: Path, fmt: str, precision: str, sha: str, shape, classes: int, diff, parity_n: int = 0) -> None:
     atomic_write_json(Path(str(path) + ".json"), {
         "format": fmt, "precision": precision, "student_sha256": sha, "input_shape": list(shape),
-        "num_classes": classes, "max_abs_diff": diff,
+        "num_classes": classes, "max_abs_diff": diff, "parity_n": parity_n,
         "created": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds")})

@@ -5,5 +5,5 @@ Build one by name with :func:`build_model`; ``MODELS`` lists the names. Construc
 ``in_channels, num_classes, input_size, mean, std`` plus their own keyword arguments.
 """
 from .common import MODELS, Normalize, build_model  # noqa: F401
-from . import cnn, resnet, wideresnet  # noqa: F401  (register the architectures)
+from . import cnn, lenet, resnet, wideresnet  # noqa: F401  (register the architectures)
 from ..space import spec as _student  # noqa: F401,E402  (registers "student", the searched architectures)

@@ -91,7 +91,27 @@ def load_arch(path: Path | str) -> Dict[str, Any]:
     unknown = sorted(set(arch["tutors"]) - taps)
     if unknown:
         raise RnasclError(f"{path}: tutors name student taps {unknown} that this architecture does not have")
+    check_cost(arch, layout, path)
     return arch
+
+
+def check_cost(arch: Dict[str, Any], layout: Layout, path) -> None:
+    """The spec's widths must cost what it records (fvcore's figures; the closed form equals them) and fit the
+    budget it records: a hand-edited or foreign spec is refused before anything trains on it."""
+    from ..cost import arch_cost, human  # cost imports the space: imported here, not at the top
+
+    cost = arch_cost(layout, arch["widths"])
+    if (cost.macs, cost.params) != (arch["macs"], arch["params"]):
+        raise RnasclError(f"{path}: widths {arch['widths']} cost {cost.macs} MACs and {cost.params} params, but the "
+                          f"file records {arch['macs']} and {arch['params']}: it was edited or written for another "
+                          "space; search again")
+    budget = arch["budget"] or {}
+    over = [f"{k} {human(getattr(cost, k))} > {human(budget[k])}" for k in ("macs", "params") if budget.get(k)
+            and getattr(cost, k) > budget[k]]
+    if over:
+        raise RnasclError(f"{path}: widths {arch['widths']} break the spec's own budget ({'; '.join(over)}); "
+                          "search again under that budget")
+
 
 
 def arch_document(fields: Dict[str, Any]) -> Dict[str, Any]:
