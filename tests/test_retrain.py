@@ -54,8 +54,10 @@ def test_retrain_end_to_end_with_trades_finetune(searched, tmp_path):
         run_retrain(run, recipe, limit=64, progress=False)
 
 
-def test_retrain_resumes_to_the_same_student(searched, tmp_path, monkeypatch):
-    recipe = load_recipe(searched / "recipe.yaml", QUICK)
+@pytest.mark.parametrize("adv", ["trades", "rslad"])
+def test_retrain_resumes_to_the_same_student(searched, tmp_path, monkeypatch, adv):
+    """Trained with ``adv`` in both phases, interrupted during the second epoch of the first, resumed."""
+    recipe = load_recipe(searched / "recipe.yaml", {**QUICK, "retrain.train.adv": adv, "retrain.finetune.adv": adv})
     straight = _copy(searched, tmp_path, "a")
     run_retrain(straight, recipe, limit=32, progress=False)
 
