@@ -1,6 +1,6 @@
 """Benchmark the RNAS-CL search on the embedded default (Fashion-MNIST, recipes/fashion-mnist.yaml).
 
-    python benchmarks/bench_search.py [--budgets 600K,1.2M,2.4M] [--out runs/bench-search]
+    python benchmarks/bench_search.py [--budgets 300K,600K,1.2M] [--out runs/bench-search]
 
 For each budget: wall time, derived MACs against the budget, params, widths and the tutor mapping. Then the cost
 of one search step (weight or architecture step: teacher forward with taps, supernet forward/backward, CE + KD +
@@ -79,7 +79,7 @@ def tutor_distances(run: Path, images: int = 512):
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--recipe", default="recipes/fashion-mnist.yaml")
-    parser.add_argument("--budgets", default="600K,1.2M,2.4M")
+    parser.add_argument("--budgets", default="300K,600K,1.2M")
     parser.add_argument("--out", default="runs/bench-search")
     args = parser.parse_args()
     tune_cpu()

@@ -168,7 +168,7 @@ class SearchLoop(EpochLoop):
         self.net = None  # the DDP wrapper of the supernet, made once the weights are final (after a resume)
         self.w_opt = torch.optim.Adam(supernet.weight_parameters(), cfg.weight_lr, weight_decay=cfg.weight_decay)
         self.a_opt = torch.optim.Adam(supernet.arch_parameters() + [tutor.logits], cfg.arch_lr)
-        self.val_iter = iter(())
+        self.val_iter, self.updates = iter(()), 0  # weight + architecture steps this epoch
 
     def tau(self, epoch: int) -> float:
         return self.cfg.tau0 * math.exp(-self.cfg.tau_decay * epoch)
@@ -178,7 +178,7 @@ class SearchLoop(EpochLoop):
             self.net = distributed.wrap(self.supernet)
         self.supernet.tau = self.tutor.tau = self.tau(epoch)
         self.supernet.train()
-        self.val_iter = iter(())
+        self.val_iter, self.updates = iter(()), 0
         return batches(self.train_set, self.batch_size, gen, drop_last=True, shard=True)
 
     def _update(self, x, y, arch: bool):
@@ -196,6 +196,7 @@ class SearchLoop(EpochLoop):
         loss.backward()
         distributed.average_gradients([self.tutor.logits])  # outside the DDP wrapper
         (self.a_opt if arch else self.w_opt).step()
+        self.updates += 1
         return terms
 
     def step(self, epoch, i, batch, gen):
@@ -225,7 +226,7 @@ class SearchLoop(EpochLoop):
                "expected_params": int(params), "argmax_widths": widths,
                "argmax_macs": arch_cost(self.layout, widths).macs, "val_acc_argmax": round(val_acc, 4),
                "tutor_max_prob": round(float(self.tutor.probabilities().max(1).values.mean()), 4),
-               "tutors": self.tutor.tutors()}
+               "tutors": self.tutor.tutors(), "steps": self.updates}
         log.info("epoch %d/%d tau=%.2f ce=%.3f attn=%.4f E[MACs]=%s argmax=%s (%s MACs) val_acc=%.3f "
                  "tutor p_max=%.3f", epoch + 1, self.epochs, self.supernet.tau, row.get("ce", 0),
                  row.get("attn", 0), human(macs), widths, human(row["argmax_macs"]), row["val_acc_argmax"],

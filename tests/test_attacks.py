@@ -2,7 +2,8 @@ import pytest
 import torch
 from torch import nn
 
-from rnascl_deploy.attacks import APGDCE, FGSM, PGD, Square, build_attack
+from rnascl_deploy.attacks import APGDCE, APGDT, FGSM, PGD, Square, build_attack
+from rnascl_deploy.attacks.apgd import dlr_targeted
 from rnascl_deploy.attacks.evaluate import evaluate_robustness
 from rnascl_deploy.checkpoint import load_model
 from rnascl_deploy.data import batches
@@ -11,7 +12,7 @@ from rnascl_deploy.recipe import resolve_path
 
 EPS = 0.1
 ALL = {"fgsm": FGSM(EPS), "pgd10": PGD(EPS, 10, 0.025), "apgd-ce": APGDCE(EPS, iters=10),
-       "square": Square(EPS, queries=30)}
+       "apgd-t": APGDT(EPS, iters=10, targets=3), "square": Square(EPS, queries=30)}
 
 
 def _batch(fmnist_test, n=64):
@@ -94,7 +95,7 @@ def test_gradient_masking_warnings():
 
 def test_build_attack_names():
     assert isinstance(build_attack("pgd7", EPS), PGD) and build_attack("pgd7", EPS).steps == 7
-    assert isinstance(build_attack("apgd-ce", EPS), APGDCE)
+    assert isinstance(build_attack("apgd-ce", EPS), APGDCE) and isinstance(build_attack("apgd-t", EPS), APGDT)
     with pytest.raises(RnasclError, match="valid: fgsm"):
         build_attack("cw", EPS)
     with pytest.raises(RnasclError):
@@ -103,3 +104,26 @@ def test_build_attack_names():
 
 def test_apgd_checkpoints_follow_the_paper():
     assert APGDCE(EPS, iters=100).checkpoints() == [22, 41, 57, 70, 80, 87, 93, 99]
+
+
+def test_apgd_t_breaks_an_undefended_model(plain_model, fmnist_test):
+    x, y = _batch(fmnist_test, 128)
+    x_adv = APGDT(EPS, iters=20)(plain_model, x, y)
+    with torch.no_grad():
+        assert (plain_model(x_adv).argmax(1) == y).float().mean() <= 0.02
+
+
+def test_apgd_t_is_no_weaker_than_apgd_ce_on_the_shipped_teacher(fmnist_test):
+    teacher, _ = load_model(resolve_path("builtin:teacher-fashion-mnist/model.safetensors"))
+    data = torch.utils.data.Subset(fmnist_test[0], range(64))
+    attacks = {"apgd-ce": APGDCE(EPS, iters=20), "apgd-t": APGDT(EPS, iters=20)}
+    report = evaluate_robustness(teacher, data, attacks, 64, progress=False)
+    assert report.adv_acc["apgd_t"] <= report.adv_acc["apgd_ce"] and report.adv_acc["apgd_t"] > 0.5
+
+
+def test_dlr_targeted_loss_is_the_papers_formula():
+    z = torch.tensor([[4.0, 1.0, 3.0, 0.5, 2.0]])
+    y, t = torch.tensor([0]), torch.tensor([2])
+    expected = -(4.0 - 3.0) / (4.0 - (2.0 + 1.0) / 2)
+    assert dlr_targeted(z, y, t).item() == pytest.approx(expected)
+    assert torch.allclose(dlr_targeted(3 * z + 7, y, t), dlr_targeted(z, y, t))  # shift and scale invariant

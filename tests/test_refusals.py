@@ -37,6 +37,14 @@ def searched(tmp_path_factory):
     return run
 
 
+def copy_files(src: Path, dst: Path) -> Path:
+    dst.mkdir()
+    for f in src.iterdir():
+        if f.is_file():
+            (dst / f.name).write_bytes(f.read_bytes())
+    return dst
+
+
 def _edit_arch(run: Path, **changes):
     arch = json.loads((run / "arch.json").read_text())
     arch.update(changes)
@@ -118,11 +126,7 @@ def test_every_recipe_field_declares_its_valid_values():
 
 
 def test_a_repeated_verify_keeps_the_first_report(trained_run, tmp_path):
-    run = tmp_path / "run"
-    run.mkdir()
-    for f in trained_run.iterdir():
-        if f.is_file():
-            (run / f.name).write_bytes(f.read_bytes())
+    run = copy_files(trained_run, tmp_path / "run")
     engine = str(run / "student.safetensors")
     first = cli("verify", str(run), "--engine", engine, "--limit", "16", "--set", "verify.attacks=[pgd5]")
     assert first.exit_code == 0, first.output
@@ -137,11 +141,7 @@ def test_a_repeated_verify_keeps_the_first_report(trained_run, tmp_path):
 
 
 def test_exporting_an_exported_run_is_a_no_op_unless_forced(trained_run, tmp_path):
-    run = tmp_path / "run"
-    run.mkdir()
-    for f in trained_run.iterdir():
-        if f.is_file():
-            (run / f.name).write_bytes(f.read_bytes())
+    run = copy_files(trained_run, tmp_path / "run")
     assert cli("export", str(run), "--format", "onnx").exit_code == 0
     before = snapshot(run / "engines")
     again = cli("export", str(run), "--format", "onnx")
