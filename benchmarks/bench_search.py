@@ -26,6 +26,7 @@ from rnascl_deploy.perf import channels_last, tune_cpu
 from rnascl_deploy.recipe import load_recipe
 from rnascl_deploy.search import run_search
 from rnascl_deploy.space import build_layout, materialize
+from rnascl_deploy.space.spec import load_arch
 
 
 def plain_step_seconds(recipe, steps: int = 30) -> float:
@@ -91,7 +92,7 @@ def main() -> None:
         run = out / f"budget-{text}"
         t0 = time.perf_counter()
         if (run / "arch.json").exists():
-            arch = json.loads((run / "arch.json").read_text())
+            arch = load_arch(run)
             print(f"{text}: reusing {run / 'arch.json'}", file=sys.stderr)
         else:
             arch = run_search(recipe, budget, run, resume=(run / "search_state.pt").exists())

@@ -46,6 +46,7 @@ from rnascl_deploy.perf import channels_last, tune_cpu
 from rnascl_deploy.recipe import load_recipe
 from rnascl_deploy.retrain import run_retrain
 from rnascl_deploy.search import run_search
+from rnascl_deploy.space.spec import load_arch, save_arch
 from rnascl_deploy.teacher import build_attacks, train_teacher
 
 log = logging.getLogger("study")
@@ -140,11 +141,10 @@ def run_lenet(row: Row, seed: int, out: Path, args, recipe_path: str) -> dict:
 
 
 def run_rnascl(row: Row, adv: str, seed: int, out: Path, search_dir: Path, args) -> dict:
-    arch = json.loads((search_dir / "arch.json").read_text())
+    arch = load_arch(search_dir)
     out.mkdir(parents=True, exist_ok=True)
     if not (out / "arch.json").exists():
-        arch["tutors"] = tutor_map(row.tutors, arch, seed)
-        (out / "arch.json").write_text(json.dumps(arch, indent=2) + "\n")
+        save_arch(out / "arch.json", {**arch, "tutors": tutor_map(row.tutors, arch, seed)})
         shutil.copy(search_dir / "recipe.yaml", out / "recipe.yaml")
     over = {**prefixed("retrain.train", training(adv, args.epochs, seed)), "retrain.finetune.adv": "none",
             "retrain.eval_limit": args.limit, "attack.attacks": ATTACKS, "retrain.limit": args.train_limit}
