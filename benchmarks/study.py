@@ -16,6 +16,8 @@ no fine-tune phase; they differ only in what the table says:
 | best, best-no-attn, best-shuffled | the best rnascl objective (highest seed-0 worst case) | with the searched tutors / without the attention term / with a shuffled tutor map |
 | best-last-conv, best-depth | the same | every student tap tutored by the teacher's last conv / a fixed map by relative depth |
 | best-cnn-teacher | the same | distilled from the first shipped teacher (the 5-conv CNN) instead of the ResNet |
+| best-300k | searched at 300K MACs | the best objective |
+| best-silu, best-train-eps-0.12, best-ema | the best objective with one lever: SiLU activations (its own search), a training eps of 0.12, or an EMA of the weights (decay 0.999) | |
 
 Every (row, seed) runs in its own directory ``OUT/<budget>/<row>/seed<k>``, in the order of ``WORK``: first what
 the headline comparison needs (baseline, the four objectives, three seeds of the best and of the baseline), then
@@ -76,6 +78,8 @@ class Row:
     teacher: str = "resnet"
     tutors: str = "searched"  # searched | shuffled | last-conv | depth | none
     lenet: bool = False
+    space: Optional[dict] = None  # search.space overrides (a lever row searches its own space: search-<space>)
+    train: Optional[dict] = None  # training overrides on top of training() (a lever row)
 
 
 ROWS = {r.name: r for r in [
@@ -84,10 +88,15 @@ ROWS = {r.name: r for r in [
     Row("best", adv="best"), Row("best-no-attn", adv="best", tutors="none"),
     Row("best-shuffled", adv="best", tutors="shuffled"), Row("best-last-conv", adv="best", tutors="last-conv"),
     Row("best-depth", adv="best", tutors="depth"), Row("best-cnn-teacher", adv="best", teacher="cnn"),
-    Row("best-300k", budget="300K", adv="best")]}
+    Row("best-300k", budget="300K", adv="best"),
+    # levers (issue #13): smooth activations (Xie et al. 2020), a training eps a little above the test eps
+    Row("best-silu", adv="best", space={"act": "silu"}),
+    Row("best-train-eps-0.12", adv="best", train={"eps": 0.12, "step_size": 0.03}),
+    Row("best-ema", adv="best", train={"ema": 0.999})]}
 # (row, seed) in the order they run: first what the headline comparison needs, then the ablations. The table
 # lists rows in ROWS order whatever order they ran in.
-WORK = [("lenet-pgd-at", 0), *[(f"rnascl-{adv}", 0) for adv in OBJECTIVES], ("best", 0), ("best", 1), ("lenet-pgd-at", 1),
+WORK = [("lenet-pgd-at", 0), *[(f"rnascl-{adv}", 0) for adv in OBJECTIVES], ("best", 0),
+        ("best-silu", 0), ("best-train-eps-0.12", 0), ("best-ema", 0), ("best", 1), ("lenet-pgd-at", 1),
         ("best", 2), ("lenet-pgd-at", 2), ("best-no-attn", 0), ("best-shuffled", 0), ("lenet-rslad", 0),
         ("best-no-attn", 1), ("best-shuffled", 1), ("best-no-attn", 2), ("best-shuffled", 2),
         ("best-cnn-teacher", 0), ("best-300k", 0), *[(r, s) for s in range(3) for r in ("best-last-conv", "best-depth")]]
@@ -146,7 +155,8 @@ def run_rnascl(row: Row, adv: str, seed: int, out: Path, search_dir: Path, args)
     if not (out / "arch.json").exists():
         save_arch(out / "arch.json", {**arch, "tutors": tutor_map(row.tutors, arch, seed)})
         shutil.copy(search_dir / "recipe.yaml", out / "recipe.yaml")
-    over = {**prefixed("retrain.train", training(adv, args.epochs, seed)), "retrain.finetune.adv": "none",
+    over = {**prefixed("retrain.train", {**training(adv, args.epochs, seed), **(row.train or {})}),
+            "retrain.finetune.adv": "none",
             "retrain.eval_limit": args.limit, "attack.attacks": ATTACKS, "retrain.limit": args.train_limit}
     if row.tutors == "none":
         over["retrain.gamma"] = 0.0
@@ -157,9 +167,11 @@ def run_rnascl(row: Row, adv: str, seed: int, out: Path, search_dir: Path, args)
 
 
 def search_dir(out: Path, row: Row, recipe_path: str) -> Path:
-    where = out / row.budget / f"search-{row.teacher}"
+    variant = "".join(f"-{k}-{v}" for k, v in sorted((row.space or {}).items()))
+    where = out / row.budget / f"search-{row.teacher}{variant}"
     if not (where / "arch.json").exists():
-        recipe = load_recipe(recipe_path, {"teacher.checkpoint": TEACHERS[row.teacher]})
+        recipe = load_recipe(recipe_path, {"teacher.checkpoint": TEACHERS[row.teacher],
+                                           **prefixed("search.space", row.space or {})})
         run_search(recipe, parse_budget(row.budget), where, resume=(where / "search_state.pt").exists())
     return where
 

@@ -180,7 +180,7 @@ class TrainConfig:
                               "adv": OneOf(_objective_names), "eps": between(0, 1, open_low=True),
                               "steps": at_least(1), "step_size": between(0, 1, open_low=True),
                               "trades_beta": at_least(0), "ard_alpha": between(0, 1), "ard_temperature": positive(),
-                              "optimizer": OneOf(["sgd", "adam"]),
+                              "optimizer": OneOf(["sgd", "adam"]), "ema": between(0, 1, open_high=True),
                               "eps_warmup_epochs": at_least(0), "val_limit": at_least(1), "seed": SEED}
 
     epochs: int = 15
@@ -197,6 +197,7 @@ class TrainConfig:
     ard_alpha: float = 1.0  # ARD: weight of the teacher KL term (1 - alpha on clean CE); the reference code's 1.0
     ard_temperature: float = 30.0  # ARD: softmax temperature of that KL term; the reference code's 30
     eps_warmup_epochs: int = 2  # eps grows linearly to its value over these first epochs
+    ema: float = 0.0  # decay of an exponential moving average of the weights (Gowal et al. 2020); 0: none
     val_limit: int = 1000  # validation images scored each epoch (clean and PGD-10)
     seed: int = 0
 

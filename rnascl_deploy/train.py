@@ -2,7 +2,8 @@
 
 The loss is a registered objective (:mod:`rnascl_deploy.objectives`, ``TrainConfig.adv``): ``none``, ``pgd``,
 ``trades``, ``ard``, ``rslad``. SGD with Nesterov momentum or Adam, linear warm-up then cosine decay per step (with
-a long warm-up, a one-cycle schedule); eps ramps up over ``eps_warmup_epochs``.
+a long warm-up, a one-cycle schedule); eps ramps up over ``eps_warmup_epochs``; optionally an exponential moving
+average of the weights (``ema``), which is then what is validated, saved and returned.
 
 Run directory (``out``): ``state.pt`` (model + optimiser + history, written each epoch, read with
 ``weights_only=True``), ``history.jsonl`` (one line per epoch), ``train.log``, ``recipe.yaml``, and when finished
@@ -11,6 +12,7 @@ accuracy for ``adv: none``), a guard against robust overfitting (Rice et al. 202
 """
 from __future__ import annotations
 
+import copy
 import logging
 import math
 from dataclasses import dataclass
@@ -100,6 +102,8 @@ class TrainLoop(EpochLoop):
                                        weight_decay=cfg.weight_decay, nesterov=cfg.momentum > 0)
         self.net = None  # the DDP wrapper, made once the weights are final (after a resume)
         self.synced = model
+        # weight averaging: validated, saved as best and returned in place of the live weights
+        self.ema = copy.deepcopy(model).requires_grad_(False) if cfg.ema > 0 else None
         self.best: Optional[dict] = None
         self.key = "val_pgd10" if cfg.adv != "none" and cfg.eps > 0 else "val_clean"
         self.lr = self.eps = 0.0
@@ -124,31 +128,48 @@ class TrainLoop(EpochLoop):
         self.opt.zero_grad(set_to_none=True)
         loss.backward()
         self.opt.step()
+        if self.ema is not None:
+            self.update_ema(epoch * self.steps + i)
         return terms
+
+    @torch.no_grad()
+    def update_ema(self, step: int) -> None:
+        """EMA of the parameters with the decay warmed up as min(ema, (1 + t) / (10 + t)); buffers (BN statistics)
+        are copied from the live model."""
+        decay = min(self.cfg.ema, (1 + step) / (10 + step))
+        for avg, live in zip(self.ema.parameters(), self.model.parameters()):
+            avg.mul_(decay).add_(live.detach(), alpha=1 - decay)
+        for avg, live in zip(self.ema.buffers(), self.model.buffers()):
+            avg.copy_(live)
 
     def postfix(self, means):
         return {k: f"{v:.3f}" for k, v in means.items()} | {"lr": f"{self.lr:.3g}", "eps": f"{self.eps:.3g}"}
 
     def end_epoch(self, epoch, means):
-        metrics = validate(self.model, self.val_set, self.cfg.eps)
+        final = self.ema if self.ema is not None else self.model
+        metrics = validate(final, self.val_set, self.cfg.eps)
         improved = self.best is None or metrics[self.key] >= self.best["metrics"][self.key]
         if improved:
             self.best = {"epoch": epoch + 1, "metrics": metrics}
             if self.save_best is not None and distributed.is_main():
-                self.save_best(self.model, {**metrics, "epoch": epoch + 1})
+                self.save_best(final, {**metrics, "epoch": epoch + 1})
         row = {"lr": round(self.lr, 6), "eps": self.eps, **means, **{k: round(v, 5) for k, v in metrics.items()}}
         log.info("epoch %d/%d %s%s", epoch + 1, self.epochs, " ".join(f"{k}={v}" for k, v in row.items()),
                  " (best)" if improved else "")
         return row
 
     def state_dict(self):
-        return {"model": self.model.state_dict(), "optimizer": self.opt.state_dict(), "best": self.best}
+        state = {"model": self.model.state_dict(), "optimizer": self.opt.state_dict(), "best": self.best}
+        return state | ({"ema": self.ema.state_dict()} if self.ema is not None else {})
 
     def load_state_dict(self, state):
         self.model.load_state_dict(state["model"])
         self.model.to(self.dev)
         self.opt.load_state_dict(state["optimizer"])
         self.best = state["best"]
+        if self.ema is not None:
+            self.ema.load_state_dict(state["ema"])
+            self.ema.to(self.dev)
 
 
 def train(model: nn.Module, train_set, val_set, cfg: TrainConfig, out: Path, batch_size: int,
@@ -163,5 +184,7 @@ def train(model: nn.Module, train_set, val_set, cfg: TrainConfig, out: Path, bat
     loop = TrainLoop(model, train_set, val_set, cfg, Path(out), batch_size, augment,
                      objective or make_objective(cfg), progress, save_best)
     loop.run(resume)
+    if loop.ema is not None:  # the caller's model ends with the averaged weights
+        model.load_state_dict(loop.ema.state_dict())
     return TrainResult(best_epoch=loop.best["epoch"], best_metrics=loop.best["metrics"],
                        seconds=round(loop.elapsed, 1))

@@ -59,3 +59,25 @@ def test_lr_schedule_warms_up_then_decays_to_zero():
     lrs = [lr_at(cfg, s, 10) for s in range(40)]
     assert lrs[9] == pytest.approx(0.1) and lrs[0] == pytest.approx(0.01)
     assert all(a >= b for a, b in zip(lrs[10:], lrs[11:])) and lrs[-1] < 0.001
+
+
+def test_weight_averaging_is_validated_saved_and_resumed(tmp_path, splits, monkeypatch):
+    cfg = TrainConfig(epochs=2, lr=0.05, adv="none", val_limit=64, ema=0.9)
+    saved = []
+    straight = tiny_cnn()
+    train(straight, *splits, cfg, tmp_path / "a", 64, progress=False,
+          save_best=lambda m, metrics: saved.append({k: v.clone() for k, v in m.state_dict().items()}))
+    live = torch.load(tmp_path / "a" / "state.pt", weights_only=True)["model"]
+    averaged = straight.state_dict()
+    assert not torch.equal(averaged["features.0.0.weight"], live["features.0.0.weight"])  # returned: the average
+    assert any(torch.equal(s["features.0.0.weight"], averaged["features.0.0.weight"]) for s in saved)
+
+    real_validate = train_module.validate
+    monkeypatch.setattr(train_module, "validate", interrupt_on_call(real_validate, 2))
+    with pytest.raises(KeyboardInterrupt):
+        train(tiny_cnn(), *splits, cfg, tmp_path / "b", 64, progress=False)
+    monkeypatch.setattr(train_module, "validate", real_validate)
+    resumed = tiny_cnn(seed=1)
+    train(resumed, *splits, cfg, tmp_path / "b", 64, resume=True, progress=False)
+    for (name, a), b in zip(straight.state_dict().items(), resumed.state_dict().values()):
+        assert torch.allclose(a.float(), b.float(), atol=1e-6), name
