@@ -206,7 +206,7 @@ def _format_report(report: dict):
 @set_option
 @click.option("--limit", type=click.IntRange(1), help="Evaluate the first N test images (default: all).")
 @click.option("--attacks", help="Comma-separated attacks (default: the recipe's attack.attacks): "
-                                "fgsm, pgdK (e.g. pgd20), apgd-ce, square.")
+                                "fgsm, pgdK (e.g. pgd20), apgd-ce, apgd-t, square.")
 @click.option("--eps", type=click.FloatRange(0, 1), help="Override attack.eps (pixel units in [0, 1]).")
 @click.option("--data-root", help="Directory of the checkpoint's data set (default: the recipe's data.root).")
 @click.option("--out", type=click.Path(dir_okay=False), help="Also write the JSON report to this file.")

@@ -12,7 +12,7 @@ import json
 from pathlib import Path
 from typing import Dict, List
 
-from .attacks import FGSM, PGD
+from .attacks import FGSM, PGD, attack_label
 from .attacks.evaluate import evaluate_robustness
 from .checkpoint import load_model
 from .cost import Budget, human, measure
@@ -133,21 +133,21 @@ def write_report(run: Path, recipe: Recipe) -> Path:
              f"{human(arch['macs'])} MACs ({arch['macs']}), {human(arch['params'])} params, widths {arch['widths']}. "
              f"Teacher `{arch['teacher']['checkpoint']}`: {human(teacher_cost.macs)} MACs.", "",
              "## Student (PyTorch)", "",
-             f"{metrics['n']} test images: clean {metrics['clean_acc'] * 100:.2f}%, FGSM {a['fgsm'] * 100:.2f}%, "
-             f"PGD-20 {a['pgd20'] * 100:.2f}%, APGD-CE {a['apgd_ce'] * 100:.2f}%, worst case "
-             f"{metrics['worst_case_acc'] * 100:.2f}% (robust fine-tune: {metrics['finetune']}).", "",
+             f"{metrics['n']} test images: clean {metrics['clean_acc'] * 100:.2f}%, "
+             + "".join(f"{attack_label(k)} {v * 100:.2f}%, " for k, v in a.items())
+             + f"worst case {metrics['worst_case_acc'] * 100:.2f}% (robust fine-tune: {metrics['finetune']}).", "",
              "## Tutor map (student tap -> teacher tap)", "", "| student tap | teacher tap |", "|---|---|"]
     lines += [f"| `{s}` | `{t}` |" for s, t in arch["tutors"].items()]
+    keys = list(dict.fromkeys(k for r in verify_reports.values() for k in r["adv_acc"]))  # every engine's attacks
     lines += ["", "## Engines", "",
-              "| engine | verdict | clean | PGD-20 | APGD-CE | Square | hybrid PGD-20 | worst case | p50 ms (batch 1) |",
-              "|---|---|---|---|---|---|---|---|---|"]
+              "| engine | verdict | clean | " + " | ".join(attack_label(k) for k in keys)
+              + " | worst case | p50 ms (batch 1) |", "|---|---|---|" + "---|" * len(keys) + "---|---|"]
     for name, r in verify_reports.items():
         adv = r["adv_acc"]
         b = bench_reports.get(name, {}).get("rows", [])
-        hybrid = f"{adv['hybrid_pgd20'] * 100:.2f}" if "hybrid_pgd20" in adv else "-"
+        cells = " | ".join(f"{adv[k] * 100:.2f}" if k in adv else "-" for k in keys)
         lines.append(f"| `{name}` ({r['engine']['precision']}) | {'PASS' if r['passed'] else 'FAIL'} | "
-                     f"{r['clean_acc'] * 100:.2f} | {adv.get('pgd20', 0) * 100:.2f} | {adv.get('apgd_ce', 0) * 100:.2f} | "
-                     f"{adv['square'] * 100:.2f} | {hybrid} | {r['worst_case_acc'] * 100:.2f} | "
+                     f"{r['clean_acc'] * 100:.2f} | {cells} | {r['worst_case_acc'] * 100:.2f} | "
                      f"{b[0]['p50_ms'] if b else '-'} |")
     lines += ["", "## Plots", "", "![robustness against eps](plots/robustness_vs_eps.png)", "",
               "![accuracy against MACs](plots/accuracy_vs_macs.png)", "",

@@ -1,4 +1,4 @@
-"""Linf attacks (FGSM, PGD-k, APGD-CE, Square) and the robustness evaluation built on them, plus the training
+"""Linf attacks (FGSM, PGD-k, APGD-CE, APGD-T, Square) and the robustness evaluation built on them, plus the training
 attacks of the robust objectives (:class:`KLPGD`: TRADES' and RSLAD's inner maximisation).
 
 Attack names, as used in recipes and on the command line: ``fgsm``, ``pgdK`` (K steps, e.g. ``pgd20``),
@@ -34,3 +34,13 @@ def build_attack(name: str, eps: float, pgd_step_size: float = 0.01, apgd_iters:
     if match and int(match.group(1)) > 0:
         return PGD(eps, steps=int(match.group(1)), step_size=pgd_step_size, seed=seed)
     raise RnasclError(f"unknown attack {name!r}; valid: {', '.join(ATTACK_NAMES)}")
+
+
+def attack_label(key: str) -> str:
+    """How reports print an attack's key in ``adv_acc`` (``pgd20`` -> ``PGD-20``, ``apgd_t`` -> ``APGD-T``)."""
+    match = re.fullmatch(r"pgd(\d+)", key)
+    if match:
+        return f"PGD-{match.group(1)}"
+    if key.startswith("hybrid_"):
+        return f"hybrid {attack_label(key[len('hybrid_'):])}"
+    return {"fgsm": "FGSM", "apgd_ce": "APGD-CE", "apgd_t": "APGD-T", "square": "Square"}.get(key, key)
