@@ -162,7 +162,7 @@ class AttackConfig:
                               "square_queries": at_least(1), "batch_size": at_least(1), "seed": SEED}
 
     eps: float = 0.1
-    attacks: List[str] = field(default_factory=lambda: ["fgsm", "pgd20", "apgd-ce"])
+    attacks: List[str] = field(default_factory=lambda: ["fgsm", "pgd20", "apgd-ce", "apgd-t"])
     pgd_step_size: float = 0.01
     apgd_iters: int = 100
     square_queries: int = 1000
@@ -205,9 +205,9 @@ class TrainConfig:
 @dataclass
 class ModelConfig:
     CHECKS: ClassVar[dict] = {"name": OneOf(_model_names), "kwargs": ANY}
-    name: str = "cnn"
-    kwargs: Dict[str, Any] = field(default_factory=lambda: {"widths": [32, 32, 64, 64, 128], "strides": [1, 2, 1, 2, 2],
-                                                             "hidden": 256})
+    name: str = "resnet"
+    kwargs: Dict[str, Any] = field(default_factory=lambda: {"blocks": [2, 2, 2], "widths": [32, 64, 128],
+                                                             "stem_stride": 2})
 
 
 @dataclass
@@ -216,9 +216,9 @@ class TeacherConfig:
 
     CHECKS: ClassVar[dict] = {"checkpoint": ANY}
 
-    checkpoint: str = "builtin:teacher-fashion-mnist/model.safetensors"
+    checkpoint: str = "builtin:teacher-resnet-fashion-mnist/model.safetensors"
     model: ModelConfig = field(default_factory=ModelConfig)
-    train: TrainConfig = field(default_factory=TrainConfig)
+    train: TrainConfig = field(default_factory=lambda: TrainConfig(epochs=20))
 
 
 @dataclass
@@ -307,15 +307,17 @@ class SearchConfig:
 @dataclass
 class RetrainConfig:
     """Retrain the searched student from scratch with CE + kd_weight * KL(teacher || student) + gamma *
-    attention transfer over the searched (student tap -> teacher tap) pairs, then optionally fine-tune it
-    adversarially (``finetune.adv`` pgd or trades) keeping the KD and attention terms."""
+    attention transfer over the searched (student tap -> teacher tap) pairs, each under ``train.adv``'s objective
+    (the default: PGD-AT), then optionally fine-tune it (``finetune.adv`` not ``none``) keeping those terms."""
 
     CHECKS: ClassVar[dict] = {"kd_weight": at_least(0), "kd_temperature": positive(), "gamma": at_least(0),
                               "attention_size": at_least(1), "limit": Maybe(at_least(1)),
                               "eval_limit": Maybe(at_least(1))}
 
-    train: TrainConfig = field(default_factory=lambda: TrainConfig(epochs=4, lr=0.05, adv="none", eps_warmup_epochs=0))
-    finetune: TrainConfig = field(default_factory=lambda: TrainConfig(epochs=1, lr=0.01, adv="trades", warmup_epochs=0,
+    train: TrainConfig = field(default_factory=lambda: TrainConfig(
+        epochs=10, optimizer="adam", lr=0.002, weight_decay=0.0, warmup_epochs=3, adv="pgd", steps=10, step_size=0.025,
+        eps_warmup_epochs=0))
+    finetune: TrainConfig = field(default_factory=lambda: TrainConfig(epochs=1, lr=0.01, adv="none", warmup_epochs=0,
                                                                       eps_warmup_epochs=0))
     kd_weight: float = 1.0
     kd_temperature: float = 1.0
@@ -334,7 +336,7 @@ class ExportConfig:
                               "max_batch": between(1, 65536), "opt_batch": between(1, 65536),
                               "bench_batches": Each(between(1, 65536))}
 
-    formats: List[str] = field(default_factory=lambda: ["onnx", "onnx-int8"])
+    formats: List[str] = field(default_factory=lambda: ["onnx"])
     opset: int = 18
     calibration_size: int = 1000  # training images that calibrate INT8 activations
     int8_float_ends: bool = True  # keep the first conv and the final linear layer in float

@@ -10,7 +10,7 @@ from rnascl_deploy.cost import measure
 from rnascl_deploy.recipe import resolve_path
 
 TEACHER = "builtin:teacher-fashion-mnist/model.safetensors"
-TINY = ["--set", "teacher.model.kwargs={widths: [4, 8], strides: [2, 2], hidden: 16}",
+TINY = ["--set", "teacher.model.name=cnn", "--set", "teacher.model.kwargs={widths: [4, 8], strides: [2, 2], hidden: 16}",
         "--set", "teacher.train.val_limit=32", "--set", "teacher.train.steps=1"]
 
 

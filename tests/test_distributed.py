@@ -40,7 +40,7 @@ def test_torchrun_search_and_retrain_on_two_gloo_processes(tmp_path):
     assert search.stdout.count("arch.json: widths") == 1  # rank 0 alone reports
 
     retrain = torchrun("retrain", str(run), "--epochs", "1", "--train-limit", "512", "--limit", "64",
-                       "--set", "retrain.finetune.epochs=1", "--json")
+                       "--set", "retrain.finetune.epochs=1", "--set", "retrain.finetune.adv=trades", "--json")
     assert retrain.returncode == 0, retrain.stderr[-3000:]
     assert retrain.stderr.count("ranks in sync") == 2  # the retrain epoch and the TRADES fine-tune epoch
     metrics = json.loads(retrain.stdout)  # one JSON object: only rank 0 prints

@@ -42,7 +42,7 @@ def test_retrain_end_to_end_with_trades_finetune(searched, tmp_path):
     run = _copy(searched, tmp_path, "r")
     recipe = load_recipe(run / "recipe.yaml", {**QUICK, "retrain.finetune.adv": "trades"})
     metrics = run_retrain(run, recipe, limit=64, progress=False)
-    assert set(metrics["adv_acc"]) == {"fgsm", "pgd20", "apgd_ce"} and metrics["n"] == 64
+    assert set(metrics["adv_acc"]) == {"fgsm", "pgd20", "apgd_ce", "apgd_t"} and metrics["n"] == 64
     assert 0 <= metrics["worst_case_acc"] <= min(metrics["adv_acc"].values()) <= metrics["clean_acc"]
     arch = json.loads((run / "arch.json").read_text())
     assert metrics["macs"] == arch["macs"] and metrics["params"] == arch["params"]
@@ -78,7 +78,7 @@ def test_retrain_resumes_to_the_same_student(searched, tmp_path, monkeypatch, ad
 
 def test_attention_term_uses_only_the_searched_pairs(searched):
     arch = json.loads((searched / "arch.json").read_text())
-    teacher, _ = load_model("rnascl_deploy/assets/teacher-fashion-mnist/model.safetensors")
+    teacher, _ = load_model("rnascl_deploy/assets/teacher-resnet-fashion-mnist/model.safetensors")
     tutors = dict(list(arch["tutors"].items())[:2])
     distiller = Distiller.pairs(teacher, tutors, kd_weight=0.0, gamma=1.0)
     assert distiller.student_taps == list(tutors) and distiller.teacher_taps == sorted(set(tutors.values()))
@@ -108,7 +108,8 @@ def test_retrain_without_kd_or_attention_runs_without_the_teacher(searched, tmp_
     arch["teacher"]["checkpoint"] = str(tmp_path / "no-such-teacher.safetensors")  # never loaded
     (run / "arch.json").write_text(json.dumps(arch))
     recipe = load_recipe(run / "recipe.yaml", {**QUICK, "retrain.kd_weight": 0.0, "retrain.gamma": 0.0,
-                                               "retrain.finetune.adv": "none", "retrain.train.epochs": 1})
+                                               "retrain.finetune.adv": "none", "retrain.train.epochs": 1,
+                                               "retrain.train.adv": "none"})
     metrics = run_retrain(run, recipe, limit=32, progress=False)
     assert metrics["n"] == 32
     assert "ce" in json.loads((run / "retrain" / "history.jsonl").read_text().splitlines()[0])
