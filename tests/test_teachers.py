@@ -1,9 +1,12 @@
 """The shipped robust teachers load, have the taps cross-layer distillation needs, and tutor a search."""
+import json
+
 import pytest
 import torch
 
-from rnascl_deploy.checkpoint import load_model
+from rnascl_deploy.checkpoint import file_sha256, load_model
 from rnascl_deploy.cost import Budget
+from rnascl_deploy.data import batches, load_split
 from rnascl_deploy.recipe import load_recipe, resolve_path
 from rnascl_deploy.search import run_search
 from rnascl_deploy.taps import conv_taps
@@ -22,8 +25,25 @@ def test_shipped_teacher_loads_with_its_taps_and_recipe(name, fmnist_test):
     with torch.no_grad():
         assert (model.eval()(x).argmax(1) == y).float().mean() > 0.8
     shipped = resolve_path(path).parent
-    assert {"recipe.yaml", "train.log", "history.jsonl"} <= {p.name for p in shipped.iterdir()}
+    assert {"recipe.yaml", "train.log", "history.jsonl", "eval.json"} <= {p.name for p in shipped.iterdir()}
     load_recipe(shipped / "recipe.yaml")  # the recipe that trained it still loads
+
+
+@pytest.mark.parametrize("name", list(TEACHERS))
+def test_shipped_evaluation_is_of_this_checkpoint_and_its_clean_accuracy_reproduces(name):
+    """eval.json (`teacher eval` on the full test set) belongs to the shipped weights; its clean accuracy, the one
+    figure cheap enough for CI, is recomputed on all 10,000 test images and must match to the image."""
+    path, _ = TEACHERS[name]
+    report = json.loads((resolve_path(path).parent / "eval.json").read_text())
+    assert report["sha256"] == file_sha256(resolve_path(path)) and report["n"] == 10000
+    model, _ = load_model(resolve_path(path), kind="teacher")
+    test_set, _ = load_split("fashion-mnist", "test")
+    correct = 0
+    with torch.no_grad():
+        for x, y in batches(test_set, 1000):
+            correct += (model.eval()(x).argmax(1) == y).sum().item()
+    assert correct == round(report["clean_acc"] * 10000)
+    assert report["worst_case_acc"] <= min(report["adv_acc"].values()) <= report["clean_acc"]
 
 
 def test_a_tiny_search_against_the_resnet_teacher(tmp_path):
