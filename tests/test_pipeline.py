@@ -35,7 +35,8 @@ def test_run_end_to_end_then_skips_everything(tmp_path):
     for name in ("report.md", "plots/robustness_vs_eps.png", "plots/accuracy_vs_macs.png",
                  "plots/latency_vs_batch.png", "bench/student.onnx.json", "verify/student.onnx.xml"):
         assert (out / name).exists(), name
-    assert "## Tutor map" in (out / "report.md").read_text()
+    report = (out / "report.md").read_text()
+    assert "## Tutor map" in report and "APGD-T" in report  # every attack of attack.attacks is reported
     student = (out / "student.safetensors").stat().st_mtime_ns
     second = json.loads(_run(out, "--json").output)
     assert second["ran"] == [] and len(second["skipped"]) == 6
