@@ -67,6 +67,10 @@ def main() -> None:
     parser.add_argument("--threads", type=int, default=2)
     args = parser.parse_args()
     engines = {"fp32": args.run / "engines" / "student.onnx", "int8": args.run / "engines" / "student-int8.onnx"}
+    missing = [str(path) for path in engines.values() if not path.exists()]
+    if missing:
+        raise SystemExit(f"missing {', '.join(missing)}: export both first, e.g. "
+                         f"rnascl-deploy export {args.run} --format onnx --format onnx-int8")
     shape = [args.batch if not isinstance(d, int) else d
              for d in session(engines["fp32"], 1).get_inputs()[0].shape]
     x = np.random.default_rng(0).random(shape, dtype=np.float32)
