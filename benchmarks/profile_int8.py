@@ -6,7 +6,7 @@ RUN holds ``engines/student.onnx`` and ``engines/student-int8.onnx`` (``rnascl-d
 ``--iters`` batches of random images after a warm-up with onnxruntime's profiler on; the table sums the kernel time
 of every node by operator type (the kernels onnxruntime actually ran after its graph fusions, e.g. the Q/DQ pairs
 around a convolution become one ``QLinearConv``) in microseconds per batch, and prints the engine's throughput
-measured without the profiler. Writes RUN/profile-int8.json.
+measured without the profiler, the way ``rnascl-deploy bench`` measures it. Writes RUN/profile-int8.json.
 """
 from __future__ import annotations
 
@@ -14,39 +14,24 @@ import argparse
 import json
 import os
 import tempfile
-import time
 from collections import defaultdict
 from pathlib import Path
 
 import numpy as np
 import onnxruntime as ort
 
-
-def session(path: Path, threads: int, profile_dir: str = "") -> ort.InferenceSession:
-    options = ort.SessionOptions()
-    options.intra_op_num_threads = threads
-    options.inter_op_num_threads = 1
-    if profile_dir:
-        options.enable_profiling = True
-        options.profile_file_prefix = os.path.join(profile_dir, path.stem)
-    return ort.InferenceSession(str(path), options, providers=["CPUExecutionProvider"])
-
-
-def throughput(path: Path, x: np.ndarray, iters: int, threads: int) -> float:
-    sess = session(path, threads)
-    name = sess.get_inputs()[0].name
-    for _ in range(20):
-        sess.run(None, {name: x})
-    t0 = time.perf_counter()
-    for _ in range(iters):
-        sess.run(None, {name: x})
-    return iters * len(x) / (time.perf_counter() - t0)
+from rnascl_deploy.bench import time_engine
+from rnascl_deploy.engines import open_engine
 
 
 def profile(path: Path, x: np.ndarray, iters: int, threads: int) -> dict:
     """Microseconds per batch by operator type (kernel time of the nodes onnxruntime ran)."""
     with tempfile.TemporaryDirectory() as tmp:
-        sess = session(path, threads, tmp)
+        options = ort.SessionOptions()
+        options.intra_op_num_threads = threads
+        options.enable_profiling = True
+        options.profile_file_prefix = os.path.join(tmp, path.stem)
+        sess = ort.InferenceSession(str(path), options, providers=["CPUExecutionProvider"])
         name = sess.get_inputs()[0].name
         for _ in range(iters + 20):
             sess.run(None, {name: x})
@@ -71,14 +56,14 @@ def main() -> None:
     if missing:
         raise SystemExit(f"missing {', '.join(missing)}: export both first, e.g. "
                          f"rnascl-deploy export {args.run} --format onnx --format onnx-int8")
-    shape = [args.batch if not isinstance(d, int) else d
-             for d in session(engines["fp32"], 1).get_inputs()[0].shape]
-    x = np.random.default_rng(0).random(shape, dtype=np.float32)
     result = {"batch": args.batch, "threads": args.threads, "onnxruntime": ort.__version__, "engines": {}}
     for precision, path in engines.items():
+        engine = open_engine(path, threads=args.threads)  # timed first, alone: no other session alive
+        timed = time_engine(engine, args.batch, warmup=20, min_iters=args.iters)
+        x = np.random.default_rng(0).random((args.batch, *engine.input_shape), dtype=np.float32)
+        del engine
         ops = profile(path, x, args.iters, args.threads)
-        result["engines"][precision] = {"path": str(path), "images_per_s": throughput(path, x, args.iters,
-                                                                                     args.threads),
+        result["engines"][precision] = {"path": str(path), "images_per_s": timed.throughput,
                                         "us_per_batch": ops, "kernel_us_per_batch": sum(ops.values())}
     fp32, int8 = result["engines"]["fp32"], result["engines"]["int8"]
     print(f"batch {args.batch}, {args.threads} threads, onnxruntime {ort.__version__}: fp32 "
