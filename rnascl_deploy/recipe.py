@@ -181,7 +181,8 @@ class TrainConfig:
                               "steps": at_least(1), "step_size": between(0, 1, open_low=True),
                               "trades_beta": at_least(0), "ard_alpha": between(0, 1), "ard_temperature": positive(),
                               "optimizer": OneOf(["sgd", "adam"]), "ema": between(0, 1, open_high=True),
-                              "eps_warmup_epochs": at_least(0), "val_limit": at_least(1), "seed": SEED}
+                              "eps_warmup_epochs": at_least(0), "val_limit": at_least(1), "seed": SEED,
+                              "fgsm_step": Maybe(positive()), "fgsm_noise": Maybe(at_least(0))}
 
     epochs: int = 15
     optimizer: str = "sgd"  # sgd (Nesterov momentum) | adam (momentum is unused)
@@ -194,6 +195,8 @@ class TrainConfig:
     steps: int = 5  # attack steps used to craft training examples
     step_size: float = 0.04  # at eps; scaled with eps while eps warms up
     trades_beta: float = 6.0
+    fgsm_step: Optional[float] = None  # single-step objectives: step in units of eps (null: n-fgsm 1.0, fgsm-rs 1.25)
+    fgsm_noise: Optional[float] = None  # single-step objectives: start noise radius in units of eps (null: 2.0, 1.0)
     ard_alpha: float = 1.0  # ARD: weight of the teacher KL term (1 - alpha on clean CE); the reference code's 1.0
     ard_temperature: float = 30.0  # ARD: softmax temperature of that KL term; the reference code's 30
     eps_warmup_epochs: int = 2  # eps grows linearly to its value over these first epochs
