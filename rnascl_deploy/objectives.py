@@ -5,15 +5,17 @@
 ``model`` may be wrapped in DistributedDataParallel: an objective's first forward goes through the wrapper (the
 one whose backward DDP synchronises), attacks and any further forward go to the module inside it (their
 gradients accumulate into the same parameters before DDP's reduction). Training examples are crafted in eval
-mode (BN statistics untouched), as the TRADES and RSLAD reference codes do. ``cfg`` is the phase's
-:class:`~rnascl_deploy.recipe.TrainConfig` (attack steps, step size relative to eps, betas).
+mode (BN statistics untouched), as the TRADES and RSLAD reference codes do (the single-step references, FGSM-RS
+and N-FGSM, craft in train mode; this project does not). ``cfg`` is the phase's training config, read duck-typed
+(``TrainConfig``: attack steps, step size relative to eps, betas, the single-step ``fgsm_step`` and ``fgsm_noise``
+in units of eps, None for the method's published value).
 
 ``teacher`` is a :class:`~rnascl_deploy.distill.Distiller` or None. Its cross-layer attention term over the
 searched pairs composes with every objective and is computed where the student is attacked (on the adversarial
-input where there is one, the teacher seeing the same input); its output KD term is added by ``none``, ``pgd`` and
-``trades``, while ``ard`` and ``rslad`` distil the teacher's outputs their own way. Register a new objective with
-``@objective("name")`` (``teacher=True`` when it cannot run without one); recipes and the CLI take their choices
-from :data:`OBJECTIVES`.
+input where there is one, the teacher seeing the same input); its output KD term is added by ``none``, ``pgd``,
+``n-fgsm``, ``fgsm-rs`` and ``trades``, while ``ard`` and ``rslad`` distil the teacher's outputs their own way.
+Register a new objective with ``@objective("name")`` (``teacher=True`` when it cannot run without one); recipes and
+the CLI take their choices from :data:`OBJECTIVES`.
 """
 from __future__ import annotations
 
@@ -24,7 +26,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from . import distributed
-from .attacks import KLPGD, PGD, eval_mode
+from .attacks import KLPGD, PGD, eval_mode, fgsm_rs, n_fgsm
 from .errors import RnasclError
 from .registry import Registry
 
@@ -60,6 +62,14 @@ def _pgd_ce(raw: nn.Module, x, y, eps: float, cfg) -> torch.Tensor:
     return PGD(eps, cfg.steps, _step(cfg, eps), keep_misclassified=False, seed=None)(raw, x, y) if eps > 0 else x
 
 
+def _adversarial_ce(model, x_adv, y, teacher) -> Tuple[torch.Tensor, Terms]:
+    """CE of the student on adversarial examples (+ the teacher's KD and attention on them): the loss of PGD-AT and
+    of the single-step objectives."""
+    logits, distill, terms = _forward(model, x_adv, teacher)
+    ce = F.cross_entropy(logits, y)
+    return ce + distill, {"adv_ce": ce.item(), **terms}
+
+
 def _kl(p_logits_or_probs: torch.Tensor, q_logits: torch.Tensor, probs: bool = False) -> torch.Tensor:
     """Batch-mean KL(p || softmax(q_logits)); p given as logits, or as probabilities with ``probs``."""
     p = p_logits_or_probs if probs else F.softmax(p_logits_or_probs, 1)
@@ -78,10 +88,27 @@ def clean(model, x, y, eps, cfg, teacher) -> Tuple[torch.Tensor, Terms]:
 def pgd(model, x, y, eps, cfg, teacher) -> Tuple[torch.Tensor, Terms]:
     """PGD adversarial training (Madry et al., ICLR 2018): CE on PGD examples; the robust teacher's KD and
     attention on the same examples."""
-    x_adv = _pgd_ce(distributed.unwrap(model), x, y, eps, cfg)
-    logits, distill, terms = _forward(model, x_adv, teacher)
-    ce = F.cross_entropy(logits, y)
-    return ce + distill, {"adv_ce": ce.item(), **terms}
+    return _adversarial_ce(model, _pgd_ce(distributed.unwrap(model), x, y, eps, cfg), y, teacher)
+
+
+@objective("n-fgsm")
+def n_fgsm_at(model, x, y, eps, cfg, teacher) -> Tuple[torch.Tensor, Terms]:
+    """N-FGSM adversarial training (de Jorge et al., NeurIPS 2022): CE on x + U(-k eps, k eps) moved by one signed
+    gradient step of alpha eps, NOT projected back to the eps-ball (k = ``cfg.fgsm_noise``, published 2;
+    alpha = ``cfg.fgsm_step``, published 1), clamped to [0, 1]; the teacher's KD and attention on the same
+    examples. Crafted in eval mode (the reference crafts in train mode)."""
+    attack = n_fgsm(eps, getattr(cfg, "fgsm_step", None), getattr(cfg, "fgsm_noise", None))
+    return _adversarial_ce(model, attack(distributed.unwrap(model), x, y), y, teacher)
+
+
+@objective("fgsm-rs")
+def fgsm_rs_at(model, x, y, eps, cfg, teacher) -> Tuple[torch.Tensor, Terms]:
+    """FGSM-RS adversarial training (Wong, Rice, Kolter, ICLR 2020): CE on one signed-gradient step of alpha eps
+    from x + U(-k eps, k eps), projected to the eps-ball and [0, 1] (alpha = ``cfg.fgsm_step``, published 1.25;
+    k = ``cfg.fgsm_noise``, published 1); the teacher's KD and attention on the same examples. Crafted in eval mode
+    (the reference crafts in train mode)."""
+    attack = fgsm_rs(eps, getattr(cfg, "fgsm_step", None), getattr(cfg, "fgsm_noise", None))
+    return _adversarial_ce(model, attack(distributed.unwrap(model), x, y), y, teacher)
 
 
 @objective("trades")

@@ -1,5 +1,6 @@
 """Linf attacks (FGSM, PGD-k, APGD-CE, APGD-T, Square) and the robustness evaluation built on them, plus the training
-attacks of the robust objectives (:class:`KLPGD`: TRADES' and RSLAD's inner maximisation).
+attacks of the robust objectives (:class:`KLPGD`: TRADES' and RSLAD's inner maximisation; :class:`SingleStep`, made by
+:func:`n_fgsm` and :func:`fgsm_rs`: the single-step examples of fast adversarial training).
 
 Attack names, as used in recipes and on the command line: ``fgsm``, ``pgdK`` (K steps, e.g. ``pgd20``),
 ``apgd-ce``, ``apgd-t`` (targeted DLR, 9 target classes), ``square``.
@@ -14,6 +15,7 @@ from .base import Attack, QueryAttack, WhiteBoxAttack, eval_mode, project  # noq
 from .fgsm import FGSM
 from .kl_pgd import KLPGD  # noqa: F401
 from .pgd import PGD
+from .single_step import SingleStep, fgsm_rs, n_fgsm  # noqa: F401
 from .square import Square
 
 ATTACK_NAMES = ("fgsm", "pgdK (e.g. pgd20)", "apgd-ce", "apgd-t", "square")
