@@ -1,17 +1,51 @@
+import importlib.util
 import json
+from pathlib import Path
 
 import onnx
 import pytest
 import torch
 from click.testing import CliRunner
 
-from rnascl_deploy.checkpoint import load_model
+from rnascl_deploy.checkpoint import file_sha256, load_model
 from rnascl_deploy.data import batches, load_split
 from rnascl_deploy.cli import main
 from rnascl_deploy.engines import OnnxRuntimeEngine, TorchEngine, open_engine
 from rnascl_deploy.errors import RnasclError
 from rnascl_deploy.exporters import export_student
+from rnascl_deploy.exporters.provenance import UntrustedEngine, check_provenance, onnx_precision
 from rnascl_deploy.recipe import load_recipe
+
+HAS_TENSORRT = importlib.util.find_spec("tensorrt") is not None
+HAS_GPU_TENSORRT = HAS_TENSORRT and torch.cuda.is_available()
+
+
+def fresh_run(trained_run: Path, dst: Path) -> Path:
+    """A copy of the trained run without engines: tests that break engines on purpose do it here."""
+    dst.mkdir()
+    for f in trained_run.iterdir():
+        if f.is_file():
+            (dst / f.name).write_bytes(f.read_bytes())
+    return dst
+
+
+def integer_biases(model: onnx.ModelProto) -> list:
+    """Conv/Gemm biases that reach their node through a DequantizeLinear of an integer tensor, found by walking
+    the graph from each bias input back to its producer (the failure TensorRT's ONNX parser reports)."""
+    producers = {out: node for node in model.graph.node for out in node.output}
+    inits = {t.name: t for t in model.graph.initializer}
+    integer = {onnx.TensorProto.INT32, onnx.TensorProto.INT64, onnx.TensorProto.INT16, onnx.TensorProto.UINT8,
+               onnx.TensorProto.INT8}
+    found = []
+    for node in model.graph.node:
+        if node.op_type not in ("Conv", "Gemm") or len(node.input) < 3 or not node.input[2]:
+            continue
+        producer = producers.get(node.input[2])
+        if producer is not None and producer.op_type == "DequantizeLinear":
+            source = inits.get(producer.input[0])
+            if source is not None and source.data_type in integer:
+                found.append((node.name, onnx.TensorProto.DataType.Name(source.data_type)))
+    return found
 
 
 @pytest.fixture(scope="module")
@@ -34,6 +68,8 @@ def test_fp32_onnx_matches_pytorch_and_is_one_checked_file_with_dynamic_batch(tr
         assert torch.allclose(engine(x), TorchEngine(student, [1, 28, 28], 10)(x), atol=1e-4)
     side = json.loads((trained_run / "engines" / "student.onnx.json").read_text())
     assert side["precision"] == "fp32" and side["input_shape"] == [1, 28, 28] and side["num_classes"] == 10
+    assert side["engine_sha256"] == file_sha256(path)
+    assert side["student_sha256"] == file_sha256(trained_run / "student.safetensors")
 
 
 def test_fp16_and_int8_graphs(trained_run, exported):
@@ -54,9 +90,138 @@ def test_fp16_and_int8_graphs(trained_run, exported):
     assert fp16.graph.input[0].type.tensor_type.elem_type == onnx.TensorProto.FLOAT  # float32 images in
 
 
-def test_tensorrt_without_tensorrt_is_a_clear_error(trained_run):
-    result = CliRunner().invoke(main, ["-q", "export", str(trained_run), "--format", "tensorrt-int8"])
-    assert result.exit_code == 2 and "TensorRT" in result.output
+def test_precision_is_read_from_each_graph_and_every_sidecar_describes_its_file(trained_run, exported):
+    for fmt, precision in (("onnx", "fp32"), ("onnx-fp16", "fp16"), ("onnx-int8", "int8")):
+        path = Path(exported[fmt].path)
+        assert onnx_precision(path) == precision == open_engine(path).precision
+        assert check_provenance(path, file_sha256(trained_run / "student.safetensors"))["precision"] == precision
+
+
+def test_tensorrt_int8_onnx_only_writes_the_graph_tensorrt_gets_with_float_biases(trained_run, exported):
+    recipe = load_recipe(trained_run / "recipe.yaml")
+    result = export_student(trained_run, "tensorrt-int8", recipe, onnx_only=True)
+    path = trained_run / "engines" / "student-int8.trt.onnx"
+    assert result.onnx_only and Path(result.path) == path and result.precision == "int8"
+    assert not (trained_run / "engines" / "student-int8.engine").exists()
+    graph = onnx.load(str(path))
+    onnx.checker.check_model(graph, full_check=True)
+    # The walk is a real detector: onnxruntime's own INT8 graph has INT32 biases behind DequantizeLinear.
+    ort_graph = onnx.load(str(trained_run / "engines" / "student-int8.onnx"))
+    assert integer_biases(ort_graph) and {t for _, t in integer_biases(ort_graph)} == {"INT32"}
+    assert integer_biases(graph) == []
+    # ...and the TensorRT graph is still quantised: INT8 weights behind DequantizeLinear feed a Conv.
+    producers = {out: node for node in graph.graph.node for out in node.output}
+    inits = {t.name: t.data_type for t in graph.graph.initializer}
+    quantised_convs = [n for n in graph.graph.node if n.op_type == "Conv" and n.input[1] in producers
+                       and producers[n.input[1]].op_type == "DequantizeLinear"
+                       and inits.get(producers[n.input[1]].input[0]) == onnx.TensorProto.INT8]
+    assert quantised_convs
+    side = check_provenance(path, file_sha256(trained_run / "student.safetensors"))
+    assert side["format"] == "tensorrt-int8-onnx" and side["precision"] == "int8"
+    assert result.max_abs_diff == side["max_abs_diff"] < 1.0  # onnxruntime runs the same graph: logit parity
+    again = export_student(trained_run, "tensorrt-int8", recipe, onnx_only=True)
+    assert again.skipped and again.path == result.path
+
+
+def test_tensorrt_fp16_onnx_only_is_an_fp16_graph(trained_run, exported):
+    result = export_student(trained_run, "tensorrt-fp16", load_recipe(trained_run / "recipe.yaml"), onnx_only=True)
+    assert Path(result.path).name == "student-fp16.trt.onnx" and onnx_precision(result.path) == "fp16"
+    assert result.max_abs_diff < 0.05 and not (trained_run / "engines" / "student-fp16.engine").exists()
+
+
+@pytest.mark.skipif(HAS_TENSORRT, reason="TensorRT is importable here: the refusal is for machines without it")
+def test_tensorrt_without_tensorrt_is_a_clear_refusal_before_any_work(trained_run, tmp_path):
+    run = fresh_run(trained_run, tmp_path / "run")
+    result = CliRunner().invoke(main, ["-q", "export", str(run), "--format", "tensorrt-int8"])
+    assert result.exit_code == 2 and "TensorRT" in result.output and "rnascl-deploy[gpu]" in result.output
+    assert "Traceback" not in result.output and not (run / "engines").exists()
+    with pytest.raises(RnasclError, match="--onnx-only"):
+        export_student(run, "tensorrt-fp16", load_recipe(run / "recipe.yaml"))
+
+
+@pytest.mark.skipif(not HAS_GPU_TENSORRT, reason="needs TensorRT and a CUDA GPU (none on the project's CPU hosts)")
+def test_tensorrt_engines_build_run_and_record_where_they_were_built(trained_run, tmp_path):
+    from rnascl_deploy.bench import bench
+
+    run = fresh_run(trained_run, tmp_path / "run")
+    recipe = load_recipe(run / "recipe.yaml")
+    recipe.export.max_batch, recipe.export.opt_batch = 64, 8
+    for fmt, bound in (("tensorrt-fp16", 0.05), ("tensorrt-int8", 1.0)):
+        result = export_student(run, fmt, recipe)
+        assert result.max_abs_diff < bound, (fmt, result.max_abs_diff)
+        side = check_provenance(Path(result.path), file_sha256(run / "student.safetensors"))
+        trt = side["tensorrt"]
+        assert trt["version"] and trt["gpu"] and trt["compute_capability"] and trt["max_batch"] == 64
+        engine = open_engine(result.path)
+        assert (engine.min_batch, engine.max_batch, engine.precision) == (1, 64, side["precision"])
+        assert engine(torch.rand(100, 1, 28, 28)).shape == (100, 10)  # split into calls the profile takes
+        with pytest.raises(RnasclError, match="1..64"):
+            engine.run(torch.rand(65, 1, 28, 28))
+        with pytest.raises(RnasclError, match="1..64"):
+            bench(engine, [128], warmup=0, min_iters=1, min_seconds=0)
+        built = json.loads(Path(result.path + ".json").read_text())
+        built["tensorrt"]["version"] = "0.0.1"
+        built_elsewhere = tmp_path / Path(result.path).name
+        built_elsewhere.write_bytes(Path(result.path).read_bytes())
+        Path(str(built_elsewhere) + ".json").write_text(json.dumps(built))
+        with pytest.raises(RnasclError, match="built elsewhere"):
+            open_engine(built_elsewhere)
+
+
+def test_an_interrupted_export_is_redone_without_force(trained_run, tmp_path, monkeypatch):
+    import rnascl_deploy.exporters as exporters
+
+    run = fresh_run(trained_run, tmp_path / "run")
+    recipe = load_recipe(run / "recipe.yaml")
+    engine = run / "engines" / "student.onnx"
+    real = exporters.atomic_write_json
+
+    def killed_after_the_sidecar(path, obj):  # the process dies between the sidecar and the engine's rename
+        real(path, obj)
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(exporters, "atomic_write_json", killed_after_the_sidecar)
+    with pytest.raises(KeyboardInterrupt):
+        export_student(run, "onnx", recipe)
+    monkeypatch.undo()
+    # A sidecar for an engine that never landed, and no temporary file left behind.
+    assert not engine.exists() and (run / "engines" / "student.onnx.json").exists()
+    assert not list((run / "engines").glob(".*.tmp"))
+    recipe.export.opset = 19  # an engine whose bytes differ from the one the next interrupted export writes
+    first = export_student(run, "onnx", recipe)
+    assert not first.skipped
+    old = file_sha256(engine)
+    recipe.export.opset = 18
+    monkeypatch.setattr(exporters, "atomic_write_json", killed_after_the_sidecar)
+    with pytest.raises(KeyboardInterrupt):
+        export_student(run, "onnx", recipe, force=True)
+    monkeypatch.undo()
+    # The old engine is still in place, but the sidecar now describes the file that never landed: not trusted.
+    assert file_sha256(engine) == old
+    with pytest.raises(UntrustedEngine, match="not the file its sidecar describes"):
+        check_provenance(engine)
+    redone = export_student(run, "onnx", recipe)  # no force needed: it was not a finished export
+    assert not redone.skipped and check_provenance(engine)["max_abs_diff"] == redone.max_abs_diff
+    assert onnx.load(str(engine)).opset_import[0].version == 18
+    # An engine with no sidecar, or a malformed one, is not a finished export either: redone, never a traceback.
+    (run / "engines" / "student.onnx.json").unlink()
+    assert not export_student(run, "onnx", recipe).skipped
+    (run / "engines" / "student.onnx.json").write_text("{not json")
+    assert not export_student(run, "onnx", recipe).skipped
+    assert export_student(run, "onnx", recipe).skipped
+
+
+def test_another_students_engine_is_replaced_only_with_force(trained_run, tmp_path):
+    run = fresh_run(trained_run, tmp_path / "run")
+    recipe = load_recipe(run / "recipe.yaml")
+    export_student(run, "onnx", recipe)
+    side_path = run / "engines" / "student.onnx.json"
+    side = json.loads(side_path.read_text())
+    side["student_sha256"] = "0" * 64
+    side_path.write_text(json.dumps(side))
+    with pytest.raises(RnasclError, match="another student"):
+        export_student(run, "onnx", recipe)
+    assert not export_student(run, "onnx", recipe, force=True).skipped
 
 
 def test_engines_refuse_bad_files(tmp_path):

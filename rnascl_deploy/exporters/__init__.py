@@ -5,11 +5,19 @@
 | ``onnx`` | ``student.onnx`` | fp32 ONNX (dynamo exporter, opset >= 18, dynamic batch, one file) |
 | ``onnx-fp16`` | ``student-fp16.onnx`` | float16 graph, float32 input/output |
 | ``onnx-int8`` | ``student-int8.onnx`` | explicit Q/DQ INT8, symmetric, per-channel, calibrated on training images |
-| ``tensorrt-fp16`` | ``student-fp16.engine`` | TensorRT strongly typed engine from the fp16 graph (GPU only) |
-| ``tensorrt-int8`` | ``student-int8.engine`` | TensorRT strongly typed engine from the Q/DQ graph (GPU only) |
+| ``tensorrt-fp16`` | ``student-fp16.engine`` | TensorRT strongly typed engine from ``student-fp16.trt.onnx`` (GPU only) |
+| ``tensorrt-int8`` | ``student-int8.engine`` | TensorRT strongly typed engine from ``student-int8.trt.onnx``: Q/DQ INT8 with float biases (GPU only) |
 
-Every engine gets a sidecar ``<file>.json``: format, precision, the student checkpoint's sha256, input shape,
-class count, and the maximum absolute logit difference against PyTorch on ``parity_size`` test images.
+``onnx_only`` (TensorRT formats): write ``student-{fp16,int8}.trt.onnx``, the exact graph TensorRT's parser would be
+given, with its sidecar and its logit parity (through onnxruntime), and stop: no TensorRT needed.
+
+Every file gets a sidecar ``<file>.json`` (``exporters/provenance.py``): format, precision, the engine's own sha256,
+the student checkpoint's sha256, input shape, class count, and the maximum absolute logit difference against
+PyTorch on ``parity_size`` test images; TensorRT engines also the TensorRT version, GPU and compute capability they
+were built with and their batch profile. Each engine is written under a temporary name, checked, its sidecar
+written, and only then renamed into place: an interrupted export never leaves an engine that its sidecar does not
+describe. An engine whose sidecar is missing, malformed or describes another file is not a finished export, and the
+next export redoes it without ``force``; an engine exported from another student is replaced only with ``force``.
 """
 from __future__ import annotations
 
@@ -18,22 +26,23 @@ import logging
 import time
 from dataclasses import asdict, dataclass
 from pathlib import Path
+from typing import TYPE_CHECKING, Callable, Optional
 
 import torch
 
 from ..checkpoint import file_sha256, load_model
-from ..data import batches, load_split
+from ..data import batches
 from ..errors import RnasclError
-from ..fileio import atomic_write_json
-from ..recipe import Recipe
+from ..fileio import atomic_path, atomic_write_json
+from .config import FORMATS, TENSORRT_ONNX
 from .onnx_export import export_onnx, max_abs_diff
-from .quantize import convert_fp16, quantize_int8
+from .provenance import UntrustedEngine, check_provenance, onnx_precision, sidecar_path
+from .quantize import convert_fp16, quantize_int8, tensorrt_incompatible_dequantize
+
+if TYPE_CHECKING:
+    from ..recipe import Recipe
 
 log = logging.getLogger(__name__)
-
-FORMATS = {"onnx": ("student.onnx", "fp32"), "onnx-fp16": ("student-fp16.onnx", "fp16"),
-           "onnx-int8": ("student-int8.onnx", "int8"), "tensorrt-fp16": ("student-fp16.engine", "fp16"),
-           "tensorrt-int8": ("student-int8.engine", "int8")}
 
 
 @dataclass
@@ -46,75 +55,155 @@ class ExportResult:
     seconds: float
     student_sha256: str
     skipped: bool = False  # already exported from the same student: nothing was done
+    onnx_only: bool = False  # a TensorRT format stopped at the graph TensorRT would be given (``path``)
 
     def to_dict(self) -> dict:
         return asdict(self)
 
 
 def _images(recipe: Recipe, split: str, n: int) -> torch.Tensor:
-    data = recipe.data
-    dataset, _ = load_split(data.name, split, data.root, data.val_size, n, data.image_size)
+    dataset, _ = recipe.data.load(split, n)
     return torch.cat([x for x, _ in batches(dataset, 500)])
 
 
-def export_student(run: Path, fmt: str, recipe: Recipe, device: str = "cpu", force: bool = False) -> ExportResult:
+def export_student(run: Path, fmt: str, recipe: Recipe, device: str = "cpu", force: bool = False,
+                   onnx_only: bool = False) -> ExportResult:
     """Export ``run/student.safetensors`` as ``fmt`` (building the fp32 ONNX first when needed).
 
-    An engine already exported from the same student is kept: the call is a no-op (``skipped``) unless ``force``;
-    an engine exported from another student is refused unless ``force``."""
+    An engine already exported from the same student (its sidecar valid and describing the file) is kept: the call
+    is a no-op (``skipped``) unless ``force``; an engine exported from another student is refused unless ``force``;
+    an engine without trustworthy provenance (an interrupted export) is exported again. ``onnx_only``: for the
+    TensorRT formats, write the graph TensorRT would be given (``TENSORRT_ONNX``) and stop; ignored for the ONNX
+    formats, whose engine is that graph. TensorRT itself is required (and checked first) only without it."""
     if fmt not in FORMATS:
         raise RnasclError(f"unknown export format {fmt!r}; valid: {', '.join(FORMATS)}")
-    from ..engines import OnnxRuntimeEngine, TensorRTEngine, read_sidecar
+    trt = fmt.startswith("tensorrt")
+    if trt and not onnx_only:
+        from .tensorrt import require_tensorrt
 
+        require_tensorrt()  # before any work: a clear refusal where TensorRT or a GPU is missing
     run, cfg = Path(run), recipe.export
     source = run / "student.safetensors"
     student, meta = load_model(source, kind="student")
     sha = file_sha256(source)
     shape, classes = meta["data"]["input_shape"], meta["data"]["num_classes"]
     engines = run / "engines"
-    path, fp32 = engines / FORMATS[fmt][0], engines / FORMATS["onnx"][0]
-    for existing in {path, fp32}:
-        if existing.exists() and not force and read_sidecar(existing).get("student_sha256") != sha:
-            raise RnasclError(f"{existing} exists and was not exported from {source}; pass --force to replace it, "
-                              "or move it away")
-    side = read_sidecar(path) if path.exists() else {}
-    if side.get("max_abs_diff") is not None and not force:  # finished (an fp32 base of another format is not)
+    fp32 = engines / FORMATS["onnx"][0]
+    path = engines / (TENSORRT_ONNX[fmt] if trt and onnx_only else FORMATS[fmt][0])
+    precision = FORMATS[fmt][1]
+    side = _finished(path, sha, force)
+    if side is not None and side.get("max_abs_diff") is not None and not force:
         log.info("%s: %s is already exported from this student; nothing to do (--force exports again)", fmt, path)
         return ExportResult(fmt, str(path), side["precision"], side["max_abs_diff"], side.get("parity_n", 0), 0.0,
-                            sha, skipped=True)
+                            sha, skipped=True, onnx_only=onnx_only and trt)
+    base = _finished(fp32, sha, force) if path != fp32 else None
     engines.mkdir(parents=True, exist_ok=True)
     t0 = time.perf_counter()
-    if force or not fp32.exists():
-        export_onnx(student, shape, fp32, cfg.opset)
-        _sidecar(fp32, "onnx", "fp32", sha, shape, classes, None)
-    precision = FORMATS[fmt][1]
-    if fmt == "onnx-fp16" or fmt == "tensorrt-fp16":
-        onnx_path = engines / FORMATS["onnx-fp16"][0]
-        convert_fp16(fp32, onnx_path)
-    elif fmt == "onnx-int8" or fmt == "tensorrt-int8":
-        onnx_path = engines / FORMATS["onnx-int8"][0]
-        quantize_int8(fp32, onnx_path, _images(recipe, "train", cfg.calibration_size),
-                      float_ends=cfg.int8_float_ends)
+    common = dict(student=student, recipe=recipe, sha=sha, shape=shape, classes=classes,
+                  device="cpu" if device == "tensorrt" else device)
+    if path == fp32 or base is None:  # the fp32 graph every other format starts from (kept when it is this student's)
+        parity = path == fp32
+        diff = _write(fp32, "onnx", "fp32", lambda out: export_onnx(student, shape, out, cfg.opset), parity=parity,
+                      **common)
+        if parity:
+            return _result(fmt, fp32, "fp32", diff, cfg.parity_size, t0, sha)
+    if fmt == "onnx-fp16":
+        diff = _write(path, fmt, precision, lambda out: convert_fp16(fp32, out), **common)
+    elif fmt == "onnx-int8":
+        diff = _write(path, fmt, precision, lambda out: quantize_int8(
+            fp32, out, _images(recipe, "train", cfg.calibration_size), float_ends=cfg.int8_float_ends), **common)
     else:
-        onnx_path = fp32
-    if fmt.startswith("tensorrt"):
+        graph = _tensorrt_graph(engines, fmt, fp32, **common)
+        if onnx_only:
+            side = check_provenance(graph, sha)
+            log.info("%s --onnx-only: %s is the graph TensorRT would be given (max |logit diff| vs PyTorch %.3g "
+                     "through onnxruntime); stopping before TensorRT", fmt, graph, side["max_abs_diff"])
+            return _result(fmt, graph, precision, side["max_abs_diff"], cfg.parity_size, t0, sha, onnx_only=True)
         from .tensorrt import build_engine
 
-        build_engine(onnx_path, path, cfg.max_batch, cfg.opt_batch)
-        engine = TensorRTEngine(path)
-    else:
-        engine = OnnxRuntimeEngine(path, device)
-    diff = max_abs_diff(student, engine, _images(recipe, "test", cfg.parity_size))
-    result = ExportResult(fmt, str(path), precision, diff, cfg.parity_size, round(time.perf_counter() - t0, 2), sha)
-    if onnx_path != path:
-        _sidecar(onnx_path, fmt.replace("tensorrt", "onnx"), precision, sha, shape, classes, None)
-    _sidecar(path, fmt, precision, sha, shape, classes, diff, cfg.parity_size)
+        record = {}
+
+        def build(out):
+            record.update(build_engine(graph, out, cfg.max_batch, cfg.opt_batch),
+                          onnx=graph.name, onnx_sha256=file_sha256(graph))
+
+        diff = _write(path, fmt, precision, build, tensorrt=record, **common)
     log.info("%s: %s (max |logit diff| vs PyTorch %.3g on %d test images)", fmt, path, diff, cfg.parity_size)
-    return result
+    return _result(fmt, path, precision, diff, cfg.parity_size, t0, sha)
 
 
-def _sidecar(path: Path, fmt: str, precision: str, sha: str, shape, classes: int, diff, parity_n: int = 0) -> None:
-    atomic_write_json(Path(str(path) + ".json"), {
-        "format": fmt, "precision": precision, "student_sha256": sha, "input_shape": list(shape),
-        "num_classes": classes, "max_abs_diff": diff, "parity_n": parity_n,
-        "created": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds")})
+def _result(fmt, path, precision, diff, n, t0, sha, onnx_only=False) -> ExportResult:
+    return ExportResult(fmt, str(path), precision, diff, n, round(time.perf_counter() - t0, 2), sha,
+                        onnx_only=onnx_only)
+
+
+def _finished(path: Path, sha: str, force: bool) -> Optional[dict]:
+    """The sidecar of ``path`` when it is a trustworthy export of this student; None when there is nothing to keep
+    (absent, or an interrupted export: redone without force). Another student's engine needs ``force``."""
+    if not path.exists():
+        return None
+    try:
+        side = check_provenance(path)
+    except UntrustedEngine as exc:
+        log.warning("%s; not a finished export: exporting it again", exc)
+        return None
+    if side["student_sha256"] != sha:
+        if not force:
+            raise RnasclError(f"{path} exists and was exported from another student checkpoint (sha256 "
+                              f"{str(side['student_sha256'])[:12]}.., not {path.parent.parent / 'student.safetensors'}"
+                              "'s); pass --force to replace it, or move it away")
+        return None
+    if path.suffix in (".engine", ".plan") and not force:
+        from .tensorrt import build_environment, check_built_here, require_tensorrt
+
+        check_built_here(path, side.get("tensorrt") or {}, build_environment(require_tensorrt()))
+    return side
+
+
+def _tensorrt_graph(engines: Path, fmt: str, fp32: Path, student, recipe, sha, shape, classes, device) -> Path:
+    """``student-{fp16,int8}.trt.onnx``: the graph TensorRT's parser is given, regenerated each time (cheap)."""
+    cfg = recipe.export
+    graph = engines / TENSORRT_ONNX[fmt]
+    if fmt == "tensorrt-fp16":
+        produce = lambda out: convert_fp16(fp32, out)  # noqa: E731
+    else:
+        def produce(out):
+            quantize_int8(fp32, out, _images(recipe, "train", cfg.calibration_size), float_ends=cfg.int8_float_ends,
+                          quantize_bias=False)
+            bad = tensorrt_incompatible_dequantize(out)
+            if bad:
+                raise RnasclError(f"{graph.name}: DequantizeLinear nodes with inputs TensorRT cannot parse: "
+                                  f"{', '.join(f'{n} ({t})' for n, t in bad[:5])} (a bug in the exporter)")
+    _write(graph, f"{fmt}-onnx", FORMATS[fmt][1], produce, student=student, recipe=recipe, sha=sha, shape=shape,
+           classes=classes, device=device)
+    return graph
+
+
+def _write(path: Path, fmt: str, precision: str, produce: Callable[[Path], object], student, recipe, sha, shape,
+           classes, device: str = "cpu", parity: bool = True, tensorrt: Optional[dict] = None) -> Optional[float]:
+    """Produce ``path`` under a temporary name, check it (precision read from an ONNX graph, logit parity with
+    PyTorch), write its sidecar, then rename it into place. Returns the parity (None when ``parity`` is False)."""
+    from ..engines import OnnxRuntimeEngine, TensorRTEngine
+
+    cfg = recipe.export
+    with atomic_path(path) as tmp:
+        produce(tmp)
+        if path.suffix == ".onnx":
+            found = onnx_precision(tmp)
+            if found != precision:
+                raise RnasclError(f"{fmt}: the graph written for {path.name} is {found}, not {precision} (a bug in "
+                                  "the exporter; please report it)")
+        diff = None
+        if parity:
+            engine = (TensorRTEngine(tmp, precision=precision) if tensorrt is not None
+                      else OnnxRuntimeEngine(tmp, device))
+            diff = max_abs_diff(student, engine, _images(recipe, "test", cfg.parity_size))
+            del engine
+        record = {"format": fmt, "precision": precision, "engine_sha256": file_sha256(tmp), "student_sha256": sha,
+                  "input_shape": list(shape), "num_classes": classes, "max_abs_diff": diff,
+                  "parity_n": cfg.parity_size if parity else 0,
+                  "created": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds")}
+        if tensorrt is not None:
+            record["tensorrt"] = tensorrt
+        atomic_write_json(sidecar_path(path), record)  # before the rename: see exporters/provenance.py
+    return diff

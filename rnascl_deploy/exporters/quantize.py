@@ -2,7 +2,10 @@
 
 - INT8: explicit Q/DQ nodes from ONNX Runtime static quantisation, symmetric activations and weights (TensorRT
   needs symmetric activations), per-channel weights, calibrated on training images (MinMax); the first convolution
-  and the final linear layer stay float unless ``export.int8_float_ends`` is false.
+  and the final linear layer stay float unless ``export.int8_float_ends`` is false. Biases: onnxruntime's default
+  INT32 biases behind a DequantizeLinear for onnxruntime's own graph (``student-int8.onnx``); float biases
+  (``quantize_bias=False``) for the graph handed to TensorRT, whose ONNX parser takes only INT8/FP8/INT4 inputs on
+  a DequantizeLinear (``student-int8.trt.onnx``).
 - FP16: the graph converted to float16 inside, float32 at its input and output (Cast nodes), so every runtime
   feeds it the same [0, 1] float32 images.
 """
@@ -23,11 +26,12 @@ log = logging.getLogger(__name__)
 
 
 def quantize_int8(fp32: Path, out: Path, calibration: torch.Tensor, per_channel: bool = True,
-                  float_ends: bool = True) -> Path:
+                  float_ends: bool = True, quantize_bias: bool = True) -> Path:
     """Static INT8 QDQ quantisation of ``fp32`` calibrated on ``calibration`` (N, C, H, W) images in [0, 1].
 
     ``float_ends`` keeps the first convolution and the final linear layer in float, the usual practice: on the
     embedded default's student it raised top-1 agreement with PyTorch from 97.2% to 99.2% (docs/export.md).
+    ``quantize_bias=False`` keeps every bias float (the TensorRT-bound graph).
     """
     from onnxruntime.quantization import CalibrationDataReader, QuantFormat, QuantType, quantize_static
     from onnxruntime.quantization.shape_inference import quant_pre_process
@@ -50,9 +54,28 @@ def quantize_int8(fp32: Path, out: Path, calibration: torch.Tensor, per_channel:
             quantize_static(str(prepared), str(tmp), Reader(calibration.numpy().astype(np.float32)),
                             quant_format=QuantFormat.QDQ, per_channel=per_channel, activation_type=QuantType.QInt8,
                             weight_type=QuantType.QInt8, nodes_to_exclude=excluded,
-                            extra_options={"ActivationSymmetric": True, "WeightSymmetric": True})
+                            extra_options={"ActivationSymmetric": True, "WeightSymmetric": True,
+                                           "QuantizeBias": quantize_bias})
             onnx.checker.check_model(onnx.load(str(tmp)), full_check=True)
     return Path(out)
+
+
+def tensorrt_incompatible_dequantize(model) -> list:
+    """``(node, type)`` of every DequantizeLinear whose quantised input is not a type TensorRT's ONNX parser takes
+    there (INT8, FP8, INT4): onnxruntime's INT32 biases are the usual case. ``model``: a ModelProto or a path."""
+    if not isinstance(model, onnx.ModelProto):
+        model = onnx.load(str(model), load_external_data=False)
+    graph = model.graph
+    types = {t.name: t.data_type for t in graph.initializer}
+    types.update({v.name: v.type.tensor_type.elem_type for v in list(graph.value_info) + list(graph.input)})
+    for node in graph.node:
+        if node.op_type == "Constant":
+            types.update({out: a.t.data_type for out in node.output for a in node.attribute if a.name == "value"})
+    accepted = {onnx.TensorProto.INT8, onnx.TensorProto.INT4}
+    accepted |= {getattr(onnx.TensorProto, n) for n in ("FLOAT8E4M3FN", "FLOAT8E4M3FNUZ") if hasattr(onnx.TensorProto, n)}
+    return [(node.name or node.output[0], onnx.TensorProto.DataType.Name(types[node.input[0]]))
+            for node in graph.node if node.op_type == "DequantizeLinear" and node.input[0] in types
+            and types[node.input[0]] not in accepted]
 
 
 def convert_fp16(fp32: Path, out: Path) -> Path:
