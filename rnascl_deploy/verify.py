@@ -1,5 +1,10 @@
 """Verify that clean and adversarial accuracy survived export, on the exported engine itself.
 
+Before any measurement the engine's provenance is checked (``exporters/provenance.py``): its sidecar must exist,
+be well-formed, carry the engine file's own sha256 and this run's student's sha256, and (ONNX) claim the precision
+read from the graph itself; an engine without such provenance, or one that runs only a fixed batch above 1, is
+refused (RnasclError, exit 2) with what to do. So an INT8 engine is always measured as INT8, with its hybrid attack.
+
 For every test point (the first ``verify.limit``):
 - clean accuracy of the engine and its top-1 agreement with the PyTorch student;
 - transfer attacks: PGD-20 and APGD-CE examples crafted on the PyTorch student, scored on the engine and on the
@@ -20,24 +25,48 @@ import logging
 import time
 from pathlib import Path
 from dataclasses import asdict, dataclass, field
-from typing import Dict, List, Optional
+from typing import TYPE_CHECKING, ClassVar, Dict, List, Optional
 from xml.sax.saxutils import escape, quoteattr
 
 import torch
 from torch import nn
 from tqdm import tqdm
 
-from .attacks import PGD, Square, build_attack
+from .attacks import PGD, Square
+from .attacks.config import ATTACK, AttackConfig
 from .attacks.evaluate import json_key
 from .checkpoint import file_sha256, load_model
-from .data import batches, load_split
-from .engines import Engine, open_engine, read_sidecar
+from .data import batches
+from .engines import Engine, open_engine
+from .exporters.provenance import UntrustedEngine, check_provenance, reexport_hint
 from .errors import RnasclError
 from .fileio import atomic_write_json, atomic_write_text
 from .perf import channels_last
-from .recipe import AttackConfig, Recipe, VerifyConfig
+from .schema import Each, Maybe, at_least, between, LIMIT
+
+if TYPE_CHECKING:
+    from .recipe import Recipe
 
 log = logging.getLogger(__name__)
+
+READS = ("data", "attack", "verify")  # the recipe sections `verify` reads (and the engines, the student)
+
+
+@dataclass
+class VerifyConfig:
+    """The recipe's ``verify`` section: the gate on the exported engine (drops in percentage points)."""
+
+    CHECKS: ClassVar[dict] = {"limit": LIMIT, "attacks": Each(ATTACK), "square_queries": at_least(1),
+                              "max_clean_drop": at_least(0), "max_adv_drop": at_least(0),
+                              "min_agreement": between(0, 1), "min_adv_acc": Maybe(between(0, 1))}
+
+    limit: Optional[int] = 500  # test images (null: all)
+    attacks: List[str] = field(default_factory=lambda: ["pgd20", "apgd-ce"])  # crafted on the PyTorch student
+    square_queries: int = 200  # Square attack run directly against the engine
+    max_clean_drop: float = 1.0
+    max_adv_drop: float = 2.0
+    min_agreement: float = 0.98  # top-1 agreement with the PyTorch student on clean images
+    min_adv_acc: Optional[float] = None  # optional floor on the engine's worst-case accuracy (fraction)
 
 
 @dataclass
@@ -80,8 +109,7 @@ def verify_engine(student: nn.Module, engine: Engine, dataset, attack: AttackCon
     start = time.perf_counter()
     student = student.eval()
     quantized = engine.precision != "fp32"
-    transfer = {json_key(name): build_attack(name, attack.eps, attack.pgd_step_size, attack.apgd_iters,
-                                             attack.square_queries, attack.seed) for name in cfg.attacks}
+    transfer = {json_key(name): a for name, a in attack.build(cfg.attacks).items()}
     square = Square(attack.eps, queries=cfg.square_queries, seed=attack.seed)
     keys = list(transfer) + ["square"] + (["hybrid_pgd20"] if quantized else [])
     n = ref_clean = eng_clean = agree = ref_worst = eng_worst = 0
@@ -138,16 +166,20 @@ def verify_run(run: Path, engine_path: Path, recipe: Recipe, limit: Optional[int
                           "elsewhere with --out DIR (or move the old report away)")
     source = Path(run) / "student.safetensors"
     student, meta = load_model(source, kind="student")
-    engine = open_engine(engine_path, device)
+    provenance = check_engine_provenance(Path(run), Path(engine_path), file_sha256(source))
+    engine = open_engine(engine_path, device, max_batch=recipe.export.max_batch, opt_batch=recipe.export.opt_batch)
     check_compatible(engine, meta["data"]["input_shape"], meta["data"]["num_classes"])
-    data = recipe.data
+    if engine.min_batch > 1:
+        raise RnasclError(f"engine {engine_path} runs only batches of {engine.batch_range()} images; verification "
+                          "feeds batches of any size from 1 (attacks shrink them), so it needs an engine with a "
+                          f"dynamic batch, as export writes; {reexport_hint(Path(run), Path(engine_path))}")
+    if provenance and engine.precision not in ("unknown", provenance["precision"]):
+        raise RnasclError(f"engine {engine_path} reads as {engine.precision} but its sidecar says "
+                          f"{provenance['precision']}; {reexport_hint(Path(run), Path(engine_path))}")
     n = limit if limit is not None else recipe.verify.limit
-    test_set, _ = load_split(data.name, "test", data.root, limit=n, image_size=data.image_size)
+    test_set, _ = recipe.data.load("test", n)
     report = verify_engine(channels_last(student), engine, test_set, recipe.attack, recipe.verify, progress=progress)
-    exported_from = read_sidecar(Path(engine_path)).get("student_sha256")
-    if exported_from and exported_from != file_sha256(source):
-        report.warnings.append(f"the engine was exported from another student checkpoint (sha256 {exported_from[:12]}.. "
-                               f"is not {source}'s)")
+    report.engine["provenance"] = provenance or {"student_sha256": file_sha256(source)}
     for warning in report.warnings:
         log.warning(warning)
     atomic_write_json(out / f"{stem}.json", report.to_dict())
@@ -155,6 +187,24 @@ def verify_run(run: Path, engine_path: Path, recipe: Recipe, limit: Optional[int
     atomic_write_text(out / f"{stem}.xml", to_junit(report))
     log.info("verification of %s: %s (reports in %s)", engine_path, "PASS" if report.passed else "FAIL", out)
     return report
+
+
+def check_engine_provenance(run: Path, engine_path: Path, student_sha256: str) -> Optional[dict]:
+    """The engine's sidecar once it proves the engine is the one exported from this run's student, in the
+    precision it claims (``exporters/provenance.py``); an RnasclError saying what is wrong and what to do otherwise.
+    A ``.safetensors`` engine must be the student checkpoint itself (None is returned)."""
+    if not Path(engine_path).is_file():
+        raise RnasclError(f"engine {str(engine_path)!r} not found")
+    if Path(engine_path).suffix == ".safetensors":
+        if file_sha256(engine_path) != student_sha256:
+            raise RnasclError(f"{engine_path} is not {run / 'student.safetensors'} (another checkpoint): verify "
+                              "compares an engine with the student it was exported from")
+        return None
+    try:
+        return check_provenance(engine_path, student_sha256)
+    except UntrustedEngine as exc:
+        raise UntrustedEngine(f"{exc}. verify measures only an engine that is provably this run's export, in its "
+                              f"true precision; {reexport_hint(run, engine_path)}") from None
 
 
 def _checks(r: VerifyReport, cfg: VerifyConfig) -> List[Check]:

@@ -7,15 +7,40 @@ import pytest
 from click.testing import CliRunner
 from onnx import numpy_helper
 
+from rnascl_deploy.checkpoint import file_sha256
 from rnascl_deploy.cli import main
+from rnascl_deploy.errors import RnasclError
 from rnascl_deploy.exporters import export_student
 from rnascl_deploy.exporters.onnx_export import export_onnx
 from rnascl_deploy.models import build_model
 from rnascl_deploy.recipe import load_recipe
+from rnascl_deploy.verify import verify_run
 
 
 def _verify(run, engine, *extra):
     return CliRunner().invoke(main, ["-q", "verify", str(run), "--engine", str(engine), "--limit", "100", *extra])
+
+
+def vouch(engine, genuine):
+    """Give ``engine`` the sidecar of the ``genuine`` export with ``engine``'s own sha256: an engine whose
+    provenance checks out, so that verify goes on to measure it (as if an export had produced a bad engine)."""
+    side = json.loads((genuine.parent / f"{genuine.name}.json").read_text())
+    side["engine_sha256"] = file_sha256(engine)
+    (engine.parent / f"{engine.name}.json").write_text(json.dumps(side))
+    return engine
+
+
+def copy_run(trained_run, engines, dst, *names):
+    """The trained run's files and the named engines with their sidecars, copied to ``dst``."""
+    dst.mkdir()
+    for f in trained_run.iterdir():
+        if f.is_file():
+            (dst / f.name).write_bytes(f.read_bytes())
+    (dst / "engines").mkdir()
+    for name in names:
+        for f in (engines / name, engines / f"{name}.json"):
+            (dst / "engines" / f.name).write_bytes(f.read_bytes())
+    return dst
 
 
 @pytest.fixture(scope="module")
@@ -54,15 +79,80 @@ def test_damaged_engine_fails_with_exit_1(trained_run, engines, tmp_path):
             init.CopyFrom(numpy_helper.from_array(w + rng.normal(0, 0.5 * w.std(), w.shape).astype(np.float32),
                                                   init.name))
     onnx.save(model, str(tmp_path / "damaged.onnx"))
-    result = _verify(trained_run, tmp_path / "damaged.onnx")
+    assert _verify(trained_run, tmp_path / "damaged.onnx").exit_code == 2  # no provenance: refused unmeasured
+    result = _verify(trained_run, vouch(tmp_path / "damaged.onnx", engines / "student.onnx"))
     assert result.exit_code == 1 and "FAIL" in result.output
 
 
-def test_another_models_engine_fails_and_a_wrong_shape_is_a_usage_error(trained_run, tmp_path):
+def test_another_models_engine_fails_and_a_wrong_shape_is_a_usage_error(trained_run, engines, tmp_path):
     other = build_model("cnn", 1, 10, 28, [0.3], [0.3], widths=[4], strides=[2], hidden=8)
     export_onnx(other, (1, 28, 28), tmp_path / "other.onnx")
-    assert _verify(trained_run, tmp_path / "other.onnx").exit_code == 1
+    unvouched = _verify(trained_run, tmp_path / "other.onnx")
+    assert unvouched.exit_code == 2 and "no sidecar" in unvouched.output
+    assert _verify(trained_run, vouch(tmp_path / "other.onnx", engines / "student.onnx")).exit_code == 1
     rgb = build_model("cnn", 3, 10, 32, [0.3] * 3, [0.3] * 3, widths=[4], strides=[2], hidden=8)
     export_onnx(rgb, (3, 32, 32), tmp_path / "rgb.onnx")
-    result = _verify(trained_run, tmp_path / "rgb.onnx")
+    result = _verify(trained_run, vouch(tmp_path / "rgb.onnx", engines / "student.onnx"))
     assert result.exit_code == 2 and "not an engine of this model" in result.output
+
+
+def _refused(run, engine, *words):
+    result = _verify(run, engine)
+    assert result.exit_code == 2, result.output
+    assert "Traceback" not in result.output and "--force" in result.output and not (run / "verify").exists()
+    for word in words:
+        assert word in result.output, (word, result.output)
+    recipe = load_recipe(run / "recipe.yaml")
+    with pytest.raises(RnasclError):
+        verify_run(run, engine, recipe, limit=8, progress=False)
+    return result
+
+
+def test_an_engine_without_its_sidecar_is_refused(trained_run, engines, tmp_path):
+    run = copy_run(trained_run, engines, tmp_path / "run", "student-int8.onnx")
+    (run / "engines" / "student-int8.onnx.json").unlink()
+    _refused(run, run / "engines" / "student-int8.onnx", "no sidecar", "--format onnx-int8")
+
+
+def test_a_sidecar_claiming_another_precision_is_refused(trained_run, engines, tmp_path):
+    run = copy_run(trained_run, engines, tmp_path / "run", "student-int8.onnx")
+    side_path = run / "engines" / "student-int8.onnx.json"
+    side = json.loads(side_path.read_text())
+    side["precision"] = "fp32"  # what an INT8 engine verified as fp32 (without the hybrid attack) would need
+    side_path.write_text(json.dumps(side))
+    _refused(run, run / "engines" / "student-int8.onnx", "int8 graph", "sidecar says fp32")
+
+
+def test_an_engine_replaced_by_another_engine_is_refused(trained_run, engines, tmp_path):
+    run = copy_run(trained_run, engines, tmp_path / "run", "student.onnx", "student-int8.onnx")
+    (run / "engines" / "student.onnx").write_bytes((run / "engines" / "student-int8.onnx").read_bytes())
+    _refused(run, run / "engines" / "student.onnx", "not the file its sidecar describes")
+
+
+def test_a_malformed_sidecar_is_a_clear_error(trained_run, engines, tmp_path):
+    run = copy_run(trained_run, engines, tmp_path / "run", "student.onnx")
+    (run / "engines" / "student.onnx.json").write_text('{"format": "onnx", "precision": ')
+    _refused(run, run / "engines" / "student.onnx", "not valid JSON")
+    (run / "engines" / "student.onnx.json").write_text('["onnx", "fp32"]')
+    _refused(run, run / "engines" / "student.onnx", "not an object")
+
+
+def test_an_engine_of_another_student_is_refused(trained_run, engines, tmp_path):
+    run = copy_run(trained_run, engines, tmp_path / "run", "student.onnx")
+    side_path = run / "engines" / "student.onnx.json"
+    side = json.loads(side_path.read_text())
+    side["student_sha256"] = "ab" * 32
+    side_path.write_text(json.dumps(side))
+    _refused(run, run / "engines" / "student.onnx", "another student checkpoint")
+
+
+def test_an_engine_of_a_fixed_batch_of_7_is_refused(trained_run, engines, tmp_path):
+    run = copy_run(trained_run, engines, tmp_path / "run", "student.onnx")
+    path = run / "engines" / "student.onnx"
+    model = onnx.load(str(path))
+    for value in (model.graph.input[0], model.graph.output[0]):
+        value.type.tensor_type.shape.dim[0].Clear()
+        value.type.tensor_type.shape.dim[0].dim_value = 7
+    onnx.save(model, str(path))
+    vouch(path, path)  # its provenance holds: the batch is what is refused
+    _refused(run, path, "batches of 7", "dynamic batch", "--format onnx ")
