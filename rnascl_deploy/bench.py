@@ -5,6 +5,10 @@ have passed. A call is what a user pays: [0, 1] float32 images from host memory 
 On CUDA (TensorRT engines, the CUDA execution provider, a PyTorch model on the GPU) each call is timed with CUDA
 events on the current stream after synchronising; on CPU with ``time.perf_counter``. Reported per batch size:
 p50/p90/p99/mean latency in milliseconds and throughput in images per second (batch / mean latency).
+
+A batch outside what the engine runs in one call (a TensorRT profile's min..max, a fixed batch) is refused with the
+range before anything is timed: splitting it would time several calls and report them as one. Written results
+(:func:`write_bench`) never replace earlier ones unless ``force``.
 """
 from __future__ import annotations
 
@@ -19,6 +23,7 @@ import numpy as np
 import torch
 
 from .engines import Engine
+from .errors import RnasclError
 from .fileio import atomic_path, atomic_write_json, atomic_write_text
 
 
@@ -64,8 +69,18 @@ def _uses_cuda(engine: Engine) -> bool:
     return torch.cuda.is_available() and any(k in engine.provider.lower() for k in ("cuda", "tensorrt"))
 
 
+def check_batches(engine: Engine, batches: Sequence[int]) -> None:
+    """Refuse batch sizes the engine cannot run in one call (the timing would be of several calls)."""
+    bad = [b for b in batches if b < engine.min_batch or (engine.max_batch is not None and b > engine.max_batch)]
+    if bad:
+        raise RnasclError(f"engine {engine.name} runs batches of {engine.batch_range()} images in one call; batch "
+                          f"{', '.join(map(str, bad))} would be split into several calls and timed as one. Choose "
+                          "batches in that range, or export the engine with a larger profile (export.max_batch)")
+
+
 def time_engine(engine: Engine, batch: int, warmup: int = 5, min_iters: int = 20, min_seconds: float = 1.0,
                 seed: int = 0) -> BenchRow:
+    check_batches(engine, [batch])
     x = torch.rand((batch, *engine.input_shape), generator=torch.Generator().manual_seed(seed))
     for _ in range(warmup):
         engine(x)
@@ -91,6 +106,9 @@ def time_engine(engine: Engine, batch: int, warmup: int = 5, min_iters: int = 20
 
 
 def bench(engine: Engine, batches: Sequence[int], reference: Optional[Engine] = None, **timing) -> BenchReport:
+    check_batches(engine, batches)
+    if reference is not None:
+        check_batches(reference, batches)
     rows = [time_engine(engine, b, **timing) for b in batches]
     report = BenchReport(engine.describe(), torch.get_num_threads(), rows)
     if reference is not None:
@@ -128,8 +146,23 @@ def plot(report: BenchReport, path) -> None:
     plt.close(fig)
 
 
-def write_bench(report: BenchReport, directory, name: str) -> None:
-    """``<name>.json``, ``<name>.csv`` and the ``<name>.png`` latency plot in ``directory``, each atomically."""
+def bench_files(directory, name: str) -> List[Path]:
+    """The files :func:`write_bench` writes for ``name`` in ``directory``."""
+    return [Path(directory) / f"{name}.{ext}" for ext in ("json", "csv", "png")]
+
+
+def refuse_existing(directory, name: str, force: bool = False) -> None:
+    """Refuse, before any timing, to write where earlier results of ``name`` lie (unless ``force``)."""
+    existing = [p for p in bench_files(directory, name) if p.exists()]
+    if existing and not force:
+        raise RnasclError(f"{existing[0]} already holds bench results of {name}; earlier results are never replaced: "
+                          "write these elsewhere (--out DIR), move the old ones away, or pass --force to replace them")
+
+
+def write_bench(report: BenchReport, directory, name: str, force: bool = False) -> None:
+    """``<name>.json``, ``<name>.csv`` and the ``<name>.png`` latency plot in ``directory``, each atomically.
+    Earlier results there are refused (RnasclError naming the file) unless ``force``."""
+    refuse_existing(directory, name, force)
     directory = Path(directory)
     atomic_write_json(directory / f"{name}.json", report.to_dict())
     atomic_write_text(directory / f"{name}.csv", report.to_csv())
