@@ -233,3 +233,19 @@ def test_engines_refuse_bad_files(tmp_path):
         open_engine(tmp_path / "x.bin")
     with pytest.raises(RnasclError, match="not found"):
         open_engine(tmp_path / "absent.onnx")
+
+
+def test_strongly_typed_flags_and_the_build_environment_check_follow_tensorrt_10_and_11():
+    from types import SimpleNamespace
+
+    from rnascl_deploy.exporters.tensorrt import check_built_here, network_flags
+
+    flags = SimpleNamespace(STRONGLY_TYPED=1)  # TensorRT 10's enum value (EXPLICIT_BATCH is 0)
+    assert network_flags(SimpleNamespace(__version__="10.9.0.34", NetworkDefinitionCreationFlag=flags)) == 1 << 1
+    # TensorRT 11: always strongly typed; the flag is deprecated and ignored, so none is passed.
+    assert network_flags(SimpleNamespace(__version__="11.4.0.106", NetworkDefinitionCreationFlag=flags)) == 0
+    here = {"version": "11.4.0.106", "gpu": "NVIDIA H200", "compute_capability": "9.0"}
+    check_built_here(Path("e.engine"), dict(here), here)
+    check_built_here(Path("e.engine"), {}, here)  # nothing recorded: TensorRT's own deserialisation decides
+    with pytest.raises(RnasclError, match="built elsewhere: TensorRT 10.9.0.34 .*compute capability 8.9"):
+        check_built_here(Path("e.engine"), {**here, "version": "10.9.0.34", "compute_capability": "8.9"}, here)
