@@ -5,8 +5,8 @@
 | ``onnx`` | ``student.onnx`` | fp32 ONNX (dynamo exporter, opset >= 18, dynamic batch, one file) |
 | ``onnx-fp16`` | ``student-fp16.onnx`` | float16 graph, float32 input/output |
 | ``onnx-int8`` | ``student-int8.onnx`` | explicit Q/DQ INT8, symmetric, per-channel, calibrated on training images |
-| ``tensorrt-fp16`` | ``student-fp16.engine`` | TensorRT strongly typed engine from ``student-fp16.trt.onnx`` (GPU only) |
-| ``tensorrt-int8`` | ``student-int8.engine`` | TensorRT strongly typed engine from ``student-int8.trt.onnx``: Q/DQ INT8 with float biases (GPU only) |
+| ``tensorrt-fp16`` | ``student-fp16.engine`` | strongly typed TensorRT engine of ``student-fp16.trt.onnx`` (GPU) |
+| ``tensorrt-int8`` | ``student-int8.engine`` | the same of ``student-int8.trt.onnx``: Q/DQ INT8, float biases (GPU) |
 
 ``onnx_only`` (TensorRT formats): write ``student-{fp16,int8}.trt.onnx``, the exact graph TensorRT's parser would be
 given, with its sidecar and its logit parity (through onnxruntime), and stop: no TensorRT needed.

@@ -8,8 +8,10 @@ Every file ``export`` writes in ``RUN/engines/`` has a sidecar ``<file>.json``:
 | ``engine_sha256`` | sha256 of the engine file itself: the sidecar describes that file and no other |
 | ``student_sha256`` | sha256 of the ``student.safetensors`` it was exported from |
 | ``input_shape``, ``num_classes`` | C x H x W of the [0, 1] images in, logits out |
-| ``max_abs_diff``, ``parity_n`` | largest absolute logit difference against PyTorch on ``parity_n`` test images (``null`` for a graph written only as the base of another format) |
-| ``tensorrt`` | TensorRT engines: ``{"version", "gpu", "compute_capability", "min_batch", "opt_batch", "max_batch", "onnx_sha256"}`` |
+| ``max_abs_diff``, ``parity_n`` | largest absolute logit difference against PyTorch on ``parity_n`` test images |
+| ``tensorrt`` | TensorRT: ``version``, ``gpu``, ``compute_capability``, ``min/opt/max_batch``, ``onnx_sha256`` |
+
+``max_abs_diff`` is ``null`` for the fp32 graph when it was written only as the base of another format.
 
 The sidecar is written before the engine is renamed into place, so an export interrupted at any point leaves either
 the previous consistent pair, or a sidecar whose ``engine_sha256`` names a file that is not there (which
@@ -124,7 +126,7 @@ def check_provenance(path: Path, student_sha256: Optional[str] = None) -> dict:
                                   f"{side['precision']}")
     fmt = side["format"]
     base = fmt[:-len("-onnx")] if isinstance(fmt, str) and fmt.endswith("-onnx") else fmt
-    if base not in FORMATS:
+    if not isinstance(base, str) or base not in FORMATS:
         raise UntrustedEngine(f"the sidecar {sidecar_path(path)} gives format {fmt!r}; valid: {', '.join(FORMATS)}")
     if FORMATS[base][1] != side["precision"]:
         raise UntrustedEngine(f"the sidecar {sidecar_path(path)} says format {fmt} with precision "

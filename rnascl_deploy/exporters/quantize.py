@@ -72,7 +72,8 @@ def tensorrt_incompatible_dequantize(model) -> list:
         if node.op_type == "Constant":
             types.update({out: a.t.data_type for out in node.output for a in node.attribute if a.name == "value"})
     accepted = {onnx.TensorProto.INT8, onnx.TensorProto.INT4}
-    accepted |= {getattr(onnx.TensorProto, n) for n in ("FLOAT8E4M3FN", "FLOAT8E4M3FNUZ") if hasattr(onnx.TensorProto, n)}
+    accepted |= {getattr(onnx.TensorProto, n) for n in ("FLOAT8E4M3FN", "FLOAT8E4M3FNUZ")
+                 if hasattr(onnx.TensorProto, n)}
     return [(node.name or node.output[0], onnx.TensorProto.DataType.Name(types[node.input[0]]))
             for node in graph.node if node.op_type == "DequantizeLinear" and node.input[0] in types
             and types[node.input[0]] not in accepted]
