@@ -1,38 +1,88 @@
-# rnascl-deploy image for CI pipelines (entrypoint: rnascl-deploy).
-#   GPU, TensorRT-capable (default):
-#     docker build -t rnascl-deploy:gpu .
-#   CPU only:
-#     docker build -t rnascl-deploy:cpu --build-arg BASE=python:3.11-slim-bookworm --build-arg VARIANT=cpu .
-# UNVERIFIED: Docker cannot run on the project's machines; this file is linted (hadolint) in the tests only.
-ARG BASE=nvcr.io/nvidia/tensorrt:24.12-py3
+# rnascl-deploy image for CI pipelines (entrypoint: rnascl-deploy). Build it with scripts/build-image.sh
+# (`make image`), which passes the host's pip configuration and CA bundle as build secrets and makes the base from
+# Debian's packages where no registry answers. By hand, with Docker/BuildKit:
+#   CPU:  docker build -t rnascl-deploy:cpu --build-arg VARIANT=cpu \
+#           --secret id=pipconf,src=pip.conf --secret id=cacert,src=/etc/ssl/certs/ca-certificates.crt .
+#   GPU:  docker build -t rnascl-deploy:gpu --build-arg VARIANT=gpu --build-arg CUDA=13.0 \
+#           --build-arg TENSORRT=11.4.0.106 .
+# Both secrets are optional (a pip.conf in pip's ini format; a PEM bundle); neither is written into a layer.
+# The base is plain Debian bookworm (Python 3.11 from Debian); python:3.11-slim-bookworm works as BASE too.
+# The GPU variant's CUDA 13 runtime comes from the NVIDIA wheels that torch 2.13.0 and onnxruntime-gpu 1.31.1
+# depend on (no vendor base image); running it needs an NVIDIA driver R580 or newer on the host.
+ARG BASE=debian:bookworm-slim
 FROM ${BASE}
 
-ARG VARIANT=gpu
-ENV PYTHONDONTWRITEBYTECODE=1 \
-    PYTHONUNBUFFERED=1 \
+# cpu: torch 2.13.0+cpu and onnxruntime (constraints.txt). gpu: torch 2.13.0 (CUDA 13) and onnxruntime-gpu
+# (constraints-gpu.txt), plus TensorRT from NVIDIA's index unless TENSORRT=none.
+ARG VARIANT=cpu
+# What the labels say; the build-time check below fails when the installed stack disagrees.
+ARG PYTHON=3.11
+ARG CUDA=none
+ARG TENSORRT=none
+# TensorRT's PyPI packages are stubs that download the libraries from this index at install time.
+ARG TENSORRT_INDEX=https://pypi.nvidia.com
+
+LABEL org.opencontainers.image.title="rnascl-deploy" \
+      org.opencontainers.image.description="RNAS-CL search, robust retraining, export and verification on the engine" \
+      io.rnascl-deploy.variant="${VARIANT}" \
+      io.rnascl-deploy.python="${PYTHON}" \
+      io.rnascl-deploy.cuda="${CUDA}" \
+      io.rnascl-deploy.tensorrt="${TENSORRT}"
+
+ENV PYTHONUNBUFFERED=1 \
     PIP_NO_CACHE_DIR=1 \
-    PIP_DISABLE_PIP_VERSION_CHECK=1
+    PIP_DISABLE_PIP_VERSION_CHECK=1 \
+    VIRTUAL_ENV=/opt/venv \
+    PATH=/opt/venv/bin:$PATH \
+    MPLBACKEND=Agg
 
 SHELL ["/bin/bash", "-o", "pipefail", "-c"]
 
-# The embedded default data set (Fashion-MNIST IDX files under /usr/share/datasets/fashion-mnist).
-RUN apt-get update \
-    && apt-get install -y --no-install-recommends dataset-fashion-mnist \
-    && rm -rf /var/lib/apt/lists/*
+# Python from Debian where the base has none (a python:3.11 base brings its own), and the embedded default data
+# set (Fashion-MNIST IDX files in /usr/share/datasets/fashion-mnist). One virtual environment holds every package.
+# hadolint ignore=SC2086
+RUN if ! command -v "python${PYTHON}" > /dev/null; then PY_DEBS="python3 python3-venv"; fi \
+    && apt-get update \
+    && DEBIAN_FRONTEND=noninteractive apt-get install -y --no-install-recommends ${PY_DEBS:-} dataset-fashion-mnist \
+    && rm -rf /var/lib/apt/lists/* \
+    && "python${PYTHON}" -m venv /opt/venv \
+    && useradd --create-home --uid 1000 --shell /bin/bash rnascl
 
+# Dependencies: their own layer, before the source, so a code change reuses it. setup.py with no package beside it
+# installs nothing but the dependencies of the chosen extra (the real package replaces it below).
 WORKDIR /opt/rnascl-deploy
-COPY setup.py constraints.txt README.md ./
+COPY setup.py constraints.txt constraints-gpu.txt ./
+RUN --mount=type=secret,id=pipconf --mount=type=secret,id=cacert \
+    if [ -s /run/secrets/pipconf ]; then export PIP_CONFIG_FILE=/run/secrets/pipconf; fi \
+    && case "${VARIANT}" in \
+         cpu) pip install -c constraints.txt "torch==2.13.0+cpu" ".[cpu]" ;; \
+         gpu) pip install -c constraints-gpu.txt "torch==2.13.0" ".[onnxruntime-gpu]" ;; \
+         *) echo "VARIANT must be cpu or gpu, not '${VARIANT}'" >&2; exit 2 ;; \
+       esac \
+    && pip uninstall -y rnascl-deploy
+
+# TensorRT, the way its users install it: NVIDIA's index as an extra index. Its own layer; skipped with
+# TENSORRT=none (the build of this project's machines, where that index is not reachable).
+RUN --mount=type=secret,id=pipconf --mount=type=secret,id=cacert \
+    if [ -s /run/secrets/pipconf ]; then export PIP_CONFIG_FILE=/run/secrets/pipconf; fi \
+    && if [ "${VARIANT}" != gpu ] || [ "${TENSORRT}" = none ]; then \
+         echo "TensorRT: NOT INSTALLED (VARIANT=${VARIANT}, TENSORRT=${TENSORRT}): tensorrt-* export formats will exit 2"; \
+       else \
+         pip install --extra-index-url "${TENSORRT_INDEX}" -c constraints-gpu.txt "tensorrt-cu13==${TENSORRT}"; \
+       fi
+
+# The package itself: no network, no dependency resolution (a code-only change rebuilds this layer only).
+COPY README.md ./
 COPY rnascl_deploy ./rnascl_deploy
 COPY recipes ./recipes
+COPY scripts/check-image.py ./scripts/
+RUN pip install --no-deps --no-build-isolation . \
+    && rm -rf build rnascl_deploy.egg-info \
+    && python scripts/check-image.py --variant "${VARIANT}" --python "${PYTHON}" --cuda "${CUDA}" \
+         --tensorrt "${TENSORRT}" \
+    && install -d -o rnascl -g rnascl /work
 
-# GPU: torch 2.13.0 from PyPI (CUDA build) and TensorRT from the base image or PyPI.
-# CPU: torch 2.13.0+cpu from the PyTorch CPU index; constraints.txt pins every other package.
-RUN if [ "${VARIANT}" = "cpu" ]; then \
-        pip install --extra-index-url https://download.pytorch.org/whl/cpu -c constraints.txt . ; \
-    else \
-        pip install -c constraints.txt ".[tensorrt]" ; \
-    fi \
-    && rnascl-deploy --help > /dev/null
-
+USER 1000:1000
+WORKDIR /work
 ENTRYPOINT ["rnascl-deploy"]
 CMD ["--help"]

@@ -2,7 +2,7 @@
 PYTHON ?= python3
 STAMP := .make/installed
 
-.PHONY: install run test
+.PHONY: install run test image
 install: $(STAMP)
 
 $(STAMP): setup.py constraints.txt scripts/install.sh
@@ -16,3 +16,9 @@ run: install
 
 test: install
 	$(PYTHON) -m pytest
+
+# The CI image (Dockerfile) and its smoke job; never part of `make test` (it downloads gigabytes). docs/ci.md.
+# `make image VARIANT=gpu` builds the GPU image.
+VARIANT ?= cpu
+image:
+	bash scripts/build-image.sh --variant $(VARIANT)
