@@ -1,31 +1,50 @@
-"""Training speed of the derived 600K-MAC student, conv space (the embedded default) against the paper's MobileNetV2
-space, beside an fp32 GEMM peak measured in the same run.
+"""Training speed of 600K-MAC students: (1) the derived student of the conv space (the embedded default) against the
+paper's MobileNetV2 space, beside an fp32 GEMM peak measured in the same run; (2) the adversarial objectives (PGD-10,
+N-FGSM, FGSM-RS) side by side on the study's RNAS-CL student, with and without the teacher.
 
-    python benchmarks/bench_train_speed.py [--budget 600K] [--batch 128] [--seconds 20]
+    python benchmarks/bench_train_speed.py [--budget 600K] [--batch 128] [--seconds 20] [--only spaces|objectives]
+                                           [--rounds 40] [--batches 1] [--device cpu]
 
-For each space the student is derived at the budget from uniform architecture logits (the search's derivation rule,
-so no search is needed), trained on random [0, 1] images of Fashion-MNIST's shape, and timed for a clean training
-step (forward + backward + SGD) and a PGD-10 adversarial training step (the study's). Achieved MACs/s counts
+(1) For each space the student is derived at the budget from uniform architecture logits (the search's derivation
+rule, so no search is needed), trained on random [0, 1] images of Fashion-MNIST's shape, and timed for a clean
+training step (forward + backward + SGD) and a PGD-10 adversarial training step (the study's). Achieved MACs/s counts
 3 x forward MACs per image for a clean step (forward + backward) and 3 x 11 for a PGD-10 step (ten attack
 forward-backward passes, one training pass); the figure is its ratio to the GEMM peak (a 1024^3 fp32 matmul).
-Threads: torch's default (all cores). Prints a Markdown table and writes JSON to ``--out``.
+
+(2) One training step (objective + backward + Adam) of the registered objectives ``pgd`` (PGD-10, step 0.025, the
+study's), ``n-fgsm`` and ``fgsm-rs`` (their published step and noise), eps 0.1, on the student of study v2 (default
+space, widths 12/36/96, docs/results.md), each without a teacher and with the default teacher (the residual
+teacher, KD + attention over the study's searched tutor pairs, on the adversarial input as retraining does today).
+The configurations are timed interleaved (``--rounds`` rounds of ``--batches`` batches each; the median and the
+fastest batch), so that load from other work on shared cores falls on all of them alike; the load average before and
+after is printed. Ratios, of the fastest batches (the least disturbed on shared cores), are to PGD-10 fp32 without the
+teacher and to PGD-10 fp32 with it (today's RNAS-CL retraining).
+
+Threads: torch's default (all cores). Prints Markdown tables and writes JSON to ``--out``.
 """
 from __future__ import annotations
 
 import argparse
 import json
+import os
 import time
 from pathlib import Path
+from types import SimpleNamespace
 
 import torch
 import torch.nn.functional as F
 
 from rnascl_deploy.attacks import PGD
+from rnascl_deploy.checkpoint import load_model
 from rnascl_deploy.cost import arch_cost, measure, parse_budget
+from rnascl_deploy.distill import Distiller
+from rnascl_deploy.objectives import make_objective
 from rnascl_deploy.perf import channels_last, tune_cpu
-from rnascl_deploy.recipe import HeadConfig, SpaceConfig, StageConfig
+from rnascl_deploy.schema import resolve_path
 from rnascl_deploy.search import derive_widths
 from rnascl_deploy.space import build_layout, materialize
+from rnascl_deploy.space.config import HeadConfig, SpaceConfig, StageConfig
+from rnascl_deploy.teacher import TeacherConfig
 
 SPACES = {
     "conv (default)": SpaceConfig(),
@@ -84,28 +103,115 @@ def student_speed(space: SpaceConfig, budget, batch: int, seconds: float) -> dic
     return out
 
 
+# study v2's RNAS-CL student (docs/results.md): searched at 600K in the default space with the residual teacher
+STUDY_WIDTHS = [12, 36, 96]
+STUDY_TUTORS = {"blocks.0": "layer1.1.conv1", "blocks.1": "layer2.1.conv1"}
+# (row label, objective, passes per image: forward-backward to craft + one training pass)
+OBJECTIVES = (("PGD-10", "pgd", 11), ("N-FGSM", "n-fgsm", 2), ("FGSM-RS", "fgsm-rs", 2))
+
+
+def interleaved(steps: dict, rounds: int, batches: int, sync) -> dict:
+    """(median, fastest) seconds per call of each step, timed in ``rounds`` round-robin rounds of ``batches`` calls
+    each (after one warm-up round), so that a change in background load falls on every step alike; the fastest call
+    is the least disturbed one when other work shares the cores."""
+    times = {name: [] for name in steps}
+    for r in range(rounds + 1):
+        for name, fn in steps.items():
+            for _ in range(batches):
+                sync()
+                t = time.perf_counter()
+                fn()
+                sync()
+                if r > 0:
+                    times[name].append(time.perf_counter() - t)
+    return {name: (sorted(ts)[len(ts) // 2], min(ts)) for name, ts in times.items()}
+
+
+def objective_speed(batch: int, rounds: int, batches: int, device: str) -> dict:
+    """Images/s of one training step of each objective, with and without the adversarial-input teacher."""
+    layout = build_layout(SpaceConfig(), (1, 28, 28), 10)
+    student = channels_last(materialize(layout, STUDY_WIDTHS, [0.286], [0.353])).to(device).train()
+    macs = arch_cost(layout, STUDY_WIDTHS).macs
+    teacher, _ = load_model(resolve_path(TeacherConfig().checkpoint))
+    distiller = Distiller.pairs(channels_last(teacher).to(device), STUDY_TUTORS)
+    opt = torch.optim.Adam(student.parameters(), 1e-3)
+    x, y = torch.rand(batch, 1, 28, 28, device=device), torch.randint(0, 10, (batch,), device=device)
+    eps = 0.1
+
+    def train_step(objective):
+        def step():
+            loss, _ = objective(student, x, y, eps)
+            opt.zero_grad(set_to_none=True)
+            loss.backward()
+            opt.step()
+        return step
+
+    steps, passes = {}, {}
+    for label, adv, n in OBJECTIVES:
+        # the fields the objectives read (TrainConfig's names): PGD-10 as in the study, single-step published values
+        cfg = SimpleNamespace(adv=adv, eps=eps, steps=10, step_size=0.025, fgsm_step=None, fgsm_noise=None)
+        for teacher_label, dist in (("none", None), ("adversarial input", distiller)):
+            steps[(label, teacher_label)] = train_step(make_objective(cfg, dist))
+            passes[(label, teacher_label)] = n
+    sync = torch.cuda.synchronize if device.startswith("cuda") else (lambda: None)
+    seconds = interleaved(steps, rounds, batches, sync)
+    base = {t: batch / seconds[("PGD-10", t)][1] for t in ("none", "adversarial input")}
+    rows = []
+    for (label, teacher_label), (median, fastest) in seconds.items():
+        rows.append({"objective": label, "teacher": teacher_label, "passes": passes[(label, teacher_label)],
+                     "images_per_s": batch / median, "images_per_s_fastest": batch / fastest,
+                     "vs_pgd10": batch / fastest / base["none"],
+                     "vs_pgd10_teacher": batch / fastest / base["adversarial input"]})
+    return {"student_widths": STUDY_WIDTHS, "student_macs": macs, "tutors": STUDY_TUTORS,
+            "teacher": TeacherConfig().checkpoint, "eps": eps, "rounds": rounds, "batches_per_round": batches,
+            "rows": rows}
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--budget", default="600K")
     parser.add_argument("--batch", type=int, default=128)
-    parser.add_argument("--seconds", type=float, default=20.0, help="timing window per measurement")
+    parser.add_argument("--seconds", type=float, default=20.0, help="timing window per measurement (spaces)")
+    parser.add_argument("--only", choices=["spaces", "objectives"], help="run one of the two measurements")
+    parser.add_argument("--rounds", type=int, default=40, help="interleaved timing rounds (objectives)")
+    parser.add_argument("--batches", type=int, default=1, help="batches per configuration and round (objectives)")
+    parser.add_argument("--device", default="cpu", help="objectives: cpu or cuda")
     parser.add_argument("--out", default="runs/bench-train-speed.json")
     args = parser.parse_args()
     tune_cpu()
-    budget = parse_budget(args.budget)
-    peak = gemm_peak(args.seconds)
-    rows = {name: student_speed(space, budget, args.batch, args.seconds) for name, space in SPACES.items()}
-    print(f"fp32 GEMM peak (1024^3 matmul, {torch.get_num_threads()} threads): {peak / 1e9:.1f} GMAC/s\n")
-    print("| space | widths | MACs | params | clean img/s | clean GMAC/s (of peak) | PGD-10 img/s | "
-          "PGD-10 GMAC/s (of peak) |")
-    print("|---|---|---|---|---|---|---|---|")
-    for name, r in rows.items():
-        print(f"| {name} | {r['widths']} | {r['macs']:,} | {r['params']:,} | {r['clean_images_per_s']:,.0f} | "
-              f"{r['clean_macs_per_s'] / 1e9:.2f} ({r['clean_macs_per_s'] / peak:.1%}) | "
-              f"{r['pgd10_images_per_s']:,.0f} | {r['pgd10_macs_per_s'] / 1e9:.2f} ({r['pgd10_macs_per_s'] / peak:.1%}) |")
+    result = {"threads": torch.get_num_threads(), "batch": args.batch, "device": args.device}
+    if args.only != "objectives":
+        budget = parse_budget(args.budget)
+        peak = gemm_peak(args.seconds)
+        rows = {name: student_speed(space, budget, args.batch, args.seconds) for name, space in SPACES.items()}
+        print(f"fp32 GEMM peak (1024^3 matmul, {torch.get_num_threads()} threads): {peak / 1e9:.1f} GMAC/s\n")
+        print("| space | widths | MACs | params | clean img/s | clean GMAC/s (of peak) | PGD-10 img/s | "
+              "PGD-10 GMAC/s (of peak) |")
+        print("|---|---|---|---|---|---|---|---|")
+        for name, r in rows.items():
+            print(f"| {name} | {r['widths']} | {r['macs']:,} | {r['params']:,} | {r['clean_images_per_s']:,.0f} | "
+                  f"{r['clean_macs_per_s'] / 1e9:.2f} ({r['clean_macs_per_s'] / peak:.1%}) | "
+                  f"{r['pgd10_images_per_s']:,.0f} | {r['pgd10_macs_per_s'] / 1e9:.2f} "
+                  f"({r['pgd10_macs_per_s'] / peak:.1%}) |")
+        result |= {"gemm_macs_per_s": peak, "rows": rows}
+    if args.only != "spaces":
+        load = os.getloadavg()
+        obj = objective_speed(args.batch, args.rounds, args.batches, args.device)
+        obj["loadavg_before"], obj["loadavg_after"] = load, os.getloadavg()
+        print(f"\nTraining step by objective, fp32, {args.device}, {torch.get_num_threads()} threads, batch "
+              f"{args.batch}: student {obj['student_widths']} ({obj['student_macs']:,} MACs), eps {obj['eps']}, "
+              f"{obj['rounds']} interleaved rounds x {obj['batches_per_round']} batches each; load average "
+              f"{load[0]:.2f} before, {obj['loadavg_after'][0]:.2f} after\n")
+        print("| objective | teacher | passes/image | img/s (median) | img/s (fastest batch) | x PGD-10 (no teacher) "
+              "| x PGD-10 + teacher |")
+        print("|---|---|---|---|---|---|---|")
+        for r in obj["rows"]:
+            print(f"| {r['objective']} | {r['teacher']} | {r['passes']} | {r['images_per_s']:,.0f} | "
+                  f"{r['images_per_s_fastest']:,.0f} | {r['vs_pgd10']:.2f} | {r['vs_pgd10_teacher']:.2f} |")
+        print("\nRatios are of the fastest batches (the least disturbed when other work shares the cores).")
+        result["objectives"] = obj
     Path(args.out).parent.mkdir(parents=True, exist_ok=True)
-    Path(args.out).write_text(json.dumps({"gemm_macs_per_s": peak, "threads": torch.get_num_threads(),
-                                          "batch": args.batch, "rows": rows}, indent=2) + "\n")
+    Path(args.out).write_text(json.dumps(result, indent=2) + "\n")
 
 
 if __name__ == "__main__":
