@@ -29,6 +29,7 @@ Options:
                           (default: auto = docker if `docker info` answers, else buildah)
   --runs DIR              host directory of the smoke job's runs (default: /var/tmp/rnascl-image/runs-VARIANT;
                           emptied first)
+  --git REV               build from a clean `git archive REV` (e.g. HEAD) instead of the working tree
   --no-smoke              build only
   --smoke-only            skip the build; run the smoke job on an existing image
   --ca-bundle FILE        CA bundle for pip in the build (default: pip's `cert`, else $SSL_CERT_FILE, else
@@ -43,7 +44,7 @@ die_usage() { echo "build-image: $1 (see --help)" >&2; exit 2; }
 log() { echo "build-image: $*" >&2; }
 
 VARIANT=cpu TAG="" BASE=debian:bookworm-slim TENSORRT_MODE=auto TENSORRT_INDEX=https://pypi.nvidia.com
-BUILDER=auto RUNS="" SMOKE=1 BUILD=1 CA_BUNDLE=""
+BUILDER=auto RUNS="" SMOKE=1 BUILD=1 CA_BUNDLE="" GIT_REV=""
 while [ $# -gt 0 ]; do
   case "$1" in
     --variant) [ $# -ge 2 ] || die_usage "--variant needs a value"; VARIANT=$2; shift 2 ;;
@@ -54,6 +55,7 @@ while [ $# -gt 0 ]; do
     --builder) [ $# -ge 2 ] || die_usage "--builder needs a value"; BUILDER=$2; shift 2 ;;
     --runs) [ $# -ge 2 ] || die_usage "--runs needs a value"; RUNS=$2; shift 2 ;;
     --ca-bundle) [ $# -ge 2 ] || die_usage "--ca-bundle needs a value"; CA_BUNDLE=$2; shift 2 ;;
+    --git) [ $# -ge 2 ] || die_usage "--git needs a value"; GIT_REV=$2; shift 2 ;;
     --no-smoke) SMOKE=0; shift ;;
     --smoke-only) BUILD=0; shift ;;
     -h|--help) usage; exit 0 ;;
@@ -190,13 +192,20 @@ build() {
   local args=(--build-arg "BASE=$BASE" --build-arg "VARIANT=$VARIANT" --build-arg "CUDA=$cuda"
               --build-arg "TENSORRT=$trt" --build-arg "TENSORRT_INDEX=$TENSORRT_INDEX"
               --secret "id=pipconf,src=$WORK/pip.conf" --secret "id=cacert,src=$CA_BUNDLE" -t "$TAG")
+  local context=.
+  if [ -n "$GIT_REV" ]; then  # uncommitted edits stay out of the image
+    context="$WORK/context" && mkdir -p "$context"
+    git archive "$GIT_REV" | tar -x -C "$context"
+    find "$context" -exec touch -h -d @0 {} +   # one fixed mtime: buildah's layer cache sees file times
+    log "context: git archive $GIT_REV ($(git rev-parse --short "$GIT_REV"))"
+  fi
   local t0=$SECONDS
   if [ "$BUILDER" = docker ]; then
-    DOCKER_BUILDKIT=1 docker build "${args[@]}" .
+    DOCKER_BUILDKIT=1 docker build "${args[@]}" "$context"
   else
     local vols=() p
     while IFS= read -r p; do vols+=(-v "$p:$p:ro"); done <"$WORK/mounts"
-    buildah bud --isolation chroot --layers --format docker "${vols[@]}" "${args[@]}" .
+    buildah bud --isolation chroot --layers --format docker "${vols[@]}" "${args[@]}" "$context"
   fi
   log "built $TAG in $((SECONDS - t0)) s"
 }
