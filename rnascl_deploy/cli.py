@@ -80,6 +80,12 @@ def _objective_names():
     return list(OBJECTIVES)
 
 
+def _export_formats():
+    from .exporters.config import FORMATS
+
+    return list(FORMATS)
+
+
 def parse_batches(text: str):
     """``1,8,64`` -> [1, 8, 64]; anything else is refused with what was expected."""
     items = text.split(",")
@@ -93,11 +99,17 @@ def parse_batches(text: str):
 
 
 def _load_recipe(recipe: Optional[str], overrides, **flags):
-    from .recipe import load_recipe, parse_override
+    """The recipe file (or the embedded default) with the ``--set`` overrides, then the command's flags, which
+    are shorthands for dotted keys (a flag left out changes nothing). The device it names is checked here, before
+    any work."""
+    from .recipe import load_recipe, parse_overrides
+    from .runtime import resolve
 
-    values = dict(parse_override(o) for o in overrides)
+    values = parse_overrides(overrides)
     values.update({k: v for k, v in flags.items() if v is not None})
-    return load_recipe(recipe, values)
+    r = load_recipe(recipe, values)
+    resolve(r.runtime)
+    return r
 
 
 def _emit(obj, as_json: bool, human_lines) -> None:
@@ -117,6 +129,8 @@ recipe_option = click.option("--recipe", "-r", type=click.Path(dir_okay=False),
 set_option = click.option("--set", "overrides", multiple=True, metavar="KEY=VALUE",
                           help="Override a recipe value by dotted key, e.g. --set teacher.train.epochs=3 (repeatable).")
 json_option = click.option("--json", "as_json", is_flag=True, help="Print one JSON object on stdout.")
+device_option = click.option("--device", help="Where to compute (runtime.device): auto (the visible GPU, else the "
+                                              "CPU), cpu, cuda or cuda:N.")
 
 
 DISTRIBUTED_COMMANDS = ("search", "retrain")
@@ -169,13 +183,14 @@ def teacher():
 @set_option
 @click.option("--out", "-o", type=click.Path(file_okay=False), required=True,
               help="Run directory: state.pt each epoch, history.jsonl, train.log, recipe.yaml, model.safetensors.")
-@click.option("--epochs", type=click.IntRange(1), help="Override teacher.train.epochs.")
-@click.option("--adv", type=RegistryChoice(_objective_names), help="Override teacher.train.adv (the objective).")
-@click.option("--limit", type=click.IntRange(1), help="Train on the first N images of the training split only.")
-@click.option("--seed", type=int, help="Override teacher.train.seed.")
+@click.option("--epochs", type=click.IntRange(1), help="teacher.train.epochs.")
+@click.option("--adv", type=RegistryChoice(_objective_names), help="teacher.train.adv (the objective).")
+@click.option("--limit", type=click.IntRange(1), help="teacher.limit: train on the first N training images only.")
+@click.option("--seed", type=click.IntRange(0), help="teacher.train.seed.")
+@device_option
 @click.option("--resume", is_flag=True, help="Continue an interrupted run in --out from its last finished epoch.")
 @click.pass_context
-def teacher_train(ctx, recipe, overrides, out, epochs, adv, limit, seed, resume):
+def teacher_train(ctx, recipe, overrides, out, epochs, adv, limit, seed, device, resume):
     """Adversarially train a teacher (PGD-AT or TRADES) as the recipe's teacher section says.
 
     The best epoch by validation PGD-10 accuracy becomes OUT/model.safetensors. An existing run is never
@@ -184,8 +199,9 @@ def teacher_train(ctx, recipe, overrides, out, epochs, adv, limit, seed, resume)
     from .teacher import train_teacher
 
     r = _load_recipe(recipe, overrides, **{"teacher.train.epochs": epochs, "teacher.train.adv": adv,
-                                           "teacher.train.seed": seed})
-    result = train_teacher(r, Path(out), resume=resume, progress=ctx.obj["progress"], limit=limit)
+                                           "teacher.train.seed": seed, "teacher.limit": limit,
+                                           "runtime.device": device})
+    result = train_teacher(r, Path(out), resume=resume, progress=ctx.obj["progress"])
     click.echo(f"teacher written to {Path(out) / 'model.safetensors'} (best epoch {result.best_epoch}: "
                f"{result.best_metrics})")
 
@@ -205,26 +221,27 @@ def _format_report(report: dict):
 @recipe_option
 @set_option
 @click.option("--limit", type=click.IntRange(1), help="Evaluate the first N test images (default: all).")
-@click.option("--attacks", help="Comma-separated attacks (default: the recipe's attack.attacks): "
-                                "fgsm, pgdK (e.g. pgd20), apgd-ce, apgd-t, square.")
-@click.option("--eps", type=click.FloatRange(0, 1), help="Override attack.eps (pixel units in [0, 1]).")
-@click.option("--data-root", help="Directory of the checkpoint's data set (default: the recipe's data.root).")
+@click.option("--attacks", help="attack.attacks, comma-separated: fgsm, pgdK (e.g. pgd20), apgd-ce, apgd-t, square.")
+@click.option("--eps", type=click.FloatRange(0, 1, min_open=True), help="attack.eps (pixel units in [0, 1]).")
+@click.option("--data-root", help="data.root: directory of the checkpoint's data set.")
+@device_option
 @click.option("--out", type=click.Path(dir_okay=False), help="Also write the JSON report to this file.")
 @json_option
 @click.pass_context
-def teacher_eval(ctx, checkpoint, recipe, overrides, limit, attacks, eps, data_root, out, as_json):
+def teacher_eval(ctx, checkpoint, recipe, overrides, limit, attacks, eps, data_root, device, out, as_json):
     """Clean and adversarial accuracy of CHECKPOINT (a path, or builtin:NAME for a shipped one).
 
     Runs every attack on every point and reports accuracy under each plus the worst case per point (a point counts
     only if it survives all attacks), with warnings on signs of gradient masking.
     """
     from .fileio import atomic_write_json
-    from .recipe import resolve_path
+    from .schema import resolve_path
     from .teacher import evaluate_checkpoint
 
-    r = _load_recipe(recipe, overrides, **{"attack.eps": eps, "data.root": data_root})
-    names = [a.strip() for a in attacks.split(",") if a.strip()] if attacks else None
-    report = evaluate_checkpoint(resolve_path(checkpoint), r.data, r.attack, limit, names, ctx.obj["progress"])
+    names = [a.strip() for a in attacks.split(",") if a.strip()] if attacks is not None else None
+    r = _load_recipe(recipe, overrides, **{"attack.eps": eps, "data.root": data_root, "attack.attacks": names,
+                                           "runtime.device": device})
+    report = evaluate_checkpoint(resolve_path(checkpoint), r.data, r.attack, limit, progress=ctx.obj["progress"])
     report["checkpoint"] = checkpoint
     if out:
         atomic_write_json(Path(out), report)
@@ -247,7 +264,7 @@ def teacher_import(state_dict, model_name, model_kwargs, dataset, data_root, mea
     RobustBench CIFAR models take [0,1] inputs without normalisation: pass --mean 0,0,0 --std 1,1,1 for those.
     """
     from .checkpoint import import_state_dict, save_checkpoint
-    from .data import info_dict, load_split
+    from .data import load_split
     from .models import build_model
 
     if Path(out).exists():
@@ -257,7 +274,7 @@ def teacher_import(state_dict, model_name, model_kwargs, dataset, data_root, mea
     except json.JSONDecodeError as exc:
         raise RnasclError(f"--model-kwargs is not JSON: {exc}") from None
     _, info = load_split(dataset, "test", data_root, limit=1)
-    data = info_dict(info)
+    data = info.to_dict()
     if mean:
         data["mean"] = [float(v) for v in mean.split(",")]
     if std:
@@ -279,6 +296,7 @@ Examples:
   rnascl-deploy search --recipe recipes/fashion-mnist.yaml --budget 600K --out runs/s600k
   rnascl-deploy search --budget macs=1.2M,params=40K --out runs/s1m --epochs 2 --limit 8000
   rnascl-deploy search --budget 600K --out runs/s600k --resume      # continue an interrupted search
+  rnascl-deploy search --recipe runs/s600k/recipe.yaml --out runs/again   # the same search again
   rnascl-deploy cost runs/s600k/arch.json
 """
 
@@ -286,18 +304,19 @@ Examples:
 @main.command(epilog=EPILOG_SEARCH)
 @recipe_option
 @set_option
-@click.option("--budget", "-b", required=True,
-              help="MACs and/or parameters the student must fit: 600K, 1.5M, params=150K, macs=1M,params=100K.")
+@click.option("--budget", "-b", help="search.budget, the MACs and/or parameters the student must fit: 600K, 1.5M, "
+                                     "params=150K, macs=1M,params=100K (default: the recipe's, 600K).")
 @click.option("--out", "-o", type=click.Path(file_okay=False), required=True,
               help="Run directory: arch.json, recipe.yaml, search_history.jsonl, search.log, search_state.pt.")
-@click.option("--epochs", type=click.IntRange(1), help="Override search.epochs.")
-@click.option("--limit", type=click.IntRange(1),
-              help="Search on the first N training images, validation on N/4 (default: the recipe's search.limit).")
-@click.option("--seed", type=int, help="Override search.seed.")
+@click.option("--epochs", type=click.IntRange(1), help="search.epochs.")
+@click.option("--limit", type=click.IntRange(1), help="search.limit: search on the first N training images, "
+                                                      "validation on N/4.")
+@click.option("--seed", type=click.IntRange(0), help="search.seed.")
+@device_option
 @click.option("--resume", is_flag=True, help="Continue an interrupted search from its last finished epoch.")
 @json_option
 @click.pass_context
-def search(ctx, recipe, overrides, budget, out, epochs, limit, seed, resume, as_json):
+def search(ctx, recipe, overrides, budget, out, epochs, limit, seed, device, resume, as_json):
     """RNAS-CL: search student widths and, for every student layer, its teacher tutor, under a budget.
 
     A supernet of mobile inverted-residual blocks learns Gumbel-softmax channel masks while every student tap
@@ -305,22 +324,22 @@ def search(ctx, recipe, overrides, budget, out, epochs, limit, seed, resume, as_
     teacher). The derived student never exceeds the budget (MACs by fvcore, batch 1) and uses at least 80% of it
     when the space allows. Writes OUT/arch.json, the input of `retrain`.
     """
-    from .cost import parse_budget
     from .search import run_search
 
-    b = parse_budget(budget)
-    r = _load_recipe(recipe, overrides, **{"search.epochs": epochs, "search.seed": seed})
-    arch = run_search(r, b, Path(out), limit=limit, resume=resume, progress=ctx.obj["progress"])
-    _emit(arch, as_json, [f"{Path(out) / 'arch.json'}: widths {arch['widths']}, {arch['macs']} MACs, "
-                          f"{arch['params']} params (budget {b})", "tutors (student tap -> teacher tap):",
-                          *[f"  {s:<16} -> {t}" for s, t in arch["tutors"].items()], *arch["search"]["notes"]])
+    r = _load_recipe(recipe, overrides, **{"search.budget": budget, "search.epochs": epochs, "search.limit": limit,
+                                           "search.seed": seed, "runtime.device": device})
+    arch = run_search(r, Path(out), resume=resume, progress=ctx.obj["progress"])
+    _emit(arch.to_dict(), as_json, [f"{Path(out) / 'arch.json'}: widths {list(arch.widths)}, {arch.macs} MACs, "
+                                    f"{arch.params} params (budget {arch.budget})",
+                                    "tutors (student tap -> teacher tap):",
+                                    *[f"  {s:<16} -> {t}" for s, t in arch.tutors.items()], *arch.search["notes"]])
 
 
 # --------------------------------------------------------------------------------------------------- retrain
 EPILOG_RETRAIN = """\b
 Examples:
   rnascl-deploy retrain runs/s600k                       # distillation retrain, full test-set evaluation
-  rnascl-deploy retrain runs/s600k --adv trades          # ... then a TRADES fine-tune keeping KD + attention
+  rnascl-deploy retrain runs/s600k --finetune trades     # ... then a TRADES fine-tune keeping KD + attention
   rnascl-deploy retrain runs/s600k --epochs 2 --limit 1000 --train-limit 5000   # a quick look
   rnascl-deploy retrain runs/s600k --resume              # continue an interrupted retrain
 """
@@ -331,28 +350,31 @@ Examples:
 @click.option("--recipe", "-r", type=click.Path(dir_okay=False),
               help="Recipe (default: RUN/recipe.yaml, the one the search ran with).")
 @set_option
-@click.option("--epochs", type=click.IntRange(1), help="Override retrain.train.epochs.")
-@click.option("--adv", type=RegistryChoice(_objective_names),
-              help="Robust fine-tune after retraining (retrain.finetune.adv): pgd (PGD-AT), trades, or robust "
-                   "distillation ard / rslad, keeping the searched attention pairs.")
-@click.option("--limit", type=click.IntRange(1), help="Evaluate on the first N test images (default: all).")
-@click.option("--train-limit", type=click.IntRange(1), help="Train on the first N training images (retrain.limit).")
+@click.option("--epochs", type=click.IntRange(1), help="retrain.train.epochs.")
+@click.option("--finetune", type=RegistryChoice(_objective_names),
+              help="retrain.finetune.adv: a robust fine-tune after retraining (pgd, trades, n-fgsm, or robust "
+                   "distillation ard / rslad), keeping the searched attention pairs.")
+@click.option("--limit", type=click.IntRange(1), help="retrain.eval_limit: evaluate on the first N test images.")
+@click.option("--train-limit", type=click.IntRange(1), help="retrain.limit: train on the first N training images.")
+@device_option
 @click.option("--resume", is_flag=True, help="Continue an interrupted retrain or fine-tune.")
 @json_option
 @click.pass_context
-def retrain(ctx, run, recipe, overrides, epochs, adv, limit, train_limit, resume, as_json):
+def retrain(ctx, run, recipe, overrides, epochs, finetune, limit, train_limit, device, resume, as_json):
     """Train the student of RUN/arch.json from scratch with the searched cross-layer distillation.
 
-    Loss: the objective retrain.train.adv (none, pgd, trades, ard, rslad) + gamma * attention transfer over the
-    FIXED (student tap -> teacher tap) pairs the search chose (+ KL(teacher || student) for none, pgd, trades).
+    Loss: the objective retrain.train.adv (clean, pgd, trades, n-fgsm, fgsm-rs, ard, rslad) + gamma * attention
+    transfer over the FIXED (student tap -> teacher tap) pairs the search chose (+ KL(teacher || student) for the
+    objectives that do not distil the teacher their own way).
     Writes RUN/student.safetensors and RUN/metrics.json (clean, each attack of attack.attacks, worst case, MACs,
     params on the test split).
     """
     from .retrain import run_retrain
 
     r = _load_recipe(recipe or str(Path(run) / "recipe.yaml"), overrides,
-                     **{"retrain.train.epochs": epochs, "retrain.finetune.adv": adv, "retrain.limit": train_limit})
-    metrics = run_retrain(Path(run), r, resume=resume, limit=limit, progress=ctx.obj["progress"])
+                     **{"retrain.train.epochs": epochs, "retrain.finetune.adv": finetune, "retrain.limit": train_limit,
+                        "retrain.eval_limit": limit, "runtime.device": device})
+    metrics = run_retrain(Path(run), r, resume=resume, progress=ctx.obj["progress"])
     if metrics is None:  # a torchrun rank other than 0: rank 0 evaluates and reports
         return
     lines = [f"{Path(run) / 'student.safetensors'}: {metrics['macs']} MACs, {metrics['params']} params, "
@@ -376,24 +398,30 @@ Examples:
 @click.argument("run", type=click.Path(file_okay=False, exists=True))
 @click.option("--recipe", "-r", type=click.Path(dir_okay=False), help="Recipe (default: RUN/recipe.yaml).")
 @set_option
-@click.option("--format", "formats", multiple=True,
-              type=click.Choice(["onnx", "onnx-fp16", "onnx-int8", "tensorrt-fp16", "tensorrt-int8"]),
-              help="Engine format (repeatable; default: the recipe's export.formats).")
-@click.option("--calibration-size", type=click.IntRange(1), help="Training images calibrating INT8 (export.calibration_size).")
+@click.option("--format", "formats", multiple=True, type=RegistryChoice(_export_formats),
+              help="export.formats: an engine format (repeatable).")
+@click.option("--calibration-size", type=click.IntRange(1), help="export.calibration_size: training images "
+                                                                 "calibrating INT8.")
+@device_option
 @click.option("--force", is_flag=True, help="Export again even where RUN/engines/ already holds the engine.")
+@click.option("--onnx-only", is_flag=True, help="TensorRT formats: write the exact ONNX graph TensorRT would be given "
+                                                "(RUN/engines/student-{fp16,int8}.trt.onnx) and stop; no TensorRT "
+                                                "needed.")
 @json_option
-def export(run, recipe, overrides, formats, calibration_size, force, as_json):
+def export(run, recipe, overrides, formats, calibration_size, device, force, onnx_only, as_json):
     """Export RUN/student.safetensors to ONNX (fp32, fp16, int8 Q/DQ) or TensorRT engines in RUN/engines/.
 
     Each export is checked (onnx.checker) and compared with PyTorch on test images; the largest absolute logit
     difference goes into the engine's sidecar RUN/engines/<file>.json. TensorRT needs TensorRT 10/11 and a GPU.
     An engine already exported from this student is kept (a no-op that says so) unless --force.
     """
-    from .exporters import export_student
+    from .exporters.export import export_student
 
     r = _load_recipe(recipe or str(Path(run) / "recipe.yaml"), overrides,
-                     **{"export.calibration_size": calibration_size})
-    results = [export_student(Path(run), fmt, r, force=force).to_dict() for fmt in (formats or r.export.formats)]
+                     **{"export.calibration_size": calibration_size, "export.formats": list(formats) or None,
+                        "runtime.device": device})
+    results = [export_student(Path(run), fmt, r, force=force, onnx_only=onnx_only).to_dict()
+               for fmt in r.export.formats]
     _emit(results, as_json, [f"{x['format']:<14} {x['path']}  max |logit diff| vs PyTorch {x['max_abs_diff']:.3g} "
                              f"on {x['n']} test images " + ("(already exported: kept; --force exports again)"
                                                             if x["skipped"] else f"({x['seconds']:.1f} s)")
@@ -415,15 +443,16 @@ Exit codes: 0 robustness preserved, 1 not preserved, 2 usage error (e.g. an engi
               help="Engine file: .onnx (onnxruntime), .engine/.plan (TensorRT) or .safetensors.")
 @click.option("--recipe", "-r", type=click.Path(dir_okay=False), help="Recipe (default: RUN/recipe.yaml).")
 @set_option
-@click.option("--limit", type=click.IntRange(1), help="Test images (default: the recipe's verify.limit).")
-@click.option("--device", type=click.Choice(["cpu", "cuda", "tensorrt"]), default="cpu", show_default=True,
+@click.option("--limit", type=click.IntRange(1), help="verify.limit: the first N test images.")
+@click.option("--provider", type=click.Choice(["cpu", "cuda", "tensorrt"]), default="cpu", show_default=True,
               help="onnxruntime execution provider for .onnx engines.")
+@device_option
 @click.option("--junit", type=click.Path(dir_okay=False), help="Also write the JUnit XML report here.")
 @click.option("--out", type=click.Path(file_okay=False),
               help="Directory of the reports (default: RUN/verify/). An existing report is never replaced.")
 @json_option
 @click.pass_context
-def verify(ctx, run, engine_path, recipe, overrides, limit, device, junit, out, as_json):
+def verify(ctx, run, engine_path, recipe, overrides, limit, provider, device, junit, out, as_json):
     """Gate: were clean and adversarial accuracy preserved on the exported engine itself?
 
     Clean accuracy and agreement with the PyTorch student; PGD-20 and APGD-CE examples crafted on the student,
@@ -434,8 +463,9 @@ def verify(ctx, run, engine_path, recipe, overrides, limit, device, junit, out, 
     from .fileio import atomic_write_text
     from .verify import to_junit, verify_run
 
-    r = _load_recipe(recipe or str(Path(run) / "recipe.yaml"), overrides)
-    report = verify_run(Path(run), Path(engine_path), r, limit, device, ctx.obj["progress"], out)
+    r = _load_recipe(recipe or str(Path(run) / "recipe.yaml"), overrides,
+                     **{"verify.limit": limit, "runtime.device": device})
+    report = verify_run(Path(run), Path(engine_path), r, device=provider, progress=ctx.obj["progress"], out=out)
     if junit:
         atomic_write_text(Path(junit), to_junit(report))
     lines = [f"{'PASS' if report.passed else 'FAIL'}: {engine_path} ({report.engine['precision']}) on {report.n} "
@@ -461,8 +491,9 @@ Examples:
 @click.option("--engine", "engine_path", type=click.Path(dir_okay=False), required=True,
               help="Engine file: .onnx, .engine/.plan (TensorRT) or .safetensors.")
 @click.option("--batch", "batch_text", default="1,8,64", show_default=True, help="Comma-separated batch sizes.")
-@click.option("--device", type=click.Choice(["cpu", "cuda", "tensorrt"]), default="cpu", show_default=True,
-              help="onnxruntime execution provider for .onnx engines (PyTorch reference: cpu or cuda).")
+@click.option("--provider", type=click.Choice(["cpu", "cuda", "tensorrt"]), default="cpu", show_default=True,
+              help="onnxruntime execution provider for .onnx engines (the PyTorch reference runs on the CPU for "
+                   "cpu, on the GPU otherwise).")
 @click.option("--reference", type=click.Path(dir_okay=False),
               help="PyTorch checkpoint measured in the same run (default: RUN/student.safetensors beside "
                    "RUN/engines/, when it exists).")
@@ -471,9 +502,11 @@ Examples:
 @click.option("--min-seconds", type=click.FloatRange(0), default=1.0, show_default=True)
 @click.option("--out", type=click.Path(file_okay=False), help="Directory for JSON, CSV and the plot "
                                                              "(default: RUN/bench/ beside RUN/engines/, else no files).")
+@click.option("--force", is_flag=True, help="Replace earlier results of this engine in the output directory.")
 @json_option
 @click.pass_context
-def bench_command(ctx, engine_path, batch_text, device, reference, warmup, min_iters, min_seconds, out, as_json):
+def bench_command(ctx, engine_path, batch_text, provider, reference, warmup, min_iters, min_seconds, out, force,
+                  as_json):
     """Latency (p50/p90/p99) and throughput of an engine per batch size, against PyTorch eager.
 
     Threads follow the global --threads option (torch and onnxruntime). Writes <engine>.json, .csv and a
@@ -481,19 +514,21 @@ def bench_command(ctx, engine_path, batch_text, device, reference, warmup, min_i
     """
     import torch
 
-    from .bench import bench, write_bench
+    from .bench import bench, refuse_existing, write_bench
     from .engines import open_engine
 
     batches_ = parse_batches(batch_text)
     path = Path(engine_path)
     run_dir = path.parent.parent if path.parent.name == "engines" else None
-    engine = open_engine(path, device, torch.get_num_threads())
-    ref_path = Path(reference) if reference else (run_dir / "student.safetensors" if run_dir else None)
-    ref = open_engine(ref_path, "cuda" if device != "cpu" else "cpu") if ref_path and ref_path.exists() else None
-    report = bench(engine, batches_, ref, warmup=warmup, min_iters=min_iters, min_seconds=min_seconds)
     target = Path(out) if out else (run_dir / "bench" if run_dir else None)
     if target is not None:
-        write_bench(report, target, path.name)
+        refuse_existing(target, path.name, force)
+    engine = open_engine(path, provider, torch.get_num_threads())
+    ref_path = Path(reference) if reference else (run_dir / "student.safetensors" if run_dir else None)
+    ref = open_engine(ref_path, "cuda" if provider != "cpu" else "cpu") if ref_path and ref_path.exists() else None
+    report = bench(engine, batches_, ref, warmup=warmup, min_iters=min_iters, min_seconds=min_seconds)
+    if target is not None:
+        write_bench(report, target, path.name, force=force)
     lines = [f"{engine_path} ({report.engine['precision']}, {report.engine['provider']}, {report.threads} threads)",
              f"{'batch':>6} {'p50 ms':>9} {'p90 ms':>9} {'p99 ms':>9} {'img/s':>10} {'PyTorch p50':>12} {'speed-up':>9}"]
     for i, r in enumerate(report.rows):
@@ -517,24 +552,24 @@ Exit codes: 0 every engine verified, 1 an engine failed verification, 2 usage er
 @main.command("run", epilog=EPILOG_RUN)
 @recipe_option
 @set_option
-@click.option("--budget", "-b", required=True, help="MACs and/or parameters: 600K, 1.5M, params=150K, ...")
+@click.option("--budget", "-b", help="search.budget: MACs and/or parameters, 600K, 1.5M, params=150K, ... "
+                                     "(default: the recipe's, 600K).")
 @click.option("--out", "-o", type=click.Path(file_okay=False), required=True, help="Run directory.")
 @click.option("--from", "start", type=click.Choice(["search", "retrain", "export", "verify", "bench", "report"]),
               help="Force this stage and every later one to run again (their old outputs move to RUN/superseded/).")
+@device_option
 @json_option
 @click.pass_context
-def run_command(ctx, recipe, overrides, budget, out, start, as_json):
+def run_command(ctx, recipe, overrides, budget, out, start, device, as_json):
     """Recipe to verified, benchmarked engines: search, retrain, export, verify, bench, report.
 
     Finished stages whose inputs (recipe sections, budget, files) are unchanged are skipped; an interrupted stage
     resumes; RUN/report.md and RUN/plots/ summarise the run. The exit code is the verification verdict.
     """
-    from .cost import parse_budget
     from .pipeline import run_pipeline
 
-    b = parse_budget(budget)
-    r = _load_recipe(recipe, overrides)
-    result = run_pipeline(r, b, Path(out), start, ctx.obj["progress"])
+    r = _load_recipe(recipe, overrides, **{"search.budget": budget, "runtime.device": device})
+    result = run_pipeline(r, Path(out), start, ctx.obj["progress"])
     _emit({"passed": result.passed, "ran": result.ran, "skipped": result.skipped, "verify": result.verify,
            "report": str(Path(out) / "report.md")}, as_json,
           [f"{'PASS' if result.passed else 'FAIL'}: {Path(out) / 'report.md'}",
@@ -554,16 +589,16 @@ def cost(target, budget, as_json):
     TARGET is a .safetensors checkpoint, builtin:NAME, or an arch.json written by `search` (or its run
     directory). With --budget the exit code is 1 when it does not fit.
     """
+    from .arch import ArchSpec
     from .checkpoint import load_model
     from .cost import check_budget, human, measure, parse_budget
-    from .recipe import resolve_path
-    from .space.spec import build_student, load_arch
+    from .schema import resolve_path
 
     limit = parse_budget(budget) if budget is not None else None
     path = resolve_path(target)
     if path.suffix == ".json" or path.is_dir():
-        arch = load_arch(path)
-        model, shape = build_student(arch), arch["data"]["input_shape"]
+        arch = ArchSpec.load(path)
+        model, shape = arch.build_student(), arch.input_shape
     else:
         model, meta = load_model(path)
         shape = meta["data"]["input_shape"]

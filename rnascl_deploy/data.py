@@ -20,7 +20,7 @@ import logging
 import pickle
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Callable, Dict, List, Optional, Sequence, Tuple
+from typing import Callable, ClassVar, Dict, List, Optional, Sequence, Tuple
 
 import numpy as np
 import torch
@@ -29,6 +29,7 @@ from torch.utils.data import Dataset
 from . import distributed
 from .errors import RnasclError
 from .registry import Registry
+from .schema import ANY, Each, Maybe, OneOf, at_least
 
 log = logging.getLogger(__name__)
 
@@ -47,6 +48,11 @@ class DatasetInfo:
     std: Tuple[float, ...]
     augment: Tuple[str, ...]
     class_names: Tuple[str, ...] = ()
+
+    def to_dict(self) -> Dict:
+        """What a checkpoint or arch.json records of the data: name, input shape, classes, normalisation."""
+        return {"name": self.name, "input_shape": list(self.input_shape), "num_classes": self.num_classes,
+                "mean": list(self.mean), "std": list(self.std)}
 
 
 class TensorImages(Dataset):
@@ -249,7 +255,7 @@ def augment_batch(x: torch.Tensor, ops: Sequence[str], generator: torch.Generato
             flip = torch.rand(x.shape[0], generator=generator) < 0.5
             x = torch.where(flip[:, None, None, None], x.flip(3), x)
         else:
-            raise RnasclError(f"unknown augmentation {op!r}; valid: crop, flip")
+            raise RnasclError(f"unknown augmentation {op!r}; valid: {', '.join(AUGMENTATIONS)}")
     return x
 
 
@@ -286,10 +292,30 @@ def num_batches(dataset: Dataset, batch_size: int, drop_last: bool = False) -> i
     return len(dataset) // batch_size if drop_last else -(-len(dataset) // batch_size)
 
 
-def dataset_names() -> List[str]:
-    return list(DATASETS)
+# ----------------------------------------------------------------------------------------------------- recipe
+AUGMENTATIONS = ("crop", "flip")
 
 
-def info_dict(info: DatasetInfo) -> Dict:
-    return {"name": info.name, "input_shape": list(info.input_shape), "num_classes": info.num_classes,
-            "mean": list(info.mean), "std": list(info.std)}
+@dataclass
+class DataConfig:
+    """The recipe's ``data`` section: which data set, where it lives, and how batches are drawn."""
+
+    CHECKS: ClassVar[dict] = {"name": OneOf(lambda: list(DATASETS)), "root": ANY, "val_size": at_least(1),
+                              "batch_size": at_least(1), "augment": Maybe(Each(OneOf(AUGMENTATIONS))), "image_size": Maybe(at_least(8)),
+                              "workers": at_least(0)}
+
+    name: str = "fashion-mnist"  # fashion-mnist | cifar10 | imagefolder
+    root: Optional[str] = None  # None: the data set's default locations (the Debian package for Fashion-MNIST)
+    val_size: int = 5000  # images held out of the training split for validation (and architecture steps)
+    batch_size: int = 128
+    augment: Optional[List[str]] = None  # None: the data set's standard augmentation; [] for none; crop, flip
+    image_size: Optional[int] = None  # ImageFolder only: images are resized to this square size
+    workers: int = 0
+
+    def load(self, split: str, limit: Optional[int] = None) -> Tuple[Dataset, DatasetInfo]:
+        """One split of this data set (see :func:`load_split`)."""
+        return load_split(self.name, split, self.root, self.val_size, limit, self.image_size)
+
+    def augmentation(self, info: DatasetInfo) -> Tuple[str, ...]:
+        """The augmentation to train with: the recipe's, or the data set's standard one when it says null."""
+        return tuple(self.augment) if self.augment is not None else info.augment

@@ -12,7 +12,7 @@ in units of eps, None for the method's published value).
 
 ``teacher`` is a :class:`~rnascl_deploy.distill.Distiller` or None. Its cross-layer attention term over the
 searched pairs composes with every objective and is computed where the student is attacked (on the adversarial
-input where there is one, the teacher seeing the same input); its output KD term is added by ``none``, ``pgd``,
+input where there is one, the teacher seeing the same input); its output KD term is added by ``clean``, ``pgd``,
 ``n-fgsm``, ``fgsm-rs`` and ``trades``, while ``ard`` and ``rslad`` distil the teacher's outputs their own way.
 Register a new objective with ``@objective("name")`` (``teacher=True`` when it cannot run without one); recipes and
 the CLI take their choices from :data:`OBJECTIVES`.
@@ -76,7 +76,7 @@ def _kl(p_logits_or_probs: torch.Tensor, q_logits: torch.Tensor, probs: bool = F
     return F.kl_div(F.log_softmax(q_logits, 1), p, reduction="batchmean")
 
 
-@objective("none")
+@objective("clean")
 def clean(model, x, y, eps, cfg, teacher) -> Tuple[torch.Tensor, Terms]:
     """Cross-entropy on clean images (+ the teacher's KD and attention on them)."""
     logits, distill, terms = _forward(model, x, teacher)

@@ -3,8 +3,8 @@
 Stages over one run directory, each the same library call as its own command:
 search -> retrain -> export -> verify -> bench -> report.
 
-``RUN/pipeline.json`` records, per stage, a content hash of its inputs (the recipe sections it reads, the budget,
-and the sha256 of the files it consumes) and whether it finished. Running again:
+``RUN/pipeline.json`` records, per stage, a content hash of its inputs (the recipe sections it reads, declared by
+the stage's module as ``READS``, and the sha256 of the files it consumes) and whether it finished. Running again:
 - skips a finished stage whose inputs are unchanged;
 - resumes a stage that was interrupted (its own per-epoch state), never starting it over;
 - re-runs a stage whose inputs changed, and everything after it; ``--from STAGE`` forces that.
@@ -23,11 +23,13 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Callable, Dict, List, Optional
 
+from . import retrain, search, verify
 from .checkpoint import file_sha256
-from .cost import Budget
 from .errors import RnasclError
+from .exporters import config as export_config
 from .fileio import atomic_write_json
-from .recipe import Recipe, recipe_to_dict, resolve_path
+from .recipe import Recipe, recipe_to_dict
+from .schema import resolve_path
 
 log = logging.getLogger(__name__)
 
@@ -35,9 +37,8 @@ STAGES = ("search", "retrain", "export", "verify", "bench", "report")
 OUTPUTS = {"search": ["arch.json", "search_state.pt", "search_history.jsonl", "search.log"],
            "retrain": ["retrain", "finetune", "student.safetensors", "metrics.json"],
            "export": ["engines"], "verify": ["verify"], "bench": ["bench"], "report": ["report.md", "plots"]}
-SECTIONS = {"search": ("data", "teacher", "search"), "retrain": ("data", "attack", "retrain"),
-            "export": ("data", "export"), "verify": ("data", "attack", "verify"), "bench": ("export",),
-            "report": ("attack",)}
+READS = {"search": search.READS, "retrain": retrain.READS, "export": export_config.READS, "verify": verify.READS,
+         "bench": ("export",), "report": ("attack",)}  # bench and report are this module's own steps
 
 
 @dataclass
@@ -62,12 +63,11 @@ def _files(run: Path, names) -> Dict[str, str]:
     return out
 
 
-def stage_inputs(stage: str, run: Path, recipe: Recipe, budget: Budget) -> str:
+def stage_inputs(stage: str, run: Path, recipe: Recipe) -> str:
     """Content hash of everything ``stage`` reads."""
     resolved = recipe_to_dict(recipe)
-    parts = {k: resolved[k] for k in SECTIONS[stage]}
+    parts = {k: resolved[k] for k in READS[stage]}
     if stage == "search":
-        parts["budget"] = budget.to_dict()
         parts["teacher_sha256"] = file_sha256(resolve_path(recipe.teacher.checkpoint))
     consumed = {"retrain": ["arch.json"], "export": ["student.safetensors"],
                 "verify": ["engines", "student.safetensors"], "bench": ["engines", "student.safetensors"],
@@ -87,30 +87,26 @@ def _supersede(run: Path, stages) -> None:
                 log.info("moved %s aside to %s", run / name, target)
 
 
-def run_pipeline(recipe: Recipe, budget: Budget, run: Path, start: Optional[str] = None,
-                 progress: bool = True) -> PipelineResult:
+def run_pipeline(recipe: Recipe, run: Path, start: Optional[str] = None, progress: bool = True) -> PipelineResult:
     run = Path(run)
     if start is not None and start not in STAGES:
         raise RnasclError(f"unknown stage {start!r}; valid: {', '.join(STAGES)}")
     run.mkdir(parents=True, exist_ok=True)
     state_path = run / "pipeline.json"
     state = json.loads(state_path.read_text()) if state_path.exists() else {"stages": {}}
-    if state.get("budget") not in (None, budget.to_dict()) and start is None:
-        log.info("budget changed from %s to %s: the search and what follows run again", state["budget"], budget)
-    state["budget"] = budget.to_dict()
     steps: Dict[str, Callable[[bool], None]] = {
-        "search": lambda resume: _search(recipe, budget, run, resume, progress),
+        "search": lambda resume: _search(recipe, run, resume, progress),
         "retrain": lambda resume: _retrain(recipe, run, resume, progress),
         "export": lambda resume: _export(recipe, run),
         "verify": lambda resume: _verify(recipe, run, progress),
-        "bench": lambda resume: _bench(recipe, run),
+        "bench": lambda resume: _bench(recipe, run, resume),
         "report": lambda resume: _report(recipe, run),
     }
     result = PipelineResult(passed=False)
     forced = STAGES.index(start) if start else len(STAGES)
     invalid = False
     for i, stage in enumerate(STAGES):
-        digest = stage_inputs(stage, run, recipe, budget)
+        digest = stage_inputs(stage, run, recipe)
         record = state["stages"].get(stage, {})
         if not invalid and i < forced and record.get("done") and record.get("inputs") == digest:
             result.skipped.append(stage)
@@ -134,49 +130,43 @@ def run_pipeline(recipe: Recipe, budget: Budget, run: Path, start: Optional[str]
     return result
 
 
-def _search(recipe, budget, run, resume, progress):
-    from .search import run_search
-
+def _search(recipe, run, resume, progress):
     if resume and (run / "arch.json").exists():  # finished before the pipeline could record it
         return
-    run_search(recipe, budget, run, resume=resume and (run / "search_state.pt").exists(), progress=progress)
+    search.run_search(recipe, run, resume=resume and (run / search.STATE).exists(), progress=progress)
 
 
 def _retrain(recipe, run, resume, progress):
-    from .retrain import run_retrain
-
     if resume and (run / "student.safetensors").exists() and (run / "metrics.json").exists():
         return
-    run_retrain(run, recipe, resume=resume and (run / "retrain").exists(), progress=progress)
+    retrain.run_retrain(run, recipe, resume=resume and (run / "retrain").exists(), progress=progress)
 
 
 def engine_files(run: Path) -> List[Path]:
-    from .exporters import FORMATS
-
-    return [run / "engines" / FORMATS[f][0] for f in FORMATS if (run / "engines" / FORMATS[f][0]).exists()]
+    files = [run / "engines" / name for name, _ in export_config.FORMATS.values()]
+    return [f for f in files if f.exists()]
 
 
 def _export(recipe, run):
-    from .exporters import export_student
+    from .exporters.export import export_student
 
     for fmt in recipe.export.formats:
         export_student(run, fmt, recipe)
 
 
 def _verify(recipe, run, progress):
-    from .verify import verify_run
-
     for engine in engine_files(run):
-        verify_run(run, engine, recipe, progress=progress)
+        verify.verify_run(run, engine, recipe, progress=progress)
 
 
-def _bench(recipe, run):
+def _bench(recipe, run, resume):
     from .bench import bench, write_bench
     from .engines import open_engine
 
     reference = open_engine(run / "student.safetensors")
-    for path in engine_files(run):
-        write_bench(bench(open_engine(path), recipe.export.bench_batches, reference), run / "bench", path.name)
+    for path in engine_files(run):  # a resumed stage replaces the results of its own interrupted run
+        write_bench(bench(open_engine(path), recipe.export.bench_batches, reference), run / "bench", path.name,
+                    force=resume)
 
 
 def _report(recipe, run):

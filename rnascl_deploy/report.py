@@ -10,17 +10,19 @@ from __future__ import annotations
 
 import json
 from pathlib import Path
-from typing import Dict, List
+from typing import TYPE_CHECKING, Dict, List
 
+from .arch import ArchSpec
 from .attacks import FGSM, PGD, attack_label
 from .attacks.evaluate import evaluate_robustness
 from .checkpoint import load_model
-from .cost import Budget, human, measure
-from .data import load_split
+from .cost import human, measure
 from .fileio import atomic_path, atomic_write_json, atomic_write_text
 from .perf import channels_last
-from .recipe import Recipe, resolve_path
-from .space.spec import load_arch
+from .schema import resolve_path
+
+if TYPE_CHECKING:
+    from .recipe import Recipe
 
 CURVE_IMAGES = 500
 EPS_FRACTIONS = (0.0, 0.25, 0.5, 0.75, 1.0, 1.5)
@@ -54,14 +56,13 @@ def _save(fig, path: Path) -> None:
 
 def write_report(run: Path, recipe: Recipe) -> Path:
     run = Path(run)
-    arch = load_arch(run / "arch.json")
+    arch = ArchSpec.load(run / "arch.json")
     metrics = json.loads((run / "metrics.json").read_text())
     student, _ = load_model(run / "student.safetensors", kind="student")
-    teacher_path = resolve_path(arch["teacher"]["checkpoint"])
+    teacher_path = resolve_path(arch.teacher.checkpoint)
     teacher, _ = load_model(teacher_path)
-    teacher_cost = measure(teacher, arch["data"]["input_shape"])
-    data = recipe.data
-    test, _ = load_split(data.name, "test", data.root, limit=CURVE_IMAGES, image_size=data.image_size)
+    teacher_cost = measure(teacher, arch.input_shape)
+    test, _ = recipe.data.load("test", CURVE_IMAGES)
     eps_values = [round(f * recipe.attack.eps, 6) for f in EPS_FRACTIONS]
     curves = {"student": robustness_curve(channels_last(student), test, eps_values, recipe.attack.pgd_step_size),
               "teacher": robustness_curve(channels_last(teacher), test, eps_values, recipe.attack.pgd_step_size)}
@@ -87,7 +88,7 @@ def write_report(run: Path, recipe: Recipe) -> Path:
     points = [("student (RNAS-CL)", metrics["macs"], metrics["clean_acc"], metrics["adv_acc"]["pgd20"]),
               ("teacher", teacher_cost.macs, curves["teacher"]["pgd20"][0],
                curves["teacher"]["pgd20"][EPS_FRACTIONS.index(1.0)])]
-    points += REFERENCES.get(arch["data"]["name"], [])
+    points += REFERENCES.get(arch.data["name"], [])
     for i, (label, macs, clean, adv) in enumerate(points):
         color = f"C{i}"
         ax.scatter([macs], [clean * 100], marker="o", color=color)
@@ -129,15 +130,15 @@ def write_report(run: Path, recipe: Recipe) -> Path:
     passed = bool(verify_reports) and all(r["passed"] for r in verify_reports.values())
     a = metrics["adv_acc"]
     lines = [f"# rnascl-deploy run: {'PASS' if passed else 'FAIL'}", "",
-             f"Data set {arch['data']['name']}, Linf eps {recipe.attack.eps:g}. Budget {Budget(**arch['budget'])}; student "
-             f"{human(arch['macs'])} MACs ({arch['macs']}), {human(arch['params'])} params, widths {arch['widths']}. "
-             f"Teacher `{arch['teacher']['checkpoint']}`: {human(teacher_cost.macs)} MACs.", "",
+             f"Data set {arch.data['name']}, Linf eps {recipe.attack.eps:g}. Budget {arch.budget}; student "
+             f"{human(arch.macs)} MACs ({arch.macs}), {human(arch.params)} params, widths {list(arch.widths)}. "
+             f"Teacher `{arch.teacher.checkpoint}`: {human(teacher_cost.macs)} MACs.", "",
              "## Student (PyTorch)", "",
              f"{metrics['n']} test images: clean {metrics['clean_acc'] * 100:.2f}%, "
              + "".join(f"{attack_label(k)} {v * 100:.2f}%, " for k, v in a.items())
              + f"worst case {metrics['worst_case_acc'] * 100:.2f}% (robust fine-tune: {metrics['finetune']}).", "",
              "## Tutor map (student tap -> teacher tap)", "", "| student tap | teacher tap |", "|---|---|"]
-    lines += [f"| `{s}` | `{t}` |" for s, t in arch["tutors"].items()]
+    lines += [f"| `{s}` | `{t}` |" for s, t in arch.tutors.items()]
     keys = list(dict.fromkeys(k for r in verify_reports.values() for k in r["adv_acc"]))  # every engine's attacks
     lines += ["", "## Engines", "",
               "| engine | verdict | clean | " + " | ".join(attack_label(k) for k in keys)

@@ -2,58 +2,72 @@
 
 Stages inside the run directory, each resumable per epoch (``--resume``):
 1. ``RUN/retrain/``: a fresh student built from ``RUN/arch.json`` trained with the objective
-   ``recipe.retrain.train.adv`` (:mod:`rnascl_deploy.objectives`: none, pgd, trades, ard, rslad) plus the teacher's
-   terms: kd_weight * KL(teacher || student) (none, pgd, trades) and gamma * attention transfer over the searched
+   ``recipe.retrain.train.adv`` (:mod:`rnascl_deploy.objectives`) plus the teacher's terms: kd_weight *
+   KL(teacher || student) (for the objectives that take it) and gamma * attention transfer over the searched
    (student tap -> teacher tap) pairs (every objective).
-2. ``RUN/finetune/`` when ``recipe.retrain.finetune.adv`` is not ``none``: a robust fine-tune from the phase-1
-   student with that objective, keeping the teacher's terms.
+2. ``RUN/finetune/`` when the recipe has a ``retrain.finetune`` section (null: none): a robust fine-tune from the
+   phase-1 student with that section's objective, keeping the teacher's terms.
 3. ``RUN/student.safetensors`` (kind ``student``; metadata: the arch spec, recipe, metrics) and ``RUN/metrics.json``:
    clean accuracy, accuracy under each of the recipe's attack.attacks and the worst case on the test split at the
-   recipe's eps, plus MACs/params.
+   recipe's eps (on ``retrain.eval_limit`` test images), plus MACs/params.
 
 The teacher is the one the search used: its file hash must match ``arch.json``'s, so a student is never tutored by
 a teacher other than the one its tutor map was searched against.
 """
 from __future__ import annotations
 
+import dataclasses
 import logging
 import os
+from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Optional
+from typing import TYPE_CHECKING, ClassVar, Optional
 
 import torch
 
 from . import distributed
+from .arch import ArchSpec
 from .attacks.evaluate import evaluate_robustness
-from .checkpoint import file_sha256, load_model, save_checkpoint
+from .checkpoint import load_model, save_checkpoint
 from .cost import measure
-from .data import info_dict, load_split
 from .distill import Distiller
 from .errors import RnasclError
 from .fileio import atomic_write_json
-from .perf import channels_last
-from .recipe import Recipe, TrainConfig, recipe_to_dict, resolve_path
-from .rundir import RunLog, check_same_recipe, load_state, save_recipe
-from .space.spec import build_student, load_arch, student_spec
-from .teacher import build_attacks
 from .objectives import make_objective, needs_teacher
-from .train import train
+from .perf import channels_last
+from .rundir import RunLog, check_same_recipe, load_state, save_recipe
+from .schema import LIMIT, at_least, positive
+from .teacher import load_teacher
+from .train import TrainConfig, train
+
+if TYPE_CHECKING:
+    from .recipe import Recipe
 
 log = logging.getLogger(__name__)
 
-
-def load_search_teacher(recipe: Recipe, arch: dict):
-    path = resolve_path(arch["teacher"]["checkpoint"])
-    if not path.is_file():
-        raise RnasclError(f"the teacher the search used, {arch['teacher']['checkpoint']}, is not at {path}")
-    if file_sha256(path) != arch["teacher"]["sha256"]:
-        raise RnasclError(f"teacher {path} has changed since the search (sha256 differs from arch.json): the tutor "
-                          "map was searched against another teacher; search again")
-    teacher, _ = load_model(path)
-    return channels_last(teacher).to(distributed.device())
+READS = ("data", "attack", "retrain")  # the recipe sections retraining reads (and arch.json)
 
 
-def _phase(name: str, cfg: TrainConfig, student, arch: dict, recipe: Recipe, out: Path, train_set, val_set, info,
+@dataclass
+class RetrainConfig:
+    """Retrain the searched student from scratch with CE + kd_weight * KL(teacher || student) + gamma *
+    attention transfer over the searched (student tap -> teacher tap) pairs, under ``train.adv``'s objective (the
+    default: PGD-AT), then optionally fine-tune it (a ``finetune`` section; null: none) keeping those terms."""
+
+    CHECKS: ClassVar[dict] = {"kd_weight": at_least(0), "kd_temperature": positive(), "gamma": at_least(0),
+                              "attention_size": at_least(1), "limit": LIMIT, "eval_limit": LIMIT}
+
+    train: TrainConfig = field(default_factory=TrainConfig)
+    finetune: Optional[TrainConfig] = None
+    kd_weight: float = 1.0
+    kd_temperature: float = 1.0
+    gamma: float = 1.0  # gamma_t, weight of the attention term over the fixed pairs
+    attention_size: int = 7
+    limit: Optional[int] = None  # training images (null: the whole training split)
+    eval_limit: Optional[int] = 1000  # test images of the final evaluation (null: all)
+
+
+def _phase(name: str, cfg: TrainConfig, student, arch: ArchSpec, recipe: Recipe, out: Path, train_set, val_set, info,
            distiller: Optional[Distiller], progress: bool) -> Path:
     """Train one phase into ``out``; returns its ``model.safetensors`` (the best epoch), reusing a finished one."""
     final = out / "model.safetensors"
@@ -65,7 +79,7 @@ def _phase(name: str, cfg: TrainConfig, student, arch: dict, recipe: Recipe, out
     if distributed.is_main():
         out.mkdir(parents=True, exist_ok=True)
     best = out / "best.safetensors"
-    spec, data, resolved = student_spec(arch), info_dict(info), recipe_to_dict(recipe)
+    spec, data, resolved = arch.model_spec(), info.to_dict(), dataclasses.asdict(recipe)
 
     def save_best(model, metrics):
         save_checkpoint(best, model, "student", spec, data, resolved, {**metrics, "phase": name})
@@ -74,8 +88,7 @@ def _phase(name: str, cfg: TrainConfig, student, arch: dict, recipe: Recipe, out
         log.info("%s: %d epochs, adv=%s, %s", name, cfg.epochs, cfg.adv, "no teacher" if distiller is None else
                  f"kd_weight={distiller.kd_weight:g}, gamma={distiller.gamma:g} over "
                  f"{len(distiller.student_taps)} pairs")
-        train(student, train_set, val_set, cfg, out, recipe.data.batch_size,
-              recipe.data.augment if recipe.data.augment is not None else info.augment,
+        train(student, train_set, val_set, cfg, out, recipe.data.batch_size, recipe.data.augmentation(info),
               objective=make_objective(cfg, distiller), resume=resuming, progress=progress, save_best=save_best)
         if distributed.is_main():
             os.replace(best, final)
@@ -83,14 +96,14 @@ def _phase(name: str, cfg: TrainConfig, student, arch: dict, recipe: Recipe, out
     return final
 
 
-def run_retrain(run: Path, recipe: Recipe, resume: bool = False, limit: Optional[int] = None,
-                progress: bool = True) -> Optional[dict]:
-    """Retrain (and optionally fine-tune) the student of ``run/arch.json``; evaluate on ``limit`` test images.
+def run_retrain(run: Path, recipe: Recipe, resume: bool = False, progress: bool = True) -> Optional[dict]:
+    """Retrain (and optionally fine-tune) the student of ``run/arch.json``; evaluate on ``retrain.eval_limit`` test
+    images.
 
     Under torchrun every rank trains (DistributedDataParallel); rank 0 alone evaluates and writes the student and
     its metrics, the other ranks return None once training is done."""
     run = Path(run)
-    arch = load_arch(run / "arch.json")
+    arch = ArchSpec.load(run / "arch.json")
     final = run / "student.safetensors"
     if final.exists() and (run / "metrics.json").exists():
         raise RnasclError(f"{final} already exists: this run is retrained. Use another run directory to retrain again")
@@ -100,28 +113,29 @@ def run_retrain(run: Path, recipe: Recipe, resume: bool = False, limit: Optional
     if resume and not started:
         raise RnasclError(f"nothing to resume in {run}: no retrain/ directory (start without --resume)")
     if started:
-        check_same_recipe(run / "retrain", recipe, sections=("data", "attack", "retrain"))
+        check_same_recipe(run / "retrain", recipe, READS)
         for phase in ("retrain", "finetune"):  # unreadable resume state is refused before anything is written
             if (run / phase / "state.pt").exists():
                 load_state(run / phase / "state.pt")
     distributed.barrier()  # every rank has read the run directory before rank 0 writes to it
     cfg, data = recipe.retrain, recipe.data
-    if data.name != arch["data"]["name"]:
-        raise RnasclError(f"arch.json was searched on {arch['data']['name']}, the recipe trains on {data.name}")
-    train_set, info = load_split(data.name, "train", data.root, data.val_size, cfg.limit, data.image_size)
-    val_set, _ = load_split(data.name, "val", data.root, data.val_size, image_size=data.image_size)
+    if data.name != arch.data["name"]:
+        raise RnasclError(f"arch.json was searched on {arch.data['name']}, the recipe trains on {data.name}")
+    train_set, info = data.load("train", cfg.limit)
+    val_set, _ = data.load("val")
     distiller = None  # kd_weight = gamma = 0 and objectives without a teacher: the teacher is not even loaded
-    phases = [cfg.train] + ([cfg.finetune] if cfg.finetune.adv != "none" else [])
+    phases = [cfg.train] + ([cfg.finetune] if cfg.finetune is not None else [])
     if cfg.kd_weight > 0 or cfg.gamma > 0 or any(needs_teacher(p.adv) for p in phases):
-        distiller = Distiller.pairs(load_search_teacher(recipe, arch), arch["tutors"], cfg.kd_weight,
-                                    cfg.kd_temperature, cfg.gamma, cfg.attention_size)
+        teacher = load_teacher(arch.teacher.checkpoint, info, arch.teacher.sha256).to(distributed.device())
+        distiller = Distiller.pairs(teacher, arch.tutors, cfg.kd_weight, cfg.kd_temperature, cfg.gamma,
+                                    cfg.attention_size)
     save_recipe(run / "retrain", recipe)
     torch.manual_seed(cfg.train.seed)
-    student = channels_last(build_student(arch))
+    student = channels_last(arch.build_student())
     phase1 = _phase("retrain", cfg.train, student, arch, recipe, run / "retrain", train_set, val_set, info,
                     distiller, progress)
     result = phase1
-    if cfg.finetune.adv != "none":
+    if cfg.finetune is not None:
         student, _ = load_model(phase1, kind="student")
         student = channels_last(student)
         result = _phase("finetune", cfg.finetune, student, arch, recipe, run / "finetune", train_set, val_set,
@@ -129,19 +143,18 @@ def run_retrain(run: Path, recipe: Recipe, resume: bool = False, limit: Optional
     if not distributed.is_main():
         return None
     student, meta = load_model(result, kind="student")
-    test_set, _ = load_split(data.name, "test", data.root, limit=limit if limit is not None else cfg.eval_limit,
-                             image_size=data.image_size)
+    test_set, _ = data.load("test", cfg.eval_limit)
     with RunLog(run / "retrain" / "train.log"):
-        report = evaluate_robustness(channels_last(student), test_set, build_attacks(recipe.attack),
-                                     recipe.attack.batch_size, progress)
+        report = evaluate_robustness(channels_last(student), test_set, recipe.attack.build(), recipe.attack.batch_size,
+                                     progress)
         cost = measure(student, info.input_shape)
         metrics = {"clean_acc": report.clean_acc, "adv_acc": report.adv_acc, "worst_case_acc": report.worst_case_acc,
                    "n": report.n, "eps": report.eps, "macs": cost.macs, "params": cost.params,
-                   "finetune": cfg.finetune.adv, "eval_seconds": report.seconds, "warnings": report.warnings,
+                   "finetune": cfg.finetune.adv if cfg.finetune is not None else None, "eval_seconds": report.seconds, "warnings": report.warnings,
                    "best_epoch": meta["metrics"]}
-        save_checkpoint(final, student, "student", student_spec(arch), info_dict(info), recipe_to_dict(recipe),
+        save_checkpoint(final, student, "student", arch.model_spec(), info.to_dict(), dataclasses.asdict(recipe),
                         metrics)
         atomic_write_json(run / "metrics.json", metrics)
-        log.info("student %s: clean %.4f, %s, worst case %.4f on %d test images -> %s", arch["widths"],
+        log.info("student %s: clean %.4f, %s, worst case %.4f on %d test images -> %s", list(arch.widths),
                  report.clean_acc, report.adv_acc, report.worst_case_acc, report.n, final)
     return metrics

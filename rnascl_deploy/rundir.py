@@ -2,16 +2,18 @@
 
 - A stage keeps its resumable state in one file (``state.pt`` or ``search_state.pt``). Starting a stage where that
   file exists is refused unless ``resume`` is asked for; asking to resume where it does not exist is refused too.
-- A resumed stage must run the same recipe it started with, in the sections that stage reads
-  (:func:`check_same_recipe`); other sections may change.
+- A resumed stage must run the same recipe it started with, in the sections that stage reads (its ``READS``;
+  :func:`check_same_recipe`): a changed key is refused by name; other sections may change.
 - Logs of a stage are copied into a file in the run directory (:class:`RunLog`).
 - Under torch.distributed only rank 0 writes (state, history, recipe, log file); every rank reads.
 """
 from __future__ import annotations
 
+import dataclasses
 import json
 import logging
 from pathlib import Path
+from typing import Iterable
 
 import torch
 import yaml
@@ -19,7 +21,7 @@ import yaml
 from . import distributed
 from .errors import RnasclError
 from .fileio import atomic_path, atomic_write_text
-from .recipe import Recipe, dump_recipe, load_recipe, recipe_to_dict
+from .schema import flatten
 
 
 def check_resume(state: Path, resume: bool) -> bool:
@@ -35,36 +37,51 @@ def check_resume(state: Path, resume: bool) -> bool:
     return state.exists()
 
 
-def _flatten(d: dict, prefix: str = "") -> dict:
-    out = {}
-    for k, v in d.items():
-        key = f"{prefix}.{k}" if prefix else k
-        out.update(_flatten(v, key) if isinstance(v, dict) else {key: v})
+def _changed(saved: dict, now: dict) -> list:
+    """Dotted keys whose values differ; a key only one side has counts where the other side has a null section
+    above it (a section turned on or off), and is skipped otherwise (a key added by a newer version)."""
+    out = []
+    for key in sorted(set(saved) | set(now)):
+        if key in saved and key in now:
+            if saved[key] != now[key]:
+                out.append(key)
+            continue
+        other = now if key in saved else saved
+        parts = key.split(".")
+        if any(".".join(parts[:i]) in other and other[".".join(parts[:i])] is None for i in range(1, len(parts))):
+            out.append(key)
     return out
 
 
-def check_same_recipe(out: Path, recipe: Recipe, sections=None) -> None:
-    """Refuse to resume with a recipe that differs from the saved ``recipe.yaml`` (in ``sections``, or anywhere)."""
+def check_same_recipe(out: Path, recipe, sections: Iterable[str]) -> None:
+    """Refuse to resume with a recipe that differs from the saved ``recipe.yaml`` in ``sections`` (the stage's
+    ``READS``), naming every changed key."""
     path = out / "recipe.yaml"
     if not path.exists():
         return
-    try:  # a recipe saved by an older version lacks newer keys: they take their defaults
-        saved = _flatten(recipe_to_dict(load_recipe(path)))
-    except RnasclError:
-        saved = _flatten(yaml.safe_load(path.read_text()) or {})
-    now = _flatten(recipe_to_dict(recipe))
-    diff = sorted(k for k in set(saved) | set(now) if saved.get(k) != now.get(k)
-                  and (sections is None or k.split(".")[0] in sections))
+    try:
+        saved = yaml.safe_load(path.read_text())
+    except yaml.YAMLError as exc:
+        raise RnasclError(f"cannot resume {out}: its recipe.yaml is not valid YAML ({exc}); start a new run "
+                          "elsewhere") from None
+    if not isinstance(saved, dict):
+        raise RnasclError(f"cannot resume {out}: its recipe.yaml is not a recipe; start a new run elsewhere")
+    sections = set(sections)
+    saved = {k: v for k, v in flatten(saved).items() if k.split(".")[0] in sections}
+    now = {k: v for k, v in flatten(dataclasses.asdict(recipe)).items() if k.split(".")[0] in sections}
+    diff = _changed(saved, now)
     if diff:
         raise RnasclError(f"cannot resume {out}: the recipe differs from the one it started with in "
-                          f"{', '.join(diff)}; resume with the same recipe and overrides, or start a new run elsewhere")
+                          f"{', '.join(diff)}; resume with the same recipe and overrides (RUN/recipe.yaml holds "
+                          "them), or start a new run elsewhere")
 
 
-def save_recipe(out: Path, recipe: Recipe) -> None:
+def save_recipe(out: Path, recipe) -> None:
+    """Write the resolved recipe (a :class:`~rnascl_deploy.recipe.Recipe`) to ``out/recipe.yaml``, atomically."""
     if not distributed.is_main():
         return
     out.mkdir(parents=True, exist_ok=True)
-    dump_recipe(recipe, out / "recipe.yaml")
+    atomic_write_text(out / "recipe.yaml", yaml.safe_dump(dataclasses.asdict(recipe), sort_keys=False))
 
 
 def save_state(path: Path, state: dict) -> None:

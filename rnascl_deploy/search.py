@@ -23,32 +23,72 @@ the spec records that measurement. Tutors: argmax of each student tap's logits.
 """
 from __future__ import annotations
 
+import dataclasses
+import itertools
 import logging
 import math
+from dataclasses import dataclass, field
 from pathlib import Path
-from typing import List, Optional
+from typing import TYPE_CHECKING, ClassVar, List, Optional
 
 import torch
 import torch.nn.functional as F
 from torch import nn
+from torch.optim.swa_utils import update_bn
 
 from . import distributed
-from .checkpoint import file_sha256, load_model
-from .cost import Budget, arch_cost, check_budget, expected_cost, human, measure
-from .data import augment_batch, batches, load_split, num_batches
+from .arch import ArchSpec, TeacherRef
+from .checkpoint import file_sha256
+from .cost import Budget, arch_cost, check_budget, expected_cost, human, measure, parse_budget
+from .data import augment_batch, batches, num_batches
 from .distill import Distiller, TutorSearch
 from .errors import RnasclError
 from .loop import EpochLoop
-from .perf import channels_last
-from .recipe import Recipe, SearchConfig, resolve_path
 from .rundir import RunLog, check_resume, check_same_recipe, save_recipe
+from .schema import LIMIT, SEED, Parses, at_least, between, positive, resolve_path
 from .space import Layout, Supernet, build_layout, materialize, student_taps
-from .space.spec import arch_document, save_arch, space_dict
+from .space.config import SpaceConfig
 from .taps import conv_taps, describe_taps
+from .teacher import load_teacher
+
+if TYPE_CHECKING:
+    from .recipe import Recipe
 
 log = logging.getLogger(__name__)
 
 STATE = "search_state.pt"
+READS = ("data", "teacher", "search")  # the recipe sections the search reads
+
+
+@dataclass
+class SearchConfig:
+    """RNAS-CL search (REFERENCE.md section 1): weights and architecture (widths + tutors) in alternation, under
+    ``budget`` (MACs and/or parameters of the derived student, the syntax of :func:`cost.parse_budget`)."""
+
+    CHECKS: ClassVar[dict] = {"budget": Parses(parse_budget), "epochs": at_least(1), "limit": LIMIT,
+                              "weight_lr": positive(), "weight_decay": at_least(0), "arch_lr": positive(),
+                              "arch_every": at_least(2), "tau0": positive(), "tau_decay": at_least(0),
+                              "kd_weight": at_least(0), "kd_temperature": positive(), "gamma": at_least(0),
+                              "attention_size": at_least(1), "cost_weight": at_least(0),
+                              "cost_floor": between(0, 1), "seed": SEED}
+
+    space: SpaceConfig = field(default_factory=SpaceConfig)
+    budget: str = "600K"  # 600K, 1.5M (MACs), params=150K, macs=1M,params=100K
+    epochs: int = 3
+    limit: Optional[int] = 8192  # training images searched on (validation: a quarter as many); null: all
+    weight_lr: float = 4e-3  # Adam, cosine
+    weight_decay: float = 2e-4
+    arch_lr: float = 0.1  # Adam on width and tutor logits
+    arch_every: int = 5  # every 5th batch is an architecture step on the validation split (20%)
+    tau0: float = 5.0  # tau = tau0 * exp(-tau_decay * epoch)
+    tau_decay: float = 0.045
+    kd_weight: float = 1.0
+    kd_temperature: float = 1.0
+    gamma: float = 1.0  # gamma_s, weight of the cross-layer attention loss
+    attention_size: int = 7  # attention maps are resized to this square size
+    cost_weight: float = 2.0  # weight of the budget term on the expected cost
+    cost_floor: float = 0.85  # the budget term also pushes the expected cost up to this fraction of the budget
+    seed: int = 0
 
 
 def budget_range(layout: Layout, budget: Budget) -> bool:
@@ -134,19 +174,6 @@ def _fill(layout: Layout, index: List[int], budget: Budget, widths, over, target
             break
         index, current = best, best_use
     return index
-
-
-def load_teacher(recipe: Recipe, info) -> tuple:
-    path = resolve_path(recipe.teacher.checkpoint)
-    teacher, meta = load_model(path)
-    data = meta["data"]
-    if data["name"] != info.name or list(data["input_shape"]) != list(info.input_shape) \
-            or data["num_classes"] != info.num_classes:
-        raise RnasclError(f"teacher {path} was trained on {data['name']} {data['input_shape']} with "
-                          f"{data['num_classes']} classes; the recipe's data set is {info.name} "
-                          f"{list(info.input_shape)} with {info.num_classes} classes")
-    teacher = channels_last(teacher).eval().requires_grad_(False)
-    return teacher, path, meta
 
 
 class SearchLoop(EpochLoop):
@@ -245,22 +272,22 @@ class SearchLoop(EpochLoop):
         self.a_opt.load_state_dict(state["a_opt"])
 
 
-def run_search(recipe: Recipe, budget: Budget, out: Path, limit: Optional[int] = None, resume: bool = False,
-               progress: bool = True) -> dict:
-    """Search, then write ``out/arch.json`` (returned) and ``out/recipe.yaml``; resumable per epoch.
-
-    ``limit`` (default: the recipe's ``search.limit``) is the number of training images searched on."""
+def run_search(recipe: Recipe, out: Path, resume: bool = False, progress: bool = True) -> ArchSpec:
+    """Search under ``search.budget`` on ``search.limit`` training images, then write ``out/arch.json``
+    (returned) and ``out/recipe.yaml``; resumable per epoch."""
     out = Path(out)
     cfg, data = recipe.search, recipe.data
-    limit = limit if limit is not None else cfg.limit
+    budget, limit = parse_budget(cfg.budget), cfg.limit
     if (out / "arch.json").exists():
         raise RnasclError(f"{out / 'arch.json'} already exists: this search is finished. Choose another --out")
-    train_set, info = load_split(data.name, "train", data.root, data.val_size, limit, data.image_size)
-    val_set, _ = load_split(data.name, "val", data.root, data.val_size,
-                            None if limit is None else max(1, limit // 4), data.image_size)
+    if check_resume(out / STATE, resume):
+        check_same_recipe(out, recipe, READS)
+    train_set, info = data.load("train", limit)
+    val_set, _ = data.load("val", None if limit is None else max(1, limit // 4))
     layout = build_layout(cfg.space, info.input_shape, info.num_classes)
     takes_largest = budget_range(layout, budget)
-    teacher, teacher_path, _ = load_teacher(recipe, info)
+    teacher_path = resolve_path(recipe.teacher.checkpoint)
+    teacher = load_teacher(recipe.teacher.checkpoint, info)
     t_taps, s_taps = conv_taps(teacher), student_taps(layout)
     if not s_taps:
         raise RnasclError("search.space has no student taps (no stem and no convolution block) for cross-layer "
@@ -275,8 +302,6 @@ def run_search(recipe: Recipe, budget: Budget, out: Path, limit: Optional[int] =
         raise RnasclError(f"the validation split ({len(val_set)} images) is smaller than one global batch of "
                           f"{data.batch_size}: {distributed.world()} processes need whole batches; search on more "
                           "images (--limit)")
-    if check_resume(out / STATE, resume):
-        check_same_recipe(out, recipe, sections=("data", "teacher", "search"))
     distributed.barrier()  # every rank has read the run directory before rank 0 writes to it
     save_recipe(out, recipe)
     teacher = teacher.to(distributed.device())
@@ -285,9 +310,8 @@ def run_search(recipe: Recipe, budget: Budget, out: Path, limit: Optional[int] =
     supernet = Supernet(layout, info.mean, info.std)  # NCHW: channels_last makes the masked supernet 2.6x slower
     tutor = TutorSearch(s_taps, t_taps, cfg.attention_size)
     distiller = Distiller(teacher, tutor, cfg.kd_weight, cfg.kd_temperature, cfg.gamma)
-    augment = data.augment if data.augment is not None else info.augment
-    loop = SearchLoop(cfg, layout, supernet, tutor, distiller, budget, train_set, val_set, data.batch_size, augment,
-                      out, progress)
+    loop = SearchLoop(cfg, layout, supernet, tutor, distiller, budget, train_set, val_set, data.batch_size,
+                      data.augmentation(info), out, progress)
     with RunLog(out / "search.log"):
         log.info("searching %d units (%s .. %s MACs) with %d student taps x %d teacher taps under budget %s on "
                  "%d train / %d val images", len(layout.units), human(arch_cost(layout, layout.min_widths).macs),
@@ -306,26 +330,34 @@ def run_search(recipe: Recipe, budget: Budget, out: Path, limit: Optional[int] =
             raise RuntimeError(f"derived student {widths} measures {measured} against budget {budget}: "
                                "the closed-form cost model disagrees with fvcore (a bug)")
         probs = tutor.probabilities()
-        arch = arch_document({
-            "data": {"name": info.name, "input_shape": list(info.input_shape), "num_classes": info.num_classes,
-                     "mean": list(info.mean), "std": list(info.std)},
-            "space": space_dict(cfg.space), "widths": widths, "tutors": tutor.tutors(),
-            "macs": measured.macs, "params": measured.params, "budget": budget.to_dict(),
-            "teacher": {"checkpoint": recipe.teacher.checkpoint, "sha256": file_sha256(teacher_path),
-                        "taps": [t.to_dict() for t in describe_taps(teacher, t_taps, info.input_shape)]},
-            "seed": cfg.seed,
-            "search": {"epochs": cfg.epochs, "seconds": round(loop.elapsed, 1), "limit": limit,
-                       "argmax_widths": supernet.argmax_widths(),
-                       "width_probs": [[round(v, 4) for v in p.tolist()] for p in supernet.probabilities()],
-                       "tutor_probs": {s: [round(v, 4) for v in probs[i].tolist()] for i, s in enumerate(s_taps)},
-                       "notes": notes},
-        })
+        arch = ArchSpec(
+            data=info.to_dict(), space=dataclasses.asdict(cfg.space), widths=tuple(widths), tutors=tutor.tutors(),
+            macs=measured.macs, params=measured.params, budget=budget,
+            teacher=TeacherRef(recipe.teacher.checkpoint, file_sha256(teacher_path),
+                               tuple(t.to_dict() for t in describe_taps(teacher, t_taps, info.input_shape))),
+            seed=cfg.seed,
+            search={"epochs": cfg.epochs, "seconds": round(loop.elapsed, 1), "limit": limit,
+                    "argmax_widths": supernet.argmax_widths(),
+                    "width_probs": [[round(v, 4) for v in p.tolist()] for p in supernet.probabilities()],
+                    "tutor_probs": {s: [round(v, 4) for v in probs[i].tolist()] for i, s in enumerate(s_taps)},
+                    "notes": notes})
         if distributed.is_main():
-            save_arch(out / "arch.json", arch)
+            arch.save(out / "arch.json")
         distributed.barrier()  # arch.json exists when any rank returns
         log.info("derived widths %s: %s MACs, %s params (budget %s); tutors %s -> %s", widths, human(measured.macs),
-                 human(measured.params), budget, arch["tutors"], out / "arch.json")
+                 human(measured.params), budget, arch.tutors, out / "arch.json")
     return arch
+
+
+class _Subnet(nn.Module):
+    """One subnet of a supernet as a module of the image alone (what ``update_bn`` calls)."""
+
+    def __init__(self, supernet: Supernet, weights):
+        super().__init__()
+        self.supernet, self.weights = supernet, weights
+
+    def forward(self, x):
+        return self.supernet(x, self.weights)
 
 
 @torch.no_grad()
@@ -334,20 +366,9 @@ def subnet_accuracy(supernet: Supernet, widths, calib_set, val_set, limit: int =
     ``calib_batches`` training batches (running statistics gathered under soft masks do not fit a one-hot
     subnet). Only the running statistics change; the training state is untouched."""
     weights = supernet.one_hot(widths)
-    norms = [m for m in supernet.modules() if isinstance(m, torch.nn.BatchNorm2d)]
-    momenta = [m.momentum for m in norms]
     was_training = supernet.training
-    supernet.train()
-    for m in norms:
-        m.reset_running_stats()
-        m.momentum = None  # cumulative average over the calibration batches
     dev = next(supernet.parameters()).device
-    for i, (x, _) in enumerate(batches(calib_set, 128)):
-        if i == calib_batches:
-            break
-        supernet(x.to(dev), weights)
-    for m, momentum in zip(norms, momenta):
-        m.momentum = momentum
+    update_bn(itertools.islice(batches(calib_set, 128), calib_batches), _Subnet(supernet, weights), dev)
     supernet.eval()
     correct = total = 0
     for x, y in batches(val_set, 500):

@@ -1,35 +1,91 @@
-"""The robust teacher: train one (adversarial training) and evaluate a checkpoint's robustness.
+"""The robust teacher: its recipe section, the one loader every stage uses, training one, evaluating a checkpoint.
 
+``load_teacher`` is the only way a stage gets a teacher: it checks that the file exists, that it was trained on
+the stage's data set (name, input shape, classes) and, when the caller knows it, that its sha256 is the one the
+tutor map was searched against; it returns the model frozen (eval mode, no gradients).
 ``train_teacher`` writes into a run directory (see :mod:`rnascl_deploy.train`) and finishes with
 ``model.safetensors`` (kind ``teacher``) whose metadata holds the resolved recipe and the validation metrics.
 ``evaluate_checkpoint`` loads any classifier checkpoint and runs :func:`evaluate_robustness` on the test split.
 """
 from __future__ import annotations
 
+import dataclasses
 import logging
 import os
+from dataclasses import dataclass, field
 from pathlib import Path
-from typing import List, Optional
+from typing import TYPE_CHECKING, Any, ClassVar, Dict, List, Optional
 
-from .attacks import build_attack
+from torch import nn
+
+from .attacks.config import AttackConfig
 from .attacks.evaluate import RobustnessReport, evaluate_robustness
 from .checkpoint import file_sha256, load_model, save_checkpoint
-from .data import info_dict, load_split
-from .errors import RnasclError
-from .models import build_model
-from .perf import channels_last
-from .recipe import AttackConfig, DataConfig, Recipe, recipe_to_dict, resolve_path
-from .rundir import RunLog, check_resume, check_same_recipe, save_recipe
+from .data import DataConfig, DatasetInfo
 from .distill import Distiller
+from .errors import RnasclError
+from .models import MODELS, build_model
 from .objectives import make_objective, needs_teacher
-from .train import TrainResult, train
+from .perf import channels_last
+from .rundir import RunLog, check_resume, check_same_recipe, save_recipe
+from .schema import ANY, LIMIT, OneOf, resolve_path
+from .train import TrainConfig, TrainResult, train
+
+if TYPE_CHECKING:
+    from .recipe import Recipe
 
 log = logging.getLogger(__name__)
 
+READS = ("data", "teacher")  # the recipe sections `teacher train` reads
 
-def train_teacher(recipe: Recipe, out: Path, resume: bool = False, progress: bool = True,
-                  limit: Optional[int] = None) -> TrainResult:
-    """Train the recipe's teacher model into ``out``; ``limit`` trains on the first N training images only.
+
+@dataclass
+class ModelConfig:
+    CHECKS: ClassVar[dict] = {"name": OneOf(lambda: list(MODELS)), "kwargs": ANY}
+    name: str = "resnet"
+    kwargs: Dict[str, Any] = field(default_factory=lambda: {"blocks": [2, 2, 2], "widths": [32, 64, 128],
+                                                             "stem_stride": 2})
+
+
+def _teacher_training() -> TrainConfig:
+    return TrainConfig(epochs=20, optimizer="sgd", lr=0.1, momentum=0.9, weight_decay=5e-4, warmup_epochs=1,
+                       adv="pgd", eps=0.1, steps=5, step_size=0.04, eps_warmup_epochs=2)
+
+
+@dataclass
+class TeacherConfig:
+    """The robust teacher: the checkpoint search and retraining use, and how `teacher train` makes one."""
+
+    CHECKS: ClassVar[dict] = {"checkpoint": ANY, "limit": LIMIT}
+
+    checkpoint: str = "builtin:teacher-resnet-fashion-mnist/model.safetensors"
+    model: ModelConfig = field(default_factory=ModelConfig)
+    train: TrainConfig = field(default_factory=_teacher_training)
+    limit: Optional[int] = None  # `teacher train`: the first N images of the training split (null: all)
+
+
+def load_teacher(checkpoint: str, info: DatasetInfo, sha256: Optional[str] = None) -> nn.Module:
+    """The teacher at ``checkpoint`` (a recipe path), checked against the data set ``info`` and, when given, the
+    file hash ``sha256``; frozen: eval mode, no gradients, channels_last, on the CPU."""
+    path = resolve_path(checkpoint)
+    if not path.is_file():
+        raise RnasclError(f"teacher {checkpoint} not found at {path}; set teacher.checkpoint to a checkpoint "
+                          "written by `rnascl-deploy teacher train` or `teacher import`")
+    if sha256 is not None and file_sha256(path) != sha256:
+        raise RnasclError(f"teacher {path} has changed since the search (its sha256 differs from arch.json's): the "
+                          "tutor map was searched against another teacher; search again")
+    teacher, meta = load_model(path)
+    data = meta["data"]
+    if data["name"] != info.name or list(data["input_shape"]) != list(info.input_shape) \
+            or data["num_classes"] != info.num_classes:
+        raise RnasclError(f"teacher {path} was trained on {data['name']} {data['input_shape']} with "
+                          f"{data['num_classes']} classes; the recipe's data set is {info.name} "
+                          f"{list(info.input_shape)} with {info.num_classes} classes")
+    return channels_last(teacher).eval().requires_grad_(False)
+
+
+def train_teacher(recipe: Recipe, out: Path, resume: bool = False, progress: bool = True) -> TrainResult:
+    """Train the recipe's teacher model into ``out`` (on the first ``teacher.limit`` training images).
 
     With a distillation objective (``teacher.train.adv`` ard or rslad) the model learns from the robust teacher at
     ``teacher.checkpoint``: a way to distil one robust network into another architecture."""
@@ -37,10 +93,12 @@ def train_teacher(recipe: Recipe, out: Path, resume: bool = False, progress: boo
     final = out / "model.safetensors"
     if final.exists():
         raise RnasclError(f"{final} already exists: this run is finished. Choose another --out to train again")
-    data = recipe.data
-    train_set, info = load_split(data.name, "train", data.root, data.val_size, limit, data.image_size)
-    val_set, _ = load_split(data.name, "val", data.root, data.val_size, image_size=data.image_size)
-    spec = {"name": recipe.teacher.model.name, "kwargs": recipe.teacher.model.kwargs}
+    data, cfg = recipe.data, recipe.teacher
+    if check_resume(out / "state.pt", resume):
+        check_same_recipe(out, recipe, READS)
+    train_set, info = data.load("train", cfg.limit)
+    val_set, _ = data.load("val")
+    spec = dataclasses.asdict(cfg.model)
     try:
         model = build_model(spec["name"], info.input_shape[0], info.num_classes, info.input_shape[1], info.mean,
                             info.std, **spec["kwargs"])
@@ -48,36 +106,24 @@ def train_teacher(recipe: Recipe, out: Path, resume: bool = False, progress: boo
         raise RnasclError(f"teacher.model {spec}: {exc}") from None
     model = channels_last(model)
     distiller = None
-    if needs_teacher(recipe.teacher.train.adv):  # robust distillation from the recipe's teacher checkpoint
-        teacher, _ = load_model(resolve_path(recipe.teacher.checkpoint))
-        distiller = Distiller(channels_last(teacher), None, kd_weight=0.0, gamma=0.0)
-    check_resume(out / "state.pt", resume)
-    if resume:
-        check_same_recipe(out, recipe, sections=("data", "teacher"))
+    if needs_teacher(cfg.train.adv):  # robust distillation from the recipe's teacher checkpoint
+        distiller = Distiller(load_teacher(cfg.checkpoint, info), None, kd_weight=0.0, gamma=0.0)
     save_recipe(out, recipe)
-    resolved = recipe_to_dict(recipe)
     best = out / "best.safetensors"
 
     def save_best(m, metrics):
-        save_checkpoint(best, m, "teacher", spec, info_dict(info), resolved, metrics)
+        save_checkpoint(best, m, "teacher", spec, info.to_dict(), dataclasses.asdict(recipe), metrics)
 
     with RunLog(out / "train.log"):
         log.info("training teacher %s on %s (%d train / %d val images) into %s", spec, info.name, len(train_set),
                  len(val_set), out)
-        augment = data.augment if data.augment is not None else info.augment
-        objective = make_objective(recipe.teacher.train, distiller)
-        result = train(model, train_set, val_set, recipe.teacher.train, out, data.batch_size, augment,
-                       objective=objective, resume=resume, progress=progress, save_best=save_best)
+        result = train(model, train_set, val_set, cfg.train, out, data.batch_size, data.augmentation(info),
+                       objective=make_objective(cfg.train, distiller), resume=resume, progress=progress,
+                       save_best=save_best)
         os.replace(best, final)
         log.info("finished in %.0f s; best epoch %d %s -> %s", result.seconds, result.best_epoch,
                  result.best_metrics, final)
     return result
-
-
-def build_attacks(cfg: AttackConfig, names: Optional[List[str]] = None):
-    names = names or cfg.attacks
-    return {name: build_attack(name, cfg.eps, cfg.pgd_step_size, cfg.apgd_iters, cfg.square_queries, cfg.seed)
-            for name in names}
 
 
 def evaluate_checkpoint(path: Path, data: DataConfig, attack: AttackConfig, limit: Optional[int] = None,
@@ -88,11 +134,10 @@ def evaluate_checkpoint(path: Path, data: DataConfig, attack: AttackConfig, limi
     name = meta["data"]["name"]
     if data.name != name:
         log.info("checkpoint was trained on %s; evaluating on %s's test split", name, name)
-    test_set, info = load_split(name, "test", data.root if data.name == name else None, limit=limit,
-                                image_size=meta["data"]["input_shape"][1])
+        data = DataConfig(name=name)
+    test_set, info = dataclasses.replace(data, image_size=meta["data"]["input_shape"][1]).load("test", limit)
     if list(info.input_shape) != list(meta["data"]["input_shape"]):
         raise RnasclError(f"{path} expects inputs {meta['data']['input_shape']}, the data set gives "
                           f"{list(info.input_shape)}")
-    report: RobustnessReport = evaluate_robustness(model, test_set, build_attacks(attack, attacks),
-                                                   attack.batch_size, progress)
+    report: RobustnessReport = evaluate_robustness(model, test_set, attack.build(attacks), attack.batch_size, progress)
     return {**report.to_dict(), "checkpoint": str(path), "sha256": file_sha256(Path(path)), "dataset": name}

@@ -1,14 +1,13 @@
 """Training, clean or adversarial, with per-epoch checkpoints and resume (:class:`~rnascl_deploy.loop.EpochLoop`).
 
-The loss is a registered objective (:mod:`rnascl_deploy.objectives`, ``TrainConfig.adv``): ``none``, ``pgd``,
-``trades``, ``ard``, ``rslad``. SGD with Nesterov momentum or Adam, linear warm-up then cosine decay per step (with
+The loss is a registered objective (:mod:`rnascl_deploy.objectives`, ``TrainConfig.adv``). SGD with Nesterov momentum or Adam, linear warm-up then cosine decay per step (with
 a long warm-up, a one-cycle schedule); eps ramps up over ``eps_warmup_epochs``; optionally an exponential moving
 average of the weights (``ema``), which is then what is validated, saved and returned.
 
 Run directory (``out``): ``state.pt`` (model + optimiser + history, written each epoch, read with
 ``weights_only=True``), ``history.jsonl`` (one line per epoch), ``train.log``, ``recipe.yaml``, and when finished
 ``model.safetensors``: the epoch with the best validation robust accuracy (PGD-10 at the training eps; clean
-accuracy for ``adv: none``), a guard against robust overfitting (Rice et al. 2020).
+accuracy for ``adv: clean``), a guard against robust overfitting (Rice et al. 2020).
 """
 from __future__ import annotations
 
@@ -17,7 +16,7 @@ import logging
 import math
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Callable, Dict, Optional
+from typing import Callable, ClassVar, Dict, Optional
 
 import torch
 from torch import nn
@@ -27,10 +26,47 @@ from .attacks import PGD, eval_mode
 from .data import augment_batch, batches, num_batches, rank_part
 from .errors import RnasclError
 from .loop import EpochLoop
-from .objectives import Objective, make_objective
-from .recipe import TrainConfig
+from .objectives import OBJECTIVES, Objective, make_objective
+from .schema import SEED, Maybe, OneOf, at_least, between, positive
 
 log = logging.getLogger(__name__)
+
+
+@dataclass
+class TrainConfig:
+    """A training run (``teacher.train``, ``retrain.train``, ``retrain.finetune``), clean or adversarial: the
+    objective ``adv`` is a name in :data:`rnascl_deploy.objectives.OBJECTIVES` (clean, pgd: PGD-AT, Madry et al.
+    2018; trades: Zhang et al. 2019; the robust distillations ard: Goldblum et al. 2020 and rslad: Zi et al. 2021;
+    the single-step n-fgsm and fgsm-rs). The defaults are the embedded recipe's ``retrain.train``."""
+
+    CHECKS: ClassVar[dict] = {"epochs": at_least(1), "lr": positive(), "momentum": between(0, 1, open_high=True),
+                              "weight_decay": at_least(0), "warmup_epochs": at_least(0),
+                              "adv": OneOf(lambda: list(OBJECTIVES)), "eps": between(0, 1, open_low=True),
+                              "steps": at_least(1), "step_size": between(0, 1, open_low=True),
+                              "trades_beta": at_least(0), "ard_alpha": between(0, 1), "ard_temperature": positive(),
+                              "optimizer": OneOf(["sgd", "adam"]), "ema": between(0, 1, open_high=True),
+                              "eps_warmup_epochs": at_least(0), "val_limit": at_least(1), "seed": SEED,
+                              "fgsm_step": Maybe(positive()), "fgsm_noise": Maybe(at_least(0))}
+
+    epochs: int = 10
+    optimizer: str = "adam"  # sgd (Nesterov momentum) | adam (momentum is unused)
+    lr: float = 0.002
+    momentum: float = 0.9
+    weight_decay: float = 0.0
+    warmup_epochs: int = 3  # linear warm-up, then cosine decay per step (a long warm-up makes it one-cycle)
+    adv: str = "pgd"  # the objective, a name in rnascl_deploy.objectives.OBJECTIVES
+    eps: float = 0.1
+    steps: int = 10  # attack steps used to craft training examples
+    step_size: float = 0.025  # at eps; scaled with eps while eps warms up
+    trades_beta: float = 6.0
+    fgsm_step: Optional[float] = None  # single-step objectives: step in units of eps (null: n-fgsm 1.0, fgsm-rs 1.25)
+    fgsm_noise: Optional[float] = None  # single-step objectives: start noise radius in units of eps (null: 2.0, 1.0)
+    ard_alpha: float = 1.0  # ARD: weight of the teacher KL term (1 - alpha on clean CE); the reference code's 1.0
+    ard_temperature: float = 30.0  # ARD: softmax temperature of that KL term; the reference code's 30
+    eps_warmup_epochs: int = 0  # eps grows linearly to its value over these first epochs
+    ema: float = 0.0  # decay of an exponential moving average of the weights (Gowal et al. 2020); 0: none
+    val_limit: int = 1000  # validation images scored each epoch (clean and PGD-10)
+    seed: int = 0
 
 
 def lr_at(cfg: TrainConfig, step: int, steps_per_epoch: int) -> float:
@@ -105,7 +141,7 @@ class TrainLoop(EpochLoop):
         # weight averaging: validated, saved as best and returned in place of the live weights
         self.ema = copy.deepcopy(model).requires_grad_(False) if cfg.ema > 0 else None
         self.best: Optional[dict] = None
-        self.key = "val_pgd10" if cfg.adv != "none" and cfg.eps > 0 else "val_clean"
+        self.key = "val_pgd10" if cfg.adv != "clean" and cfg.eps > 0 else "val_clean"
         self.lr = self.eps = 0.0
 
     def batches(self, epoch, gen):

@@ -62,10 +62,13 @@ def trained_run(tmp_path_factory, fmnist_train):
     what `export` and `verify` read. Built without a teacher so it takes seconds."""
     import json
 
+    import dataclasses
+
+    from rnascl_deploy.arch import FORMAT, VERSION, ArchSpec
     from rnascl_deploy.checkpoint import save_checkpoint
-    from rnascl_deploy.data import FASHION_MNIST_INFO, info_dict
-    from rnascl_deploy.recipe import Recipe, dump_recipe
-    from rnascl_deploy.space.spec import FORMAT, VERSION, build_student, space_dict, student_spec
+    from rnascl_deploy.data import FASHION_MNIST_INFO
+    from rnascl_deploy.recipe import Recipe
+    from rnascl_deploy.rundir import save_recipe
 
     run = tmp_path_factory.mktemp("run")
     recipe = Recipe()
@@ -76,13 +79,14 @@ def trained_run(tmp_path_factory, fmnist_train):
     from rnascl_deploy.space import build_layout
 
     cost = arch_cost(build_layout(recipe.search.space, FASHION_MNIST_INFO.input_shape, 10), [12, 24, 64])
-    arch = {"format": FORMAT, "version": VERSION, "data": info_dict(FASHION_MNIST_INFO),
-            "space": space_dict(recipe.search.space), "widths": [12, 24, 64], "tutors": {}, "macs": cost.macs,
-            "params": cost.params, "budget": {"macs": None, "params": None}, "teacher": {}, "seed": 0, "search": {}}
-    (run / "arch.json").write_text(json.dumps(arch))
-    dump_recipe(recipe, run / "recipe.yaml")
+    doc = {"format": FORMAT, "version": VERSION, "data": FASHION_MNIST_INFO.to_dict(),
+           "space": dataclasses.asdict(recipe.search.space), "widths": [12, 24, 64], "tutors": {},
+           "macs": cost.macs, "params": cost.params, "budget": {"macs": None, "params": None},
+           "teacher": {"checkpoint": "", "sha256": "", "taps": []}, "seed": 0, "search": {}}
+    (run / "arch.json").write_text(json.dumps(doc))
+    arch = ArchSpec.load(run / "arch.json")
+    save_recipe(run, recipe)
     torch.manual_seed(0)
-    student = fit(build_student(arch), fmnist_train)
-    save_checkpoint(run / "student.safetensors", student, "student", student_spec(arch),
-                    info_dict(FASHION_MNIST_INFO))
+    student = fit(arch.build_student(), fmnist_train)
+    save_checkpoint(run / "student.safetensors", student, "student", arch.model_spec(), FASHION_MNIST_INFO.to_dict())
     return run

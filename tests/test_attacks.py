@@ -8,7 +8,7 @@ from rnascl_deploy.attacks.evaluate import evaluate_robustness
 from rnascl_deploy.checkpoint import load_model
 from rnascl_deploy.data import batches
 from rnascl_deploy.errors import RnasclError
-from rnascl_deploy.recipe import resolve_path
+from rnascl_deploy.schema import resolve_path
 
 EPS = 0.1
 ALL = {"fgsm": FGSM(EPS), "pgd10": PGD(EPS, 10, 0.025), "apgd-ce": APGDCE(EPS, iters=10),

@@ -11,7 +11,7 @@ from rnascl_deploy.bench import bench, time_engine, write_bench
 from rnascl_deploy.cli import main
 from rnascl_deploy.engines import Engine, open_engine
 from rnascl_deploy.errors import RnasclError
-from rnascl_deploy.exporters import export_student
+from rnascl_deploy.exporters.export import export_student
 from rnascl_deploy.recipe import load_recipe
 
 

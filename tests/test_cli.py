@@ -7,7 +7,7 @@ from click.testing import CliRunner
 from rnascl_deploy.checkpoint import load_model
 from rnascl_deploy.cli import main
 from rnascl_deploy.cost import measure
-from rnascl_deploy.recipe import resolve_path
+from rnascl_deploy.schema import resolve_path
 
 TEACHER = "builtin:teacher-fashion-mnist/model.safetensors"
 TINY = ["--set", "teacher.model.name=cnn", "--set", "teacher.model.kwargs={widths: [4, 8], strides: [2, 2], hidden: 16}",

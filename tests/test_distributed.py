@@ -17,7 +17,7 @@ from rnascl_deploy.cli import main
 from rnascl_deploy.cost import measure
 from rnascl_deploy.data import TensorImages, batches, rank_part
 from rnascl_deploy.errors import RnasclError
-from rnascl_deploy.space.spec import build_student, load_arch
+from rnascl_deploy.arch import ArchSpec
 
 
 def torchrun(*args) -> subprocess.CompletedProcess:
@@ -33,10 +33,9 @@ def test_torchrun_search_and_retrain_on_two_gloo_processes(tmp_path):
     # every epoch ends with a bit-for-bit comparison of supernet weights, width logits, tutor logits and BN
     # statistics across the ranks; a difference would have stopped the run with an error
     assert search.stderr.count("ranks in sync") == 2
-    arch = load_arch(run / "arch.json")
-    student = build_student(arch)
-    assert measure(student, arch["data"]["input_shape"]).macs == arch["macs"] <= 600_000
-    assert set(arch["tutors"].values()) <= {t["name"] for t in arch["teacher"]["taps"]}
+    arch = ArchSpec.load(run / "arch.json")
+    assert measure(arch.build_student(), arch.input_shape).macs == arch.macs <= 600_000
+    assert set(arch.tutors.values()) <= set(arch.teacher.tap_names)
     assert search.stdout.count("arch.json: widths") == 1  # rank 0 alone reports
 
     retrain = torchrun("retrain", str(run), "--epochs", "1", "--train-limit", "512", "--limit", "64",
@@ -44,9 +43,9 @@ def test_torchrun_search_and_retrain_on_two_gloo_processes(tmp_path):
     assert retrain.returncode == 0, retrain.stderr[-3000:]
     assert retrain.stderr.count("ranks in sync") == 2  # the retrain epoch and the TRADES fine-tune epoch
     metrics = json.loads(retrain.stdout)  # one JSON object: only rank 0 prints
-    assert metrics["n"] == 64 and metrics["macs"] == arch["macs"] and metrics["finetune"] == "trades"
+    assert metrics["n"] == 64 and metrics["macs"] == arch.macs and metrics["finetune"] == "trades"
     _, meta = load_model(run / "student.safetensors", kind="student")
-    assert meta["model"]["kwargs"]["widths"] == arch["widths"]
+    assert meta["model"]["kwargs"]["widths"] == list(arch.widths)
 
 
 def _free_port() -> int:

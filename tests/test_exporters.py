@@ -12,7 +12,7 @@ from rnascl_deploy.data import batches, load_split
 from rnascl_deploy.cli import main
 from rnascl_deploy.engines import OnnxRuntimeEngine, TorchEngine, open_engine
 from rnascl_deploy.errors import RnasclError
-from rnascl_deploy.exporters import export_student
+from rnascl_deploy.exporters.export import export_student
 from rnascl_deploy.exporters.provenance import UntrustedEngine, check_provenance, onnx_precision
 from rnascl_deploy.recipe import load_recipe
 
@@ -169,7 +169,7 @@ def test_tensorrt_engines_build_run_and_record_where_they_were_built(trained_run
 
 
 def test_an_interrupted_export_is_redone_without_force(trained_run, tmp_path, monkeypatch):
-    import rnascl_deploy.exporters as exporters
+    import rnascl_deploy.exporters.export as exporters
 
     run = fresh_run(trained_run, tmp_path / "run")
     recipe = load_recipe(run / "recipe.yaml")

@@ -41,14 +41,10 @@ def test_wideresnet_uses_robustbench_names():
             "fc.weight"} <= set(keys)
 
 
-@pytest.mark.parametrize("module", ["rnascl_deploy.space", "rnascl_deploy.space.spec", "rnascl_deploy.models",
-                                    "rnascl_deploy.checkpoint"])
-def test_each_entry_module_imports_first_without_a_cycle(module):
-    import subprocess
-    import sys
+def test_the_student_is_a_registered_model():
+    from rnascl_deploy.models import MODELS
 
-    code = f"import {module}; from rnascl_deploy.models import MODELS; assert 'student' in MODELS"
-    subprocess.run([sys.executable, "-c", code], check=True)
+    assert "student" in MODELS
 
 
 def test_lenet_small_costs_what_reference_md_says():

@@ -12,7 +12,7 @@ from rnascl_deploy.attacks import FGSM, KLPGD, PGD, SingleStep, fgsm_rs, n_fgsm
 from rnascl_deploy.distill import Distiller
 from rnascl_deploy.errors import RnasclError
 from rnascl_deploy.objectives import OBJECTIVES, make_objective, needs_teacher
-from rnascl_deploy.recipe import TrainConfig
+from rnascl_deploy.train import TrainConfig
 
 from .conftest import tiny_cnn
 
@@ -35,23 +35,23 @@ def _cfg(adv, **single_step):
 
 
 def test_registry_lists_the_objectives_and_refuses_unknown_names():
-    assert list(OBJECTIVES) == ["ard", "fgsm-rs", "n-fgsm", "none", "pgd", "rslad", "trades"]
+    assert list(OBJECTIVES) == ["ard", "clean", "fgsm-rs", "n-fgsm", "pgd", "rslad", "trades"]
     assert needs_teacher("ard") and needs_teacher("rslad") and not needs_teacher("pgd")
     assert not needs_teacher("n-fgsm") and not needs_teacher("fgsm-rs")
-    with pytest.raises(RnasclError, match="valid names: ard, fgsm-rs, n-fgsm, none, pgd, rslad, trades"):
+    with pytest.raises(RnasclError, match="valid names: ard, clean, fgsm-rs, n-fgsm, pgd, rslad, trades"):
         make_objective(_cfg("mart"))
     with pytest.raises(RnasclError, match="needs one"):
         make_objective(_cfg("rslad"), None)
 
 
-@pytest.mark.parametrize("adv", ["none", "pgd", "n-fgsm", "fgsm-rs", "trades", "ard", "rslad"])
+@pytest.mark.parametrize("adv", ["clean", "pgd", "n-fgsm", "fgsm-rs", "trades", "ard", "rslad"])
 def test_every_objective_gives_a_finite_loss_and_gradients_to_every_weight(adv, teacher, batch):
     student = tiny_cnn(1).train()
     distiller = Distiller.pairs(teacher, {"features.0.0": "features.0.0", "features.1.0": "features.1.0"})
     loss, terms = make_objective(_cfg(adv), distiller)(student, *batch, EPS)
     loss.backward()
     assert torch.isfinite(loss) and terms and all(isinstance(v, float) for v in terms.values())
-    assert "attn" in terms and ("kd" in terms) == (adv in ("none", "pgd", "n-fgsm", "fgsm-rs", "trades"))
+    assert "attn" in terms and ("kd" in terms) == (adv in ("clean", "pgd", "n-fgsm", "fgsm-rs", "trades"))
     assert all(p.grad is not None and p.grad.abs().sum() > 0 for p in student.parameters())
     assert student.training
 

@@ -49,6 +49,15 @@ def test_run_end_to_end_then_skips_everything(tmp_path):
     changed = json.loads(_run(out, "--json", "--set", "retrain.train.lr=0.02").output)
     assert changed["skipped"] == ["search"] and changed["ran"][0] == "retrain"
 
+    # the resolved recipe in the run directory is the whole input: searching with it alone finds the same spec
+    again = CliRunner().invoke(main, ["-q", "search", "--recipe", str(out / "recipe.yaml"), "--out",
+                                      str(tmp_path / "again")], catch_exceptions=False)
+    assert again.exit_code == 0
+    first_arch, second_arch = (json.loads((d / "arch.json").read_text()) for d in (out, tmp_path / "again"))
+    for arch in (first_arch, second_arch):
+        del arch["search"]["seconds"]
+    assert first_arch == second_arch and first_arch["budget"] == {"macs": 700_000, "params": None}
+
 
 def test_interrupted_run_resumes_without_redoing_finished_stages(tmp_path, monkeypatch):
     out = tmp_path / "run"

@@ -2,7 +2,12 @@ import pytest
 import yaml
 
 from rnascl_deploy.errors import RnasclError
-from rnascl_deploy.recipe import Recipe, dump_recipe, load_recipe, parse_override, recipe_to_dict, resolve_path
+import dataclasses
+
+from rnascl_deploy.recipe import Recipe, load_recipe, recipe_to_dict
+from rnascl_deploy.rundir import save_recipe
+from rnascl_deploy.schema import parse_override, resolve_path
+from rnascl_deploy.train import TrainConfig
 
 RECIPE = "recipes/fashion-mnist.yaml"
 
@@ -43,7 +48,7 @@ def test_overrides_win_and_ints_widen_to_float():
 
 def test_resolved_dump_round_trips(tmp_path):
     r = load_recipe(RECIPE, {"data.batch_size": 7})
-    dump_recipe(r, tmp_path / "recipe.yaml")
+    save_recipe(tmp_path, r)
     assert load_recipe(tmp_path / "recipe.yaml") == r
     assert yaml.safe_load((tmp_path / "recipe.yaml").read_text())["data"]["batch_size"] == 7
 
@@ -51,3 +56,45 @@ def test_resolved_dump_round_trips(tmp_path):
 def test_builtin_paths_point_into_the_package():
     assert resolve_path("builtin:teacher-fashion-mnist/model.safetensors").is_file()
     assert str(resolve_path("some/dir")) == "some/dir"
+
+
+def test_class_defaults_are_the_embedded_default():
+    """One source of defaults: Recipe() equals recipes/fashion-mnist.yaml (above), and a training section's class
+    defaults are the embedded retrain.train, so a section turned on (retrain.finetune) starts from it."""
+    assert dataclasses.asdict(TrainConfig()) == recipe_to_dict(Recipe())["retrain"]["train"]
+
+
+@pytest.mark.parametrize("key, value", [("retrain.train.epochs", 3), ("teacher.train.lr", 0.05),
+                                        ("search.space.head.pool", "avg"), ("data.batch_size", 64)])
+def test_a_one_key_override_keeps_every_other_key_of_its_section(key, value):
+    base, changed = recipe_to_dict(Recipe()), recipe_to_dict(load_recipe(None, {key: value}))
+    path = key.split(".")
+    for part in path[:-1]:
+        base, changed = base[part], changed[part]
+    assert changed[path[-1]] == value
+    assert {k: v for k, v in changed.items() if k != path[-1]} == {k: v for k, v in base.items() if k != path[-1]}
+
+
+def test_a_partial_recipe_file_merges_onto_the_embedded_default(tmp_path):
+    path = tmp_path / "r.yaml"
+    path.write_text("retrain:\n  train: {epochs: 2}\nteacher:\n  model: {name: cnn, kwargs: {}}\n")
+    r, default = load_recipe(path), Recipe()
+    assert r.retrain.train == dataclasses.replace(default.retrain.train, epochs=2)
+    assert r.teacher.model.kwargs == {} and r.teacher.train == default.teacher.train  # kwargs replace, not merge
+
+
+def test_finetune_is_an_optional_section():
+    assert Recipe().retrain.finetune is None
+    r = load_recipe(None, {"retrain.finetune.adv": "trades", "retrain.finetune.epochs": 1})
+    assert r.retrain.finetune == dataclasses.replace(TrainConfig(), adv="trades", epochs=1)
+    with pytest.raises(RnasclError, match="retrain.finetune.adv.*clean"):
+        load_recipe(None, {"retrain.finetune.adv": "none"})
+
+
+def test_flags_are_recipe_keys():
+    r = load_recipe(None, {"search.budget": "macs=1M,params=50K", "runtime.device": "cpu", "teacher.limit": 100})
+    assert (r.search.budget, r.runtime.device, r.teacher.limit) == ("macs=1M,params=50K", "cpu", 100)
+    with pytest.raises(RnasclError, match="search.budget"):
+        load_recipe(None, {"search.budget": "1.5Q"})
+    with pytest.raises(RnasclError, match="runtime.device"):
+        load_recipe(None, {"runtime.device": "tpu"})

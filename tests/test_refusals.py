@@ -13,11 +13,11 @@ import torch
 from click.testing import CliRunner
 
 from rnascl_deploy.cli import main
-from rnascl_deploy.cost import Budget
 from rnascl_deploy.recipe import load_recipe
 from rnascl_deploy.search import run_search
 
-QUICK = {"data.batch_size": 64, "search.epochs": 1, "search.arch_every": 3}
+QUICK = {"data.batch_size": 64, "search.epochs": 1, "search.arch_every": 3, "search.limit": 192,
+         "search.budget": "600K"}
 
 
 def cli(*args):
@@ -32,8 +32,7 @@ def snapshot(root: Path) -> dict:
 @pytest.fixture(scope="module")
 def searched(tmp_path_factory):
     run = tmp_path_factory.mktemp("searched")
-    run_search(load_recipe("recipes/fashion-mnist.yaml", QUICK), Budget(macs=600_000), run, limit=192,
-               progress=False)
+    run_search(load_recipe("recipes/fashion-mnist.yaml", QUICK), run, progress=False)
     return run
 
 
@@ -108,21 +107,23 @@ def test_bad_input_exits_2_names_the_field_and_changes_nothing(searched, tmp_pat
 
 def test_every_recipe_field_declares_its_valid_values():
     import dataclasses
+    import typing
 
-    from rnascl_deploy import recipe as r
+    from rnascl_deploy.recipe import Recipe
 
     def walk(cls):
         for f in dataclasses.fields(cls):
-            hint = cls.__dataclass_fields__[f.name].type
-            nested = getattr(r, str(hint).replace("List[", "").replace("]", ""), None)
-            if dataclasses.is_dataclass(nested):
-                yield from walk(nested)
-                if "List[" not in str(hint):
+            hint = typing.get_type_hints(cls)[f.name]
+            inner = [a for a in typing.get_args(hint) if a is not type(None)] or [hint]
+            if dataclasses.is_dataclass(inner[0]):
+                yield from walk(inner[0])
+                if typing.get_origin(hint) not in (list, typing.List):
                     continue
             yield cls.__name__, f.name, f.name in cls.CHECKS
 
-    missing = [f"{c}.{n}" for c, n, ok in walk(r.Recipe) if not ok]
-    assert not missing
+    fields = list(walk(Recipe))
+    assert len(fields) > 90 and ("StageConfig", "block", True) in fields
+    assert [f"{c}.{n}" for c, n, ok in fields if not ok] == []
 
 
 def test_a_repeated_verify_keeps_the_first_report(trained_run, tmp_path):

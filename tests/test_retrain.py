@@ -6,27 +6,30 @@ import torch
 
 import rnascl_deploy.train as train_module
 from rnascl_deploy.checkpoint import load_model
-from rnascl_deploy.cost import Budget
 from rnascl_deploy.distill import Distiller
 from rnascl_deploy.errors import RnasclError
 from rnascl_deploy.recipe import load_recipe
 from rnascl_deploy.retrain import run_retrain
 from rnascl_deploy.search import run_search
-from rnascl_deploy.space.spec import build_student
+from rnascl_deploy.arch import ArchSpec
 from rnascl_deploy.taps import Taps
 
 from .conftest import interrupt_on_call
 
-QUICK = {"data.batch_size": 64, "search.epochs": 1, "search.arch_every": 3, "attack.apgd_iters": 5,
-         "retrain.limit": 256, "retrain.train.epochs": 2, "retrain.train.val_limit": 64,
-         "retrain.finetune.epochs": 1, "retrain.finetune.val_limit": 64, "retrain.finetune.steps": 2}
+QUICK = {"data.batch_size": 64, "search.epochs": 1, "search.arch_every": 3, "search.limit": 256,
+         "search.budget": "700K", "attack.apgd_iters": 5, "retrain.limit": 256, "retrain.train.epochs": 2,
+         "retrain.train.val_limit": 64}
+
+
+def finetune(adv):
+    return {"retrain.finetune.adv": adv, "retrain.finetune.epochs": 1, "retrain.finetune.val_limit": 64,
+            "retrain.finetune.steps": 2}
 
 
 @pytest.fixture(scope="module")
 def searched(tmp_path_factory):
     run = tmp_path_factory.mktemp("search")
-    run_search(load_recipe("recipes/fashion-mnist.yaml", QUICK), Budget(macs=700_000), run, limit=256,
-               progress=False)
+    run_search(load_recipe("recipes/fashion-mnist.yaml", QUICK), run, progress=False)
     return run
 
 
@@ -40,8 +43,8 @@ def _copy(searched, tmp_path, name):
 
 def test_retrain_end_to_end_with_trades_finetune(searched, tmp_path):
     run = _copy(searched, tmp_path, "r")
-    recipe = load_recipe(run / "recipe.yaml", {**QUICK, "retrain.finetune.adv": "trades"})
-    metrics = run_retrain(run, recipe, limit=64, progress=False)
+    recipe = load_recipe(run / "recipe.yaml", {**QUICK, **finetune("trades"), "retrain.eval_limit": 64})
+    metrics = run_retrain(run, recipe, progress=False)
     assert set(metrics["adv_acc"]) == {"fgsm", "pgd20", "apgd_ce", "apgd_t"} and metrics["n"] == 64
     assert 0 <= metrics["worst_case_acc"] <= min(metrics["adv_acc"].values()) <= metrics["clean_acc"]
     arch = json.loads((run / "arch.json").read_text())
@@ -51,25 +54,31 @@ def test_retrain_end_to_end_with_trades_finetune(searched, tmp_path):
     assert (run / "finetune" / "model.safetensors").exists()
     assert json.loads((run / "metrics.json").read_text()) == metrics
     with pytest.raises(RnasclError, match="already exists"):
-        run_retrain(run, recipe, limit=64, progress=False)
+        run_retrain(run, recipe, progress=False)
 
 
 @pytest.mark.parametrize("adv", ["trades", "rslad"])
 def test_retrain_resumes_to_the_same_student(searched, tmp_path, monkeypatch, adv):
     """Trained with ``adv`` in both phases, interrupted during the second epoch of the first, resumed."""
-    recipe = load_recipe(searched / "recipe.yaml", {**QUICK, "retrain.train.adv": adv, "retrain.finetune.adv": adv})
+    recipe = load_recipe(searched / "recipe.yaml", {**QUICK, "retrain.train.adv": adv, **finetune(adv),
+                                                    "retrain.eval_limit": 32})
     straight = _copy(searched, tmp_path, "a")
-    run_retrain(straight, recipe, limit=32, progress=False)
+    run_retrain(straight, recipe, progress=False)
 
     real = train_module.validate
     interrupted = _copy(searched, tmp_path, "b")
     monkeypatch.setattr(train_module, "validate", interrupt_on_call(real, 2))  # during epoch 2
     with pytest.raises(KeyboardInterrupt):
-        run_retrain(interrupted, recipe, limit=32, progress=False)
+        run_retrain(interrupted, recipe, progress=False)
     monkeypatch.setattr(train_module, "validate", real)
     with pytest.raises(RnasclError, match="--resume"):
-        run_retrain(interrupted, recipe, limit=32, progress=False)
-    run_retrain(interrupted, recipe, resume=True, limit=32, progress=False)
+        run_retrain(interrupted, recipe, progress=False)
+    with pytest.raises(RnasclError, match=r"recipe differs .* in retrain\.limit\b"):
+        run_retrain(interrupted, load_recipe(searched / "recipe.yaml", {**QUICK, "retrain.train.adv": adv,
+                                                                        **finetune(adv), "retrain.eval_limit": 32,
+                                                                        "retrain.limit": 192}),
+                    resume=True, progress=False)
+    run_retrain(interrupted, recipe, resume=True, progress=False)
     a, _ = load_model(straight / "student.safetensors")
     b, _ = load_model(interrupted / "student.safetensors")
     for (name, x), y in zip(a.state_dict().items(), b.state_dict().values()):
@@ -77,12 +86,12 @@ def test_retrain_resumes_to_the_same_student(searched, tmp_path, monkeypatch, ad
 
 
 def test_attention_term_uses_only_the_searched_pairs(searched):
-    arch = json.loads((searched / "arch.json").read_text())
+    arch = ArchSpec.load(searched / "arch.json")
     teacher, _ = load_model("rnascl_deploy/assets/teacher-resnet-fashion-mnist/model.safetensors")
-    tutors = dict(list(arch["tutors"].items())[:2])
+    tutors = dict(list(arch.tutors.items())[:2])
     distiller = Distiller.pairs(teacher, tutors, kd_weight=0.0, gamma=1.0)
     assert distiller.student_taps == list(tutors) and distiller.teacher_taps == sorted(set(tutors.values()))
-    student = build_student(arch).eval()
+    student = arch.build_student().eval()
     x = torch.rand(4, 1, 28, 28)
     _, loss, _ = distiller(student, x)
     with torch.no_grad(), Taps(teacher, list(set(tutors.values()))) as tt, Taps(student, list(tutors)) as st:
@@ -98,7 +107,7 @@ def test_a_changed_teacher_is_refused(searched, tmp_path):
     arch["teacher"]["sha256"] = "0" * 64
     (run / "arch.json").write_text(json.dumps(arch))
     with pytest.raises(RnasclError, match="changed since the search"):
-        run_retrain(run, load_recipe(run / "recipe.yaml", QUICK), limit=8, progress=False)
+        run_retrain(run, load_recipe(run / "recipe.yaml", {**QUICK, "retrain.eval_limit": 8}), progress=False)
     assert not (run / "retrain").exists()
 
 
@@ -108,9 +117,9 @@ def test_retrain_without_kd_or_attention_runs_without_the_teacher(searched, tmp_
     arch["teacher"]["checkpoint"] = str(tmp_path / "no-such-teacher.safetensors")  # never loaded
     (run / "arch.json").write_text(json.dumps(arch))
     recipe = load_recipe(run / "recipe.yaml", {**QUICK, "retrain.kd_weight": 0.0, "retrain.gamma": 0.0,
-                                               "retrain.finetune.adv": "none", "retrain.train.epochs": 1,
-                                               "retrain.train.adv": "none"})
-    metrics = run_retrain(run, recipe, limit=32, progress=False)
+                                               "retrain.train.epochs": 1, "retrain.train.adv": "clean",
+                                               "retrain.eval_limit": 32})
+    metrics = run_retrain(run, recipe, progress=False)
     assert metrics["n"] == 32
     assert "ce" in json.loads((run / "retrain" / "history.jsonl").read_text().splitlines()[0])
     assert "kd" not in json.loads((run / "retrain" / "history.jsonl").read_text().splitlines()[0])

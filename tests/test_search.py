@@ -8,16 +8,18 @@ import rnascl_deploy.search as search_module
 from rnascl_deploy.cli import main
 from rnascl_deploy.cost import Budget, arch_cost, measure
 from rnascl_deploy.errors import RnasclError
-from rnascl_deploy.recipe import SpaceConfig, load_recipe
+from rnascl_deploy.arch import ArchSpec
+from rnascl_deploy.recipe import load_recipe
 from rnascl_deploy.search import budget_range, derive_widths, run_search
 from rnascl_deploy.space import build_layout, materialize
-from rnascl_deploy.space.spec import build_student, load_arch
+from rnascl_deploy.space.config import SpaceConfig
 
 from .conftest import interrupt_on_call
 
 LAYOUT = build_layout(SpaceConfig(), (1, 28, 28), 10)
 SMALLEST, LARGEST = arch_cost(LAYOUT, LAYOUT.min_widths), arch_cost(LAYOUT, LAYOUT.max_widths)
-TINY = {"data.batch_size": 64, "search.epochs": 2, "search.arch_every": 3}
+TINY = {"data.batch_size": 64, "search.epochs": 2, "search.arch_every": 3, "search.limit": 384,
+        "search.budget": "800K"}
 
 
 @pytest.mark.parametrize("seed", range(3))
@@ -51,44 +53,44 @@ def test_budget_below_the_smallest_architecture_names_it():
 
 
 def _strip(arch):
-    return {k: v for k, v in arch.items() if k != "search"} | {
-        "search": {k: v for k, v in arch["search"].items() if k != "seconds"}}
+    doc = arch.to_dict()
+    return doc | {"search": {k: v for k, v in doc["search"].items() if k != "seconds"}}
 
 
 def test_search_end_to_end_resumes_to_the_same_spec(tmp_path, monkeypatch):
     recipe = load_recipe("recipes/fashion-mnist.yaml", TINY)
-    budget = Budget(macs=800_000)
-    straight = run_search(recipe, budget, tmp_path / "a", limit=384, progress=False)
-    spec = load_arch(tmp_path / "a" / "arch.json")
-    assert spec == json.loads((tmp_path / "a" / "arch.json").read_text()) == straight
-    assert 0.8 * budget.macs <= spec["macs"] <= budget.macs
-    assert measure(build_student(spec), (1, 28, 28)).macs == spec["macs"]
-    assert set(spec["tutors"]) == set(spec["search"]["tutor_probs"])
-    assert set(spec["tutors"].values()) <= {t["name"] for t in spec["teacher"]["taps"]}
+    straight = run_search(recipe, tmp_path / "a", progress=False)
+    spec = ArchSpec.load(tmp_path / "a" / "arch.json")
+    assert spec.to_dict() == json.loads((tmp_path / "a" / "arch.json").read_text()) == straight.to_dict()
+    assert 0.8 * 800_000 <= spec.macs <= 800_000 and spec.budget == Budget(macs=800_000)
+    assert measure(spec.build_student(), (1, 28, 28)).macs == spec.macs
+    assert set(spec.tutors) == set(spec.search["tutor_probs"])
+    assert set(spec.tutors.values()) <= set(spec.teacher.tap_names)
     history = [json.loads(line) for line in (tmp_path / "a" / "search_history.jsonl").read_text().splitlines()]
-    n_t = len(spec["teacher"]["taps"])
-    assert history[-1]["tutor_max_prob"] > 1.0 / n_t + 0.01  # the tutor logits left uniform
+    assert history[-1]["tutor_max_prob"] > 1.0 / len(spec.teacher.taps) + 0.01  # the tutor logits left uniform
 
     real = search_module.subnet_accuracy
     monkeypatch.setattr(search_module, "subnet_accuracy", interrupt_on_call(real, 2))  # at the end of epoch 2
     with pytest.raises(KeyboardInterrupt):
-        run_search(recipe, budget, tmp_path / "b", limit=384, progress=False)
+        run_search(recipe, tmp_path / "b", progress=False)
     monkeypatch.setattr(search_module, "subnet_accuracy", real)
     with pytest.raises(RnasclError, match="--resume"):
-        run_search(recipe, budget, tmp_path / "b", limit=384, progress=False)
-    with pytest.raises(RnasclError, match="recipe differs"):
-        run_search(load_recipe("recipes/fashion-mnist.yaml", {**TINY, "search.gamma": 2.0}), budget,
-                   tmp_path / "b", limit=384, resume=True, progress=False)
-    resumed = run_search(recipe, budget, tmp_path / "b", limit=384, resume=True, progress=False)
+        run_search(recipe, tmp_path / "b", progress=False)
+    for key, value in (("search.gamma", 2.0), ("search.budget", "700K"), ("search.limit", 256)):
+        with pytest.raises(RnasclError, match=rf"recipe differs .* in {key}\b"):
+            run_search(load_recipe("recipes/fashion-mnist.yaml", {**TINY, key: value}), tmp_path / "b", resume=True,
+                       progress=False)
+    resumed = run_search(recipe, tmp_path / "b", resume=True, progress=False)
     assert _strip(resumed) == _strip(straight)
     with pytest.raises(RnasclError, match="already exists"):
-        run_search(recipe, budget, tmp_path / "b", limit=384, resume=True, progress=False)
+        run_search(recipe, tmp_path / "b", resume=True, progress=False)
 
 
 def test_budget_above_the_largest_takes_the_largest(tmp_path):
-    recipe = load_recipe("recipes/fashion-mnist.yaml", {**TINY, "search.epochs": 1})
-    arch = run_search(recipe, Budget(macs=10 * LARGEST.macs), tmp_path, limit=192, progress=False)
-    assert arch["widths"] == LAYOUT.max_widths and "took the largest" in arch["search"]["notes"][0]
+    recipe = load_recipe("recipes/fashion-mnist.yaml", {**TINY, "search.epochs": 1, "search.limit": 192,
+                                                        "search.budget": str(10 * LARGEST.macs)})
+    arch = run_search(recipe, tmp_path, progress=False)
+    assert list(arch.widths) == LAYOUT.max_widths and "took the largest" in arch.search["notes"][0]
 
 
 def _cli(*args):
@@ -108,9 +110,10 @@ def test_cli_refuses_unattainable_budget_and_unfit_space_without_writing(tmp_pat
 
 
 def test_cost_of_an_arch_spec(tmp_path):
-    recipe = load_recipe("recipes/fashion-mnist.yaml", {**TINY, "search.epochs": 1})
-    arch = run_search(recipe, Budget(macs=600_000), tmp_path, limit=192, progress=False)
+    recipe = load_recipe("recipes/fashion-mnist.yaml", {**TINY, "search.epochs": 1, "search.limit": 192,
+                                                        "search.budget": "600K"})
+    arch = run_search(recipe, tmp_path, progress=False)
     result = _cli("cost", str(tmp_path / "arch.json"), "--json")
-    assert result.exit_code == 0 and json.loads(result.output)["macs"] == arch["macs"]
-    student = materialize(LAYOUT, arch["widths"], [0.286], [0.353])
+    assert result.exit_code == 0 and json.loads(result.output)["macs"] == arch.macs
+    student = materialize(LAYOUT, list(arch.widths), [0.286], [0.353])
     assert json.loads(result.output)["params"] == measure(student, (1, 28, 28)).params

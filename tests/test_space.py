@@ -9,7 +9,7 @@ import torch
 from rnascl_deploy.cost import arch_cost, expected_cost, measure
 from rnascl_deploy.distill import TutorSearch
 from rnascl_deploy.errors import RnasclError
-from rnascl_deploy.recipe import HeadConfig, SpaceConfig, StageConfig
+from rnascl_deploy.space.config import HeadConfig, SpaceConfig, StageConfig
 from rnascl_deploy.space import BLOCKS, Supernet, build_layout, materialize, student_taps
 from rnascl_deploy.taps import Taps
 

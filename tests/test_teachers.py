@@ -5,9 +5,9 @@ import pytest
 import torch
 
 from rnascl_deploy.checkpoint import file_sha256, load_model
-from rnascl_deploy.cost import Budget
 from rnascl_deploy.data import batches, load_split
-from rnascl_deploy.recipe import load_recipe, resolve_path
+from rnascl_deploy.recipe import load_recipe
+from rnascl_deploy.schema import resolve_path
 from rnascl_deploy.search import run_search
 from rnascl_deploy.taps import conv_taps
 
@@ -49,8 +49,8 @@ def test_shipped_evaluation_is_of_this_checkpoint_and_its_clean_accuracy_reprodu
 def test_a_tiny_search_against_the_resnet_teacher(tmp_path):
     recipe = load_recipe("recipes/fashion-mnist.yaml", {
         "teacher.checkpoint": TEACHERS["resnet"][0], "data.batch_size": 64, "search.epochs": 1,
-        "search.arch_every": 3})
-    arch = run_search(recipe, Budget(macs=600_000), tmp_path, limit=192, progress=False)
-    taps = [t["name"] for t in arch["teacher"]["taps"]]
-    assert len(taps) == 15 and set(arch["tutors"]) == {"blocks.0", "blocks.1"} and set(arch["tutors"].values()) <= set(taps)
-    assert arch["macs"] <= 600_000
+        "search.arch_every": 3, "search.budget": "600K", "search.limit": 192})
+    arch = run_search(recipe, tmp_path, progress=False)
+    taps = arch.teacher.tap_names
+    assert len(taps) == 15 and set(arch.tutors) == {"blocks.0", "blocks.1"} and set(arch.tutors.values()) <= set(taps)
+    assert arch.macs <= 600_000

@@ -4,7 +4,7 @@ import torch
 import rnascl_deploy.train as train_module
 from rnascl_deploy.data import load_split
 from rnascl_deploy.errors import RnasclError
-from rnascl_deploy.recipe import TrainConfig
+from rnascl_deploy.train import TrainConfig
 from rnascl_deploy.train import lr_at, train
 
 from .conftest import interrupt_on_call, tiny_cnn
@@ -16,10 +16,11 @@ def splits():
 
 
 def _cfg(adv="pgd", epochs=2):
-    return TrainConfig(epochs=epochs, lr=0.05, adv=adv, steps=2, step_size=0.05, val_limit=64, eps_warmup_epochs=1)
+    return TrainConfig(epochs=epochs, optimizer="sgd", lr=0.05, warmup_epochs=1, adv=adv, steps=2, step_size=0.05,
+                       val_limit=64, eps_warmup_epochs=1)
 
 
-@pytest.mark.parametrize("adv", ["none", "pgd", "trades"])
+@pytest.mark.parametrize("adv", ["clean", "pgd", "trades"])
 def test_each_objective_trains_and_writes_history(tmp_path, splits, adv):
     model = tiny_cnn()
     before = [p.detach().clone() for p in model.parameters()]
@@ -62,7 +63,7 @@ def test_lr_schedule_warms_up_then_decays_to_zero():
 
 
 def test_weight_averaging_is_validated_saved_and_resumed(tmp_path, splits, monkeypatch):
-    cfg = TrainConfig(epochs=2, lr=0.05, adv="none", val_limit=64, ema=0.9)
+    cfg = TrainConfig(epochs=2, optimizer="sgd", lr=0.05, warmup_epochs=1, adv="clean", val_limit=64, ema=0.9)
     saved = []
     straight = tiny_cnn()
     train(straight, *splits, cfg, tmp_path / "a", 64, progress=False,

@@ -10,7 +10,7 @@ from onnx import numpy_helper
 from rnascl_deploy.checkpoint import file_sha256
 from rnascl_deploy.cli import main
 from rnascl_deploy.errors import RnasclError
-from rnascl_deploy.exporters import export_student
+from rnascl_deploy.exporters.export import export_student
 from rnascl_deploy.exporters.onnx_export import export_onnx
 from rnascl_deploy.models import build_model
 from rnascl_deploy.recipe import load_recipe

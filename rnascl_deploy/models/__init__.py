@@ -6,4 +6,4 @@ Build one by name with :func:`build_model`; ``MODELS`` lists the names. Construc
 """
 from .common import MODELS, Normalize, build_model  # noqa: F401
 from . import cnn, lenet, resnet, wideresnet  # noqa: F401  (register the architectures)
-from ..space import spec as _student  # noqa: F401,E402  (registers "student", the searched architectures)
+from . import student  # noqa: F401,E402  (registers "student", the searched architectures)

@@ -1,7 +1,7 @@
 """The geometry of a search space: the stem, per block its kind, width options, kernel, stride and spatial sizes,
 and the head's pooling and hidden-width options.
 
-Built from the recipe's :class:`~rnascl_deploy.recipe.SpaceConfig` and the data set's input shape. Knows channels
+Built from the recipe's :class:`~rnascl_deploy.space.config.SpaceConfig` and the data set's input shape. Knows channels
 and strides only (no losses, no data, no cost), and is what both the supernet and the cost model read. A choice of
 architecture is a list of widths, one per searchable unit (``Layout.units``: every block, then the head); the
 head's entry is the width of its hidden layer (0: none).
@@ -12,10 +12,8 @@ from dataclasses import dataclass
 from typing import List, Tuple
 
 from ..errors import RnasclError
-from ..recipe import SpaceConfig
+from .config import POOLS, SpaceConfig
 from .blocks import ACTIVATIONS, BLOCKS, conv_out
-
-POOLS = ("avg", "flatten")
 
 
 @dataclass(frozen=True)

@@ -1,0 +1,93 @@
+"""Where and how a run computes: the recipe's ``runtime`` section and the one :class:`Runtime` every stage gets.
+
+``device``: ``auto`` (the visible GPU, else the CPU; under torchrun each rank takes its LOCAL_RANK GPU), ``cpu``,
+``cuda`` or ``cuda:N``. ``precision``: ``fp32``; ``bf16`` (CPU and GPU) or ``fp16`` (GPU, with a gradient scaler)
+autocast the training forward passes and the training attacks, while evaluations and the reported attacks stay in
+fp32 (low precision can mask gradients). The device is decided once, by :func:`resolve`; code below it creates
+tensors on the device of the tensors it is given. Checkpoints stay device-free (saved from the CPU).
+"""
+from __future__ import annotations
+
+import contextlib
+import os
+import re
+from dataclasses import dataclass
+from typing import ClassVar
+
+import torch
+
+from .errors import RnasclError
+from .schema import Check, OneOf
+
+PRECISIONS = ("fp32", "bf16", "fp16")
+_DEVICE = re.compile(r"auto|cpu|cuda(:\d+)?")
+
+
+@dataclass
+class RuntimeConfig:
+    """The recipe's ``runtime`` section: the device and the training precision."""
+
+    CHECKS: ClassVar[dict] = {"device": Check(lambda v: isinstance(v, str) and _DEVICE.fullmatch(v) is not None,
+                                              "auto, cpu, cuda or cuda:N"),
+                              "precision": OneOf(PRECISIONS)}
+
+    device: str = "auto"
+    precision: str = "fp32"
+
+
+@dataclass(frozen=True)
+class Runtime:
+    device: torch.device
+    precision: str = "fp32"
+
+    @property
+    def cuda(self) -> bool:
+        return self.device.type == "cuda"
+
+    def autocast(self):
+        """The training forward passes' autocast context (a no-op for fp32)."""
+        if self.precision == "fp32":
+            return contextlib.nullcontext()
+        dtype = torch.bfloat16 if self.precision == "bf16" else torch.float16
+        return torch.autocast(self.device.type, dtype=dtype)
+
+    def grad_scaler(self):
+        """A gradient scaler for fp16 training (disabled otherwise)."""
+        return torch.amp.GradScaler(self.device.type, enabled=self.precision == "fp16")
+
+    def describe(self) -> str:
+        if self.cuda:
+            return f"{self.device} ({torch.cuda.get_device_name(self.device)}), {self.precision}"
+        return f"cpu, {self.precision}"
+
+
+def _no_gpu_reason() -> str:
+    if torch.version.cuda is None:
+        return f"this torch ({torch.__version__}) is a CPU build"
+    return f"this torch is a CUDA {torch.version.cuda} build, but no GPU is visible (CUDA_VISIBLE_DEVICES, driver)"
+
+
+def resolve(cfg: RuntimeConfig) -> Runtime:
+    """The device and precision of ``cfg``, checked before any work: an unavailable device or a precision the
+    device cannot run is an error saying why."""
+    name = cfg.device
+    if name == "auto":
+        if torch.cuda.is_available():
+            name = f"cuda:{int(os.environ.get('LOCAL_RANK', '0')) % torch.cuda.device_count()}"
+        else:
+            name = "cpu"
+    elif name.startswith("cuda"):
+        if not torch.cuda.is_available():
+            raise RnasclError(f"runtime.device is {cfg.device!r} but {_no_gpu_reason()}; use --device cpu (or auto)")
+        index = int(name.split(":")[1]) if ":" in name else int(os.environ.get("LOCAL_RANK", "0"))
+        if index >= torch.cuda.device_count():
+            raise RnasclError(f"runtime.device is {cfg.device!r} but only {torch.cuda.device_count()} GPU(s) are "
+                              "visible")
+        name = f"cuda:{index}"
+    device = torch.device(name)
+    if cfg.precision == "fp16" and device.type != "cuda":
+        raise RnasclError("runtime.precision fp16 needs a GPU (autocast fp16 with a gradient scaler); on the CPU use "
+                          "bf16 or fp32")
+    if device.type == "cuda":
+        torch.cuda.set_device(device)
+    return Runtime(device, cfg.precision)
