@@ -2,7 +2,8 @@ import pytest
 import torch
 from torch import nn
 
-from rnascl_deploy.attacks import APGDCE, APGDT, FGSM, PGD, Square, build_attack
+from rnascl_deploy.attacks import APGDCE, APGDT, FGSM, PGD, Square, attack_label
+from rnascl_deploy.attacks.config import AttackConfig
 from rnascl_deploy.attacks.apgd import dlr_targeted
 from rnascl_deploy.attacks.evaluate import evaluate_robustness
 from rnascl_deploy.checkpoint import load_model
@@ -93,13 +94,15 @@ def test_gradient_masking_warnings():
     assert any("all-zero input gradient" in w for w in report.warnings)
 
 
-def test_build_attack_names():
-    assert isinstance(build_attack("pgd7", EPS), PGD) and build_attack("pgd7", EPS).steps == 7
-    assert isinstance(build_attack("apgd-ce", EPS), APGDCE) and isinstance(build_attack("apgd-t", EPS), APGDT)
-    with pytest.raises(RnasclError, match="valid: fgsm"):
-        build_attack("cw", EPS)
-    with pytest.raises(RnasclError):
-        build_attack("pgd0", EPS)
+def test_attacks_are_built_by_registered_name():
+    built = AttackConfig(eps=EPS, apgd_iters=7).build(["pgd7", "apgd-ce", "apgd-t", "fgsm", "square"])
+    assert isinstance(built["pgd7"], PGD) and built["pgd7"].steps == 7 and built["pgd7"].eps == EPS
+    assert isinstance(built["apgd-ce"], APGDCE) and isinstance(built["apgd-t"], APGDT)
+    assert isinstance(built["fgsm"], FGSM) and isinstance(built["square"], Square)
+    for bad in ("cw", "pgd0", "pgd", "fgsm3"):
+        with pytest.raises(RnasclError, match="valid: apgd-ce, apgd-t, fgsm, pgdK, square"):
+            AttackConfig().build([bad])
+    assert [attack_label(k) for k in ("pgd20", "apgd_t", "hybrid_pgd20")] == ["PGD-20", "APGD-T", "hybrid PGD-20"]
 
 
 def test_apgd_checkpoints_follow_the_paper():

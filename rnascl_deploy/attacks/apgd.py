@@ -7,6 +7,7 @@ from typing import Callable, Optional
 import torch
 
 from .base import WhiteBoxAttack, input_grad, project
+from .registry import register
 
 Loss = Callable[[torch.Tensor, torch.Tensor], torch.Tensor]  # (logits, y) -> per-sample loss to maximise
 
@@ -129,3 +130,13 @@ class APGDT(APGD):
             x_adv[improve] = result[found] if k else result
             fooled[todo[found]] = True
         return x_adv
+
+
+@register("apgd-ce", "APGD-CE")
+def _build_ce(cfg, steps):
+    return APGDCE(cfg.eps, iters=cfg.apgd_iters, seed=cfg.seed)
+
+
+@register("apgd-t", "APGD-T")
+def _build_t(cfg, steps):
+    return APGDT(cfg.eps, iters=cfg.apgd_iters, seed=cfg.seed)

@@ -1,21 +1,13 @@
 """The recipe's ``attack`` section: the evaluation threat model and the attacks that measure it."""
 from __future__ import annotations
 
-import re
 from dataclasses import dataclass, field
 from typing import ClassVar, Dict, List, Optional
 
-from ..schema import SEED, Check, Each, at_least, between
+from ..schema import SEED, Each, Parses, at_least, between
+from . import registry
 
-ATTACK_NAMES = ("fgsm", "pgdK (e.g. pgd20)", "apgd-ce", "apgd-t", "square")
-_NAME = re.compile(r"fgsm|pgd[1-9]\d*|apgd-ce|apgd-t|square")
-
-
-def is_attack_name(name) -> bool:
-    return isinstance(name, str) and _NAME.fullmatch(name) is not None
-
-
-ATTACK = Check(is_attack_name, f"an attack name: {', '.join(ATTACK_NAMES)}")
+ATTACK = Parses(registry.parse)  # a registered attack's name
 
 
 @dataclass
@@ -36,7 +28,4 @@ class AttackConfig:
 
     def build(self, names: Optional[List[str]] = None) -> Dict[str, object]:
         """The attacks ``names`` (default: this section's ``attacks``), configured by this section, by name."""
-        from . import build_attack
-
-        return {name: build_attack(name, self.eps, self.pgd_step_size, self.apgd_iters, self.square_queries,
-                                   self.seed) for name in (names or self.attacks)}
+        return {name: registry.build(name, self) for name in (names or self.attacks)}

@@ -1,6 +1,7 @@
 from __future__ import annotations
 
 from .base import WhiteBoxAttack, input_grad
+from .registry import register
 
 
 class FGSM(WhiteBoxAttack):
@@ -11,3 +12,8 @@ class FGSM(WhiteBoxAttack):
     def perturb(self, model, x, y):
         _, grad, _ = input_grad(model, x, y)
         return x + self.eps * grad.sign()
+
+
+@register("fgsm", "FGSM")
+def _build(cfg, steps):
+    return FGSM(cfg.eps, seed=cfg.seed)

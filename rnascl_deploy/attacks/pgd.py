@@ -5,6 +5,7 @@ from typing import Optional
 import torch
 
 from .base import WhiteBoxAttack, input_grad, project
+from .registry import register
 
 
 class PGD(WhiteBoxAttack):
@@ -49,3 +50,8 @@ class PGD(WhiteBoxAttack):
         best[new], found = x_adv[new], found | new
         best[~found] = x_adv[~found]
         return best
+
+
+@register("pgd", "PGD-{steps}", stepped=True)
+def _build(cfg, steps):
+    return PGD(cfg.eps, steps=steps, step_size=cfg.pgd_step_size, seed=cfg.seed)

@@ -6,6 +6,7 @@ from typing import Optional
 import torch
 
 from .base import QueryAttack
+from .registry import register
 
 
 def margin(logits: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
@@ -64,3 +65,8 @@ class Square(QueryAttack):
             x_best[active[better]] = x_new[better]
             margin_best[active[better]] = m[better]
         return x_best
+
+
+@register("square", "Square")
+def _build(cfg, steps):
+    return Square(cfg.eps, queries=cfg.square_queries, seed=cfg.seed)

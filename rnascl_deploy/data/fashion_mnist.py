@@ -1,0 +1,60 @@
+"""Fashion-MNIST: the Debian package ``dataset-fashion-mnist`` or any directory with the four IDX files, gzipped or
+raw."""
+from __future__ import annotations
+
+import gzip
+from pathlib import Path
+from typing import Optional
+
+import numpy as np
+import torch
+
+from ..errors import RnasclError
+from .images import DATASETS, DatasetInfo, TensorImages
+
+
+FASHION_MNIST_DIRS = ("/usr/share/datasets/fashion-mnist", "~/.cache/rnascl-deploy/fashion-mnist", "data/fashion-mnist")
+FASHION_MNIST_INFO = DatasetInfo(
+    "fashion-mnist", (1, 28, 28), 10, (0.2860,), (0.3530,), (),
+    ("T-shirt/top", "Trouser", "Pullover", "Dress", "Coat", "Sandal", "Shirt", "Sneaker", "Bag", "Ankle boot"))
+
+
+def _read_idx(path: Path) -> np.ndarray:
+    """Read an IDX file (gzipped or raw): magic 0x0000 type ndim, big-endian dims, then the data."""
+    raw = path.read_bytes()
+    if raw[:2] == b"\x1f\x8b":
+        raw = gzip.decompress(raw)
+    if len(raw) < 4 or raw[0] != 0 or raw[1] != 0 or raw[2] != 0x08:
+        raise RnasclError(f"{path} is not an unsigned-byte IDX file")
+    ndim = raw[3]
+    dims = np.frombuffer(raw, dtype=">u4", count=ndim, offset=4).astype(int)
+    data = np.frombuffer(raw, dtype=np.uint8, offset=4 + 4 * ndim)
+    if data.size != int(np.prod(dims)):
+        raise RnasclError(f"{path} is truncated: expected {int(np.prod(dims))} values, found {data.size}")
+    return data.reshape(dims)
+
+
+def _find_idx(root: Path, stem: str) -> Optional[Path]:
+    for name in (f"{stem}.gz", stem):
+        if (root / name).is_file():
+            return root / name
+    return None
+
+
+@DATASETS.register("fashion-mnist")
+def load_fashion_mnist(root: Optional[str], split: str, image_size: Optional[int] = None):
+    prefix = "t10k" if split == "test" else "train"
+    candidates = [Path(root).expanduser()] if root else [Path(d).expanduser() for d in FASHION_MNIST_DIRS]
+    for folder in candidates:
+        images = _find_idx(folder, f"{prefix}-images-idx3-ubyte")
+        labels = _find_idx(folder, f"{prefix}-labels-idx1-ubyte")
+        if images and labels:
+            x = torch.from_numpy(_read_idx(images).copy()).unsqueeze(1)
+            y = torch.from_numpy(_read_idx(labels).astype(np.int64))
+            return TensorImages(x, y), FASHION_MNIST_INFO
+    raise RnasclError(
+        "Fashion-MNIST not found; looked for {p}-images-idx3-ubyte[.gz] and {p}-labels-idx1-ubyte[.gz] in: {dirs}. "
+        "Install it with `apt-get install dataset-fashion-mnist` (Debian/Ubuntu) or set data.root to a directory "
+        "holding the four IDX files.".format(p=prefix, dirs=", ".join(str(c) for c in candidates)))
+
+

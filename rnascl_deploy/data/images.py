@@ -1,0 +1,74 @@
+"""What every data set gives: images as float tensors in [0, 1] (C, H, W), integer labels, and a :class:`DatasetInfo`.
+A data set is a loader ``(root, split, image_size) -> (Dataset, DatasetInfo)`` registered in :data:`DATASETS`."""
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Callable, Dict, Optional, Sequence, Tuple
+
+import numpy as np
+import torch
+from torch.utils.data import Dataset
+
+from ..registry import Registry
+
+
+@dataclass(frozen=True)
+class DatasetInfo:
+    """What a model needs to know about its data: input shape, classes, normalisation, default augmentation."""
+
+    name: str
+    input_shape: Tuple[int, int, int]
+    num_classes: int
+    mean: Tuple[float, ...]
+    std: Tuple[float, ...]
+    augment: Tuple[str, ...]
+    class_names: Tuple[str, ...] = ()
+
+    def to_dict(self) -> Dict:
+        """What a checkpoint or arch.json records of the data: name, input shape, classes, normalisation."""
+        return {"name": self.name, "input_shape": list(self.input_shape), "num_classes": self.num_classes,
+                "mean": list(self.mean), "std": list(self.std)}
+
+
+class TensorImages(Dataset):
+    """Images held in memory as uint8 (N, C, H, W), served as float in [0, 1]."""
+
+    def __init__(self, images: torch.Tensor, labels: torch.Tensor):
+        assert images.dtype == torch.uint8 and images.ndim == 4 and len(images) == len(labels)
+        self.images, self.labels = images, labels.long()
+
+    def __len__(self) -> int:
+        return len(self.images)
+
+    def __getitem__(self, i):
+        return self.images[i].float().div_(255), self.labels[i]
+
+    def subset(self, index: torch.Tensor) -> "TensorImages":
+        return TensorImages(self.images[index], self.labels[index])
+
+
+class FileImages(Dataset):
+    """Images read from files on demand, resized to a fixed square size (ImageFolder data sets)."""
+
+    def __init__(self, files: Sequence[str], labels: Sequence[int], size: int, channels: int = 3):
+        self.files, self.labels, self.size, self.channels = list(files), torch.tensor(labels).long(), size, channels
+
+    def __len__(self) -> int:
+        return len(self.files)
+
+    def __getitem__(self, i):
+        from PIL import Image
+
+        with Image.open(self.files[i]) as img:
+            img = img.convert("RGB" if self.channels == 3 else "L").resize((self.size, self.size), Image.BILINEAR)
+            arr = torch.from_numpy(np.asarray(img, dtype=np.uint8).copy())
+        arr = arr.unsqueeze(-1) if arr.ndim == 2 else arr
+        return arr.permute(2, 0, 1).float().div_(255), self.labels[i]
+
+    def subset(self, index: torch.Tensor) -> "FileImages":
+        idx = index.tolist()
+        return FileImages([self.files[i] for i in idx], self.labels[index].tolist(), self.size, self.channels)
+
+
+Loader = Callable[[Optional[str], str, Optional[int]], Tuple[Dataset, DatasetInfo]]
+DATASETS: Registry[Loader] = Registry("data set")
