@@ -107,7 +107,8 @@ def wrap(model: nn.Module) -> nn.Module:
     """DistributedDataParallel around ``model`` when launched, ``model`` itself otherwise."""
     if world() == 1:
         return model
-    ids = [device().index] if device().type == "cuda" else None
+    dev = next(model.parameters()).device
+    ids = [dev.index] if dev.type == "cuda" else None
     return nn.parallel.DistributedDataParallel(model, device_ids=ids)
 
 

@@ -6,17 +6,20 @@ invariants, a subclass supplies the step).
   continues after its last finished epoch with the saved history and elapsed time;
 - determinism: every epoch reseeds from (seed, epoch) (:func:`rundir.epoch_seed`) and draws its batches from a
   generator seeded alike, so a run resumed at an epoch boundary replays what an uninterrupted one does;
-- the progress bar (rank 0, ``progress``), with the running mean of every term a step returns;
+- the progress bar (rank 0, ``progress``), with the running mean of every term a step returns. Terms are detached
+  tensors summed on their device and read once every ``log_every`` steps, so a step never waits for the device;
+  a term that is not finite then stops the run (training diverged);
 - under torchrun: BatchNorm buffers broadcast from rank 0 and a bit-for-bit rank consistency check every epoch;
 - the state file (written atomically each epoch, rank 0 alone) and ``history.jsonl`` (one row per epoch).
 
-A subclass supplies ``batches``, ``step`` (one optimiser step, returning named float terms), ``end_epoch`` (the
+A subclass supplies ``batches``, ``step`` (one optimiser step, returning named scalar terms), ``end_epoch`` (the
 history row: validation, schedules) and ``state_dict``/``load_state_dict`` (what it needs to resume: models,
 optimisers, bests). ``synced`` is the module the rank check covers.
 """
 from __future__ import annotations
 
 import logging
+import math
 import time
 from pathlib import Path
 from typing import Dict, Iterable, List
@@ -34,6 +37,7 @@ log = logging.getLogger(__name__)
 
 class EpochLoop:
     desc = "epoch"  # progress-bar label
+    log_every = 25  # steps between reads of the running terms (progress bar, divergence check)
 
     def __init__(self, out: Path, epochs: int, seed: int, steps_per_epoch: int, state_name: str = "state.pt",
                  history_name: str = "history.jsonl", progress: bool = True):
@@ -49,7 +53,7 @@ class EpochLoop:
     def batches(self, epoch: int, gen: torch.Generator) -> Iterable:
         raise NotImplementedError
 
-    def step(self, epoch: int, i: int, batch, gen: torch.Generator) -> Dict[str, float]:
+    def step(self, epoch: int, i: int, batch, gen: torch.Generator) -> Dict[str, torch.Tensor]:
         raise NotImplementedError
 
     def end_epoch(self, epoch: int, means: Dict[str, float]) -> dict:
@@ -81,18 +85,23 @@ class EpochLoop:
         for epoch in range(start, self.epochs):
             t0 = time.perf_counter()
             gen = torch.Generator().manual_seed(epoch_seed(self.seed, epoch))
-            sums: Dict[str, float] = {}
+            sums: Dict[str, torch.Tensor] = {}
             counts: Dict[str, int] = {}
             bar = tqdm(self.batches(epoch, gen), total=self.steps, unit="batch",
                        desc=f"{self.desc} {epoch + 1}/{self.epochs}",
                        disable=None if self.progress and distributed.is_main() else True, leave=False)
+            means: Dict[str, float] = {}
             for i, batch in enumerate(bar):
                 for k, v in self.step(epoch, i, batch, gen).items():
-                    sums[k], counts[k] = sums.get(k, 0.0) + v, counts.get(k, 0) + 1
-                bar.set_postfix(self.postfix({k: sums[k] / counts[k] for k in sums}))
+                    v = v.detach().double() if torch.is_tensor(v) else torch.tensor(float(v), dtype=torch.float64)
+                    sums[k], counts[k] = sums[k] + v if k in sums else v, counts.get(k, 0) + 1
+                if (i + 1) % self.log_every == 0:
+                    means = self._read(sums, counts, epoch, i)
+                    bar.set_postfix(self.postfix(means))
             bar.close()
+            means = self._read(sums, counts, epoch, self.steps - 1)
             distributed.sync_buffers(self.synced)
-            row = self.end_epoch(epoch, {k: round(sums[k] / counts[k], 5) for k in sums})
+            row = self.end_epoch(epoch, {k: round(v, 5) for k, v in means.items()})
             distributed.check_in_sync(self.synced, f"{self.desc} {epoch + 1}")
             seconds = time.perf_counter() - t0
             self.elapsed += seconds
@@ -101,3 +110,13 @@ class EpochLoop:
                                          "seconds": self.elapsed})
             write_history(self.history_path, self.history)
         return self.history
+
+    def _read(self, sums: Dict[str, torch.Tensor], counts: Dict[str, int], epoch: int, i: int) -> Dict[str, float]:
+        """The running means of the terms (one host sync); a term that is not finite stops the run."""
+        values = torch.stack([sums[k].cpu() for k in sums]).tolist() if sums else []
+        means = {k: v / counts[k] for k, v in zip(sums, values)}
+        bad = [k for k, v in means.items() if not math.isfinite(v)]
+        if bad:
+            raise RnasclError(f"training diverged in epoch {epoch + 1} by batch {i + 1} ({', '.join(bad)} not "
+                              "finite); lower the learning rate")
+        return means

@@ -1,6 +1,6 @@
 """Training objectives: a registry of small functions with one signature,
 
-    objective(model, x, y, eps, cfg, teacher) -> (loss, named float terms for the progress bar and history)
+    objective(model, x, y, eps, cfg, teacher) -> (loss, named detached scalar terms for the progress bar and history)
 
 ``model`` may be wrapped in DistributedDataParallel: an objective's first forward goes through the wrapper (the
 one whose backward DDP synchronises), attacks and any further forward go to the module inside it (their
@@ -30,7 +30,7 @@ from .attacks import KLPGD, PGD, eval_mode, fgsm_rs, n_fgsm
 from .errors import RnasclError
 from .registry import Registry
 
-Terms = Dict[str, float]
+Terms = Dict[str, torch.Tensor]  # detached scalars, read by the loop once per log interval (no host sync)
 OBJECTIVES: Registry = Registry("objective (adv)")
 
 
@@ -67,7 +67,7 @@ def _adversarial_ce(model, x_adv, y, teacher) -> Tuple[torch.Tensor, Terms]:
     of the single-step objectives."""
     logits, distill, terms = _forward(model, x_adv, teacher)
     ce = F.cross_entropy(logits, y)
-    return ce + distill, {"adv_ce": ce.item(), **terms}
+    return ce + distill, {"adv_ce": ce.detach(), **terms}
 
 
 def _kl(p_logits_or_probs: torch.Tensor, q_logits: torch.Tensor, probs: bool = False) -> torch.Tensor:
@@ -81,7 +81,7 @@ def clean(model, x, y, eps, cfg, teacher) -> Tuple[torch.Tensor, Terms]:
     """Cross-entropy on clean images (+ the teacher's KD and attention on them)."""
     logits, distill, terms = _forward(model, x, teacher)
     ce = F.cross_entropy(logits, y)
-    return ce + distill, {"ce": ce.item(), **terms}
+    return ce + distill, {"ce": ce.detach(), **terms}
 
 
 @objective("pgd")
@@ -118,13 +118,13 @@ def trades(model, x, y, eps, cfg, teacher) -> Tuple[torch.Tensor, Terms]:
     logits = model(x)
     if eps <= 0:
         ce = F.cross_entropy(logits, y)
-        return ce, {"ce": ce.item()}
+        return ce, {"ce": ce.detach()}
     with eval_mode(raw), torch.no_grad():
         p_clean = F.softmax(raw(x), 1)
     x_adv = KLPGD(eps, cfg.steps, _step(cfg, eps))(raw, x, p_clean)
     adv_logits, distill, terms = _forward(raw, x_adv, teacher)
     ce, kl = F.cross_entropy(logits, y), _kl(logits, adv_logits)
-    return ce + cfg.trades_beta * kl + distill, {"ce": ce.item(), "kl": kl.item(), **terms}
+    return ce + cfg.trades_beta * kl + distill, {"ce": ce.detach(), "kl": kl.detach(), **terms}
 
 
 @objective("ard", teacher=True)
@@ -138,10 +138,10 @@ def ard(model, x, y, eps, cfg, teacher) -> Tuple[torch.Tensor, Terms]:
     temp = cfg.ard_temperature
     kl = _kl(t_logits / temp, adv_logits / temp)
     loss = cfg.ard_alpha * temp * temp * kl + attn
-    terms = {"kl": kl.item(), **terms}
+    terms = {"kl": kl.detach(), **terms}
     if cfg.ard_alpha < 1:
         ce = F.cross_entropy(raw(x), y)
-        loss, terms["ce"] = loss + (1 - cfg.ard_alpha) * ce, ce.item()
+        loss, terms["ce"] = loss + (1 - cfg.ard_alpha) * ce, ce.detach()
     return loss, terms
 
 
@@ -155,7 +155,7 @@ def rslad(model, x, y, eps, cfg, teacher) -> Tuple[torch.Tensor, Terms]:
     adv_logits, attn, terms = _forward(model, x_adv, teacher, kd=False)
     kl_adv, kl_clean = _kl(p_t, adv_logits, probs=True), _kl(p_t, raw(x), probs=True)
     loss = 5 / 6 * kl_adv + 1 / 6 * kl_clean + attn
-    return loss, {"kl_adv": kl_adv.item(), "kl_clean": kl_clean.item(), **terms}
+    return loss, {"kl_adv": kl_adv.detach(), "kl_clean": kl_clean.detach(), **terms}
 
 
 Objective = Callable[[nn.Module, torch.Tensor, torch.Tensor, float], Tuple[torch.Tensor, Terms]]

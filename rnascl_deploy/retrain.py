@@ -36,6 +36,7 @@ from .fileio import atomic_write_json
 from .objectives import make_objective, needs_teacher
 from .perf import channels_last
 from .rundir import RunLog, check_same_recipe, load_state, save_recipe
+from .runtime import Runtime, resolve
 from .schema import LIMIT, at_least, positive
 from .teacher import load_teacher
 from .train import TrainConfig, train
@@ -68,7 +69,7 @@ class RetrainConfig:
 
 
 def _phase(name: str, cfg: TrainConfig, student, arch: ArchSpec, recipe: Recipe, out: Path, train_set, val_set, info,
-           distiller: Optional[Distiller], progress: bool) -> Path:
+           distiller: Optional[Distiller], progress: bool, runtime: Runtime) -> Path:
     """Train one phase into ``out``; returns its ``model.safetensors`` (the best epoch), reusing a finished one."""
     final = out / "model.safetensors"
     if final.exists():
@@ -89,7 +90,8 @@ def _phase(name: str, cfg: TrainConfig, student, arch: ArchSpec, recipe: Recipe,
                  f"kd_weight={distiller.kd_weight:g}, gamma={distiller.gamma:g} over "
                  f"{len(distiller.student_taps)} pairs")
         train(student, train_set, val_set, cfg, out, recipe.data.batch_size, recipe.data.augmentation(info),
-              objective=make_objective(cfg, distiller), resume=resuming, progress=progress, save_best=save_best)
+              objective=make_objective(cfg, distiller), resume=resuming, progress=progress, save_best=save_best,
+              runtime=runtime)
         if distributed.is_main():
             os.replace(best, final)
     distributed.barrier()  # the phase's model exists when any rank goes on
@@ -121,32 +123,33 @@ def run_retrain(run: Path, recipe: Recipe, resume: bool = False, progress: bool 
     cfg, data = recipe.retrain, recipe.data
     if data.name != arch.data["name"]:
         raise RnasclError(f"arch.json was searched on {arch.data['name']}, the recipe trains on {data.name}")
+    runtime = resolve(recipe.runtime)
     train_set, info = data.load("train", cfg.limit)
     val_set, _ = data.load("val")
     distiller = None  # kd_weight = gamma = 0 and objectives without a teacher: the teacher is not even loaded
     phases = [cfg.train] + ([cfg.finetune] if cfg.finetune is not None else [])
     if cfg.kd_weight > 0 or cfg.gamma > 0 or any(needs_teacher(p.adv) for p in phases):
-        teacher = load_teacher(arch.teacher.checkpoint, info, arch.teacher.sha256).to(distributed.device())
+        teacher = load_teacher(arch.teacher.checkpoint, info, arch.teacher.sha256).to(runtime.device)
         distiller = Distiller.pairs(teacher, arch.tutors, cfg.kd_weight, cfg.kd_temperature, cfg.gamma,
                                     cfg.attention_size)
     save_recipe(run / "retrain", recipe)
     torch.manual_seed(cfg.train.seed)
     student = channels_last(arch.build_student())
     phase1 = _phase("retrain", cfg.train, student, arch, recipe, run / "retrain", train_set, val_set, info,
-                    distiller, progress)
+                    distiller, progress, runtime)
     result = phase1
     if cfg.finetune is not None:
         student, _ = load_model(phase1, kind="student")
         student = channels_last(student)
         result = _phase("finetune", cfg.finetune, student, arch, recipe, run / "finetune", train_set, val_set,
-                        info, distiller, progress)
+                        info, distiller, progress, runtime)
     if not distributed.is_main():
         return None
     student, meta = load_model(result, kind="student")
     test_set, _ = data.load("test", cfg.eval_limit)
     with RunLog(run / "retrain" / "train.log"):
-        report = evaluate_robustness(channels_last(student), test_set, recipe.attack.build(), recipe.attack.batch_size,
-                                     progress)
+        report = evaluate_robustness(channels_last(student).to(runtime.device), test_set, recipe.attack.build(),
+                                     recipe.attack.batch_size, progress)
         cost = measure(student, info.input_shape)
         metrics = {"clean_acc": report.clean_acc, "adv_acc": report.adv_acc, "worst_case_acc": report.worst_case_acc,
                    "n": report.n, "eps": report.eps, "macs": cost.macs, "params": cost.params,

@@ -45,6 +45,7 @@ from .distill import Distiller, TutorSearch
 from .errors import RnasclError
 from .loop import EpochLoop
 from .rundir import RunLog, check_resume, check_same_recipe, save_recipe
+from .runtime import Runtime, resolve
 from .schema import LIMIT, SEED, Parses, at_least, between, positive, resolve_path
 from .space import Layout, Supernet, build_layout, materialize, student_taps
 from .space.config import SpaceConfig
@@ -183,14 +184,15 @@ class SearchLoop(EpochLoop):
 
     def __init__(self, cfg: SearchConfig, layout: Layout, supernet: Supernet, tutor: TutorSearch,
                  distiller: Distiller, budget: Budget, train_set, val_set, batch_size: int, augment, out: Path,
-                 progress: bool):
+                 progress: bool, runtime: Runtime):
         steps = num_batches(train_set, batch_size, drop_last=True)
         super().__init__(out, cfg.epochs, cfg.seed, steps, state_name=STATE, history_name="search_history.jsonl",
                          progress=progress)
         self.cfg, self.layout, self.supernet, self.tutor, self.distiller = cfg, layout, supernet, tutor, distiller
         self.budget, self.train_set, self.val_set = budget, train_set, val_set
         self.batch_size, self.augment = batch_size, augment
-        self.dev = distributed.device()
+        self.runtime, self.dev = runtime, runtime.device
+        self.scaler = runtime.grad_scaler()
         self.synced = nn.ModuleDict({"supernet": supernet, "tutor": tutor}).to(self.dev)
         self.net = None  # the DDP wrapper of the supernet, made once the weights are final (after a resume)
         self.w_opt = torch.optim.Adam(supernet.weight_parameters(), cfg.weight_lr, weight_decay=cfg.weight_decay)
@@ -209,20 +211,22 @@ class SearchLoop(EpochLoop):
         return batches(self.train_set, self.batch_size, gen, drop_last=True, shard=True)
 
     def _update(self, x, y, arch: bool):
-        x, y = x.to(self.dev), y.to(self.dev)
-        logits, distill, terms = self.distiller(self.net, x)
-        ce = F.cross_entropy(logits, y)
-        loss, terms = ce + distill, {"ce": ce.item(), **terms}
+        x, y = x.to(self.dev, non_blocking=True), y.to(self.dev, non_blocking=True)
+        with self.runtime.autocast():
+            logits, distill, terms = self.distiller(self.net, x)
+            ce = F.cross_entropy(logits, y)
+        loss, terms = ce + distill, {"ce": ce.detach(), **terms}
         if arch:
             macs, params = expected_cost(self.layout, self.supernet.probabilities())
             penalty = budget_penalty(macs, params, self.budget, self.cfg.cost_floor)
             loss = loss + self.cfg.cost_weight * penalty.float()
-            terms.update(cost=penalty.item(), macs=macs.item())
+            terms.update(cost=penalty.detach(), macs=macs.detach())
         self.w_opt.zero_grad(set_to_none=True)
         self.a_opt.zero_grad(set_to_none=True)
-        loss.backward()
+        self.scaler.scale(loss).backward()
         distributed.average_gradients([self.tutor.logits])  # outside the DDP wrapper
-        (self.a_opt if arch else self.w_opt).step()
+        self.scaler.step(self.a_opt if arch else self.w_opt)
+        self.scaler.update()
         self.updates += 1
         return terms
 
@@ -286,6 +290,7 @@ def run_search(recipe: Recipe, out: Path, resume: bool = False, progress: bool =
     val_set, _ = data.load("val", None if limit is None else max(1, limit // 4))
     layout = build_layout(cfg.space, info.input_shape, info.num_classes)
     takes_largest = budget_range(layout, budget)
+    runtime = resolve(recipe.runtime)
     teacher_path = resolve_path(recipe.teacher.checkpoint)
     teacher = load_teacher(recipe.teacher.checkpoint, info)
     t_taps, s_taps = conv_taps(teacher), student_taps(layout)
@@ -304,14 +309,14 @@ def run_search(recipe: Recipe, out: Path, resume: bool = False, progress: bool =
                           "images (--limit)")
     distributed.barrier()  # every rank has read the run directory before rank 0 writes to it
     save_recipe(out, recipe)
-    teacher = teacher.to(distributed.device())
+    teacher = teacher.to(runtime.device)
 
     torch.manual_seed(cfg.seed)
     supernet = Supernet(layout, info.mean, info.std)  # NCHW: channels_last makes the masked supernet 2.6x slower
     tutor = TutorSearch(s_taps, t_taps, cfg.attention_size)
     distiller = Distiller(teacher, tutor, cfg.kd_weight, cfg.kd_temperature, cfg.gamma)
     loop = SearchLoop(cfg, layout, supernet, tutor, distiller, budget, train_set, val_set, data.batch_size,
-                      data.augmentation(info), out, progress)
+                      data.augmentation(info), out, progress, runtime)
     with RunLog(out / "search.log"):
         log.info("searching %d units (%s .. %s MACs) with %d student taps x %d teacher taps under budget %s on "
                  "%d train / %d val images", len(layout.units), human(arch_cost(layout, layout.min_widths).macs),

@@ -28,6 +28,7 @@ from .models import MODELS, build_model
 from .objectives import make_objective, needs_teacher
 from .perf import channels_last
 from .rundir import RunLog, check_resume, check_same_recipe, save_recipe
+from .runtime import Runtime, resolve
 from .schema import ANY, LIMIT, OneOf, resolve_path
 from .train import TrainConfig, TrainResult, train
 
@@ -105,9 +106,10 @@ def train_teacher(recipe: Recipe, out: Path, resume: bool = False, progress: boo
     except (TypeError, ValueError) as exc:
         raise RnasclError(f"teacher.model {spec}: {exc}") from None
     model = channels_last(model)
+    runtime = resolve(recipe.runtime)
     distiller = None
     if needs_teacher(cfg.train.adv):  # robust distillation from the recipe's teacher checkpoint
-        distiller = Distiller(load_teacher(cfg.checkpoint, info), None, kd_weight=0.0, gamma=0.0)
+        distiller = Distiller(load_teacher(cfg.checkpoint, info).to(runtime.device), None, kd_weight=0.0, gamma=0.0)
     save_recipe(out, recipe)
     best = out / "best.safetensors"
 
@@ -119,7 +121,7 @@ def train_teacher(recipe: Recipe, out: Path, resume: bool = False, progress: boo
                  len(val_set), out)
         result = train(model, train_set, val_set, cfg.train, out, data.batch_size, data.augmentation(info),
                        objective=make_objective(cfg.train, distiller), resume=resume, progress=progress,
-                       save_best=save_best)
+                       save_best=save_best, runtime=runtime)
         os.replace(best, final)
         log.info("finished in %.0f s; best epoch %d %s -> %s", result.seconds, result.best_epoch,
                  result.best_metrics, final)
@@ -127,10 +129,11 @@ def train_teacher(recipe: Recipe, out: Path, resume: bool = False, progress: boo
 
 
 def evaluate_checkpoint(path: Path, data: DataConfig, attack: AttackConfig, limit: Optional[int] = None,
-                        attacks: Optional[List[str]] = None, progress: bool = True) -> dict:
-    """Robustness of a checkpoint on the test split of the data set it was trained on."""
+                        attacks: Optional[List[str]] = None, progress: bool = True,
+                        runtime: Optional[Runtime] = None) -> dict:
+    """Robustness of a checkpoint on the test split of the data set it was trained on (on ``runtime``'s device)."""
     model, meta = load_model(path)
-    model = channels_last(model)
+    model = channels_last(model).to(runtime.device if runtime is not None else "cpu")
     name = meta["data"]["name"]
     if data.name != name:
         log.info("checkpoint was trained on %s; evaluating on %s's test split", name, name)

@@ -27,6 +27,7 @@ from .data import augment_batch, batches, num_batches, rank_part
 from .errors import RnasclError
 from .loop import EpochLoop
 from .objectives import OBJECTIVES, Objective, make_objective
+from .runtime import Runtime
 from .schema import SEED, Maybe, OneOf, at_least, between, positive
 
 log = logging.getLogger(__name__)
@@ -85,21 +86,22 @@ def eps_at(cfg: TrainConfig, epoch: int) -> float:
 
 
 def validate(model: nn.Module, val_set, eps: float, batch_size: int = 500) -> Dict[str, float]:
-    """Clean and PGD-10 accuracy (AutoAttack convention: correct clean and under attack) on ``val_set``; under
-    torch.distributed each rank evaluates its part and the counts are summed."""
+    """Clean and PGD-10 accuracy (AutoAttack convention: correct clean and under attack) on ``val_set``, in fp32 on
+    the model's device; under torch.distributed each rank evaluates its part and the counts are summed."""
     attack = PGD(eps, steps=10, step_size=2.5 * eps / 10, seed=0) if eps > 0 else None
-    correct = robust = 0
     dev = next(model.parameters()).device
+    correct = torch.zeros((), dtype=torch.long, device=dev)
+    robust = torch.zeros((), dtype=torch.long, device=dev)
     with eval_mode(model):
         for x, y in batches(rank_part(val_set), batch_size):
-            x, y = x.to(dev), y.to(dev)
+            x, y = x.to(dev, non_blocking=True), y.to(dev, non_blocking=True)
             with torch.no_grad():
                 ok = model(x).argmax(1) == y
-            correct += int(ok.sum())
+            correct += ok.sum()
             if attack is not None:
                 with torch.no_grad():
-                    robust += int((ok & (model(attack(model, x, y)).argmax(1) == y)).sum())
-    correct, robust = distributed.all_sum([correct, robust])
+                    robust += (ok & (model(attack(model, x, y)).argmax(1) == y)).sum()
+    correct, robust = distributed.all_sum([int(correct), int(robust)])
     out = {"val_clean": correct / len(val_set)}
     if attack is not None:
         out["val_pgd10"] = robust / len(val_set)
@@ -120,7 +122,7 @@ class TrainLoop(EpochLoop):
 
     def __init__(self, model: nn.Module, train_set, val_set, cfg: TrainConfig, out: Path, batch_size: int,
                  augment, objective: Objective, progress: bool,
-                 save_best: Optional[Callable[[nn.Module, Dict[str, float]], None]]):
+                 save_best: Optional[Callable[[nn.Module, Dict[str, float]], None]], runtime: Runtime):
         steps = num_batches(train_set, batch_size, drop_last=True)
         if steps == 0:
             raise RnasclError(f"the training split has {len(train_set)} images, fewer than one batch of {batch_size}")
@@ -129,7 +131,8 @@ class TrainLoop(EpochLoop):
         self.train_set, self.batch_size, self.augment = train_set, batch_size, augment
         self.val_set = val_set.subset(torch.arange(min(cfg.val_limit, len(val_set)))) \
             if hasattr(val_set, "subset") else val_set
-        self.dev = distributed.device()
+        self.runtime, self.dev = runtime, runtime.device
+        self.scaler = runtime.grad_scaler()
         model.to(self.dev)
         if cfg.optimizer == "adam":
             self.opt = torch.optim.Adam(model.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay)
@@ -156,14 +159,13 @@ class TrainLoop(EpochLoop):
         self.lr = lr_at(self.cfg, epoch * self.steps + i, self.steps)
         for group in self.opt.param_groups:
             group["lr"] = self.lr
-        x = augment_batch(x, self.augment, gen).to(self.dev)
-        loss, terms = self.objective(self.net, x, y.to(self.dev), self.eps)
-        if not torch.isfinite(loss):
-            raise RnasclError(f"training diverged at epoch {epoch + 1}, batch {i} (loss {loss.item()}); "
-                              "lower the learning rate")
+        x = augment_batch(x, self.augment, gen).to(self.dev, non_blocking=True)
+        with self.runtime.autocast():  # the forward passes and the training attacks; the loop checks the terms
+            loss, terms = self.objective(self.net, x, y.to(self.dev, non_blocking=True), self.eps)
         self.opt.zero_grad(set_to_none=True)
-        loss.backward()
-        self.opt.step()
+        self.scaler.scale(loss).backward()
+        self.scaler.step(self.opt)
+        self.scaler.update()
         if self.ema is not None:
             self.update_ema(epoch * self.steps + i)
         return terms
@@ -195,8 +197,8 @@ class TrainLoop(EpochLoop):
         return row
 
     def state_dict(self):
-        state = {"model": self.model.state_dict(), "optimizer": self.opt.state_dict(), "best": self.best}
-        return state | ({"ema": self.ema.state_dict()} if self.ema is not None else {})
+        state = {"model": _cpu(self.model.state_dict()), "optimizer": _cpu(self.opt.state_dict()), "best": self.best}
+        return state | ({"ema": _cpu(self.ema.state_dict())} if self.ema is not None else {})
 
     def load_state_dict(self, state):
         self.model.load_state_dict(state["model"])
@@ -208,9 +210,21 @@ class TrainLoop(EpochLoop):
             self.ema.to(self.dev)
 
 
+def _cpu(state):
+    """A state dict (nested) with every tensor on the CPU: saved state stays device-free."""
+    if torch.is_tensor(state):
+        return state.detach().cpu()
+    if isinstance(state, dict):
+        return {k: _cpu(v) for k, v in state.items()}
+    if isinstance(state, (list, tuple)):
+        return type(state)(_cpu(v) for v in state)
+    return state
+
+
 def train(model: nn.Module, train_set, val_set, cfg: TrainConfig, out: Path, batch_size: int,
           augment=(), objective: Optional[Objective] = None, resume: bool = False, progress: bool = True,
-          save_best: Optional[Callable[[nn.Module, Dict[str, float]], None]] = None) -> TrainResult:
+          save_best: Optional[Callable[[nn.Module, Dict[str, float]], None]] = None,
+          runtime: Optional[Runtime] = None) -> TrainResult:
     """Train ``model`` in place; checkpoint each epoch to ``out/state.pt``; call ``save_best`` on improvements.
 
     ``resume=False`` refuses a directory that already holds a run (nothing is overwritten); ``resume=True``
@@ -218,7 +232,7 @@ def train(model: nn.Module, train_set, val_set, cfg: TrainConfig, out: Path, bat
     (see :mod:`.distributed`): only rank 0 writes ``out`` and calls ``save_best``.
     """
     loop = TrainLoop(model, train_set, val_set, cfg, Path(out), batch_size, augment,
-                     objective or make_objective(cfg), progress, save_best)
+                     objective or make_objective(cfg), progress, save_best, runtime or Runtime(torch.device("cpu")))
     loop.run(resume)
     if loop.ema is not None:  # the caller's model ends with the averaged weights
         model.load_state_dict(loop.ema.state_dict())

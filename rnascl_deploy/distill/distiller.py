@@ -42,7 +42,7 @@ class Distiller:
         return self.teacher(x)
 
     def __call__(self, student: nn.Module, x: torch.Tensor,
-                 kd: bool = True) -> Tuple[torch.Tensor, torch.Tensor, Dict[str, float]]:
+                 kd: bool = True) -> Tuple[torch.Tensor, torch.Tensor, Dict[str, torch.Tensor]]:
         with torch.no_grad(), Taps(self.teacher, self.teacher_taps) as tt:
             t_logits = self.teacher(x)
         with Taps(distributed.unwrap(student), self.student_taps) as st:  # the taps are inside a DDP wrapper
@@ -50,8 +50,8 @@ class Distiller:
         loss, terms = s_logits.new_zeros(()), {}
         if kd and self.kd_weight > 0:
             value = self.kd(s_logits, t_logits)
-            loss, terms["kd"] = loss + self.kd_weight * value, value.item()
+            loss, terms["kd"] = loss + self.kd_weight * value, value.detach()
         if self.attention is not None:
             attn = self.attention(st.outputs, tt.outputs)
-            loss, terms["attn"] = loss + self.gamma * attn, attn.item()
+            loss, terms["attn"] = loss + self.gamma * attn, attn.detach()
         return s_logits, loss, terms

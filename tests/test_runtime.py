@@ -1,0 +1,133 @@
+"""One runtime for every command: the device is checked before any work, bf16 autocasts the training passes while
+evaluation stays fp32, and the training step never waits for the device (issue #19)."""
+import sys
+
+import pytest
+import torch
+from click.testing import CliRunner
+
+import rnascl_deploy.train as train_module
+from rnascl_deploy.cli import main
+from rnascl_deploy.data import load_split
+from rnascl_deploy.errors import RnasclError
+from rnascl_deploy.recipe import load_recipe
+from rnascl_deploy.runtime import Runtime, RuntimeConfig, resolve
+from rnascl_deploy.train import TrainConfig, train
+
+from .conftest import tiny_cnn
+
+COMPUTING = [["teacher", "train"], ["teacher", "eval"], ["search"], ["retrain"], ["export"], ["verify"], ["run"]]
+
+
+def test_auto_is_the_cpu_here_and_an_unavailable_gpu_is_refused_with_the_reason():
+    assert resolve(RuntimeConfig()).device == torch.device("cpu")
+    if torch.cuda.is_available():
+        pytest.skip("a GPU is visible: the refusal cannot be shown here")
+    with pytest.raises(RnasclError, match="CPU build|no GPU is visible"):
+        resolve(RuntimeConfig(device="cuda"))
+    with pytest.raises(RnasclError, match="fp16 needs a GPU"):
+        resolve(RuntimeConfig(precision="fp16"))
+
+
+@pytest.mark.parametrize("command", COMPUTING, ids=[" ".join(c) for c in COMPUTING])
+def test_every_computing_command_takes_device(command):
+    group = main
+    for name in command:
+        group = group.commands[name]
+    assert "device" in {p.name for p in group.params}
+
+
+@pytest.mark.skipif(torch.cuda.is_available(), reason="a GPU is visible: --device cuda would be accepted")
+@pytest.mark.parametrize("args", [["search", "--out", "{tmp}/s"], ["teacher", "train", "--out", "{tmp}/t"],
+                                  ["run", "--out", "{tmp}/r"]])
+def test_an_unavailable_device_exits_2_before_any_work(tmp_path, args):
+    args = [a.format(tmp=tmp_path) for a in args]
+    for device in ("cuda", "cuda:3"):
+        result = CliRunner().invoke(main, ["-q", *args, "--device", device], catch_exceptions=False)
+        assert result.exit_code == 2 and "runtime.device" in result.output
+    result = CliRunner().invoke(main, ["-q", *args, "--set", "runtime.device=tpu"], catch_exceptions=False)
+    assert result.exit_code == 2 and "auto, cpu, cuda or cuda:N" in result.output
+    assert list(tmp_path.iterdir()) == []
+
+
+def test_the_device_flag_is_the_runtime_key(tmp_path):
+    result = CliRunner().invoke(main, ["-q", "teacher", "eval", "builtin:teacher-fashion-mnist/model.safetensors",
+                                       "--limit", "16", "--attacks", "fgsm", "--device", "cpu", "--json"])
+    assert result.exit_code == 0, result.output
+    assert load_recipe(None, {"runtime.device": "cpu", "runtime.precision": "bf16"}).runtime == \
+        RuntimeConfig("cpu", "bf16")
+
+
+@pytest.fixture(scope="module")
+def splits():
+    return load_split("fashion-mnist", "train", limit=256)[0], load_split("fashion-mnist", "val", limit=64)[0]
+
+
+def _cfg(**kw):
+    return TrainConfig(**{"epochs": 1, "optimizer": "sgd", "lr": 0.05, "warmup_epochs": 0, "adv": "pgd", "steps": 2,
+                          "val_limit": 64, **kw})
+
+
+def test_bf16_autocasts_training_and_keeps_evaluation_in_fp32(tmp_path, splits):
+    model = tiny_cnn()
+    seen = {"train": set(), "eval": set()}
+    model.register_forward_hook(lambda m, i, out: seen["train" if m.training else "eval"].add(out.dtype))
+    attack_dtypes = set()
+    real = train_module.make_objective
+
+    def recording(cfg, teacher=None):
+        objective = real(cfg, teacher)
+
+        def run(net, x, y, eps):  # the training attack runs in eval mode: record its dtype apart
+            loss, terms = objective(net, x, y, eps)
+            attack_dtypes.add(torch.get_autocast_dtype("cpu") if torch.is_autocast_enabled("cpu") else None)
+            return loss, terms
+        return run
+
+    result = train(model, *splits, _cfg(), tmp_path, 64, objective=recording(_cfg()), progress=False,
+                   runtime=Runtime(torch.device("cpu"), "bf16"))
+    assert seen["train"] == {torch.bfloat16} and attack_dtypes == {torch.bfloat16}
+    # validation (clean and PGD-10) ran in fp32: the only eval-mode forwards outside the training step's autocast
+    assert torch.float32 in seen["eval"] and 0 <= result.best_metrics["val_pgd10"] <= result.best_metrics["val_clean"]
+    assert all(p.dtype == torch.float32 for p in model.parameters())
+
+
+SYNCS = ("item", "tolist", "numpy", "__bool__", "__float__", "__int__", "__index__")
+
+
+def test_the_training_step_never_reads_a_tensor_back(tmp_path, splits, monkeypatch):
+    """Counts the package's own reads of tensor values (the host syncs on a GPU) inside TrainLoop.step, by patching
+    Tensor's reading methods; torch's own internals (e.g. the optimiser's step counter) are not ours to count."""
+    from rnascl_deploy.distill import Distiller
+    from rnascl_deploy.distill.crosslayer import FixedPairs
+    from rnascl_deploy.teacher import load_teacher
+    from rnascl_deploy.data import FASHION_MNIST_INFO
+
+    teacher = load_teacher("builtin:teacher-fashion-mnist/model.safetensors", FASHION_MNIST_INFO)
+    model = tiny_cnn()
+    from rnascl_deploy.taps import conv_taps
+    distiller = Distiller(teacher, FixedPairs({conv_taps(model)[0]: conv_taps(teacher)[-1]}, 7))
+    reads, inside = [], [False]
+    for name in SYNCS:
+        real = getattr(torch.Tensor, name)
+
+        def counted(self, *a, _real=real, _name=name, **k):
+            caller = sys._getframe(1).f_globals.get("__name__", "")
+            if inside[0] and caller.startswith("rnascl_deploy"):
+                reads.append(f"{_name} in {caller}")
+            return _real(self, *a, **k)
+        monkeypatch.setattr(torch.Tensor, name, counted)
+    real_step = train_module.TrainLoop.step
+
+    def step(self, *a, **k):
+        inside[0] = True
+        try:
+            return real_step(self, *a, **k)
+        finally:
+            inside[0] = False
+    monkeypatch.setattr(train_module.TrainLoop, "step", step)
+    for adv in ("pgd", "trades", "n-fgsm"):
+        cfg = _cfg(adv=adv, ema=0.9)
+        train(tiny_cnn(), *splits, cfg, tmp_path / adv, 64, progress=False,
+              objective=train_module.make_objective(cfg, distiller))
+    assert reads == []
