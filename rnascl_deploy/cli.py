@@ -1,14 +1,18 @@
 """The ``rnascl-deploy`` command: a thin click skin over the library; each command parses, calls, prints.
 
 Exit codes: 0 success, 1 a failed check (verify: robustness not preserved; cost --budget: does not fit),
-2 bad input or usage (the message says what to do), 130 interrupted (the message says how to continue). One
-place translates errors into them: :class:`Command`.
+2 bad input, usage or environment (the message says what to do; a run directory another process holds, a full or
+read-only disk), 130 interrupted by Ctrl-C and 143 by SIGTERM (the message says how to continue). One place
+translates errors into them: :class:`Command`. Every command that writes a run directory holds its lock
+(:mod:`rnascl_deploy.lock`) for its whole life: :func:`_lock`.
 Machine-readable output (``--json``) goes to stdout; logs and progress bars go to stderr.
 """
 from __future__ import annotations
 
+import errno
 import json
 import logging
+import signal
 import sys
 from pathlib import Path
 from typing import Optional
@@ -16,7 +20,7 @@ from typing import Optional
 import click
 
 from . import __version__
-from .errors import RnasclError
+from .errors import RnasclError, Terminated
 
 log = logging.getLogger("rnascl_deploy")
 
@@ -29,33 +33,82 @@ Examples:
 
 
 EXIT_CODES = """\b
-Exit codes: 0 success; 1 a check failed (verification, budget); 2 bad input (the message says what to do);
-130 interrupted (finished epochs and stages are kept; the message says how to continue)."""
+Exit codes: 0 success; 1 a check failed (verification, budget); 2 bad input or environment (the message says
+what to do); 130 interrupted by Ctrl-C, 143 by SIGTERM (finished epochs and stages are kept; the message says how
+to continue)."""
 MAX_BENCH_BATCH = 65536
+
+# environment errors a user fixes (a full or read-only disk, a path under a regular file): exit 2 naming the path
+ENVIRONMENT_ERRORS = {errno.ENOSPC: "the disk is full; free some space or write elsewhere",
+                      errno.EDQUOT: "the disk quota is exhausted; free some space or write elsewhere",
+                      errno.EROFS: "the file system is read-only; write elsewhere (--out)",
+                      errno.EACCES: "permission denied; write elsewhere (--out) or fix the permissions",
+                      errno.EPERM: "operation not permitted; write elsewhere (--out) or fix the permissions",
+                      errno.ENOTDIR: "a part of this path is a regular file, not a directory; choose another path",
+                      errno.EISDIR: "this is a directory, a file was expected; choose another path",
+                      errno.EEXIST: "it already exists (a file where a directory is needed?); choose another path",
+                      errno.ENAMETOOLONG: "the path is too long; choose a shorter one"}
 
 
 class UserError(click.ClickException):
     exit_code = 2
 
 
+def _raise_terminated(signum, frame):
+    raise Terminated()
+
+
+def _interrupted_hint(command: click.Command) -> str:
+    if command.name == "run":
+        return "run the same command again: finished stages are kept and the interrupted one resumes"
+    if any(p.name == "resume" for p in command.params):
+        return "every finished epoch is saved; run the same command with --resume to continue"
+    return "nothing was written; run the command again"
+
+
 class Command(click.Command):
-    """Every command's one translation of failures into exit codes: :class:`RnasclError` -> 2 with its message,
-    Ctrl-C -> 130 with how to continue. Anything else is a bug and keeps its traceback."""
+    """Every command's one translation of failures into exit codes: :class:`RnasclError` -> 2 with its message;
+    an environment error (:data:`ENVIRONMENT_ERRORS`) -> 2 naming the path; Ctrl-C -> 130 and SIGTERM -> 143, each
+    with how to continue (SIGTERM is raised as :class:`Terminated`, a KeyboardInterrupt, so it unwinds exactly as
+    Ctrl-C does: finished epochs and stages are kept). Anything else is a bug and keeps its traceback."""
 
     def invoke(self, ctx):
+        try:
+            previous = signal.signal(signal.SIGTERM, _raise_terminated)
+        except ValueError:  # not the main thread (an embedding application): leave signals alone
+            previous = None
         try:
             return super().invoke(ctx)
         except RnasclError as exc:
             raise UserError(str(exc)) from None
-        except KeyboardInterrupt:
-            if self.name == "run":
-                hint = "run the same command again: finished stages are kept and the interrupted one resumes"
-            elif any(p.name == "resume" for p in self.params):
-                hint = "every finished epoch is saved; run the same command with --resume to continue"
-            else:
-                hint = "nothing was written; run the command again"
-            click.echo(f"interrupted: {hint}", err=True)
-            raise click.exceptions.Exit(130) from None
+        except OSError as exc:
+            if exc.errno not in ENVIRONMENT_ERRORS:
+                raise
+            where = exc.filename if exc.filename is not None else "(a file of this command)"
+            raise UserError(f"cannot write {where}: {exc.strerror or exc}; {ENVIRONMENT_ERRORS[exc.errno]}. "
+                            "Nothing finished was replaced; run the command again once this is fixed") from None
+        except KeyboardInterrupt as exc:
+            terminated = isinstance(exc, Terminated)
+            click.echo(f"{'terminated (SIGTERM)' if terminated else 'interrupted'}: {_interrupted_hint(self)}",
+                       err=True)
+            raise click.exceptions.Exit(143 if terminated else 130) from None
+        finally:
+            if previous is not None:
+                signal.signal(signal.SIGTERM, previous)
+
+
+def _lock(ctx: click.Context, directory) -> None:
+    """Hold ``directory``'s run lock until the command ends (exit 2 naming the holder when another has it)."""
+    from .lock import run_lock
+
+    ctx.with_resource(run_lock(Path(directory)))
+
+
+def _refuse_existing(path, option: str, force: bool) -> None:
+    """A user's file is never replaced: an existing ``--out``/``--junit`` target needs ``--force``."""
+    if path and Path(path).exists() and not force:
+        raise RnasclError(f"{option} {path} exists; nothing is replaced: choose another path, move it away, or "
+                          "pass --force to replace it")
 
 
 class Group(click.Group):
@@ -110,6 +163,25 @@ def _load_recipe(recipe: Optional[str], overrides, **flags):
     r = load_recipe(recipe, values)
     resolve(r.runtime)
     return r
+
+
+def _check_sizes(r, space: bool = False, teacher_model: bool = False) -> None:
+    """The recipe's models within the size ceilings (models/size.py), before any data is read or model built:
+    ``search.space`` (its largest student) and ``teacher.model``."""
+    import dataclasses
+
+    from .models.size import SIZES, check_size
+    from .models.student import check_space
+
+    shape, classes = r.data.declared_input()
+    try:
+        if space:
+            check_space(dataclasses.asdict(r.search.space), shape, classes)
+        if teacher_model and r.teacher.model.name in SIZES:
+            check_size("teacher.model", SIZES[r.teacher.model.name](
+                in_channels=shape[0], num_classes=classes, input_size=shape[1], **r.teacher.model.kwargs))
+    except (TypeError, ValueError) as exc:
+        raise RnasclError(f"{'search.space' if space else 'teacher.model'}: {exc}") from None
 
 
 def _emit(obj, as_json: bool, human_lines) -> None:
@@ -201,6 +273,8 @@ def teacher_train(ctx, recipe, overrides, out, epochs, adv, limit, seed, device,
     r = _load_recipe(recipe, overrides, **{"teacher.train.epochs": epochs, "teacher.train.adv": adv,
                                            "teacher.train.seed": seed, "teacher.limit": limit,
                                            "runtime.device": device})
+    _check_sizes(r, teacher_model=True)
+    _lock(ctx, out)
     result = train_teacher(r, Path(out), resume=resume, progress=ctx.obj["progress"])
     click.echo(f"teacher written to {Path(out) / 'model.safetensors'} (best epoch {result.best_epoch}: "
                f"{result.best_metrics})")
@@ -225,23 +299,28 @@ def _format_report(report: dict):
 @click.option("--eps", type=click.FloatRange(0, 1, min_open=True), help="attack.eps (pixel units in [0, 1]).")
 @click.option("--data-root", help="data.root: directory of the checkpoint's data set.")
 @device_option
-@click.option("--out", type=click.Path(dir_okay=False), help="Also write the JSON report to this file.")
+@click.option("--out", type=click.Path(dir_okay=False), help="Also write the JSON report to this file (an existing "
+                                                             "file is refused unless --force).")
+@click.option("--force", is_flag=True, help="Replace an existing --out file.")
 @json_option
 @click.pass_context
-def teacher_eval(ctx, checkpoint, recipe, overrides, limit, attacks, eps, data_root, device, out, as_json):
+def teacher_eval(ctx, checkpoint, recipe, overrides, limit, attacks, eps, data_root, device, out, force, as_json):
     """Clean and adversarial accuracy of CHECKPOINT (a path, or builtin:NAME for a shipped one).
 
     Runs every attack on every point and reports accuracy under each plus the worst case per point (a point counts
     only if it survives all attacks), with warnings on signs of gradient masking.
     """
     from .fileio import atomic_write_json
+    from .runtime import resolve
     from .schema import resolve_path
     from .teacher import evaluate_checkpoint
 
     names = [a.strip() for a in attacks.split(",") if a.strip()] if attacks is not None else None
     r = _load_recipe(recipe, overrides, **{"attack.eps": eps, "data.root": data_root, "attack.attacks": names,
                                            "runtime.device": device})
-    report = evaluate_checkpoint(resolve_path(checkpoint), r.data, r.attack, limit, progress=ctx.obj["progress"])
+    _refuse_existing(out, "--out", force)
+    report = evaluate_checkpoint(resolve_path(checkpoint), r.data, r.attack, limit, progress=ctx.obj["progress"],
+                                 runtime=resolve(r.runtime))
     report["checkpoint"] = checkpoint
     if out:
         atomic_write_json(Path(out), report)
@@ -314,9 +393,11 @@ Examples:
 @click.option("--seed", type=click.IntRange(0), help="search.seed.")
 @device_option
 @click.option("--resume", is_flag=True, help="Continue an interrupted search from its last finished epoch.")
+@click.option("--force", is_flag=True, help="Write into --out even where it holds a recipe.yaml no search wrote "
+                                            "(it is replaced by the resolved recipe).")
 @json_option
 @click.pass_context
-def search(ctx, recipe, overrides, budget, out, epochs, limit, seed, device, resume, as_json):
+def search(ctx, recipe, overrides, budget, out, epochs, limit, seed, device, resume, force, as_json):
     """RNAS-CL: search student widths and, for every student layer, its teacher tutor, under a budget.
 
     A supernet of mobile inverted-residual blocks learns Gumbel-softmax channel masks while every student tap
@@ -324,10 +405,15 @@ def search(ctx, recipe, overrides, budget, out, epochs, limit, seed, device, res
     teacher). The derived student never exceeds the budget (MACs by fvcore, batch 1) and uses at least 80% of it
     when the space allows. Writes OUT/arch.json, the input of `retrain`.
     """
+    from .rundir import refuse_foreign_recipe
     from .search import run_search
 
     r = _load_recipe(recipe, overrides, **{"search.budget": budget, "search.epochs": epochs, "search.limit": limit,
                                            "search.seed": seed, "runtime.device": device})
+    _check_sizes(r, space=True)
+    _lock(ctx, out)
+    if not resume and not force:
+        refuse_foreign_recipe(Path(out), r)
     arch = run_search(r, Path(out), resume=resume, progress=ctx.obj["progress"])
     _emit(arch.to_dict(), as_json, [f"{Path(out) / 'arch.json'}: widths {list(arch.widths)}, {arch.macs} MACs, "
                                     f"{arch.params} params (budget {arch.budget})",
@@ -374,6 +460,7 @@ def retrain(ctx, run, recipe, overrides, epochs, finetune, limit, train_limit, d
     r = _load_recipe(recipe or str(Path(run) / "recipe.yaml"), overrides,
                      **{"retrain.train.epochs": epochs, "retrain.finetune.adv": finetune, "retrain.limit": train_limit,
                         "retrain.eval_limit": limit, "runtime.device": device})
+    _lock(ctx, run)
     metrics = run_retrain(Path(run), r, resume=resume, progress=ctx.obj["progress"])
     if metrics is None:  # a torchrun rank other than 0: rank 0 evaluates and reports
         return
@@ -408,7 +495,8 @@ Examples:
                                                 "(RUN/engines/student-{fp16,int8}.trt.onnx) and stop; no TensorRT "
                                                 "needed.")
 @json_option
-def export(run, recipe, overrides, formats, calibration_size, device, force, onnx_only, as_json):
+@click.pass_context
+def export(ctx, run, recipe, overrides, formats, calibration_size, device, force, onnx_only, as_json):
     """Export RUN/student.safetensors to ONNX (fp32, fp16, int8 Q/DQ) or TensorRT engines in RUN/engines/.
 
     Each export is checked (onnx.checker) and compared with PyTorch on test images; the largest absolute logit
@@ -420,6 +508,7 @@ def export(run, recipe, overrides, formats, calibration_size, device, force, onn
     r = _load_recipe(recipe or str(Path(run) / "recipe.yaml"), overrides,
                      **{"export.calibration_size": calibration_size, "export.formats": list(formats) or None,
                         "runtime.device": device})
+    _lock(ctx, run)
     results = [export_student(Path(run), fmt, r, force=force, onnx_only=onnx_only).to_dict()
                for fmt in r.export.formats]
     _emit(results, as_json, [f"{x['format']:<14} {x['path']}  max |logit diff| vs PyTorch {x['max_abs_diff']:.3g} "
@@ -447,12 +536,14 @@ Exit codes: 0 robustness preserved, 1 not preserved, 2 usage error (e.g. an engi
 @click.option("--provider", type=click.Choice(["cpu", "cuda", "tensorrt"]), default="cpu", show_default=True,
               help="onnxruntime execution provider for .onnx engines.")
 @device_option
-@click.option("--junit", type=click.Path(dir_okay=False), help="Also write the JUnit XML report here.")
+@click.option("--junit", type=click.Path(dir_okay=False), help="Also write the JUnit XML report here (an existing "
+                                                               "file is refused unless --force).")
+@click.option("--force", is_flag=True, help="Replace an existing --junit file (reports in --out are never replaced).")
 @click.option("--out", type=click.Path(file_okay=False),
               help="Directory of the reports (default: RUN/verify/). An existing report is never replaced.")
 @json_option
 @click.pass_context
-def verify(ctx, run, engine_path, recipe, overrides, limit, provider, device, junit, out, as_json):
+def verify(ctx, run, engine_path, recipe, overrides, limit, provider, device, junit, force, out, as_json):
     """Gate: were clean and adversarial accuracy preserved on the exported engine itself?
 
     Clean accuracy and agreement with the PyTorch student; PGD-20 and APGD-CE examples crafted on the student,
@@ -461,11 +552,14 @@ def verify(ctx, run, engine_path, recipe, overrides, limit, provider, device, ju
     Markdown, JUnit XML) in RUN/verify/.
     """
     from .fileio import atomic_write_text
-    from .verify import to_junit, verify_run
+    from .pipeline import verify_reports
+    from .verify import to_junit
 
     r = _load_recipe(recipe or str(Path(run) / "recipe.yaml"), overrides,
                      **{"verify.limit": limit, "runtime.device": device})
-    report = verify_run(Path(run), Path(engine_path), r, device=provider, progress=ctx.obj["progress"], out=out)
+    _refuse_existing(junit, "--junit", force)
+    _lock(ctx, run)
+    report = verify_reports(Path(run), Path(engine_path), r, device=provider, progress=ctx.obj["progress"], out=out)
     if junit:
         atomic_write_text(Path(junit), to_junit(report))
     lines = [f"{'PASS' if report.passed else 'FAIL'}: {engine_path} ({report.engine['precision']}) on {report.n} "
@@ -523,6 +617,7 @@ def bench_command(ctx, engine_path, batch_text, provider, reference, warmup, min
     target = Path(out) if out else (run_dir / "bench" if run_dir else None)
     if target is not None:
         refuse_existing(target, path.name, force)
+        _lock(ctx, run_dir if run_dir is not None and run_dir.resolve() in target.resolve().parents else target)
     engine = open_engine(path, provider, torch.get_num_threads())
     ref_path = Path(reference) if reference else (run_dir / "student.safetensors" if run_dir else None)
     ref = open_engine(ref_path, "cuda" if provider != "cpu" else "cpu") if ref_path and ref_path.exists() else None
@@ -569,6 +664,8 @@ def run_command(ctx, recipe, overrides, budget, out, start, device, as_json):
     from .pipeline import run_pipeline
 
     r = _load_recipe(recipe, overrides, **{"search.budget": budget, "runtime.device": device})
+    _check_sizes(r, space=True)
+    _lock(ctx, out)
     result = run_pipeline(r, Path(out), start, ctx.obj["progress"])
     _emit({"passed": result.passed, "ran": result.ran, "skipped": result.skipped, "verify": result.verify,
            "report": str(Path(out) / "report.md")}, as_json,

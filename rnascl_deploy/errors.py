@@ -7,3 +7,8 @@ what to do; the CLI turns it into ``Error: ...`` and exit code 2. Anything else 
 
 class RnasclError(Exception):
     """Bad input or an environment problem the user can fix (missing data, bad budget, corrupt checkpoint)."""
+
+
+class Terminated(KeyboardInterrupt):
+    """SIGTERM (what a CI system sends on cancel), raised where Ctrl-C would raise KeyboardInterrupt, so that it
+    unwinds the same way: finished epochs and stages are kept. The CLI maps it to exit 143."""
