@@ -23,7 +23,7 @@ from typing import Any, Dict, Optional, Tuple
 
 import torch
 from safetensors import SafetensorError
-from safetensors.torch import load_file, save_file
+from safetensors.torch import load_file, save
 from torch import nn
 
 from .errors import RnasclError
@@ -50,8 +50,9 @@ def save_checkpoint(path: Path, model: nn.Module, kind: str, model_spec: Dict[st
             "recipe": recipe or {}, "metrics": metrics or {},
             "created": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds")}
     state = {k: v.detach().cpu().contiguous() for k, v in model.state_dict().items()}
-    with atomic_path(Path(path)) as tmp:
-        save_file(state, str(tmp), metadata={META_KEY: json.dumps(meta)})
+    blob = save(state, metadata={META_KEY: json.dumps(meta)})  # in memory, then written like every artifact (0644
+    with atomic_path(Path(path)) as tmp:                       # less the umask; a full disk names the file)
+        tmp.write_bytes(blob)
     return Path(path)
 
 

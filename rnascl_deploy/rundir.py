@@ -10,6 +10,7 @@
 from __future__ import annotations
 
 import dataclasses
+import io
 import json
 import logging
 from pathlib import Path
@@ -76,19 +77,40 @@ def check_same_recipe(out: Path, recipe, sections: Iterable[str]) -> None:
                           "them), or start a new run elsewhere")
 
 
+def recipe_text(recipe) -> str:
+    """The resolved recipe as ``recipe.yaml`` holds it."""
+    return yaml.safe_dump(dataclasses.asdict(recipe), sort_keys=False)
+
+
+def refuse_foreign_recipe(out: Path, recipe) -> None:
+    """Refuse to start a stage in ``out`` where a ``recipe.yaml`` lies that this stage would replace with other
+    content and that no interrupted stage left (no state file): a user's own file is never replaced."""
+    path = Path(out) / "recipe.yaml"
+    if not path.is_file() or any((Path(out) / name).exists() for name in ("search_state.pt", "state.pt")):
+        return
+    if path.read_text(errors="replace") != recipe_text(recipe):
+        raise RnasclError(f"{path} exists and is not the recipe this command would write there (a file of your own, "
+                          "or another run's); nothing is replaced: choose another --out, move it away, or pass "
+                          "--force to replace it")
+
+
 def save_recipe(out: Path, recipe) -> None:
     """Write the resolved recipe (a :class:`~rnascl_deploy.recipe.Recipe`) to ``out/recipe.yaml``, atomically."""
     if not distributed.is_main():
         return
     out.mkdir(parents=True, exist_ok=True)
-    atomic_write_text(out / "recipe.yaml", yaml.safe_dump(dataclasses.asdict(recipe), sort_keys=False))
+    atomic_write_text(out / "recipe.yaml", recipe_text(recipe))
 
 
 def save_state(path: Path, state: dict) -> None:
+    """Write a stage's resumable state atomically. It is serialised in memory first, so that a full disk is an
+    ``OSError`` (ENOSPC, naming the file) rather than torch's "unexpected pos" from deep inside its writer."""
     if not distributed.is_main():
         return
+    buffer = io.BytesIO()
+    torch.save(state, buffer)
     with atomic_path(path) as tmp:
-        torch.save(state, tmp)
+        tmp.write_bytes(buffer.getbuffer())
 
 
 def load_state(path: Path) -> dict:
