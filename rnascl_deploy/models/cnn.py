@@ -8,6 +8,7 @@ from typing import Sequence
 from torch import nn
 
 from .common import MODELS, Normalize
+from .size import ModelSize, check_layers, conv, linear, positive_int, registers_size
 
 
 def conv_bn_relu(cin: int, cout: int, stride: int) -> nn.Sequential:
@@ -33,3 +34,16 @@ class CNN(nn.Module):
 
     def forward(self, x):
         return self.classifier(self.features(self.normalize(x)))
+
+
+@registers_size("cnn")
+def cnn_size(in_channels: int, num_classes: int, input_size: int, widths: Sequence[int] = (32, 32, 64, 64, 128),
+             strides: Sequence[int] = (1, 2, 1, 2, 2), hidden: int = 256) -> ModelSize:
+    check_layers("model cnn", len(widths) + 2)
+    total, cin, size = ModelSize(0, 0, 0), in_channels, input_size
+    for cout, stride in zip(widths, strides):
+        cout, stride = positive_int(cout, "cnn widths"), positive_int(stride, "cnn strides")
+        size = (size + 2 - 3) // stride + 1
+        total, cin = total + conv(cin, cout, 3, size, bn=True), cout
+    hidden = positive_int(hidden, "cnn hidden")
+    return total + linear(cin * size * size, hidden) + linear(hidden, num_classes)

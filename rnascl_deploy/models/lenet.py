@@ -6,6 +6,7 @@ from __future__ import annotations
 from torch import nn
 
 from .common import MODELS, Normalize
+from .size import ModelSize, conv, linear, positive_int, registers_size
 
 
 @MODELS.register("lenet-small")
@@ -23,3 +24,14 @@ class LeNetSmall(nn.Module):
 
     def forward(self, x):
         return self.classifier(self.features(self.normalize(x)))
+
+
+@registers_size("lenet-small")
+def lenet_small_size(in_channels: int, num_classes: int, input_size: int, widths=(16, 32),
+                     hidden: int = 100) -> ModelSize:
+    w0, w1 = (positive_int(w, "lenet-small widths") for w in widths)
+    s1 = (input_size + 2 - 4) // 2 + 1
+    s2 = (s1 + 2 - 4) // 2 + 1
+    hidden = positive_int(hidden, "lenet-small hidden")
+    return (conv(in_channels, w0, 4, s1, bias=True) + conv(w0, w1, 4, s2, bias=True)
+            + linear(w1 * s2 * s2, hidden) + linear(hidden, num_classes))

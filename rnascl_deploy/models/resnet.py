@@ -13,6 +13,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from .common import MODELS, Normalize
+from .size import ModelSize, check_layers, conv, linear, positive_int, registers_size
 
 
 class BasicBlock(nn.Module):
@@ -65,3 +66,32 @@ class ResNet(nn.Module):
         for i in range(self.num_stages):
             out = getattr(self, f"layer{i + 1}")(out)
         return self.linear(F.adaptive_avg_pool2d(out, 1).flatten(1))
+
+
+def _basic_block_size(cin: int, cout: int, stride: int, size: int) -> ModelSize:
+    out = (size + 2 - 3) // stride + 1
+    block = conv(cin, cout, 3, out, bn=True) + conv(cout, cout, 3, out, bn=True)
+    return block + conv(cin, cout, 1, out, bn=True) if stride != 1 or cin != cout else block
+
+
+@registers_size("resnet")
+def resnet_size(in_channels: int, num_classes: int, input_size: int, depth: int = 18, width: int = 64,
+                blocks: Optional[Sequence[int]] = None, widths: Optional[Sequence[int]] = None,
+                stem_stride: int = 1) -> ModelSize:
+    if blocks is None:
+        if depth not in DEPTHS:
+            raise ValueError(f"resnet depth must be one of {sorted(DEPTHS)}, got {depth}")
+        blocks = DEPTHS[depth]
+    blocks = [positive_int(n, "resnet blocks") for n in blocks]
+    check_layers("model resnet", 2 * sum(blocks) + 2)
+    widths = [positive_int(w, "resnet widths") for w in widths] if widths is not None \
+        else [positive_int(width, "resnet width") * 2 ** i for i in range(len(blocks))]
+    size = (input_size + 2 - 3) // positive_int(stem_stride, "resnet stem_stride") + 1
+    total, cin = conv(in_channels, widths[0], 3, size, bn=True), widths[0]
+    for i, (n, cout) in enumerate(zip(blocks, widths)):
+        stride = 1 if i == 0 else 2
+        total += _basic_block_size(cin, cout, stride, size)  # the first block of a stage, then n - 1 alike
+        size = (size + 2 - 3) // stride + 1
+        total += _basic_block_size(cout, cout, 1, size) * (n - 1)
+        cin = cout
+    return total + linear(cin, num_classes)

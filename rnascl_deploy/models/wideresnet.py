@@ -7,6 +7,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from .common import MODELS, Normalize
+from .size import ModelSize, check_layers, conv, linear, positive_int, registers_size
 
 
 class BasicBlock(nn.Module):
@@ -60,3 +61,26 @@ class WideResNet(nn.Module):
         out = self.block3(self.block2(self.block1(self.conv1(self.normalize(x)))))
         out = self.relu(self.bn1(out))
         return self.fc(F.adaptive_avg_pool2d(out, 1).flatten(1))
+
+
+def _block_size(cin: int, cout: int, stride: int, size: int) -> ModelSize:
+    out = (size + 2 - 3) // stride + 1
+    block = ModelSize(2 * cin, 0, 0) + conv(cin, cout, 3, out, bn=True) + conv(cout, cout, 3, out)
+    return block + conv(cin, cout, 1, out) if cin != cout else block
+
+
+@registers_size("wideresnet")
+def wideresnet_size(in_channels: int, num_classes: int, input_size: int, depth: int = 34,
+                    widen_factor: int = 10) -> ModelSize:
+    depth, k = positive_int(depth, "wideresnet depth"), positive_int(widen_factor, "wideresnet widen_factor")
+    if (depth - 4) % 6:
+        raise ValueError(f"wideresnet depth must be 6n+4 (16, 22, 28, 34, ...), got {depth}")
+    n = (depth - 4) // 6
+    check_layers("model wideresnet", 6 * n + 2)
+    ch = [16, 16 * k, 32 * k, 64 * k]
+    total, size = conv(in_channels, ch[0], 3, input_size), input_size
+    for i, stride in enumerate((1, 2, 2)):
+        total += _block_size(ch[i], ch[i + 1], stride, size)
+        size = (size + 2 - 3) // stride + 1
+        total += _block_size(ch[i + 1], ch[i + 1], 1, size) * (n - 1)
+    return total + ModelSize(2 * ch[3], 0, 0) + linear(ch[3], num_classes)
