@@ -133,6 +133,16 @@ class DataConfig:
         """One split of this data set (see :func:`load_split`)."""
         return load_split(self.name, split, self.root, self.val_size, limit, self.image_size)
 
+    def declared_input(self) -> Tuple[Tuple[int, int, int], int]:
+        """(input shape, classes) without reading the data: known for Fashion-MNIST and CIFAR-10; for an
+        ImageFolder (3, image_size, image_size) and 1 class (its folders are not listed): a lower bound for size
+        checks."""
+        known = {"fashion-mnist": FASHION_MNIST_INFO, "cifar10": CIFAR10_INFO}.get(self.name)
+        if known is not None:
+            return known.input_shape, known.num_classes
+        size = self.image_size or 64
+        return (3, size, size), 1
+
     def augmentation(self, info: DatasetInfo) -> Tuple[str, ...]:
         """The augmentation to train with: the recipe's, or the data set's standard one when it says null."""
         return tuple(self.augment) if self.augment is not None else info.augment

@@ -11,7 +11,7 @@ import numpy as np
 import torch
 
 from ..errors import RnasclError
-from .images import DATASETS, DatasetInfo, TensorImages
+from .images import DATASETS, DatasetInfo, TensorImages, check_labels
 
 CIFAR10_INFO = DatasetInfo(
     "cifar10", (3, 32, 32), 10, (0.4914, 0.4822, 0.4465), (0.2471, 0.2435, 0.2616), ("crop", "flip"),
@@ -37,6 +37,7 @@ def _read_cifar_batch(path: Path) -> Tuple[np.ndarray, np.ndarray]:
         labels = np.asarray(batch[b"labels"], dtype=np.int64)
     except (pickle.UnpicklingError, KeyError, ValueError, TypeError, EOFError) as exc:
         raise RnasclError(f"{path} is not a CIFAR-10 python batch ({exc})") from None
+    check_labels(data, labels, CIFAR10_INFO.num_classes, str(path))
     return data, labels
 
 

@@ -10,7 +10,7 @@ import numpy as np
 import torch
 
 from ..errors import RnasclError
-from .images import DATASETS, DatasetInfo, TensorImages
+from .images import DATASETS, DatasetInfo, TensorImages, check_labels
 
 
 FASHION_MNIST_DIRS = ("/usr/share/datasets/fashion-mnist", "~/.cache/rnascl-deploy/fashion-mnist", "data/fashion-mnist")
@@ -49,8 +49,12 @@ def load_fashion_mnist(root: Optional[str], split: str, image_size: Optional[int
         images = _find_idx(folder, f"{prefix}-images-idx3-ubyte")
         labels = _find_idx(folder, f"{prefix}-labels-idx1-ubyte")
         if images and labels:
-            x = torch.from_numpy(_read_idx(images).copy()).unsqueeze(1)
-            y = torch.from_numpy(_read_idx(labels).astype(np.int64))
+            x, y = _read_idx(images), _read_idx(labels).astype(np.int64)
+            if x.ndim != 3 or x.shape[1:] != FASHION_MNIST_INFO.input_shape[1:] or y.ndim != 1:
+                raise RnasclError(f"{images} / {labels}: shapes {list(x.shape)} and {list(y.shape)}, expected "
+                                  "[N, 28, 28] images and [N] labels")
+            check_labels(x, y, FASHION_MNIST_INFO.num_classes, f"{images} and {labels}")
+            x, y = torch.from_numpy(x.copy()).unsqueeze(1), torch.from_numpy(y)
             return TensorImages(x, y), FASHION_MNIST_INFO
     raise RnasclError(
         "Fashion-MNIST not found; looked for {p}-images-idx3-ubyte[.gz] and {p}-labels-idx1-ubyte[.gz] in: {dirs}. "

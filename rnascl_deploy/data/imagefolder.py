@@ -1,5 +1,6 @@
 """ImageFolder data sets (ImageNet-100, a user's own): ``root/train/<class>/*`` and ``root/val/<class>/*``, decoded
-with PIL and resized to a fixed square size."""
+with PIL and resized to a fixed square size. An empty file is refused when the folder is listed; an image that
+cannot be decoded (truncated, not an image) is refused, named, when it is first read."""
 from __future__ import annotations
 
 from pathlib import Path
@@ -32,6 +33,10 @@ def load_imagefolder(root: Optional[str], split: str, image_size: Optional[int] 
         labels += [label] * len(found)
     if not files:
         raise RnasclError(f"{folder} holds no images ({', '.join(IMAGE_SUFFIXES)})")
+    empty = [f for f in files if Path(f).stat().st_size == 0]  # cheap at load time; the rest is checked at decode
+    if empty:
+        raise RnasclError(f"image {empty[0]} is empty (0 bytes){f' (and {len(empty) - 1} more)' if len(empty) > 1 else ''}; "
+                          "remove or replace it")
     size = image_size or 64
     info = DatasetInfo("imagefolder", (3, size, size), len(classes), IMAGENET_MEAN, IMAGENET_STD, ("crop", "flip"),
                        tuple(classes))

@@ -9,7 +9,19 @@ import numpy as np
 import torch
 from torch.utils.data import Dataset
 
+from ..errors import RnasclError
 from ..registry import Registry
+
+
+def check_labels(images: np.ndarray, labels: np.ndarray, num_classes: int, source: str) -> None:
+    """Refuse, naming ``source``, data whose image and label counts differ or whose labels are not classes."""
+    if len(images) != len(labels):
+        raise RnasclError(f"{source}: {len(images)} images but {len(labels)} labels; the file is damaged or not "
+                          "of this data set (re-extract or download it again)")
+    if len(labels) and (labels.min() < 0 or labels.max() >= num_classes):
+        bad = labels[(labels < 0) | (labels >= num_classes)]
+        raise RnasclError(f"{source}: label {int(bad[0])} is outside the {num_classes} classes (0..{num_classes - 1}); "
+                          "the file is damaged or not of this data set")
 
 
 @dataclass(frozen=True)
@@ -59,9 +71,13 @@ class FileImages(Dataset):
     def __getitem__(self, i):
         from PIL import Image
 
-        with Image.open(self.files[i]) as img:
-            img = img.convert("RGB" if self.channels == 3 else "L").resize((self.size, self.size), Image.BILINEAR)
-            arr = torch.from_numpy(np.asarray(img, dtype=np.uint8).copy())
+        try:
+            with Image.open(self.files[i]) as img:
+                img = img.convert("RGB" if self.channels == 3 else "L").resize((self.size, self.size), Image.BILINEAR)
+                arr = torch.from_numpy(np.asarray(img, dtype=np.uint8).copy())
+        except (OSError, SyntaxError, ValueError) as exc:  # PIL: unidentified, truncated or corrupt image data
+            raise RnasclError(f"image {self.files[i]} cannot be decoded ({type(exc).__name__}: {exc}); remove or "
+                              "replace it (it is truncated, empty or not an image)") from None
         arr = arr.unsqueeze(-1) if arr.ndim == 2 else arr
         return arr.permute(2, 0, 1).float().div_(255), self.labels[i]
 
