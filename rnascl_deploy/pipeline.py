@@ -10,6 +10,13 @@ the stage's module as ``READS``, and the sha256 of the files it consumes) and wh
 - re-runs a stage whose inputs changed, and everything after it; ``--from STAGE`` forces that.
 Outputs a stage is about to replace are moved to ``RUN/superseded/<time>/``, never deleted.
 The verdict is the verification of every engine: all pass -> exit 0, any fails -> exit 1.
+
+Resuming needs no flag, whichever stage was interrupted (Ctrl-C, SIGTERM, or killed outright): search and retrain
+continue from their last finished epoch; export redoes an engine without trustworthy provenance and keeps the
+others; verify keeps the engines whose reports are complete and verifies the rest (an incomplete set of reports,
+left by a process killed while writing them, is moved to ``RUN/superseded/``); bench measures again.
+:func:`verify_reports` is the one way the CLI and the pipeline verify an engine: a failure or an interrupt leaves no
+report behind, so that nothing half-written blocks a rerun.
 """
 from __future__ import annotations
 
@@ -77,14 +84,17 @@ def stage_inputs(stage: str, run: Path, recipe: Recipe) -> str:
 
 
 def _supersede(run: Path, stages) -> None:
+    _move_aside(run, [run / name for stage in stages for name in OUTPUTS[stage]])
+
+
+def _move_aside(run: Path, paths) -> None:
     stamp = datetime.datetime.now().strftime("%Y%m%d-%H%M%S")
-    for stage in stages:
-        for name in OUTPUTS[stage]:
-            if (run / name).exists():
-                target = run / "superseded" / stamp / name
-                target.parent.mkdir(parents=True, exist_ok=True)
-                shutil.move(str(run / name), str(target))
-                log.info("moved %s aside to %s", run / name, target)
+    for path in paths:
+        if path.exists():
+            target = run / "superseded" / stamp / path.relative_to(run)
+            target.parent.mkdir(parents=True, exist_ok=True)
+            shutil.move(str(path), str(target))
+            log.info("moved %s aside to %s", path, target)
 
 
 def run_pipeline(recipe: Recipe, run: Path, start: Optional[str] = None, progress: bool = True) -> PipelineResult:
@@ -93,12 +103,12 @@ def run_pipeline(recipe: Recipe, run: Path, start: Optional[str] = None, progres
         raise RnasclError(f"unknown stage {start!r}; valid: {', '.join(STAGES)}")
     run.mkdir(parents=True, exist_ok=True)
     state_path = run / "pipeline.json"
-    state = json.loads(state_path.read_text()) if state_path.exists() else {"stages": {}}
+    state = read_state(state_path)
     steps: Dict[str, Callable[[bool], None]] = {
         "search": lambda resume: _search(recipe, run, resume, progress),
         "retrain": lambda resume: _retrain(recipe, run, resume, progress),
         "export": lambda resume: _export(recipe, run),
-        "verify": lambda resume: _verify(recipe, run, progress),
+        "verify": lambda resume: _verify(recipe, run, resume, progress),
         "bench": lambda resume: _bench(recipe, run, resume),
         "report": lambda resume: _report(recipe, run),
     }
@@ -130,6 +140,43 @@ def run_pipeline(recipe: Recipe, run: Path, start: Optional[str] = None, progres
     return result
 
 
+def read_state(path: Path) -> dict:
+    """``RUN/pipeline.json``, or an empty record where there is none; a damaged one is refused, saying what to do."""
+    if not path.exists():
+        return {"stages": {}}
+    try:
+        state = json.loads(path.read_text())
+    except (json.JSONDecodeError, UnicodeDecodeError) as exc:
+        state, problem = None, f"it is not valid JSON ({exc})"
+    else:
+        problem = "it lacks the record of stages (a 'stages' object) this command writes"
+    if not isinstance(state, dict) or not isinstance(state.get("stages"), dict) \
+            or not all(isinstance(v, dict) for v in state["stages"].values()):
+        raise RnasclError(f"{path} is damaged: {problem}. It records which stages "
+                          "finished; move it away and run again (every stage then runs, and what it replaces moves "
+                          "to RUN/superseded/), or run into another --out")
+    return state
+
+
+def report_files(out: Path, engine: Path) -> List[Path]:
+    """The reports :func:`verify.verify_run` writes for ``engine`` into ``out``."""
+    return [Path(out) / f"{Path(engine).name}.{ext}" for ext in ("json", "md", "xml")]
+
+
+def verify_reports(run: Path, engine: Path, recipe: Recipe, out: Optional[Path] = None, **kwargs):
+    """:func:`verify.verify_run`, leaving no report of ``engine`` behind when it fails or is interrupted (its three
+    reports are written one after another: a partial set would block the rerun)."""
+    files = report_files(Path(out) if out is not None else Path(run) / "verify", engine)
+    before = {f for f in files if f.exists()}
+    try:
+        return verify.verify_run(run, engine, recipe, out=out, **kwargs)
+    except BaseException:
+        for f in files:
+            if f not in before and f.exists():
+                f.unlink()
+        raise
+
+
 def _search(recipe, run, resume, progress):
     if resume and (run / "arch.json").exists():  # finished before the pipeline could record it
         return
@@ -154,9 +201,16 @@ def _export(recipe, run):
         export_student(run, fmt, recipe)
 
 
-def _verify(recipe, run, progress):
+def _verify(recipe, run, resume, progress):
     for engine in engine_files(run):
-        verify.verify_run(run, engine, recipe, progress=progress)
+        files = report_files(run / "verify", engine)
+        present = [f for f in files if f.exists()]
+        if resume and len(present) == len(files):  # verified before the interruption, with these same inputs
+            log.info("%s: verified before the interruption; kept", engine.name)
+            continue
+        if present:  # an incomplete set (a process killed while writing it): never trusted, never deleted
+            _move_aside(run, present)
+        verify_reports(run, engine, recipe, progress=progress)
 
 
 def _bench(recipe, run, resume):

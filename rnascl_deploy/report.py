@@ -85,9 +85,11 @@ def write_report(run: Path, recipe: Recipe) -> Path:
     plt.close(fig)
 
     fig, ax = plt.subplots(figsize=(6, 4))
-    points = [("student (RNAS-CL)", metrics["macs"], metrics["clean_acc"], metrics["adv_acc"]["pgd20"]),
+    at_eps = EPS_FRACTIONS.index(1.0)  # PGD-20 of metrics.json where attack.attacks has it, else the curve's
+    student_pgd20 = metrics["adv_acc"].get("pgd20", curves["student"]["pgd20"][at_eps])
+    points = [("student (RNAS-CL)", metrics["macs"], metrics["clean_acc"], student_pgd20),
               ("teacher", teacher_cost.macs, curves["teacher"]["pgd20"][0],
-               curves["teacher"]["pgd20"][EPS_FRACTIONS.index(1.0)])]
+               curves["teacher"]["pgd20"][at_eps])]
     points += REFERENCES.get(arch.data["name"], [])
     for i, (label, macs, clean, adv) in enumerate(points):
         color = f"C{i}"
