@@ -105,3 +105,37 @@ def test_augment_batch_is_reproducible_and_shape_preserving():
     assert torch.equal(a, b) and a.shape == x.shape and not torch.equal(a, x)
     with pytest.raises(RnasclError, match="unknown augmentation"):
         augment_batch(x, ["rotate"], torch.Generator())
+
+
+@pytest.mark.parametrize("labels, words", [(list(range(4)), "5 images but 4 labels"), ([0, 1, 2, 3, 10], "label 10")])
+def test_cifar10_batch_with_bad_labels_is_refused_naming_it(tmp_path, labels, words):
+    _cifar_dir(tmp_path)
+    batch = {b"data": np.zeros((5, 3072), dtype=np.uint8), b"labels": labels}
+    (tmp_path / "test_batch").write_bytes(pickle.dumps(batch))
+    with pytest.raises(RnasclError, match=f"test_batch.*{words}"):
+        load_split("cifar10", "test", root=str(tmp_path))
+
+
+def test_fashion_mnist_labels_that_disagree_are_refused(tmp_path):
+    _write_idx(tmp_path / "t10k-images-idx3-ubyte", np.zeros((4, 28, 28)), False)
+    _write_idx(tmp_path / "t10k-labels-idx1-ubyte", np.array([0, 1, 2]), False)
+    with pytest.raises(RnasclError, match="4 images but 3 labels"):
+        load_split("fashion-mnist", "test", root=str(tmp_path))
+
+
+def test_imagefolder_empty_or_truncated_images_are_refused_naming_the_file(tmp_path):
+    from PIL import Image
+
+    for split in ("train", "val"):
+        for cls in ("cat", "dog"):
+            (tmp_path / split / cls).mkdir(parents=True)
+            Image.new("RGB", (40, 30), (0, 0, 200)).save(tmp_path / split / cls / "0.jpg")
+    (tmp_path / "val" / "dog" / "empty.png").write_bytes(b"")
+    with pytest.raises(RnasclError, match="empty.png is empty"):
+        load_split("imagefolder", "test", root=str(tmp_path), image_size=16)
+    (tmp_path / "val" / "dog" / "empty.png").unlink()
+    good = (tmp_path / "val" / "cat" / "0.jpg").read_bytes()
+    (tmp_path / "val" / "cat" / "0.jpg").write_bytes(good[: len(good) // 2])
+    test, _ = load_split("imagefolder", "test", root=str(tmp_path), image_size=16)
+    with pytest.raises(RnasclError, match="cat/0.jpg cannot be decoded"):
+        next(batches(test, 2))

@@ -61,3 +61,38 @@ def test_resnet_stages_and_the_shipped_teachers_layout():
     assert len(conv_taps(model)) == 15 and model.layer3[0].conv1.stride == (2, 2)
     with pytest.raises(ValueError, match="same length"):
         build_model("resnet", 1, 10, 28, [0.3], [0.3], blocks=[2, 2], widths=[8])
+
+
+@pytest.mark.parametrize("name, kwargs, shape", CASES + [("cnn", {"widths": [8, 16], "strides": [2, 2], "hidden": 32},
+                                                          (1, 28, 28))])
+def test_closed_form_size_is_the_built_models(name, kwargs, shape):
+    """Parameters exactly; MACs of convolutions and linear layers, within 10% of fvcore (which adds BatchNorm)."""
+    from rnascl_deploy.cost import measure
+    from rnascl_deploy.models.size import SIZES
+
+    size = SIZES[name](in_channels=shape[0], num_classes=7, input_size=shape[1], **kwargs)
+    model = build_model(name, shape[0], 7, shape[1], [0.5] * shape[0], [0.25] * shape[0], **kwargs)
+    assert size.params == sum(p.numel() for p in model.parameters())
+    assert 0.9 <= size.macs / measure(model, shape).macs <= 1.0
+
+
+@pytest.mark.parametrize("kwargs, words", [({"depth": 6_000_004}, "layers 6,000,002 > 10,000"),
+                                           ({"widen_factor": 10 ** 9}, "parameters"),
+                                           ({"widen_factor": 1e9}, "positive integer")])
+def test_a_model_too_large_is_refused_before_it_is_built(kwargs, words):
+    with pytest.raises((RnasclError, ValueError), match=words):
+        build_model("wideresnet", 3, 10, 32, [0.5] * 3, [0.25] * 3, **kwargs)
+
+
+def test_a_student_space_too_large_is_refused_before_it_is_laid_out():
+    import dataclasses
+
+    from rnascl_deploy.models.student import check_space
+    from rnascl_deploy.recipe import Recipe
+
+    space = dataclasses.asdict(Recipe().search.space)
+    assert check_space(space, (1, 28, 28), 10)[1] == [24, 64, 256]
+    for stage, words in (({"blocks": 10 ** 9}, "layers"), ({"width": 10 ** 6}, "parameters")):
+        hostile = {**space, "stages": [{**space["stages"][0], **stage}, space["stages"][1]]}
+        with pytest.raises(RnasclError, match=words):
+            check_space(hostile, (1, 28, 28), 10)
