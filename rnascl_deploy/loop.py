@@ -70,6 +70,8 @@ class EpochLoop:
         raise NotImplementedError
 
     # ------------------------------------------------------------------------------------------ the loop
+    stopped = False  # a subclass sets it to end the run after the current epoch (saved with the state)
+
     def run(self, resume: bool = False) -> List[dict]:
         start = 0
         if check_resume(self.state_path, resume):
@@ -81,8 +83,11 @@ class EpochLoop:
                                   f"({type(exc).__name__}: {str(exc).splitlines()[0][:200]}). Resume with the recipe "
                                   "it started with, or move it away and start again without --resume") from None
             self.history, self.elapsed, start = state["history"], state["seconds"], state["epoch"] + 1
+            self.stopped = state.get("stopped", False)
             log.info("resuming from epoch %d of %d (%s)", start, self.epochs, self.state_path)
         for epoch in range(start, self.epochs):
+            if self.stopped:
+                break
             t0 = time.perf_counter()
             gen = torch.Generator().manual_seed(epoch_seed(self.seed, epoch))
             sums: Dict[str, torch.Tensor] = {}
@@ -107,7 +112,7 @@ class EpochLoop:
             self.elapsed += seconds
             self.history.append({"epoch": epoch + 1, **row, "seconds": round(seconds, 1)})
             save_state(self.state_path, {**self.state_dict(), "epoch": epoch, "history": self.history,
-                                         "seconds": self.elapsed})
+                                         "seconds": self.elapsed, "stopped": self.stopped})
             write_history(self.history_path, self.history)
         return self.history
 

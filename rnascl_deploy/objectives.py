@@ -170,5 +170,6 @@ def make_objective(cfg, teacher=None) -> Objective:
     def bound(model, x, y, eps):
         return fn(model, x, y, eps, cfg, teacher)
 
+    bound.teacher = teacher  # so that a training can switch objectives keeping its teacher
     return bound
 

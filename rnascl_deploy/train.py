@@ -4,6 +4,13 @@ The loss is a registered objective (:mod:`rnascl_deploy.objectives`, ``TrainConf
 a long warm-up, a one-cycle schedule); eps ramps up over ``eps_warmup_epochs``; optionally an exponential moving
 average of the weights (``ema``), which is then what is validated, saved and returned.
 
+The guard against catastrophic overfitting (the failure of single-step training, Wong et al. 2020: PGD accuracy
+collapses within an epoch while the training loss looks fine): every epoch of an adversarial objective measures
+PGD-10 accuracy on a fixed batch of training images (``train_pgd10``) beside the validation split; when either
+falls by more than ``collapse_drop`` below its best so far, the run says so in plain words, the best epoch before
+the collapse stays the result, and ``on_collapse`` decides the rest: ``stop``, or ``pgd`` (continue from those
+best weights with PGD-AT, ``steps`` and ``step_size`` of the same section, keeping the teacher's terms).
+
 Run directory (``out``): ``state.pt`` (model + optimiser + history, written each epoch, read with
 ``weights_only=True``), ``history.jsonl`` (one line per epoch), ``train.log``, ``recipe.yaml``, and when finished
 ``model.safetensors``: the epoch with the best validation robust accuracy (PGD-10 at the training eps; clean
@@ -12,6 +19,7 @@ accuracy for ``adv: clean``), a guard against robust overfitting (Rice et al. 20
 from __future__ import annotations
 
 import copy
+import dataclasses
 import logging
 import math
 from dataclasses import dataclass
@@ -32,6 +40,9 @@ from .schema import SEED, Maybe, OneOf, at_least, between, positive
 
 log = logging.getLogger(__name__)
 
+COLLAPSE_ACTIONS = ("stop", "pgd")
+PROBE_IMAGES = 512  # the fixed batch of training images the guard attacks every epoch
+
 
 @dataclass
 class TrainConfig:
@@ -47,7 +58,8 @@ class TrainConfig:
                               "trades_beta": at_least(0), "ard_alpha": between(0, 1), "ard_temperature": positive(),
                               "optimizer": OneOf(["sgd", "adam"]), "ema": between(0, 1, open_high=True),
                               "eps_warmup_epochs": at_least(0), "val_limit": at_least(1), "seed": SEED,
-                              "fgsm_step": Maybe(positive()), "fgsm_noise": Maybe(at_least(0))}
+                              "fgsm_step": Maybe(positive()), "fgsm_noise": Maybe(at_least(0)),
+                              "collapse_drop": between(0, 1, open_low=True), "on_collapse": OneOf(COLLAPSE_ACTIONS)}
 
     epochs: int = 10
     optimizer: str = "adam"  # sgd (Nesterov momentum) | adam (momentum is unused)
@@ -67,6 +79,8 @@ class TrainConfig:
     eps_warmup_epochs: int = 0  # eps grows linearly to its value over these first epochs
     ema: float = 0.0  # decay of an exponential moving average of the weights (Gowal et al. 2020); 0: none
     val_limit: int = 1000  # validation images scored each epoch (clean and PGD-10)
+    collapse_drop: float = 0.2  # catastrophic overfitting: PGD-10 accuracy falls this far below its best
+    on_collapse: str = "pgd"  # stop | pgd: what a run does after a collapse (the best epoch before it is kept)
     seed: int = 0
 
 
@@ -113,6 +127,7 @@ class TrainResult:
     best_epoch: int
     best_metrics: Dict[str, float]
     seconds: float
+    collapsed: Optional[int] = None  # the epoch catastrophic overfitting was caught in (None: never)
 
 
 class TrainLoop(EpochLoop):
@@ -146,6 +161,13 @@ class TrainLoop(EpochLoop):
         self.best: Optional[dict] = None
         self.key = "val_pgd10" if cfg.adv != "clean" and cfg.eps > 0 else "val_clean"
         self.lr = self.eps = 0.0
+        # the catastrophic-overfitting guard (adversarial objectives): a fixed batch of training images
+        self.guarded = self.key == "val_pgd10"
+        self.probe = train_set.subset(torch.arange(min(PROBE_IMAGES, len(train_set)))) \
+            if hasattr(train_set, "subset") else None
+        self.peak: Dict[str, float] = {}
+        self.best_state: Optional[dict] = None  # the best epoch's weights, to continue from after a collapse
+        self.collapsed: Optional[int] = None  # the epoch a collapse was seen in
 
     def batches(self, epoch, gen):
         if self.net is None:
@@ -186,18 +208,58 @@ class TrainLoop(EpochLoop):
     def end_epoch(self, epoch, means):
         final = self.ema if self.ema is not None else self.model
         metrics = validate(final, self.val_set, self.cfg.eps)
-        improved = self.best is None or metrics[self.key] >= self.best["metrics"][self.key]
+        if self.guarded and self.probe is not None:
+            metrics["train_pgd10"] = validate(final, self.probe, self.cfg.eps)["val_pgd10"]
+        collapse = self._collapse(metrics) if self.guarded else None
+        improved = collapse is None and (self.best is None or metrics[self.key] >= self.best["metrics"][self.key])
         if improved:
             self.best = {"epoch": epoch + 1, "metrics": metrics}
+            if self.guarded:
+                self.best_state = {"model": _cpu(self.model.state_dict()),
+                                   "ema": _cpu(self.ema.state_dict()) if self.ema is not None else None}
             if self.save_best is not None and distributed.is_main():
                 self.save_best(final, {**metrics, "epoch": epoch + 1})
         row = {"lr": round(self.lr, 6), "eps": self.eps, **means, **{k: round(v, 5) for k, v in metrics.items()}}
+        if collapse is not None:
+            row["collapse"] = self._after_collapse(epoch, collapse)
         log.info("epoch %d/%d %s%s", epoch + 1, self.epochs, " ".join(f"{k}={v}" for k, v in row.items()),
                  " (best)" if improved else "")
         return row
 
+    def _collapse(self, metrics: Dict[str, float]) -> Optional[str]:
+        """What fell, when PGD-10 accuracy (training batch or validation) is ``collapse_drop`` below its best."""
+        fell = [f"{k} {self.peak[k]:.3f} -> {metrics[k]:.3f}" for k in ("train_pgd10", "val_pgd10")
+                if k in metrics and k in self.peak and metrics[k] < self.peak[k] - self.cfg.collapse_drop]
+        for k in ("train_pgd10", "val_pgd10"):
+            if k in metrics:
+                self.peak[k] = max(self.peak.get(k, 0.0), metrics[k])
+        return "; ".join(fell) or None
+
+    def _after_collapse(self, epoch: int, fell: str) -> str:
+        best = self.best["epoch"] if self.best else None
+        action = self.cfg.on_collapse if self.cfg.adv != "pgd" and self.best_state is not None else "stop"
+        log.warning("catastrophic overfitting in epoch %d (adv %s): PGD-10 accuracy fell (%s). The result keeps epoch "
+                    "%s, the best before the collapse; %s", epoch + 1, self.cfg.adv, fell, best,
+                    "training stops here" if action == "stop" else
+                    f"training goes on from epoch {best}'s weights with PGD-AT ({self.cfg.steps} steps)")
+        self.collapsed = epoch + 1
+        if action == "stop":
+            self.stopped = True
+            return "stopped"
+        self._switch_to_pgd()
+        return f"pgd from epoch {best}"
+
+    def _switch_to_pgd(self) -> None:
+        self.model.load_state_dict(self.best_state["model"])
+        if self.ema is not None:
+            self.ema.load_state_dict(self.best_state["ema"])
+        self.cfg = dataclasses.replace(self.cfg, adv="pgd")
+        self.objective = make_objective(self.cfg, getattr(self.objective, "teacher", None))
+
     def state_dict(self):
-        state = {"model": _cpu(self.model.state_dict()), "optimizer": _cpu(self.opt.state_dict()), "best": self.best}
+        state = {"model": _cpu(self.model.state_dict()), "optimizer": _cpu(self.opt.state_dict()), "best": self.best,
+                 "guard": {"peak": self.peak, "best_state": self.best_state, "collapsed": self.collapsed,
+                           "adv": self.cfg.adv}}
         return state | ({"ema": _cpu(self.ema.state_dict())} if self.ema is not None else {})
 
     def load_state_dict(self, state):
@@ -208,6 +270,12 @@ class TrainLoop(EpochLoop):
         if self.ema is not None:
             self.ema.load_state_dict(state["ema"])
             self.ema.to(self.dev)
+        guard = state.get("guard", {})
+        self.peak, self.best_state, self.collapsed = guard.get("peak", {}), guard.get("best_state"), \
+            guard.get("collapsed")
+        if guard.get("adv", self.cfg.adv) != self.cfg.adv:  # it had switched to PGD-AT after a collapse
+            self.cfg = dataclasses.replace(self.cfg, adv=guard["adv"])
+            self.objective = make_objective(self.cfg, getattr(self.objective, "teacher", None))
 
 
 def _cpu(state):
@@ -237,4 +305,4 @@ def train(model: nn.Module, train_set, val_set, cfg: TrainConfig, out: Path, bat
     if loop.ema is not None:  # the caller's model ends with the averaged weights
         model.load_state_dict(loop.ema.state_dict())
     return TrainResult(best_epoch=loop.best["epoch"], best_metrics=loop.best["metrics"],
-                       seconds=round(loop.elapsed, 1))
+                       seconds=round(loop.elapsed, 1), collapsed=loop.collapsed)

@@ -67,7 +67,7 @@ def test_retrain_resumes_to_the_same_student(searched, tmp_path, monkeypatch, ad
 
     real = train_module.validate
     interrupted = _copy(searched, tmp_path, "b")
-    monkeypatch.setattr(train_module, "validate", interrupt_on_call(real, 2))  # during epoch 2
+    monkeypatch.setattr(train_module, "validate", interrupt_on_call(real, 3))  # during epoch 2 (validation, probe)
     with pytest.raises(KeyboardInterrupt):
         run_retrain(interrupted, recipe, progress=False)
     monkeypatch.setattr(train_module, "validate", real)

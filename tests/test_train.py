@@ -1,3 +1,6 @@
+import dataclasses
+import json
+
 import pytest
 import torch
 
@@ -35,7 +38,7 @@ def test_resume_after_interruption_matches_uninterrupted_run(tmp_path, splits, m
     train(straight, *splits, _cfg(), tmp_path / "a", 64, augment=["flip"], progress=False)
 
     real_validate = train_module.validate
-    monkeypatch.setattr(train_module, "validate", interrupt_on_call(real_validate, 2))  # during epoch 2
+    monkeypatch.setattr(train_module, "validate", interrupt_on_call(real_validate, 3))  # epoch 2 (validation, guard probe)
     with pytest.raises(KeyboardInterrupt):
         train(tiny_cnn(), *splits, _cfg(), tmp_path / "b", 64, augment=["flip"], progress=False)
     monkeypatch.setattr(train_module, "validate", real_validate)
@@ -82,3 +85,44 @@ def test_weight_averaging_is_validated_saved_and_resumed(tmp_path, splits, monke
     train(resumed, *splits, cfg, tmp_path / "b", 64, resume=True, progress=False)
     for (name, a), b in zip(straight.state_dict().items(), resumed.state_dict().values()):
         assert torch.allclose(a.float(), b.float(), atol=1e-6), name
+
+
+def _collapsing(monkeypatch, at_epoch: int):
+    """PGD-10 accuracy on the guard's fixed training batch falls to zero in epoch ``at_epoch`` (a stand-in for
+    catastrophic overfitting, which tiny runs cannot be relied on to show)."""
+    real, calls = train_module.validate, {"probe": 0}
+
+    def validate(model, dataset, eps, batch_size=500):
+        out = real(model, dataset, eps, batch_size)
+        if len(dataset) == 256:  # the probe: the first 512 (here all 256) training images
+            calls["probe"] += 1
+            out["val_pgd10"] = 0.0 if calls["probe"] == at_epoch else 0.9
+        return out
+    monkeypatch.setattr(train_module, "validate", validate)
+
+
+@pytest.mark.parametrize("action", ["stop", "pgd"])
+def test_catastrophic_overfitting_is_named_and_the_epoch_before_it_kept(tmp_path, splits, monkeypatch, caplog,
+                                                                          action):
+    _collapsing(monkeypatch, at_epoch=2)
+    cfg = dataclasses.replace(_cfg("n-fgsm", epochs=3), on_collapse=action, eps_warmup_epochs=0)
+    saved = []
+    with caplog.at_level("WARNING", logger="rnascl_deploy"):
+        result = train(tiny_cnn(), *splits, cfg, tmp_path, 64, progress=False,
+                       save_best=lambda m, metrics: saved.append(metrics["epoch"]))
+    assert "catastrophic overfitting in epoch 2" in caplog.text and "train_pgd10 0.900 -> 0.000" in caplog.text
+    history = [json.loads(line) for line in (tmp_path / "history.jsonl").read_text().splitlines()]
+    assert result.collapsed == 2 and saved[0] == 1 and 2 not in saved  # the collapsed epoch is never the result
+    assert result.best_epoch == 1 if action == "stop" else result.best_epoch in (1, 3)
+    assert history[1]["collapse"] == ("stopped" if action == "stop" else "pgd from epoch 1")
+    assert len(history) == (2 if action == "stop" else 3)
+    state = torch.load(tmp_path / "state.pt", weights_only=True)
+    assert state["stopped"] == (action == "stop") and state["guard"]["adv"] == ("n-fgsm" if action == "stop" else "pgd")
+
+
+def test_the_guard_is_quiet_on_a_healthy_run(tmp_path, splits, caplog):
+    with caplog.at_level("WARNING", logger="rnascl_deploy"):
+        result = train(tiny_cnn(), *splits, _cfg("fgsm-rs", epochs=2), tmp_path, 64, progress=False)
+    history = [json.loads(line) for line in (tmp_path / "history.jsonl").read_text().splitlines()]
+    assert result.collapsed is None and "catastrophic" not in caplog.text
+    assert all("train_pgd10" in row and "collapse" not in row for row in history)
