@@ -177,11 +177,14 @@ def _check_sizes(r, space: bool = False, teacher_model: bool = False) -> None:
     try:
         if space:
             check_space(dataclasses.asdict(r.search.space), shape, classes)
-        if teacher_model and r.teacher.model.name in SIZES:
+    except (TypeError, ValueError) as exc:
+        raise RnasclError(f"search.space: {exc}") from None
+    if teacher_model and r.teacher.model.name in SIZES:
+        try:
             check_size("teacher.model", SIZES[r.teacher.model.name](
                 in_channels=shape[0], num_classes=classes, input_size=shape[1], **r.teacher.model.kwargs))
-    except (TypeError, ValueError) as exc:
-        raise RnasclError(f"{'search.space' if space else 'teacher.model'}: {exc}") from None
+        except (RnasclError, TypeError, ValueError) as exc:
+            raise RnasclError(f"teacher.model {r.teacher.model.name} {r.teacher.model.kwargs}: {exc}") from None
 
 
 def _emit(obj, as_json: bool, human_lines) -> None:
