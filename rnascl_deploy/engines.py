@@ -65,7 +65,8 @@ class Engine:
         chunks = [images[i:i + step] for i in range(0, len(images), step)]
         for chunk in chunks:
             self.check_batch(len(chunk))
-        return torch.cat([self.run(chunk.float().contiguous()) for chunk in chunks]).float()
+        logits = torch.cat([self.run(chunk.float().contiguous()) for chunk in chunks]).float()
+        return logits.to(images.device)  # logits where the images were: an attack on the GPU can query any engine
 
     def run(self, images: torch.Tensor) -> torch.Tensor:
         raise NotImplementedError
@@ -173,7 +174,7 @@ class OnnxRuntimeEngine(Engine):
         return options
 
     def run(self, images):
-        return torch.from_numpy(self.session.run(None, {self.input_name: images.numpy().astype(np.float32)})[0])
+        return torch.from_numpy(self.session.run(None, {self.input_name: images.cpu().numpy().astype(np.float32)})[0])
 
 
 class TensorRTEngine(Engine):

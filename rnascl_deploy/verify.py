@@ -42,6 +42,7 @@ from .exporters.provenance import UntrustedEngine, check_provenance, reexport_hi
 from .errors import RnasclError
 from .fileio import atomic_write_json, atomic_write_text
 from .perf import channels_last
+from .runtime import resolve
 from .schema import Each, Maybe, at_least, between, LIMIT
 
 if TYPE_CHECKING:
@@ -108,6 +109,7 @@ def verify_engine(student: nn.Module, engine: Engine, dataset, attack: AttackCon
                   batch_size: int = 250, progress: bool = True) -> VerifyReport:
     start = time.perf_counter()
     student = student.eval()
+    dev = next(student.parameters()).device  # the PyTorch side and the attacks run there; engines take any device
     quantized = engine.precision != "fp32"
     transfer = {json_key(name): a for name, a in attack.build(cfg.attacks).items()}
     square = Square(attack.eps, queries=cfg.square_queries, seed=attack.seed)
@@ -117,6 +119,7 @@ def verify_engine(student: nn.Module, engine: Engine, dataset, attack: AttackCon
     eng_adv = {k: 0 for k in keys}
     bar = tqdm(total=len(dataset), desc="verify", unit="img", disable=None if progress else True, leave=False)
     for x, y in batches(dataset, batch_size):
+        x, y = x.to(dev, non_blocking=True), y.to(dev, non_blocking=True)
         with torch.no_grad():
             ref_pred, eng_pred = student(x).argmax(1), engine(x).argmax(1)
         ref_ok, eng_ok = ref_pred == y, eng_pred == y
@@ -178,7 +181,8 @@ def verify_run(run: Path, engine_path: Path, recipe: Recipe, limit: Optional[int
                           f"{provenance['precision']}; {reexport_hint(Path(run), Path(engine_path))}")
     n = limit if limit is not None else recipe.verify.limit
     test_set, _ = recipe.data.load("test", n)
-    report = verify_engine(channels_last(student), engine, test_set, recipe.attack, recipe.verify, progress=progress)
+    student = channels_last(student).to(resolve(recipe.runtime).device)
+    report = verify_engine(student, engine, test_set, recipe.attack, recipe.verify, progress=progress)
     report.engine["provenance"] = provenance or {"student_sha256": file_sha256(source)}
     for warning in report.warnings:
         log.warning(warning)
