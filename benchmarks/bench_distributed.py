@@ -45,7 +45,7 @@ def measure(procs: int, limit: int, out: Path) -> dict:
                            "--limit", str(limit))
     search = last_epoch(run / "search_history.jsonl")
     retrain_wall = torchrun(procs, "retrain", str(run), "--epochs", "1", "--train-limit", str(limit),
-                            "--limit", "100", "--set", "retrain.finetune.adv=none")
+                            "--limit", "100")
     retrain = last_epoch(run / "retrain" / "history.jsonl")
     batch = load_recipe(run / "recipe.yaml").data.batch_size  # the global batch the runs trained with
     return {"procs": procs,

@@ -17,7 +17,8 @@ import time
 from pathlib import Path
 
 from rnascl_deploy.errors import RnasclError
-from rnascl_deploy.exporters import FORMATS, export_student
+from rnascl_deploy.exporters.config import FORMATS
+from rnascl_deploy.exporters.export import export_student
 from rnascl_deploy.perf import tune_cpu
 from rnascl_deploy.recipe import load_recipe
 from rnascl_deploy.verify import verify_run

@@ -26,7 +26,7 @@ from rnascl_deploy.perf import channels_last, tune_cpu
 from rnascl_deploy.recipe import load_recipe
 from rnascl_deploy.search import run_search
 from rnascl_deploy.space import build_layout, materialize
-from rnascl_deploy.space.spec import load_arch
+from rnascl_deploy.arch import ArchSpec
 
 
 def plain_step_seconds(recipe, steps: int = 30) -> float:
@@ -51,14 +51,14 @@ def tutor_distances(run: Path, images: int = 512):
     """Mean attention distance of every student tap (final supernet, soft samples at the final tau) to every
     teacher tap on validation images: the searched tutor should be the row's argmin if the loss chose it."""
     from rnascl_deploy.distill import TutorSearch
-    from rnascl_deploy.search import load_teacher
+    from rnascl_deploy.teacher import load_teacher
     from rnascl_deploy.space import Supernet, student_taps
     from rnascl_deploy.taps import Taps, conv_taps
 
     recipe = load_recipe(run / "recipe.yaml")
     val, info = load_split(recipe.data.name, "val", recipe.data.root, recipe.data.val_size, images)
     layout = build_layout(recipe.search.space, info.input_shape, info.num_classes)
-    teacher, _, _ = load_teacher(recipe, info)
+    teacher = load_teacher(recipe.teacher.checkpoint, info)
     state = torch.load(run / "search_state.pt", weights_only=True)
     supernet = Supernet(layout, info.mean, info.std)
     supernet.load_state_dict(state["supernet"])
@@ -84,24 +84,24 @@ def main() -> None:
     parser.add_argument("--out", default="runs/bench-search")
     args = parser.parse_args()
     tune_cpu()
-    recipe = load_recipe(args.recipe)
     out = Path(args.out)
     rows = []
     for text in args.budgets.split(","):
         budget = parse_budget(text)
         run = out / f"budget-{text}"
         t0 = time.perf_counter()
+        recipe = load_recipe(args.recipe, {"search.budget": text})
         if (run / "arch.json").exists():
-            arch = load_arch(run)
+            arch = ArchSpec.load(run)
             print(f"{text}: reusing {run / 'arch.json'}", file=sys.stderr)
         else:
-            arch = run_search(recipe, budget, run, resume=(run / "search_state.pt").exists())
+            arch = run_search(recipe, run, resume=(run / "search_state.pt").exists())
         wall = time.perf_counter() - t0
         history = [json.loads(line) for line in (run / "search_history.jsonl").read_text().splitlines()]
         steps = sum(h["steps"] for h in history)
-        rows.append({"budget": text, "budget_macs": budget.macs, "macs": arch["macs"], "params": arch["params"],
-                     "ratio": round(arch["macs"] / budget.macs, 4), "widths": arch["widths"],
-                     "tutors": arch["tutors"], "search_seconds": arch["search"]["seconds"],
+        rows.append({"budget": text, "budget_macs": budget.macs, "macs": arch.macs, "params": arch.params,
+                     "ratio": round(arch.macs / budget.macs, 4), "widths": list(arch.widths),
+                     "tutors": arch.tutors, "search_seconds": arch.search["seconds"],
                      "wall_seconds": round(wall, 1), "tutor_max_prob": history[-1]["tutor_max_prob"],
                      "val_acc_argmax": history[-1]["val_acc_argmax"], "steps": steps})
     search_step = sum(r["search_seconds"] for r in rows) / sum(r["steps"] for r in rows)

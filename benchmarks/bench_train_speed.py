@@ -3,7 +3,7 @@ paper's MobileNetV2 space, beside an fp32 GEMM peak measured in the same run; (2
 N-FGSM, FGSM-RS) side by side on the study's RNAS-CL student, with and without the teacher.
 
     python benchmarks/bench_train_speed.py [--budget 600K] [--batch 128] [--seconds 20] [--only spaces|objectives]
-                                           [--rounds 40] [--batches 1] [--device cpu]
+                                           [--rounds 40] [--batches 1] [--device cpu] [--precisions fp32,bf16]
 
 (1) For each space the student is derived at the budget from uniform architecture logits (the search's derivation
 rule, so no search is needed), trained on random [0, 1] images of Fashion-MNIST's shape, and timed for a clean
@@ -15,7 +15,9 @@ forward-backward passes, one training pass); the figure is its ratio to the GEMM
 study's), ``n-fgsm`` and ``fgsm-rs`` (their published step and noise), eps 0.1, on the student of study v2 (default
 space, widths 12/36/96, docs/results.md), each without a teacher and with the default teacher (the residual
 teacher, KD + attention over the study's searched tutor pairs, on the adversarial input as retraining does today).
-The configurations are timed interleaved (``--rounds`` rounds of ``--batches`` batches each; the median and the
+Each runs in every precision of ``--precisions`` (``runtime.precision``: bf16/fp16 autocast around the objective,
+its attack included, as training does; fp16 with a gradient scaler, GPU only). The configurations are timed
+interleaved (``--rounds`` rounds of ``--batches`` batches each; the median and the
 fastest batch), so that load from other work on shared cores falls on all of them alike; the load average before and
 after is printed. Ratios, of the fastest batches (the least disturbed on shared cores), are to PGD-10 fp32 without the
 teacher and to PGD-10 fp32 with it (today's RNAS-CL retraining).
@@ -40,6 +42,7 @@ from rnascl_deploy.cost import arch_cost, measure, parse_budget
 from rnascl_deploy.distill import Distiller
 from rnascl_deploy.objectives import make_objective
 from rnascl_deploy.perf import channels_last, tune_cpu
+from rnascl_deploy.runtime import Runtime
 from rnascl_deploy.schema import resolve_path
 from rnascl_deploy.search import derive_widths
 from rnascl_deploy.space import build_layout, materialize
@@ -127,8 +130,9 @@ def interleaved(steps: dict, rounds: int, batches: int, sync) -> dict:
     return {name: (sorted(ts)[len(ts) // 2], min(ts)) for name, ts in times.items()}
 
 
-def objective_speed(batch: int, rounds: int, batches: int, device: str) -> dict:
-    """Images/s of one training step of each objective, with and without the adversarial-input teacher."""
+def objective_speed(batch: int, rounds: int, batches: int, device: str, precisions=("fp32",)) -> dict:
+    """Images/s of one training step of each objective in each precision, with and without the adversarial-input
+    teacher."""
     layout = build_layout(SpaceConfig(), (1, 28, 28), 10)
     student = channels_last(materialize(layout, STUDY_WIDTHS, [0.286], [0.353])).to(device).train()
     macs = arch_cost(layout, STUDY_WIDTHS).macs
@@ -138,12 +142,16 @@ def objective_speed(batch: int, rounds: int, batches: int, device: str) -> dict:
     x, y = torch.rand(batch, 1, 28, 28, device=device), torch.randint(0, 10, (batch,), device=device)
     eps = 0.1
 
-    def train_step(objective):
+    def train_step(objective, runtime):
+        scaler = runtime.grad_scaler()
+
         def step():
-            loss, _ = objective(student, x, y, eps)
+            with runtime.autocast():
+                loss, _ = objective(student, x, y, eps)
             opt.zero_grad(set_to_none=True)
-            loss.backward()
-            opt.step()
+            scaler.scale(loss).backward()
+            scaler.step(opt)
+            scaler.update()
         return step
 
     steps, passes = {}, {}
@@ -151,17 +159,21 @@ def objective_speed(batch: int, rounds: int, batches: int, device: str) -> dict:
         # the fields the objectives read (TrainConfig's names): PGD-10 as in the study, single-step published values
         cfg = SimpleNamespace(adv=adv, eps=eps, steps=10, step_size=0.025, fgsm_step=None, fgsm_noise=None)
         for teacher_label, dist in (("none", None), ("adversarial input", distiller)):
-            steps[(label, teacher_label)] = train_step(make_objective(cfg, dist))
-            passes[(label, teacher_label)] = n
+            for precision in precisions:
+                key = (label, teacher_label, precision)
+                steps[key] = train_step(make_objective(cfg, dist), Runtime(torch.device(device), precision))
+                passes[key] = n
     sync = torch.cuda.synchronize if device.startswith("cuda") else (lambda: None)
     seconds = interleaved(steps, rounds, batches, sync)
-    base = {t: batch / seconds[("PGD-10", t)][1] for t in ("none", "adversarial input")}
+    base = {t: batch / seconds[("PGD-10", t, "fp32")][1] for t in ("none", "adversarial input")} \
+        if "fp32" in precisions else None
     rows = []
-    for (label, teacher_label), (median, fastest) in seconds.items():
-        rows.append({"objective": label, "teacher": teacher_label, "passes": passes[(label, teacher_label)],
-                     "images_per_s": batch / median, "images_per_s_fastest": batch / fastest,
-                     "vs_pgd10": batch / fastest / base["none"],
-                     "vs_pgd10_teacher": batch / fastest / base["adversarial input"]})
+    for (label, teacher_label, precision), (median, fastest) in seconds.items():
+        fast = batch / fastest
+        rows.append({"objective": label, "teacher": teacher_label, "precision": precision,
+                     "passes": passes[(label, teacher_label, precision)], "images_per_s": batch / median,
+                     "images_per_s_fastest": fast, "vs_pgd10": fast / base["none"] if base else None,
+                     "vs_pgd10_teacher": fast / base["adversarial input"] if base else None})
     return {"student_widths": STUDY_WIDTHS, "student_macs": macs, "tutors": STUDY_TUTORS,
             "teacher": TeacherConfig().checkpoint, "eps": eps, "rounds": rounds, "batches_per_round": batches,
             "rows": rows}
@@ -176,6 +188,7 @@ def main() -> None:
     parser.add_argument("--rounds", type=int, default=40, help="interleaved timing rounds (objectives)")
     parser.add_argument("--batches", type=int, default=1, help="batches per configuration and round (objectives)")
     parser.add_argument("--device", default="cpu", help="objectives: cpu or cuda")
+    parser.add_argument("--precisions", default="fp32", help="objectives: comma-separated fp32, bf16, fp16 (GPU)")
     parser.add_argument("--out", default="runs/bench-train-speed.json")
     args = parser.parse_args()
     tune_cpu()
@@ -196,18 +209,19 @@ def main() -> None:
         result |= {"gemm_macs_per_s": peak, "rows": rows}
     if args.only != "spaces":
         load = os.getloadavg()
-        obj = objective_speed(args.batch, args.rounds, args.batches, args.device)
+        obj = objective_speed(args.batch, args.rounds, args.batches, args.device, args.precisions.split(","))
         obj["loadavg_before"], obj["loadavg_after"] = load, os.getloadavg()
-        print(f"\nTraining step by objective, fp32, {args.device}, {torch.get_num_threads()} threads, batch "
+        print(f"\nTraining step by objective, {args.precisions}, {args.device}, {torch.get_num_threads()} threads, batch "
               f"{args.batch}: student {obj['student_widths']} ({obj['student_macs']:,} MACs), eps {obj['eps']}, "
               f"{obj['rounds']} interleaved rounds x {obj['batches_per_round']} batches each; load average "
               f"{load[0]:.2f} before, {obj['loadavg_after'][0]:.2f} after\n")
-        print("| objective | teacher | passes/image | img/s (median) | img/s (fastest batch) | x PGD-10 (no teacher) "
-              "| x PGD-10 + teacher |")
-        print("|---|---|---|---|---|---|---|")
+        print("| objective | teacher | precision | passes/image | img/s (median) | img/s (fastest batch) | "
+              "x PGD-10 fp32 (no teacher) | x PGD-10 fp32 + teacher |")
+        print("|---|---|---|---|---|---|---|---|")
         for r in obj["rows"]:
-            print(f"| {r['objective']} | {r['teacher']} | {r['passes']} | {r['images_per_s']:,.0f} | "
-                  f"{r['images_per_s_fastest']:,.0f} | {r['vs_pgd10']:.2f} | {r['vs_pgd10_teacher']:.2f} |")
+            ratios = (f"{r['vs_pgd10']:.2f} | {r['vs_pgd10_teacher']:.2f}" if r["vs_pgd10"] is not None else "- | -")
+            print(f"| {r['objective']} | {r['teacher']} | {r['precision']} | {r['passes']} | "
+                  f"{r['images_per_s']:,.0f} | {r['images_per_s_fastest']:,.0f} | {ratios} |")
         print("\nRatios are of the fastest batches (the least disturbed when other work shares the cores).")
         result["objectives"] = obj
     Path(args.out).parent.mkdir(parents=True, exist_ok=True)

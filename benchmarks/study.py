@@ -42,14 +42,14 @@ import torch
 
 from rnascl_deploy.attacks.evaluate import evaluate_robustness
 from rnascl_deploy.checkpoint import load_model
-from rnascl_deploy.cost import measure, parse_budget
+from rnascl_deploy.cost import measure
 from rnascl_deploy.data import load_split
 from rnascl_deploy.perf import channels_last, tune_cpu
 from rnascl_deploy.recipe import load_recipe
 from rnascl_deploy.retrain import run_retrain
 from rnascl_deploy.search import run_search
-from rnascl_deploy.space.spec import load_arch, save_arch
-from rnascl_deploy.teacher import build_attacks, train_teacher
+from rnascl_deploy.arch import ArchSpec
+from rnascl_deploy.teacher import train_teacher
 
 log = logging.getLogger("study")
 
@@ -102,15 +102,15 @@ WORK = [("lenet-pgd-at", 0), *[(f"rnascl-{adv}", 0) for adv in OBJECTIVES], ("be
         ("best-cnn-teacher", 0), ("best-300k", 0), *[(r, s) for s in range(3) for r in ("best-last-conv", "best-depth")]]
 
 
-def tutor_map(kind: str, arch: dict, seed: int) -> Dict[str, str]:
+def tutor_map(kind: str, arch: ArchSpec, seed: int) -> Dict[str, str]:
     """The searched tutor map, or one of the fixed alternatives it is tested against (issue #15)."""
-    taps = [t["name"] for t in arch["teacher"]["taps"]]
-    students = list(arch["tutors"])
+    taps = list(arch.teacher.tap_names)
+    students = list(arch.tutors)
     if kind == "searched":
-        return dict(arch["tutors"])
+        return dict(arch.tutors)
     if kind == "shuffled":  # every student tap to a random teacher tap other than its searched tutor
         rng = random.Random(seed)
-        return {s: rng.choice([t for t in taps if t != tutor]) for s, tutor in arch["tutors"].items()}
+        return {s: rng.choice([t for t in taps if t != tutor]) for s, tutor in arch.tutors.items()}
     if kind == "last-conv":
         return {s: taps[-1] for s in students}
     if kind == "depth":  # student tap i of n -> teacher tap round(i (m - 1) / (n - 1)) of m
@@ -123,7 +123,7 @@ def tutor_map(kind: str, arch: dict, seed: int) -> Dict[str, str]:
 
 def evaluate(model, n: Optional[int], recipe) -> dict:
     test_set, _ = load_split("fashion-mnist", "test", limit=n)
-    report = evaluate_robustness(channels_last(model).eval(), test_set, build_attacks(recipe.attack, ATTACKS),
+    report = evaluate_robustness(channels_last(model).eval(), test_set, recipe.attack.build(ATTACKS),
                                  recipe.attack.batch_size)
     return report.to_dict()
 
@@ -137,11 +137,11 @@ def run_lenet(row: Row, seed: int, out: Path, args, recipe_path: str) -> dict:
     """LeNet-small through the tool's own loop, `teacher train` (RSLAD distils the recipe's teacher)."""
     over = {**prefixed("teacher.train", training(row.adv, args.epochs, seed)),
             "teacher.model.name": "lenet-small", "teacher.model.kwargs": {},
-            "teacher.checkpoint": TEACHERS[row.teacher]}
+            "teacher.checkpoint": TEACHERS[row.teacher], "teacher.limit": args.train_limit}
     recipe = load_recipe(recipe_path, over)
     if not (out / "model.safetensors").exists():
         torch.manual_seed(seed)
-        train_teacher(recipe, out, resume=(out / "state.pt").exists(), limit=args.train_limit)
+        train_teacher(recipe, out, resume=(out / "state.pt").exists())
     model, _ = load_model(out / "model.safetensors")
     metrics = evaluate(model, args.limit, recipe)
     cost = measure(model, (1, 28, 28))
@@ -150,13 +150,12 @@ def run_lenet(row: Row, seed: int, out: Path, args, recipe_path: str) -> dict:
 
 
 def run_rnascl(row: Row, adv: str, seed: int, out: Path, search_dir: Path, args) -> dict:
-    arch = load_arch(search_dir)
+    arch = ArchSpec.load(search_dir)
     out.mkdir(parents=True, exist_ok=True)
     if not (out / "arch.json").exists():
-        save_arch(out / "arch.json", {**arch, "tutors": tutor_map(row.tutors, arch, seed)})
+        arch.replace(tutors=tutor_map(row.tutors, arch, seed)).save(out / "arch.json")
         shutil.copy(search_dir / "recipe.yaml", out / "recipe.yaml")
     over = {**prefixed("retrain.train", {**training(adv, args.epochs, seed), **(row.train or {})}),
-            "retrain.finetune.adv": "none",
             "retrain.eval_limit": args.limit, "attack.attacks": ATTACKS, "retrain.limit": args.train_limit}
     if row.tutors == "none":
         over["retrain.gamma"] = 0.0
@@ -170,9 +169,9 @@ def search_dir(out: Path, row: Row, recipe_path: str) -> Path:
     variant = "".join(f"-{k}-{v}" for k, v in sorted((row.space or {}).items()))
     where = out / row.budget / f"search-{row.teacher}{variant}"
     if not (where / "arch.json").exists():
-        recipe = load_recipe(recipe_path, {"teacher.checkpoint": TEACHERS[row.teacher],
+        recipe = load_recipe(recipe_path, {"teacher.checkpoint": TEACHERS[row.teacher], "search.budget": row.budget,
                                            **prefixed("search.space", row.space or {})})
-        run_search(recipe, parse_budget(row.budget), where, resume=(where / "search_state.pt").exists())
+        run_search(recipe, where, resume=(where / "search_state.pt").exists())
     return where
 
 
