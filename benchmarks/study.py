@@ -1,45 +1,49 @@
-"""Study v2: the RNAS-CL student against what a user would train instead, side by side, several seeds.
+"""Study v3 (issue #23): does the tool's student beat what a user would train, at equal training cost, over seeds?
 
-    python benchmarks/study.py [--out runs/study-v2] [--limit N] [--only ROW,ROW] [--epochs 20] [--max-seeds 3]
+    python benchmarks/study.py [--only ROW,ROW] [--seeds 3] [--commit] [--table]
 
-Fashion-MNIST, Linf eps 0.1, every row evaluated on the full test set (10,000 images) with FGSM, PGD-20, APGD-CE
-and APGD-T (9 targets); worst case = survives all four. Every row trains for the same number of epochs with the
-same attack (PGD-10 at step 0.025 from a random start, or the objective's own 10-step inner maximisation), the same
-optimiser (Adam, one-cycle-like: linear warm-up over 30% of the epochs, cosine decay, peak lr 2e-3, batch 128) and
-no fine-tune phase; they differ only in what the table says:
+Every finished (row, seed) is a small JSON in ``benchmarks/results/study-v3/<row>/seed<k>.json``, in the repository:
+its metrics on the full Fashion-MNIST test set (clean, then PGD-20, APGD-CE and APGD-T in AutoAttack's cascade, each
+attack on the points the earlier ones left robust, so the last column is the worst case), the training history, the
+training cost in MACs and seconds, the command and the commit. The study takes finished rows from there and runs
+only what is missing, in the order of ``WORK``, on any machine; ``--commit`` commits each row's JSON as it lands
+(a half-trained row may be lost, never a finished one). Run directories (checkpoints) go to ``runs/study-v3``.
 
-| row | architecture | training |
-|---|---|---|
-| lenet-pgd-at | LeNet-small (609K MACs), `teacher train` | Madry PGD-AT: the fixed baseline |
-| lenet-rslad | LeNet-small | RSLAD from the robust teacher (what distillation alone adds) |
-| rnascl-{pgd,trades,ard,rslad} | searched at the budget (new default space) | that objective + the searched cross-layer attention term (+ KD for pgd, trades) |
-| best, best-no-attn, best-shuffled | the best rnascl objective (highest seed-0 worst case) | with the searched tutors / without the attention term / with a shuffled tutor map |
-| best-last-conv, best-depth | the same | every student tap tutored by the teacher's last conv / a fixed map by relative depth |
-| best-cnn-teacher | the same | distilled from the first shipped teacher (the 5-conv CNN) instead of the ResNet |
-| best-300k | searched at 300K MACs | the best objective |
-| best-silu, best-train-eps-0.12, best-ema | the best objective with one lever: SiLU activations (its own search), a training eps of 0.12, or an EMA of the weights (decay 0.999) | |
+Training cost (``train_macs``): per training image and epoch, ``passes`` forward-backward passes of the student (an
+attack step or the training step; a forward-backward counted as 3 forwards) and the teacher's forwards (none for
+LeNet rows; on the adversarial input for the RNAS-CL rows), times the student's or teacher's MACs (fvcore, batch 1).
+Validation and the collapse guard's probe are not counted. Rows compared head to head are set to equal training
+MACs (within 10%) by their epochs.
 
-Every (row, seed) runs in its own directory ``OUT/<budget>/<row>/seed<k>``, in the order of ``WORK``: first what
-the headline comparison needs (baseline, the four objectives, three seeds of the best and of the baseline), then
-the ablations. Seed 0 of ``best`` is the best objective's own row. A seed whose ``metrics.json`` exists is never
-recomputed and an interrupted one resumes, so rerunning the command continues the study. The table (mean and standard deviation over seeds) goes to ``OUT/study.md`` and every seed's
-metrics to ``OUT/study.json``.
+The rows (600K MACs unless named); the "matched" rows take the epochs that give row 1's training MACs:
+1. ``lenet-pgd10``: LeNet-small, PGD-10, 20 epochs (study v2's baseline settings).
+2. ``lenet-nfgsm`` / ``lenet-fgsmrs``: LeNet-small, N-FGSM / FGSM-RS, matched to row 1.
+3. ``rnascl-nfgsm``: the RNAS-CL student (searched at 600K with the residual teacher), N-FGSM with KD + the searched
+   cross-layer attention on the adversarial input, matched to row 1 (the teacher's forwards counted).
+4. ``rnascl-nfgsm-noteacher`` and the tutor-map variants (``-shuffled``, ``-depth``, ``-lastconv``), at row 3's epochs.
+5. 300K: ``rnascl-nfgsm-300k`` against ``lenet-nfgsm-300k`` (LeNet-small with convolutions of 10 and 20 channels,
+   0.29M MACs, the nearest fixed design).
+6. ``rnascl-clean``: the seed paper's claim: KD + cross-layer attention from the robust teacher, no adversarial
+   training, at row 3's training MACs.
 """
 from __future__ import annotations
 
 import argparse
 import json
 import logging
+import platform
 import random
-import shutil
 import statistics
+import subprocess
+import sys
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Dict, List, Optional
 
 import torch
 
+from rnascl_deploy.arch import ArchSpec
 from rnascl_deploy.attacks.evaluate import evaluate_robustness
 from rnascl_deploy.checkpoint import load_model
 from rnascl_deploy.cost import measure
@@ -47,140 +51,188 @@ from rnascl_deploy.data import load_split
 from rnascl_deploy.perf import channels_last, tune_cpu
 from rnascl_deploy.recipe import load_recipe
 from rnascl_deploy.retrain import run_retrain
+from rnascl_deploy.schema import resolve_path
 from rnascl_deploy.search import run_search
-from rnascl_deploy.arch import ArchSpec
 from rnascl_deploy.teacher import train_teacher
 
 log = logging.getLogger("study")
 
-TEACHERS = {"resnet": "builtin:teacher-resnet-fashion-mnist/model.safetensors",
-            "cnn": "builtin:teacher-fashion-mnist/model.safetensors"}
-ATTACKS = ["fgsm", "pgd20", "apgd-ce", "apgd-t"]
-OBJECTIVES = ["pgd", "trades", "ard", "rslad"]
+RESULTS = Path("benchmarks/results/study-v3")
+RUNS = Path("runs/study-v3")
+RECIPE = "recipes/fashion-mnist.yaml"
+TEACHER = "builtin:teacher-resnet-fashion-mnist/model.safetensors"
+ATTACKS = ["pgd20", "apgd-ce", "apgd-t"]  # in cascade order
+TRAIN_IMAGES = 55_000
+BASE_EPOCHS = 20  # row 1
+PASSES = {"pgd": 11, "n-fgsm": 2, "fgsm-rs": 2, "clean": 1}  # student forward-backward passes per image and step
 
 
-def training(adv: str, epochs: int, seed: int) -> dict:
-    """The one training setting of every row; only the objective differs."""
+@dataclass
+class Row:
+    name: str
+    model: str = "rnascl"  # rnascl | lenet | lenet-half
+    adv: str = "n-fgsm"
+    budget: str = "600K"
+    tutors: str = "searched"  # searched | shuffled | depth | lastconv | none (no teacher terms)
+    epochs: Optional[int] = None  # None: matched to row 1's training MACs
+    match: str = "lenet-pgd10"  # the row whose training MACs an unset epoch count matches
+    train: dict = field(default_factory=dict)  # TrainConfig overrides
+
+
+ROWS = {r.name: r for r in [
+    Row("lenet-pgd10", model="lenet", adv="pgd", epochs=BASE_EPOCHS),
+    Row("lenet-nfgsm", model="lenet"), Row("lenet-fgsmrs", model="lenet", adv="fgsm-rs"),
+    Row("rnascl-nfgsm"),
+    Row("rnascl-nfgsm-noteacher", tutors="none", match="rnascl-nfgsm"),
+    Row("rnascl-nfgsm-shuffled", tutors="shuffled", match="rnascl-nfgsm"),
+    Row("rnascl-nfgsm-depth", tutors="depth", match="rnascl-nfgsm"),
+    Row("rnascl-nfgsm-lastconv", tutors="lastconv", match="rnascl-nfgsm"),
+    Row("lenet-nfgsm-300k", model="lenet-half", budget="300K", match="lenet-pgd10"),
+    Row("rnascl-nfgsm-300k", budget="300K", match="lenet-pgd10"),
+    Row("rnascl-clean", adv="clean", match="rnascl-nfgsm"),
+]}
+# (row, seed) in the order they run: the headline comparison first, then its seeds, then the ablations
+WORK = [("lenet-pgd10", 0), ("lenet-nfgsm", 0), ("lenet-fgsmrs", 0), ("rnascl-nfgsm", 0), ("rnascl-clean", 0),
+        *[(r, s) for s in (1, 2) for r in ("lenet-pgd10", "lenet-nfgsm", "rnascl-nfgsm")],
+        *[(r, s) for s in range(3) for r in ("rnascl-nfgsm-noteacher", "rnascl-nfgsm-shuffled",
+                                             "rnascl-nfgsm-depth", "rnascl-nfgsm-lastconv")],
+        *[(r, s) for s in range(3) for r in ("lenet-nfgsm-300k", "rnascl-nfgsm-300k", "lenet-fgsmrs")],
+        ("rnascl-clean", 1), ("rnascl-clean", 2)]
+
+
+def training(row: Row, epochs: int, seed: int) -> dict:
+    """Study v2's one training setting (Adam one-cycle to 2e-3, PGD-10 step 0.025 where PGD is used), the row's
+    objective and epochs."""
     return {"epochs": epochs, "optimizer": "adam", "lr": 2e-3, "weight_decay": 0.0,
-            "warmup_epochs": max(1, round(0.3 * epochs)), "adv": adv, "eps": 0.1, "steps": 10,
-            "step_size": 0.025, "eps_warmup_epochs": 0, "val_limit": 1000, "seed": seed}
+            "warmup_epochs": max(1, round(0.3 * epochs)), "adv": row.adv, "eps": 0.1, "steps": 10,
+            "step_size": 0.025, "eps_warmup_epochs": 0, "val_limit": 1000, "seed": seed, **row.train}
 
 
 def prefixed(prefix: str, values: dict) -> dict:
     return {f"{prefix}.{k}": v for k, v in values.items()}
 
 
-@dataclass
-class Row:
-    name: str
-    budget: str = "600K"
-    adv: str = "pgd"  # rnascl rows: the objective; "best" rows take the best objective's
-    teacher: str = "resnet"
-    tutors: str = "searched"  # searched | shuffled | last-conv | depth | none
-    lenet: bool = False
-    space: Optional[dict] = None  # search.space overrides (a lever row searches its own space: search-<space>)
-    train: Optional[dict] = None  # training overrides on top of training() (a lever row)
-
-
-ROWS = {r.name: r for r in [
-    Row("lenet-pgd-at", lenet=True), Row("lenet-rslad", adv="rslad", lenet=True),
-    *[Row(f"rnascl-{adv}", adv=adv) for adv in OBJECTIVES],
-    Row("best", adv="best"), Row("best-no-attn", adv="best", tutors="none"),
-    Row("best-shuffled", adv="best", tutors="shuffled"), Row("best-last-conv", adv="best", tutors="last-conv"),
-    Row("best-depth", adv="best", tutors="depth"), Row("best-cnn-teacher", adv="best", teacher="cnn"),
-    Row("best-300k", budget="300K", adv="best"),
-    # levers (issue #13): smooth activations (Xie et al. 2020), a training eps a little above the test eps
-    Row("best-silu", adv="best", space={"act": "silu"}),
-    Row("best-train-eps-0.12", adv="best", train={"eps": 0.12, "step_size": 0.03}),
-    Row("best-ema", adv="best", train={"ema": 0.999})]}
-# (row, seed) in the order they run: first what the headline comparison needs, then the ablations. The table
-# lists rows in ROWS order whatever order they ran in.
-WORK = [("lenet-pgd-at", 0), *[(f"rnascl-{adv}", 0) for adv in OBJECTIVES], ("best", 0),
-        ("best-silu", 0), ("best-train-eps-0.12", 0), ("best-ema", 0), ("best", 1), ("lenet-pgd-at", 1),
-        ("best", 2), ("lenet-pgd-at", 2), ("best-no-attn", 0), ("best-shuffled", 0), ("lenet-rslad", 0),
-        ("best-no-attn", 1), ("best-shuffled", 1), ("best-no-attn", 2), ("best-shuffled", 2),
-        ("best-cnn-teacher", 0), ("best-300k", 0), *[(r, s) for s in range(3) for r in ("best-last-conv", "best-depth")]]
+def macs_per_epoch(row: Row, student_macs: int, teacher_macs: int) -> int:
+    teacher = teacher_macs if row.model == "rnascl" and row.tutors != "none" else 0
+    return TRAIN_IMAGES * (PASSES[row.adv] * 3 * student_macs + teacher)
 
 
 def tutor_map(kind: str, arch: ArchSpec, seed: int) -> Dict[str, str]:
-    """The searched tutor map, or one of the fixed alternatives it is tested against (issue #15)."""
-    taps = list(arch.teacher.tap_names)
-    students = list(arch.tutors)
-    if kind == "searched":
+    """The searched tutor map, or one of the fixed alternatives it is tested against."""
+    taps, students = list(arch.teacher.tap_names), list(arch.tutors)
+    if kind in ("searched", "none"):
         return dict(arch.tutors)
     if kind == "shuffled":  # every student tap to a random teacher tap other than its searched tutor
         rng = random.Random(seed)
         return {s: rng.choice([t for t in taps if t != tutor]) for s, tutor in arch.tutors.items()}
-    if kind == "last-conv":
+    if kind == "lastconv":
         return {s: taps[-1] for s in students}
     if kind == "depth":  # student tap i of n -> teacher tap round(i (m - 1) / (n - 1)) of m
         n, m = len(students), len(taps)
         return {s: taps[round(i * (m - 1) / max(1, n - 1))] for i, s in enumerate(students)}
-    if kind == "none":
-        return {}
     raise ValueError(kind)
 
 
-def evaluate(model, n: Optional[int], recipe) -> dict:
-    test_set, _ = load_split("fashion-mnist", "test", limit=n)
-    report = evaluate_robustness(channels_last(model).eval(), test_set, recipe.attack.build(ATTACKS),
-                                 recipe.attack.batch_size)
-    return report.to_dict()
-
-
-def history_seconds(*dirs: Path) -> float:
-    return sum(json.loads(line)["seconds"] for d in dirs if (d / "history.jsonl").exists()
-               for line in (d / "history.jsonl").read_text().splitlines())
-
-
-def run_lenet(row: Row, seed: int, out: Path, args, recipe_path: str) -> dict:
-    """LeNet-small through the tool's own loop, `teacher train` (RSLAD distils the recipe's teacher)."""
-    over = {**prefixed("teacher.train", training(row.adv, args.epochs, seed)),
-            "teacher.model.name": "lenet-small", "teacher.model.kwargs": {},
-            "teacher.checkpoint": TEACHERS[row.teacher], "teacher.limit": args.train_limit}
-    recipe = load_recipe(recipe_path, over)
-    if not (out / "model.safetensors").exists():
-        torch.manual_seed(seed)
-        train_teacher(recipe, out, resume=(out / "state.pt").exists())
-    model, _ = load_model(out / "model.safetensors")
-    metrics = evaluate(model, args.limit, recipe)
-    cost = measure(model, (1, 28, 28))
-    return {**metrics, "macs": cost.macs, "params": cost.params, "train_seconds": history_seconds(out),
-            "epochs": args.epochs, "train_images": args.train_limit or 55000}
-
-
-def run_rnascl(row: Row, adv: str, seed: int, out: Path, search_dir: Path, args) -> dict:
-    arch = ArchSpec.load(search_dir)
-    out.mkdir(parents=True, exist_ok=True)
-    if not (out / "arch.json").exists():
-        arch.replace(tutors=tutor_map(row.tutors, arch, seed)).save(out / "arch.json")
-        shutil.copy(search_dir / "recipe.yaml", out / "recipe.yaml")
-    over = {**prefixed("retrain.train", {**training(adv, args.epochs, seed), **(row.train or {})}),
-            "retrain.eval_limit": args.limit, "attack.attacks": ATTACKS, "retrain.limit": args.train_limit}
-    if row.tutors == "none":
-        over["retrain.gamma"] = 0.0
-    recipe = load_recipe(out / "recipe.yaml", over)
-    metrics = run_retrain(out, recipe, resume=(out / "retrain").exists())
-    return {**metrics, "train_seconds": history_seconds(out / "retrain"), "epochs": args.epochs,
-            "train_images": args.train_limit or 55000}
-
-
-def search_dir(out: Path, row: Row, recipe_path: str) -> Path:
-    variant = "".join(f"-{k}-{v}" for k, v in sorted((row.space or {}).items()))
-    where = out / row.budget / f"search-{row.teacher}{variant}"
+def searched(budget: str) -> Path:
+    where = RUNS / f"search-{budget}"
     if not (where / "arch.json").exists():
-        recipe = load_recipe(recipe_path, {"teacher.checkpoint": TEACHERS[row.teacher], "search.budget": row.budget,
-                                           **prefixed("search.space", row.space or {})})
+        recipe = load_recipe(RECIPE, {"search.budget": budget, "teacher.checkpoint": TEACHER})
         run_search(recipe, where, resume=(where / "search_state.pt").exists())
     return where
 
 
-def best_objective(results: Dict[str, Dict[int, dict]]) -> Optional[str]:
-    """The rnascl objective with the highest worst case (then clean) on seed 0, once all four have run."""
-    scores = {adv: results.get(f"600K/rnascl-{adv}", {}).get(0) for adv in OBJECTIVES}
-    if any(v is None for v in scores.values()):
-        return None
-    return max(scores, key=lambda a: (scores[a]["worst_case_acc"], scores[a]["clean_acc"]))
+def student_cost(row: Row) -> tuple:
+    """(student MACs, params) of the row's network, from its search or its fixed design."""
+    if row.model == "rnascl":
+        arch = ArchSpec.load(searched(row.budget))
+        return arch.macs, arch.params
+    from rnascl_deploy.models import build_model
+
+    model = build_model("lenet-small", 1, 10, 28, [0.286], [0.353], **lenet_kwargs(row))
+    cost = measure(model, (1, 28, 28))
+    return cost.macs, cost.params
+
+
+def lenet_kwargs(row: Row) -> dict:
+    return {"widths": [10, 20], "hidden": 100} if row.model == "lenet-half" else {}  # ~0.29M MACs
+
+
+def teacher_macs() -> int:
+    teacher, _ = load_model(resolve_path(TEACHER))
+    return measure(teacher, (1, 28, 28)).macs
+
+
+def epochs_of(row: Row, t_macs: int) -> int:
+    if row.epochs is not None:
+        return row.epochs
+    target = ROWS[row.match]
+    target_macs = macs_per_epoch(target, student_cost(target)[0], t_macs) * epochs_of(target, t_macs)
+    return max(1, round(target_macs / macs_per_epoch(row, student_cost(row)[0], t_macs)))
+
+
+def evaluate(model) -> dict:
+    test_set, _ = load_split("fashion-mnist", "test")
+    recipe = load_recipe(RECIPE)
+    attacks = recipe.attack.build(ATTACKS)
+    return evaluate_robustness(channels_last(model).eval(), test_set, attacks, recipe.attack.batch_size,
+                               cascade=True).to_dict()
+
+
+def history(run: Path) -> List[dict]:
+    path = run / "history.jsonl"
+    return [json.loads(line) for line in path.read_text().splitlines()] if path.exists() else []
+
+
+def run_row(row: Row, seed: int, epochs: int) -> dict:
+    out = RUNS / row.name / f"seed{seed}"
+    if row.model.startswith("lenet"):
+        over = {**prefixed("teacher.train", training(row, epochs, seed)), "teacher.model.name": "lenet-small",
+                "teacher.model.kwargs": lenet_kwargs(row), "teacher.checkpoint": TEACHER}
+        recipe = load_recipe(RECIPE, over)
+        if not (out / "model.safetensors").exists():
+            train_teacher(recipe, out, resume=(out / "state.pt").exists())
+        model, _ = load_model(out / "model.safetensors")
+        rows, train_dir = history(out), out
+    else:
+        arch = ArchSpec.load(searched(row.budget))
+        out.mkdir(parents=True, exist_ok=True)
+        if not (out / "arch.json").exists():
+            arch.replace(tutors=tutor_map(row.tutors, arch, seed)).save(out / "arch.json")
+            (out / "recipe.yaml").write_text((searched(row.budget) / "recipe.yaml").read_text())
+        over = {**prefixed("retrain.train", training(row, epochs, seed)), "retrain.eval_limit": 1,
+                "attack.attacks": ATTACKS}
+        if row.tutors == "none":
+            over.update({"retrain.gamma": 0.0, "retrain.kd_weight": 0.0})
+        recipe = load_recipe(out / "recipe.yaml", over)
+        if not (out / "student.safetensors").exists():
+            run_retrain(out, recipe, resume=(out / "retrain").exists())
+        model, _ = load_model(out / "student.safetensors")
+        rows, train_dir = history(out / "retrain"), out / "retrain"
+    return {"metrics": evaluate(model), "history": rows, "train_seconds": sum(h["seconds"] for h in rows),
+            "collapsed": next((h["epoch"] for h in rows if h.get("collapse")), None), "run": str(train_dir)}
+
+
+def commit_of() -> str:
+    return subprocess.run(["git", "rev-parse", "--short", "HEAD"], capture_output=True, text=True).stdout.strip()
+
+
+def git_commit(path: Path, message: str) -> None:
+    for _ in range(10):  # another commit may hold the index for a moment
+        add = subprocess.run(["git", "add", str(path)], capture_output=True, text=True)
+        done = add.returncode == 0 and subprocess.run(["git", "commit", "-q", "-m", message, "--", str(path)],
+                                                      capture_output=True, text=True).returncode == 0
+        if done:
+            return
+        time.sleep(3)
+    log.warning("could not commit %s; commit it by hand", path)
+
+
+def finished() -> Dict[str, Dict[int, dict]]:
+    out: Dict[str, Dict[int, dict]] = {}
+    for path in sorted(RESULTS.glob("*/seed*.json")):
+        doc = json.loads(path.read_text())
+        out.setdefault(doc["row"], {})[doc["seed"]] = doc
+    return out
 
 
 def cell(values: List[float], scale: float = 100.0) -> str:
@@ -189,87 +241,63 @@ def cell(values: List[float], scale: float = 100.0) -> str:
     return f"{statistics.mean(values) * scale:.2f} ± {statistics.stdev(values) * scale:.2f}"
 
 
-def table(results: Dict[str, List[dict]], best: Optional[str]) -> str:
-    lines = ["| row | seeds | MACs | params | clean | PGD-20 | APGD-CE | APGD-T | worst case | train min | train img/s |",
-             "|---|---|---|---|---|---|---|---|---|---|---|"]
-    for key, runs in results.items():
-        m0 = runs[0]
-        label = f"{key} ({best})" if best and key.split("/")[1].startswith("best") else key
-        per_s = [m["epochs"] * m["train_images"] / m["train_seconds"] for m in runs if m["train_seconds"]]
-        lines.append(f"| {label} | {len(runs)} | {m0['macs'] / 1e3:.0f}K | {m0['params'] / 1e3:.1f}K | "
-                     f"{cell([m['clean_acc'] for m in runs])} | {cell([m['adv_acc']['pgd20'] for m in runs])} | "
-                     f"{cell([m['adv_acc']['apgd_ce'] for m in runs])} | {cell([m['adv_acc']['apgd_t'] for m in runs])} | "
-                     f"{cell([m['worst_case_acc'] for m in runs])} | "
-                     f"{statistics.mean(m['train_seconds'] for m in runs) / 60:.1f} | "
-                     f"{statistics.mean(per_s) if per_s else 0:.0f} |")
+def table(results: Dict[str, Dict[int, dict]]) -> str:
+    lines = ["| row | seeds | epochs | MACs | params | training GMACs | train min | clean | PGD-20 | +APGD-CE | "
+             "+APGD-T (worst case) | collapsed |", "|---|---|---|---|---|---|---|---|---|---|---|---|"]
+    for name in ROWS:
+        runs = list(results.get(name, {}).values())
+        if not runs:
+            continue
+        m = [r["metrics"] for r in runs]
+        lines.append(f"| {name} | {len(runs)} | {runs[0]['epochs']} | {runs[0]['macs'] / 1e3:.0f}K | "
+                     f"{runs[0]['params'] / 1e3:.1f}K | {runs[0]['train_macs'] / 1e9:,.0f} | "
+                     f"{statistics.mean(r['train_seconds'] for r in runs) / 60:.1f} | "
+                     f"{cell([x['clean_acc'] for x in m])} | {cell([x['adv_acc']['pgd20'] for x in m])} | "
+                     f"{cell([x['adv_acc']['apgd_ce'] for x in m])} | {cell([x['worst_case_acc'] for x in m])} | "
+                     f"{sum(1 for r in runs if r['collapsed'])} |")
     return "\n".join(lines)
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--recipe", default="recipes/fashion-mnist.yaml")
-    parser.add_argument("--out", default="runs/study-v2")
-    parser.add_argument("--limit", type=int, default=None, help="test images (default: all 10,000)")
-    parser.add_argument("--epochs", type=int, default=20)
-    parser.add_argument("--train-limit", type=int, default=None, help="training images (default: all; a quick look)")
     parser.add_argument("--only", help="comma-separated row names (default: every row)")
-    parser.add_argument("--max-seeds", type=int, default=3, help="run seeds 0 .. N-1 at most")
+    parser.add_argument("--seeds", type=int, default=3, help="seeds 0 .. N-1 at most")
+    parser.add_argument("--commit", action="store_true", help="git-commit each row's JSON as it lands")
+    parser.add_argument("--table", action="store_true", help="print the table of the finished rows and stop")
     args = parser.parse_args()
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
-    tune_cpu()
-    out = Path(args.out)
-    selected = set(args.only.split(",")) if args.only else set(ROWS)
-    results: Dict[str, Dict[int, dict]] = {}
-
-    def collect():
-        for name, row in ROWS.items():
-            for seed in range(args.max_seeds):
-                done = out / row.budget / name / f"seed{seed}" / "metrics.json"
-                if done.exists():
-                    results.setdefault(f"{row.budget}/{name}", {})[seed] = json.loads(done.read_text())
-
-    collect()
-    for name, seed in WORK:
-        row = ROWS[name]
-        if name not in selected or seed >= args.max_seeds:
-            continue
-        best = best_objective(results)
-        if row.adv == "best" and best is None:
-            log.warning("%s needs the four rnascl objective rows first; skipped", name)
-            continue
-        adv = best if row.adv == "best" else row.adv
-        run = out / row.budget / name / f"seed{seed}"
-        if (run / "metrics.json").exists():
-            continue
-        if name == "best" and seed == 0:  # the best objective's own row is its first seed
-            metrics = dict(results[f"600K/rnascl-{best}"][0], row=name)
-        else:
-            t0 = time.time()
-            log.info("row %s seed %d (%s) -> %s", name, seed, adv, run)
-            if row.lenet:
-                metrics = run_lenet(row, seed, run / "train", args, args.recipe)
-            else:
-                metrics = run_rnascl(row, adv, seed, run / "retrain-run", search_dir(out, row, args.recipe), args)
-            metrics.update(row=name, seed=seed, adv=adv, teacher=row.teacher, tutors=row.tutors,
-                           wall_seconds=round(time.time() - t0, 1))
-        run.mkdir(parents=True, exist_ok=True)
-        (run / "metrics.json").write_text(json.dumps(metrics, indent=2) + "\n")
-        collect()
-        write_table(out, results, args)
-    write_table(out, results, args)
-    print((out / "study.md").read_text() if (out / "study.md").exists() else "no rows ran")
-
-
-def write_table(out: Path, results, args) -> None:
-    if not results:
+    if args.table:
+        print(table(finished()))
         return
-    ordered = {f"{r.budget}/{n}": list(results[f"{r.budget}/{n}"].values()) for n, r in ROWS.items()
-               if f"{r.budget}/{n}" in results}
-    n = next(iter(ordered.values()))[0]["n"]
-    (out / "study.md").write_text(f"{table(ordered, best_objective(results))}\n\nFashion-MNIST, Linf eps 0.1, {n} test "
-                                  f"images, {args.epochs} epochs per row; {time.strftime('%Y-%m-%d')}; `python "
-                                  f"benchmarks/study.py --epochs {args.epochs}`\n")
-    (out / "study.json").write_text(json.dumps(ordered, indent=2) + "\n")
+    tune_cpu()
+    unknown = set(args.only.split(",")) - set(ROWS) if args.only else set()
+    if unknown:
+        sys.exit(f"unknown rows {sorted(unknown)}; valid: {', '.join(ROWS)}")
+    selected = set(args.only.split(",")) if args.only else set(ROWS)
+    t_macs = teacher_macs()
+    for name, seed in WORK:
+        row, path = ROWS[name], RESULTS / name / f"seed{seed}.json"
+        if name not in selected or seed >= args.seeds or path.exists():
+            continue
+        epochs = epochs_of(row, t_macs)
+        s_macs, s_params = student_cost(row)
+        log.info("row %s seed %d: %s, %d epochs", name, seed, row.adv, epochs)
+        t0 = time.time()
+        result = run_row(row, seed, epochs)
+        doc = {"row": name, "seed": seed, "model": row.model, "adv": row.adv, "budget": row.budget,
+               "tutors": row.tutors, "epochs": epochs, "macs": s_macs, "params": s_params,
+               "train_macs": epochs * macs_per_epoch(row, s_macs, t_macs), "wall_seconds": round(time.time() - t0),
+               **result, "command": "python benchmarks/study.py " + " ".join(sys.argv[1:]), "commit": commit_of(),
+               "date": time.strftime("%Y-%m-%d"), "machine": {"threads": torch.get_num_threads(),
+                                                              "python": platform.python_version()}}
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_text(json.dumps(doc, indent=1) + "\n")
+        log.info("row %s seed %d: clean %.4f worst case %.4f", name, seed, doc["metrics"]["clean_acc"],
+                 doc["metrics"]["worst_case_acc"])
+        if args.commit:
+            git_commit(path, f"study v3: {name} seed {seed} ({doc['metrics']['clean_acc'] * 100:.2f} clean / "
+                             f"{doc['metrics']['worst_case_acc'] * 100:.2f} worst case)")
+    print(table(finished()))
 
 
 if __name__ == "__main__":

@@ -130,3 +130,20 @@ def test_dlr_targeted_loss_is_the_papers_formula():
     expected = -(4.0 - 3.0) / (4.0 - (2.0 + 1.0) / 2)
     assert dlr_targeted(z, y, t).item() == pytest.approx(expected)
     assert torch.allclose(dlr_targeted(3 * z + 7, y, t), dlr_targeted(z, y, t))  # shift and scale invariant
+
+
+def test_cascade_runs_each_attack_on_the_survivors_only(plain_model, fmnist_test):
+    """AutoAttack's order: each attack sees only the points every earlier one left robust, so the accuracies fall
+    in order, the last is the worst case, and no attack runs on a point already fooled."""
+    subset = fmnist_test[0].subset(torch.arange(128))
+    seen = []
+
+    class Counting(PGD):
+        def perturb(self, model, x, y):
+            seen.append(len(x))
+            return super().perturb(model, x, y)
+
+    attacks = {"fgsm": FGSM(0.1), "pgd5": Counting(0.1, steps=5)}
+    report = evaluate_robustness(plain_model, subset, attacks, batch_size=128, progress=False, cascade=True)
+    assert report.clean_acc >= report.adv_acc["fgsm"] >= report.adv_acc["pgd5"] == report.worst_case_acc
+    assert seen == [round(report.adv_acc["fgsm"] * 128)]  # PGD attacked exactly the FGSM survivors

@@ -43,8 +43,13 @@ class RobustnessReport:
 
 
 def evaluate_robustness(model: nn.Module, dataset, attacks: Mapping[str, Attack], batch_size: int = 500,
-                        progress: bool = True) -> RobustnessReport:
-    """Evaluate ``model`` on every point of ``dataset`` under every attack in ``attacks`` (name -> attack)."""
+                        progress: bool = True, cascade: bool = False) -> RobustnessReport:
+    """Evaluate ``model`` on every point of ``dataset`` under every attack in ``attacks`` (name -> attack).
+
+    ``cascade`` (AutoAttack's way): each attack, in order, runs only on the points every earlier attack left
+    robust, so an attack's accuracy is the robust accuracy after it and the earlier ones (cumulative), the last one
+    is the worst case, and the expensive attacks run on what survives. Without it every attack runs on every point
+    and reports its own accuracy."""
     eps = {a.eps for a in attacks.values()}
     if len(eps) > 1:
         raise ValueError(f"all attacks of one evaluation must share eps, got {sorted(eps)}")
@@ -69,9 +74,16 @@ def evaluate_robustness(model: nn.Module, dataset, attacks: Mapping[str, Attack]
             white_fooled = torch.zeros_like(ok)
             query_fooled = torch.zeros_like(ok)
             for name, attack in attacks.items():
-                x_adv = attack(model, x, y)
-                with torch.no_grad():
-                    adv_ok = model(x_adv).argmax(1) == y
+                if cascade:  # the points still robust; the others stay fooled
+                    adv_ok = alive.clone()
+                    if alive.any():
+                        x_adv = attack(model, x[alive], y[alive])
+                        with torch.no_grad():
+                            adv_ok[alive] = model(x_adv).argmax(1) == y[alive]
+                else:
+                    x_adv = attack(model, x, y)
+                    with torch.no_grad():
+                        adv_ok = model(x_adv).argmax(1) == y
                 raw[name] += int(adv_ok.sum())
                 robust[name] += int((ok & adv_ok).sum())
                 alive &= adv_ok
