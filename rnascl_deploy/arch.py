@@ -36,6 +36,7 @@ from typing import Any, Dict, Tuple
 from .cost import Budget, arch_cost, check_budget
 from .errors import RnasclError
 from .fileio import atomic_write_json
+from .models.student import check_space
 from .space import Layout, Student, build_layout, student_taps
 from .space.config import parse_space, upgrade_space
 
@@ -147,11 +148,12 @@ class ArchSpec:
     def check(self, where: str) -> None:
         """The widths fit the space, the tutors name real taps, and the widths cost what is recorded and fit the
         recorded budget."""
-        try:
-            layout = self.layout()
+        try:  # the space's size is bounded before it is laid out (a hostile file declares millions of blocks)
+            layout, _ = check_space(self.space, self.input_shape, self.data["num_classes"], list(self.widths),
+                                    what=f"{where}: space")
             layout.check_widths(list(self.widths))
-        except RnasclError as exc:
-            raise RnasclError(f"{where}: {exc}") from None
+        except (RnasclError, ValueError) as exc:
+            raise RnasclError(str(exc) if str(exc).startswith(where) else f"{where}: {exc}") from None
         unknown = sorted(set(self.tutors) - set(student_taps(layout)))
         if unknown:
             raise RnasclError(f"{where}: tutors name student taps {unknown} that this architecture does not have")

@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import csv
 import io
+import json
 import time
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
@@ -24,7 +25,7 @@ import torch
 
 from .engines import Engine
 from .errors import RnasclError
-from .fileio import atomic_path, atomic_write_json, atomic_write_text
+from .fileio import atomic_path, atomic_write_set
 
 
 @dataclass
@@ -164,7 +165,7 @@ def write_bench(report: BenchReport, directory, name: str, force: bool = False) 
     Earlier results there are refused (RnasclError naming the file) unless ``force``."""
     refuse_existing(directory, name, force)
     directory = Path(directory)
-    atomic_write_json(directory / f"{name}.json", report.to_dict())
-    atomic_write_text(directory / f"{name}.csv", report.to_csv())
+    atomic_write_set({directory / f"{name}.json": json.dumps(report.to_dict(), indent=2) + "\n",
+                      directory / f"{name}.csv": report.to_csv()})
     with atomic_path(directory / f"{name}.png") as tmp:
         plot(report, tmp)

@@ -44,6 +44,7 @@ from .data import augment_batch, batches, num_batches
 from .distill import Distiller, TutorSearch
 from .errors import RnasclError
 from .loop import EpochLoop
+from .models.student import check_space
 from .rundir import RunLog, check_resume, check_same_recipe, save_recipe
 from .runtime import Runtime, resolve
 from .schema import LIMIT, SEED, Parses, at_least, between, positive, resolve_path
@@ -288,6 +289,10 @@ def run_search(recipe: Recipe, out: Path, resume: bool = False, progress: bool =
         check_same_recipe(out, recipe, READS)
     train_set, info = data.load("train", limit)
     val_set, _ = data.load("val", None if limit is None else max(1, limit // 4))
+    try:  # bounded before it is laid out
+        check_space(dataclasses.asdict(cfg.space), info.input_shape, info.num_classes)
+    except ValueError as exc:
+        raise RnasclError(str(exc)) from None
     layout = build_layout(cfg.space, info.input_shape, info.num_classes)
     takes_largest = budget_range(layout, budget)
     runtime = resolve(recipe.runtime)

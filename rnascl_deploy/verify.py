@@ -21,6 +21,7 @@ does not match the student). Reports: JSON, Markdown, JUnit XML.
 """
 from __future__ import annotations
 
+import json
 import logging
 import time
 from pathlib import Path
@@ -40,7 +41,7 @@ from .data import batches
 from .engines import Engine, open_engine
 from .exporters.provenance import UntrustedEngine, check_provenance, reexport_hint
 from .errors import RnasclError
-from .fileio import atomic_write_json, atomic_write_text
+from .fileio import atomic_write_set
 from .perf import channels_last
 from .runtime import resolve
 from .schema import Each, Maybe, at_least, between, LIMIT
@@ -186,9 +187,8 @@ def verify_run(run: Path, engine_path: Path, recipe: Recipe, limit: Optional[int
     report.engine["provenance"] = provenance or {"student_sha256": file_sha256(source)}
     for warning in report.warnings:
         log.warning(warning)
-    atomic_write_json(out / f"{stem}.json", report.to_dict())
-    atomic_write_text(out / f"{stem}.md", to_markdown(report))
-    atomic_write_text(out / f"{stem}.xml", to_junit(report))
+    atomic_write_set({out / f"{stem}.json": json.dumps(report.to_dict(), indent=2) + "\n",
+                      out / f"{stem}.md": to_markdown(report), out / f"{stem}.xml": to_junit(report)})
     log.info("verification of %s: %s (reports in %s)", engine_path, "PASS" if report.passed else "FAIL", out)
     return report
 

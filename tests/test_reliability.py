@@ -171,16 +171,14 @@ def test_a_full_disk_exits_2_naming_the_file_and_the_rerun_works(tmp_path, monke
 
 
 def test_a_failed_verify_leaves_no_partial_report_that_blocks_the_rerun(run, monkeypatch):
-    import rnascl_deploy.verify as verify_module
+    real = fileio.tempfile.mkstemp
 
-    real = verify_module.atomic_write_text
+    def full_on_markdown(*args, prefix="", **kwargs):  # the disk fills up at the Markdown report
+        if prefix.endswith(".md."):
+            raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC))
+        return real(*args, prefix=prefix, **kwargs)
 
-    def full_on_markdown(path, text):
-        if Path(path).suffix == ".md":
-            raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC), str(path))
-        return real(path, text)
-
-    monkeypatch.setattr(verify_module, "atomic_write_text", full_on_markdown)
+    monkeypatch.setattr(fileio.tempfile, "mkstemp", full_on_markdown)
     engine = str(run / "student.safetensors")
     before = snapshot(run)
     result = cli("verify", str(run), "--engine", engine, *VERIFY)
