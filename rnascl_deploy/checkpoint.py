@@ -93,7 +93,9 @@ def read_checkpoint(path: Path | str) -> Tuple[Dict[str, torch.Tensor], dict]:
 def build_from_meta(meta: dict) -> nn.Module:
     data, spec = meta["data"], meta["model"]
     c, h, _ = data["input_shape"]
-    return build_model(spec["name"], c, data["num_classes"], h, data["mean"], data["std"], **spec.get("kwargs", {}))
+    with torch.device("cpu"):  # placed explicitly: a checkpoint's model is built on the CPU, whatever the default
+        return build_model(spec["name"], c, data["num_classes"], h, data["mean"], data["std"],
+                           **spec.get("kwargs", {}))
 
 
 def _load_weights(model: nn.Module, state: Dict[str, torch.Tensor], source: str, allow_missing_prefix: str = "") -> None:

@@ -125,8 +125,8 @@ def expected_cost(layout, probs):
     from .space.blocks import BLOCKS, Moments, conv_bn_cost
     from .space.head import HEAD
 
-    cin = Moments.fixed(layout.stem_channels or layout.in_channels)
-    macs = params = torch.zeros((), dtype=torch.float64)
+    cin = Moments.fixed(layout.stem_channels or layout.in_channels, probs[0].device)
+    macs = params = torch.zeros((), dtype=torch.float64, device=probs[0].device)
     if layout.stem_channels:
         macs, params = conv_bn_cost(cin.m1 * layout.in_channels, cin.m1, layout.stem_kernel, layout.stem_size ** 2)
     for block, p in zip(layout.blocks, probs):
@@ -140,6 +140,7 @@ def expected_cost(layout, probs):
 def arch_cost(layout, widths) -> Cost:
     """Exact (closed-form) cost of the student at ``widths`` (one per block, then the head's hidden width)."""
     layout.check_widths(widths)
-    probs = [torch.tensor([1.0 if o == w else 0.0 for o in u.options]) for u, w in zip(layout.units, widths)]
+    probs = [torch.tensor([1.0 if o == w else 0.0 for o in u.options], device="cpu")
+             for u, w in zip(layout.units, widths)]
     macs, params = expected_cost(layout, probs)
     return Cost(macs=int(round(float(macs))), params=int(round(float(params))))

@@ -12,7 +12,9 @@ Stages inside the run directory, each resumable per epoch (``--resume``):
    recipe's eps (on ``retrain.eval_limit`` test images), plus MACs/params.
 
 The teacher is the one the search used: its file hash must match ``arch.json``'s, so a student is never tutored by
-a teacher other than the one its tutor map was searched against.
+a teacher other than the one its tutor map was searched against. With ``teacher_input: clean`` its terms are taken
+on the clean training images, computed once into ``RUN/teacher-cache/`` when the data is not augmented
+(:mod:`rnascl_deploy.distill.cache`); the default, ``adversarial``, runs it on the attack's examples every step.
 """
 from __future__ import annotations
 
@@ -31,6 +33,7 @@ from .attacks.evaluate import evaluate_robustness
 from .checkpoint import load_model, save_checkpoint
 from .cost import measure
 from .distill import Distiller
+from .distill.cache import CleanTeacher, TeacherCache
 from .errors import RnasclError
 from .fileio import atomic_write_json
 from .objectives import make_objective, needs_teacher
@@ -69,7 +72,8 @@ class RetrainConfig:
 
 
 def _phase(name: str, cfg: TrainConfig, student, arch: ArchSpec, recipe: Recipe, out: Path, train_set, val_set, info,
-           distiller: Optional[Distiller], progress: bool, runtime: Runtime) -> Path:
+           distiller: Optional[Distiller], progress: bool, runtime: Runtime,
+           cache: Optional[TeacherCache] = None) -> Path:
     """Train one phase into ``out``; returns its ``model.safetensors`` (the best epoch), reusing a finished one."""
     final = out / "model.safetensors"
     if final.exists():
@@ -81,6 +85,8 @@ def _phase(name: str, cfg: TrainConfig, student, arch: ArchSpec, recipe: Recipe,
         out.mkdir(parents=True, exist_ok=True)
     best = out / "best.safetensors"
     spec, data, resolved = arch.model_spec(), info.to_dict(), dataclasses.asdict(recipe)
+    if distiller is not None:  # the teacher's terms on the clean images (cached when possible) or on the attack's
+        distiller.clean = CleanTeacher(cache) if cfg.teacher_input == "clean" else None
 
     def save_best(model, metrics):
         save_checkpoint(best, model, "student", spec, data, resolved, {**metrics, "phase": name})
@@ -91,7 +97,7 @@ def _phase(name: str, cfg: TrainConfig, student, arch: ArchSpec, recipe: Recipe,
                  f"{len(distiller.student_taps)} pairs")
         train(student, train_set, val_set, cfg, out, recipe.data.batch_size, recipe.data.augmentation(info),
               objective=make_objective(cfg, distiller), resume=resuming, progress=progress, save_best=save_best,
-              runtime=runtime)
+              runtime=runtime, workers=recipe.data.workers)
         if distributed.is_main():
             os.replace(best, final)
     distributed.barrier()  # the phase's model exists when any rank goes on
@@ -132,17 +138,29 @@ def run_retrain(run: Path, recipe: Recipe, resume: bool = False, progress: bool 
         teacher = load_teacher(arch.teacher.checkpoint, info, arch.teacher.sha256).to(runtime.device)
         distiller = Distiller.pairs(teacher, arch.tutors, cfg.kd_weight, cfg.kd_temperature, cfg.gamma,
                                     cfg.attention_size)
+    cache = None
+    if distiller is not None and any(p.teacher_input == "clean" for p in phases):
+        if data.augmentation(info):  # the clean image changes every epoch: the teacher runs on it live
+            log.info("teacher_input clean with augmentation %s: the teacher runs on each batch's clean images "
+                     "(no cache)", list(data.augmentation(info)))
+        else:
+            key = TeacherCache.key(teacher=arch.teacher.sha256, data=[data.name, data.root, data.val_size, cfg.limit,
+                                                                         data.image_size],
+                                   taps=distiller.teacher_taps, size=cfg.attention_size)
+            cache = TeacherCache.load_or_build(run / "teacher-cache", key, distiller.teacher, train_set,
+                                               distiller.teacher_taps, cfg.attention_size, runtime.device, progress)
     save_recipe(run / "retrain", recipe)
     torch.manual_seed(cfg.train.seed)
-    student = channels_last(arch.build_student())
+    with runtime.device:  # built where it trains
+        student = channels_last(arch.build_student())
     phase1 = _phase("retrain", cfg.train, student, arch, recipe, run / "retrain", train_set, val_set, info,
-                    distiller, progress, runtime)
+                    distiller, progress, runtime, cache)
     result = phase1
     if cfg.finetune is not None:
         student, _ = load_model(phase1, kind="student")
         student = channels_last(student)
         result = _phase("finetune", cfg.finetune, student, arch, recipe, run / "finetune", train_set, val_set,
-                        info, distiller, progress, runtime)
+                        info, distiller, progress, runtime, cache)
     if not distributed.is_main():
         return None
     student, meta = load_model(result, kind="student")

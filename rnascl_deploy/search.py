@@ -40,7 +40,7 @@ from . import distributed
 from .arch import ArchSpec, TeacherRef
 from .checkpoint import file_sha256
 from .cost import Budget, arch_cost, check_budget, expected_cost, human, measure, parse_budget
-from .data import augment_batch, batches, num_batches
+from .data import augment_batch, batches, num_batches, on_device
 from .distill import Distiller, TutorSearch
 from .errors import RnasclError
 from .loop import EpochLoop
@@ -116,7 +116,7 @@ def budget_penalty(macs: torch.Tensor, params: torch.Tensor, budget: Budget, flo
 def derive_widths(layout: Layout, logits: List[torch.Tensor], budget: Budget) -> List[int]:
     """Argmax widths (every block, then the head) made to fit ``budget`` and to use it (see the module docstring)."""
     logp = [F.log_softmax(lg.detach().double(), 0).tolist() for lg in logits]
-    index = [int(torch.tensor(lp).argmax()) for lp in logp]  # 0 is the largest option
+    index = [max(range(len(lp)), key=lp.__getitem__) for lp in logp]  # 0 is the largest option
 
     def widths(idx):
         return [u.options[k] for u, k in zip(layout.units, idx)]
@@ -185,14 +185,14 @@ class SearchLoop(EpochLoop):
 
     def __init__(self, cfg: SearchConfig, layout: Layout, supernet: Supernet, tutor: TutorSearch,
                  distiller: Distiller, budget: Budget, train_set, val_set, batch_size: int, augment, out: Path,
-                 progress: bool, runtime: Runtime):
+                 progress: bool, runtime: Runtime, workers: int = 0):
         steps = num_batches(train_set, batch_size, drop_last=True)
         super().__init__(out, cfg.epochs, cfg.seed, steps, state_name=STATE, history_name="search_history.jsonl",
                          progress=progress)
         self.cfg, self.layout, self.supernet, self.tutor, self.distiller = cfg, layout, supernet, tutor, distiller
-        self.budget, self.train_set, self.val_set = budget, train_set, val_set
-        self.batch_size, self.augment = batch_size, augment
-        self.runtime, self.dev = runtime, runtime.device
+        self.budget, self.batch_size, self.augment = budget, batch_size, augment
+        self.runtime, self.dev, self.workers = runtime, runtime.device, workers
+        self.train_set, self.val_set = on_device(train_set, self.dev), on_device(val_set, self.dev)
         self.scaler = runtime.grad_scaler()
         self.synced = nn.ModuleDict({"supernet": supernet, "tutor": tutor}).to(self.dev)
         self.net = None  # the DDP wrapper of the supernet, made once the weights are final (after a resume)
@@ -209,7 +209,8 @@ class SearchLoop(EpochLoop):
         self.supernet.tau = self.tutor.tau = self.tau(epoch)
         self.supernet.train()
         self.val_iter, self.updates = iter(()), 0
-        return batches(self.train_set, self.batch_size, gen, drop_last=True, shard=True)
+        return batches(self.train_set, self.batch_size, gen, self.workers, drop_last=True, shard=True,
+                       pin_memory=self.runtime.cuda)
 
     def _update(self, x, y, arch: bool):
         x, y = x.to(self.dev, non_blocking=True), y.to(self.dev, non_blocking=True)
@@ -317,11 +318,12 @@ def run_search(recipe: Recipe, out: Path, resume: bool = False, progress: bool =
     teacher = teacher.to(runtime.device)
 
     torch.manual_seed(cfg.seed)
-    supernet = Supernet(layout, info.mean, info.std)  # NCHW: channels_last makes the masked supernet 2.6x slower
-    tutor = TutorSearch(s_taps, t_taps, cfg.attention_size)
+    with runtime.device:  # built where it trains
+        supernet = Supernet(layout, info.mean, info.std)  # NCHW: channels_last makes the masked supernet 2.6x slower
+        tutor = TutorSearch(s_taps, t_taps, cfg.attention_size)
     distiller = Distiller(teacher, tutor, cfg.kd_weight, cfg.kd_temperature, cfg.gamma)
     loop = SearchLoop(cfg, layout, supernet, tutor, distiller, budget, train_set, val_set, data.batch_size,
-                      data.augmentation(info), out, progress, runtime)
+                      data.augmentation(info), out, progress, runtime, data.workers)
     with RunLog(out / "search.log"):
         log.info("searching %d units (%s .. %s MACs) with %d student taps x %d teacher taps under budget %s on "
                  "%d train / %d val images", len(layout.units), human(arch_cost(layout, layout.min_widths).macs),
@@ -335,7 +337,8 @@ def run_search(recipe: Recipe, out: Path, resume: bool = False, progress: bool =
             log.warning(notes[-1])
         else:
             widths = derive_widths(layout, list(supernet.width_logits), budget)
-        measured = measure(materialize(layout, widths, info.mean, info.std), info.input_shape)
+        with torch.device("cpu"):  # measured by fvcore on the CPU
+            measured = measure(materialize(layout, widths, info.mean, info.std), info.input_shape)
         if measured.macs != arch_cost(layout, widths).macs or check_budget(measured, budget):
             raise RuntimeError(f"derived student {widths} measures {measured} against budget {budget}: "
                                "the closed-form cost model disagrees with fvcore (a bug)")
@@ -382,7 +385,7 @@ def subnet_accuracy(supernet: Supernet, widths, calib_set, val_set, limit: int =
     supernet.eval()
     correct = total = 0
     for x, y in batches(val_set, 500):
-        correct += int((supernet(x.to(dev), weights).argmax(1).cpu() == y).sum())
+        correct += int((supernet(x.to(dev), weights).argmax(1) == y.to(dev)).sum())
         total += len(y)
         if total >= limit:
             break

@@ -23,6 +23,7 @@ from .attacks.evaluate import RobustnessReport, evaluate_robustness
 from .checkpoint import file_sha256, load_model, save_checkpoint
 from .data import DataConfig, DatasetInfo
 from .distill import Distiller
+from .distill.cache import CleanTeacher
 from .errors import RnasclError
 from .models import MODELS, build_model
 from .objectives import make_objective, needs_teacher
@@ -100,16 +101,18 @@ def train_teacher(recipe: Recipe, out: Path, resume: bool = False, progress: boo
     train_set, info = data.load("train", cfg.limit)
     val_set, _ = data.load("val")
     spec = dataclasses.asdict(cfg.model)
+    runtime = resolve(recipe.runtime)
     try:
-        model = build_model(spec["name"], info.input_shape[0], info.num_classes, info.input_shape[1], info.mean,
-                            info.std, **spec["kwargs"])
+        with runtime.device:  # built where it trains
+            model = build_model(spec["name"], info.input_shape[0], info.num_classes, info.input_shape[1], info.mean,
+                                info.std, **spec["kwargs"])
     except (TypeError, ValueError) as exc:
         raise RnasclError(f"teacher.model {spec}: {exc}") from None
     model = channels_last(model)
-    runtime = resolve(recipe.runtime)
     distiller = None
     if needs_teacher(cfg.train.adv):  # robust distillation from the recipe's teacher checkpoint
         distiller = Distiller(load_teacher(cfg.checkpoint, info).to(runtime.device), None, kd_weight=0.0, gamma=0.0)
+        distiller.clean = CleanTeacher() if cfg.train.teacher_input == "clean" else None
     save_recipe(out, recipe)
     best = out / "best.safetensors"
 
@@ -121,7 +124,7 @@ def train_teacher(recipe: Recipe, out: Path, resume: bool = False, progress: boo
                  len(val_set), out)
         result = train(model, train_set, val_set, cfg.train, out, data.batch_size, data.augmentation(info),
                        objective=make_objective(cfg.train, distiller), resume=resume, progress=progress,
-                       save_best=save_best, runtime=runtime)
+                       save_best=save_best, runtime=runtime, workers=data.workers)
         os.replace(best, final)
         log.info("finished in %.0f s; best epoch %d %s -> %s", result.seconds, result.best_epoch,
                  result.best_metrics, final)

@@ -18,6 +18,7 @@ accuracy for ``adv: clean``), a guard against robust overfitting (Rice et al. 20
 """
 from __future__ import annotations
 
+import contextlib
 import copy
 import dataclasses
 import logging
@@ -31,7 +32,7 @@ from torch import nn
 
 from . import distributed
 from .attacks import PGD, eval_mode
-from .data import augment_batch, batches, num_batches, rank_part
+from .data import augment_batch, batches, num_batches, on_device, rank_part
 from .errors import RnasclError
 from .loop import EpochLoop
 from .objectives import OBJECTIVES, Objective, make_objective
@@ -41,6 +42,7 @@ from .schema import SEED, Maybe, OneOf, at_least, between, positive
 log = logging.getLogger(__name__)
 
 COLLAPSE_ACTIONS = ("stop", "pgd")
+TEACHER_INPUTS = ("adversarial", "clean")  # clean: computed once per run when the data is not augmented
 PROBE_IMAGES = 512  # the fixed batch of training images the guard attacks every epoch
 
 
@@ -59,7 +61,8 @@ class TrainConfig:
                               "optimizer": OneOf(["sgd", "adam"]), "ema": between(0, 1, open_high=True),
                               "eps_warmup_epochs": at_least(0), "val_limit": at_least(1), "seed": SEED,
                               "fgsm_step": Maybe(positive()), "fgsm_noise": Maybe(at_least(0)),
-                              "collapse_drop": between(0, 1, open_low=True), "on_collapse": OneOf(COLLAPSE_ACTIONS)}
+                              "collapse_drop": between(0, 1, open_low=True), "on_collapse": OneOf(COLLAPSE_ACTIONS),
+                              "teacher_input": OneOf(TEACHER_INPUTS)}
 
     epochs: int = 10
     optimizer: str = "adam"  # sgd (Nesterov momentum) | adam (momentum is unused)
@@ -81,6 +84,7 @@ class TrainConfig:
     val_limit: int = 1000  # validation images scored each epoch (clean and PGD-10)
     collapse_drop: float = 0.2  # catastrophic overfitting: PGD-10 accuracy falls this far below its best
     on_collapse: str = "pgd"  # stop | pgd: what a run does after a collapse (the best epoch before it is kept)
+    teacher_input: str = "adversarial"  # adversarial | clean: the image the teacher's KD and attention terms see
     seed: int = 0
 
 
@@ -137,16 +141,18 @@ class TrainLoop(EpochLoop):
 
     def __init__(self, model: nn.Module, train_set, val_set, cfg: TrainConfig, out: Path, batch_size: int,
                  augment, objective: Objective, progress: bool,
-                 save_best: Optional[Callable[[nn.Module, Dict[str, float]], None]], runtime: Runtime):
+                 save_best: Optional[Callable[[nn.Module, Dict[str, float]], None]], runtime: Runtime,
+                 workers: int = 0):
         steps = num_batches(train_set, batch_size, drop_last=True)
         if steps == 0:
             raise RnasclError(f"the training split has {len(train_set)} images, fewer than one batch of {batch_size}")
         super().__init__(out, cfg.epochs, cfg.seed, steps, progress=progress)
+        train_set, val_set = on_device(train_set, runtime.device), on_device(val_set, runtime.device)
         self.model, self.cfg, self.objective, self.save_best = model, cfg, objective, save_best
         self.train_set, self.batch_size, self.augment = train_set, batch_size, augment
-        self.val_set = val_set.subset(torch.arange(min(cfg.val_limit, len(val_set)))) \
+        self.val_set = val_set.subset(torch.arange(min(cfg.val_limit, len(val_set)), device="cpu")) \
             if hasattr(val_set, "subset") else val_set
-        self.runtime, self.dev = runtime, runtime.device
+        self.runtime, self.dev, self.workers = runtime, runtime.device, workers
         self.scaler = runtime.grad_scaler()
         model.to(self.dev)
         if cfg.optimizer == "adam":
@@ -163,7 +169,7 @@ class TrainLoop(EpochLoop):
         self.lr = self.eps = 0.0
         # the catastrophic-overfitting guard (adversarial objectives): a fixed batch of training images
         self.guarded = self.key == "val_pgd10"
-        self.probe = train_set.subset(torch.arange(min(PROBE_IMAGES, len(train_set)))) \
+        self.probe = train_set.subset(torch.arange(min(PROBE_IMAGES, len(train_set)), device="cpu")) \
             if hasattr(train_set, "subset") else None
         self.peak: Dict[str, float] = {}
         self.best_state: Optional[dict] = None  # the best epoch's weights, to continue from after a collapse
@@ -174,15 +180,18 @@ class TrainLoop(EpochLoop):
             self.net = distributed.wrap(self.model)
         self.eps = eps_at(self.cfg, epoch)
         self.net.train()
-        return batches(self.train_set, self.batch_size, gen, drop_last=True, shard=True)
+        return batches(self.train_set, self.batch_size, gen, self.workers, drop_last=True, shard=True,
+                       pin_memory=self.runtime.cuda, indices=True)
 
     def step(self, epoch, i, batch, gen):
-        x, y = batch
+        x, y, index = batch
         self.lr = lr_at(self.cfg, epoch * self.steps + i, self.steps)
         for group in self.opt.param_groups:
             group["lr"] = self.lr
         x = augment_batch(x, self.augment, gen).to(self.dev, non_blocking=True)
-        with self.runtime.autocast():  # the forward passes and the training attacks; the loop checks the terms
+        teacher = getattr(self.objective, "teacher", None)
+        with self.runtime.autocast(), teacher.batch(x, index.to(self.dev)) if teacher is not None \
+                else contextlib.nullcontext():  # forward passes and training attacks; the loop checks the terms
             loss, terms = self.objective(self.net, x, y.to(self.dev, non_blocking=True), self.eps)
         self.opt.zero_grad(set_to_none=True)
         self.scaler.scale(loss).backward()
@@ -292,7 +301,7 @@ def _cpu(state):
 def train(model: nn.Module, train_set, val_set, cfg: TrainConfig, out: Path, batch_size: int,
           augment=(), objective: Optional[Objective] = None, resume: bool = False, progress: bool = True,
           save_best: Optional[Callable[[nn.Module, Dict[str, float]], None]] = None,
-          runtime: Optional[Runtime] = None) -> TrainResult:
+          runtime: Optional[Runtime] = None, workers: int = 0) -> TrainResult:
     """Train ``model`` in place; checkpoint each epoch to ``out/state.pt``; call ``save_best`` on improvements.
 
     ``resume=False`` refuses a directory that already holds a run (nothing is overwritten); ``resume=True``
@@ -300,7 +309,8 @@ def train(model: nn.Module, train_set, val_set, cfg: TrainConfig, out: Path, bat
     (see :mod:`.distributed`): only rank 0 writes ``out`` and calls ``save_best``.
     """
     loop = TrainLoop(model, train_set, val_set, cfg, Path(out), batch_size, augment,
-                     objective or make_objective(cfg), progress, save_best, runtime or Runtime(torch.device("cpu")))
+                     objective or make_objective(cfg), progress, save_best, runtime or Runtime(torch.device("cpu")),
+                     workers)
     loop.run(resume)
     if loop.ema is not None:  # the caller's model ends with the averaged weights
         model.load_state_dict(loop.ema.state_dict())

@@ -96,6 +96,21 @@ def test_imagefolder(tmp_path):
     x, y = next(batches(train, 8))
     assert info.num_classes == 2 and info.class_names == ("cat", "dog") and x.shape == (4, 3, 16, 16)
     assert 0 <= x.min() and x.max() <= 1
+    # DataLoader workers and pinned memory (the GPU feed) give the same batches in the same order
+    gen = lambda: torch.Generator().manual_seed(3)  # noqa: E731
+    plain = list(batches(train, 2, gen()))
+    fed = list(batches(train, 2, gen(), workers=2, pin_memory=torch.cuda.is_available()))
+    assert all(torch.equal(a[0], b[0]) and torch.equal(a[1], b[1]) for a, b in zip(plain, fed))
+
+
+def test_in_memory_data_moves_whole_to_a_gpu_only():
+    from rnascl_deploy.data import on_device
+
+    train, _ = load_split("fashion-mnist", "train", limit=64)
+    assert on_device(train, torch.device("cpu")) is train
+    moved = train.to("cpu")
+    gen = lambda: torch.Generator().manual_seed(0)  # noqa: E731
+    assert all(torch.equal(a[0], b[0]) for a, b in zip(batches(train, 16, gen()), batches(moved, 16, gen())))
 
 
 def test_augment_batch_is_reproducible_and_shape_preserving():

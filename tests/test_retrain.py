@@ -123,3 +123,42 @@ def test_retrain_without_kd_or_attention_runs_without_the_teacher(searched, tmp_
     assert metrics["n"] == 32
     assert "ce" in json.loads((run / "retrain" / "history.jsonl").read_text().splitlines()[0])
     assert "kd" not in json.loads((run / "retrain" / "history.jsonl").read_text().splitlines()[0])
+
+
+def test_the_cached_clean_teacher_gives_the_live_clean_teachers_terms(searched):
+    """A batch's teacher terms from the cache equal the teacher's own on those clean images (issue #20)."""
+    from rnascl_deploy.data import load_split
+    from rnascl_deploy.distill.cache import CleanTeacher, TeacherCache
+
+    arch = ArchSpec.load(searched / "arch.json")
+    teacher, _ = load_model("rnascl_deploy/assets/teacher-resnet-fashion-mnist/model.safetensors")
+    distiller = Distiller.pairs(teacher, arch.tutors)
+    train, _ = load_split("fashion-mnist", "train", limit=96)
+    cache = TeacherCache.build(teacher, train, distiller.teacher_taps, 7, torch.device("cpu"), batch_size=40,
+                               progress=False)
+    student = arch.build_student().eval()
+    index = torch.tensor([5, 70, 3, 41])
+    x_clean = train.images[index].float() / 255
+    x_adv = (x_clean + 0.1 * torch.randn_like(x_clean).sign()).clamp(0, 1)
+    results = []
+    for clean in (CleanTeacher(), CleanTeacher(cache)):
+        distiller.clean = clean
+        with distiller.batch(x_clean, index):
+            _, loss, terms = distiller(student, x_adv)
+        results.append((loss, terms))
+    (live, live_terms), (cached, cached_terms) = results
+    assert torch.allclose(live, cached, atol=1e-5) and live_terms.keys() == cached_terms.keys() == {"kd", "attn"}
+    distiller.clean = None
+    _, adversarial, _ = distiller(student, x_adv)
+    assert not torch.allclose(adversarial, cached, atol=1e-5)  # on the adversarial input it differs
+
+
+def test_retrain_with_the_clean_teacher_computes_its_cache_once(searched, tmp_path):
+    run = _copy(searched, tmp_path, "cached")
+    recipe = load_recipe(run / "recipe.yaml", {**QUICK, "retrain.train.adv": "n-fgsm", "retrain.train.epochs": 1,
+                                               "retrain.train.teacher_input": "clean", "retrain.eval_limit": 16})
+    run_retrain(run, recipe, progress=False)
+    files = list((run / "teacher-cache").glob("*.safetensors"))
+    assert len(files) == 1
+    history = json.loads((run / "retrain" / "history.jsonl").read_text().splitlines()[0])
+    assert {"kd", "attn", "adv_ce"} <= set(history)

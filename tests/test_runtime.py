@@ -131,3 +131,23 @@ def test_the_training_step_never_reads_a_tensor_back(tmp_path, splits, monkeypat
         train(tiny_cnn(), *splits, cfg, tmp_path / adv, 64, progress=False,
               objective=train_module.make_objective(cfg, distiller))
     assert reads == []
+
+
+def test_search_retrain_and_evaluation_place_every_tensor_explicitly(tmp_path):
+    """The CPU's stand-in for a device mismatch on a GPU: with the default device set to ``meta``, a tensor the
+    package creates without a device is a meta tensor and fails the moment it meets a real one (or is read)."""
+    from rnascl_deploy.retrain import run_retrain
+    from rnascl_deploy.search import run_search
+
+    tiny = {"search.limit": 256, "search.epochs": 1, "search.arch_every": 3, "data.batch_size": 64,
+            "runtime.device": "cpu", "retrain.limit": 256, "retrain.train.epochs": 1, "retrain.train.val_limit": 64,
+            "retrain.train.adv": "n-fgsm", "retrain.eval_limit": 32, "attack.apgd_iters": 3,
+            "attack.attacks": ["fgsm", "pgd5", "apgd-ce", "apgd-t", "square"], "attack.square_queries": 5}
+    recipe = load_recipe("recipes/fashion-mnist.yaml", tiny)
+    torch.set_default_device("meta")
+    try:
+        run_search(recipe, tmp_path, progress=False)
+        metrics = run_retrain(tmp_path, recipe, progress=False)
+    finally:
+        torch.set_default_device(None)
+    assert metrics["n"] == 32 and 0 <= metrics["worst_case_acc"] <= metrics["clean_acc"]

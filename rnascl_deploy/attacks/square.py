@@ -44,7 +44,7 @@ class Square(QueryAttack):
         n, c, h, w = x.shape
 
         def rand_sign(*shape):
-            return (torch.randint(0, 2, shape, generator=gen).to(x) * 2 - 1)
+            return (torch.randint(0, 2, shape, generator=gen, device="cpu").to(x) * 2 - 1)
 
         x_best = (x + self.eps * rand_sign(n, c, 1, w)).clamp(0, 1)
         margin_best = margin(predict(x_best), y)
@@ -55,8 +55,8 @@ class Square(QueryAttack):
             xa, xb = x[active], x_best[active]
             s = max(int(round(math.sqrt(self.p_selection(it) * h * w))), 1)
             s = min(s, h - 1, w - 1) if min(h, w) > 1 else 1
-            vh = int(torch.randint(0, h - s + 1, (1,), generator=gen))
-            vw = int(torch.randint(0, w - s + 1, (1,), generator=gen))
+            vh = int(torch.randint(0, h - s + 1, (1,), generator=gen, device="cpu"))
+            vw = int(torch.randint(0, w - s + 1, (1,), generator=gen, device="cpu"))
             x_new = xb.clone()
             x_new[:, :, vh:vh + s, vw:vw + s] = xa[:, :, vh:vh + s, vw:vw + s] + self.eps * rand_sign(len(active), c, 1, 1)
             x_new = torch.min(torch.max(x_new, xa - self.eps), xa + self.eps).clamp(0, 1)

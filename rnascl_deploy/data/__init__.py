@@ -45,11 +45,11 @@ def load_split(name: str, split: str, root: Optional[str] = None, val_size: int 
         raise RnasclError(f"limit must be a positive number of images, got {limit}")
     data, info = DATASETS.get(name)(root, split, image_size)
     if split == "test":
-        index = torch.arange(len(data))
+        index = torch.arange(len(data), device="cpu")  # data indices live on the CPU, whatever the default
     else:
         if not 0 <= val_size < len(data):
             raise RnasclError(f"val_size {val_size} must be in [0, {len(data) - 1}] for {name}")
-        perm = torch.randperm(len(data), generator=torch.Generator().manual_seed(SPLIT_SEED))
+        perm = torch.randperm(len(data), generator=torch.Generator().manual_seed(SPLIT_SEED), device="cpu")
         index = perm[len(data) - val_size:] if split == "val" else perm[: len(data) - val_size]
     if limit is not None:
         index = index[:limit]
@@ -65,11 +65,11 @@ def augment_batch(x: torch.Tensor, ops: Sequence[str], generator: torch.Generato
             n, _, h, w = x.shape
             p = pad if h >= 32 else max(1, h // 8)
             padded = torch.nn.functional.pad(x, (p, p, p, p))
-            dy = torch.randint(0, 2 * p + 1, (n,), generator=generator)
-            dx = torch.randint(0, 2 * p + 1, (n,), generator=generator)
+            dy = torch.randint(0, 2 * p + 1, (n,), generator=generator, device="cpu").tolist()
+            dx = torch.randint(0, 2 * p + 1, (n,), generator=generator, device="cpu").tolist()
             x = torch.stack([padded[i, :, dy[i]:dy[i] + h, dx[i]:dx[i] + w] for i in range(n)])
         elif op == "flip":
-            flip = torch.rand(x.shape[0], generator=generator) < 0.5
+            flip = (torch.rand(x.shape[0], generator=generator, device="cpu") < 0.5).to(x.device)
             x = torch.where(flip[:, None, None, None], x.flip(3), x)
         else:
             raise RnasclError(f"unknown augmentation {op!r}; valid: {', '.join(AUGMENTATIONS)}")
@@ -77,12 +77,17 @@ def augment_batch(x: torch.Tensor, ops: Sequence[str], generator: torch.Generato
 
 
 def batches(dataset: Dataset, batch_size: int, generator: Optional[torch.Generator] = None, workers: int = 0,
-            drop_last: bool = False, shard: bool = False):
+            drop_last: bool = False, shard: bool = False, pin_memory: bool = False, indices: bool = False):
     """Iterate (images, labels) batches; shuffled by ``generator`` when given, in order otherwise.
+
+    In-memory data sets are sliced directly (on the device they are on: see :meth:`TensorImages.to`); files are
+    decoded by a DataLoader with ``workers`` processes, into pinned memory when ``pin_memory`` (for a GPU).
+    ``indices``: batches are (images, labels, their indices in ``dataset``).
 
     ``shard``: under torch.distributed, this rank's part of every global batch of ``batch_size`` (whole global
     batches only, so that every rank takes the same number of steps; see :mod:`.distributed`)."""
-    order = torch.randperm(len(dataset), generator=generator) if generator is not None else torch.arange(len(dataset))
+    order = torch.randperm(len(dataset), generator=generator, device="cpu") if generator is not None \
+        else torch.arange(len(dataset), device="cpu")
     if shard and distributed.world() > 1:
         whole = len(order) - len(order) % batch_size
         order, batch_size, drop_last = distributed.shard(order[:whole]), distributed.local_batch(batch_size), True
@@ -90,18 +95,28 @@ def batches(dataset: Dataset, batch_size: int, generator: Optional[torch.Generat
         stop = len(order) - len(order) % batch_size if drop_last else len(order)
         for start in range(0, stop, batch_size):
             idx = order[start:start + batch_size]
-            yield dataset.images[idx].float().div_(255), dataset.labels[idx]
+            batch = dataset.images[idx].float().div_(255), dataset.labels[idx]
+            yield (*batch, idx) if indices else batch
         return
     loader = torch.utils.data.DataLoader(dataset, batch_size=batch_size, sampler=order.tolist(),
-                                         num_workers=workers, drop_last=drop_last)
-    yield from loader
+                                         num_workers=workers, drop_last=drop_last, pin_memory=pin_memory)
+    for start, (x, y) in zip(range(0, len(order), batch_size), loader):
+        yield (x, y, order[start:start + batch_size]) if indices else (x, y)
+
+
+def on_device(dataset: Dataset, device: torch.device) -> Dataset:
+    """``dataset`` where training reads it: an in-memory data set moves to a GPU whole; files stay where they are
+    (their batches come through DataLoader workers and pinned memory)."""
+    if isinstance(dataset, TensorImages) and device.type == "cuda":
+        return dataset.to(device)
+    return dataset
 
 
 def rank_part(dataset: Dataset) -> Dataset:
     """Images rank, rank + world, ... of ``dataset`` (all of it without torch.distributed): a sharded evaluation."""
     if distributed.world() == 1:
         return dataset
-    index = torch.arange(distributed.rank(), len(dataset), distributed.world())
+    index = torch.arange(distributed.rank(), len(dataset), distributed.world(), device="cpu")
     return dataset.subset(index)
 
 

@@ -93,8 +93,8 @@ class Moments:
         return Moments((p * w).sum(), (p * w * w).sum())
 
     @staticmethod
-    def fixed(width: int) -> "Moments":
-        value = torch.tensor(float(width), dtype=torch.float64)
+    def fixed(width: int, device=None) -> "Moments":
+        value = torch.tensor(float(width), dtype=torch.float64, device=device)
         return Moments(value, value * value)
 
 

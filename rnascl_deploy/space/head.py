@@ -96,8 +96,8 @@ class HeadKind:
         linear layer (biases are parameters, not MACs). Linear in the feature width, so E[.] over independent
         c_in and hidden width is exact."""
         n = cin.m1 if head.pool == "avg" else cin.m1 * head.size_in ** 2
-        macs = cin.m1 * head.size_in ** 2 if head.pool == "avg" else torch.zeros((), dtype=torch.float64)
-        params = torch.zeros((), dtype=torch.float64)
+        macs = cin.m1 * head.size_in ** 2 if head.pool == "avg" else probs.new_zeros((), dtype=torch.float64)
+        params = probs.new_zeros((), dtype=torch.float64)
         for p, h in zip(probs.double(), head.options):
             if h:
                 macs = macs + p * (n * h + h * num_classes)

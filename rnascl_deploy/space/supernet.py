@@ -59,7 +59,7 @@ class Supernet(nn.Module):
         """Sample weights that select ``widths`` exactly."""
         self.layout.check_widths(widths)
         device = self.width_logits[0].device
-        return [F.one_hot(torch.tensor(u.options.index(w)), len(u.options)).float().to(device)
+        return [F.one_hot(torch.tensor(u.options.index(w), device=device), len(u.options)).float()
                 for u, w in zip(self.layout.units, widths)]
 
     def argmax_widths(self) -> List[int]:

@@ -1,0 +1,93 @@
+"""The teacher out of the hot loop (issue #20): its logits and its tutor taps' attention maps on the clean training
+images, computed once per run and reused every epoch.
+
+With ``teacher_input: clean`` the teacher's terms are taken on the clean image of each training example (ARD and
+RSLAD take the teacher's logits there anyway); its outputs then depend on the image alone, so they are computed
+once, on the run's device, and kept in ``RUN/teacher-cache/<key>.safetensors``. The key covers everything they
+depend on: the teacher file's sha256, the data set and its split (name, root, val_size, limit, image size), the
+taps and the attention map size. Augmentation that moves pixels (crop, flip) changes the clean image every epoch,
+so a cache is never built for it: the teacher then runs live on each batch's clean images.
+"""
+from __future__ import annotations
+
+import hashlib
+import json
+import logging
+from pathlib import Path
+from typing import Dict, List, Optional
+
+import torch
+from safetensors.torch import load_file, save_file
+from torch import nn
+from tqdm import tqdm
+
+from ..fileio import atomic_path
+from ..taps import Taps
+from .attention import attention_map
+
+log = logging.getLogger(__name__)
+
+
+class TeacherCache:
+    """Per training image (by its index in the training split): the teacher's logits and attention maps."""
+
+    def __init__(self, logits: torch.Tensor, maps: Dict[str, torch.Tensor]):
+        self.logits, self.maps = logits, maps
+
+    def __len__(self) -> int:
+        return len(self.logits)
+
+    def to(self, device) -> "TeacherCache":
+        return TeacherCache(self.logits.to(device), {k: v.to(device) for k, v in self.maps.items()})
+
+    @staticmethod
+    def key(**identity) -> str:
+        return hashlib.sha256(json.dumps(identity, sort_keys=True, default=str).encode()).hexdigest()[:16]
+
+    @classmethod
+    @torch.no_grad()
+    def build(cls, teacher: nn.Module, dataset, taps: List[str], size: int, device: torch.device,
+              batch_size: int = 500, progress: bool = True) -> "TeacherCache":
+        from ..data import batches
+
+        teacher = teacher.eval().to(device)
+        logits, maps = [], {t: [] for t in taps}
+        bar = tqdm(total=len(dataset), desc="teacher cache", unit="img", disable=None if progress else True,
+                   leave=False)
+        for x, _ in batches(dataset, batch_size):
+            with Taps(teacher, taps) as tt:
+                logits.append(teacher(x.to(device)).float().cpu())
+            for t in taps:
+                maps[t].append(attention_map(tt.outputs[t], size).cpu())
+            bar.update(len(x))
+        bar.close()
+        return cls(torch.cat(logits), {t: torch.cat(v) for t, v in maps.items()})
+
+    @classmethod
+    def load_or_build(cls, folder: Path, key: str, teacher: nn.Module, dataset, taps: List[str], size: int,
+                      device: torch.device, progress: bool = True) -> "TeacherCache":
+        path = Path(folder) / f"{key}.safetensors"
+        if path.exists():
+            tensors = load_file(str(path))
+            cache = cls(tensors.pop("logits"), {k[len("map."):]: v for k, v in tensors.items()})
+            if len(cache) == len(dataset) and set(cache.maps) == set(taps):
+                log.info("teacher cache: %s (%d images)", path, len(cache))
+                return cache.to(device)
+            log.warning("teacher cache %s does not fit this run; computing it again", path)
+        cache = cls.build(teacher, dataset, taps, size, device, progress=progress)
+        path.parent.mkdir(parents=True, exist_ok=True)
+        with atomic_path(path) as tmp:
+            save_file({"logits": cache.logits.contiguous(),
+                       **{f"map.{k}": v.contiguous() for k, v in cache.maps.items()}}, str(tmp))
+        log.info("teacher cache: computed %d images once -> %s", len(cache), path)
+        return cache.to(device)
+
+
+class CleanTeacher:
+    """What a batch's teacher terms are taken on, set by the training loop around each step: the batch's clean
+    images and their indices in the training split (for the cache)."""
+
+    def __init__(self, cache: Optional[TeacherCache] = None):
+        self.cache = cache
+        self.x: Optional[torch.Tensor] = None
+        self.index: Optional[torch.Tensor] = None
