@@ -18,21 +18,9 @@ from typing import Dict, Iterator
 def atomic_path(path: Path) -> Iterator[Path]:
     """Yield a temporary path in the target's directory; on success it replaces ``path`` in one rename."""
     path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    try:
-        fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    except OSError as exc:
-        _reraise_naming(exc, path)
-    os.close(fd)
-    os.chmod(tmp, 0o666 & ~_umask())  # mkstemp makes 0600; artifacts get the usual permissions
-    try:
-        yield Path(tmp)
+    with _deferred(path) as tmp:
+        yield tmp
         os.replace(tmp, path)
-    except OSError as exc:
-        _reraise_naming(exc, path)
-    finally:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
 
 
 def _reraise_naming(exc: OSError, path: Path):
@@ -78,7 +66,7 @@ def _deferred(path: Path) -> Iterator[Path]:
     except OSError as exc:
         _reraise_naming(exc, path)
     os.close(fd)
-    os.chmod(tmp, 0o666 & ~_umask())
+    os.chmod(tmp, 0o666 & ~_umask())  # mkstemp makes 0600; artifacts get the usual permissions
     try:
         yield Path(tmp)
     except OSError as exc:
