@@ -19,6 +19,7 @@ from .checkpoint import load_model
 from .cost import human, measure
 from .fileio import atomic_path, atomic_write_json, atomic_write_text
 from .perf import channels_last
+from .runtime import resolve
 from .schema import resolve_path
 
 if TYPE_CHECKING:
@@ -64,8 +65,9 @@ def write_report(run: Path, recipe: Recipe) -> Path:
     teacher_cost = measure(teacher, arch.input_shape)
     test, _ = recipe.data.load("test", CURVE_IMAGES)
     eps_values = [round(f * recipe.attack.eps, 6) for f in EPS_FRACTIONS]
-    curves = {"student": robustness_curve(channels_last(student), test, eps_values, recipe.attack.pgd_step_size),
-              "teacher": robustness_curve(channels_last(teacher), test, eps_values, recipe.attack.pgd_step_size)}
+    device = resolve(recipe.runtime).device  # the curves' attacks run where the run computes
+    curves = {name: robustness_curve(channels_last(model).to(device), test, eps_values, recipe.attack.pgd_step_size)
+              for name, model in (("student", student), ("teacher", teacher))}
     plots = run / "plots"
     plt = _figure()
 
