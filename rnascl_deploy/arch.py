@@ -152,11 +152,14 @@ class ArchSpec:
             layout, _ = check_space(self.space, self.input_shape, self.data["num_classes"], list(self.widths),
                                     what=f"{where}: space")
             layout.check_widths(list(self.widths))
-        except (RnasclError, ValueError) as exc:
-            raise RnasclError(str(exc) if str(exc).startswith(where) else f"{where}: {exc}") from None
+        except (RnasclError, ValueError, KeyError, TypeError) as exc:  # a malformed space or data block too
+            raise RnasclError(str(exc) if str(exc).startswith(where) else f"{where}: {exc!r}") from None
         unknown = sorted(set(self.tutors) - set(student_taps(layout)))
         if unknown:
             raise RnasclError(f"{where}: tutors name student taps {unknown} that this architecture does not have")
+        foreign = sorted(set(self.tutors.values()) - set(self.teacher.tap_names))
+        if foreign and self.teacher.taps:
+            raise RnasclError(f"{where}: tutors name teacher taps {foreign} that its teacher does not have")
         cost = arch_cost(layout, list(self.widths))
         if (cost.macs, cost.params) != (self.macs, self.params):
             raise RnasclError(f"{where}: widths {list(self.widths)} cost {cost.macs} MACs and {cost.params} params, "

@@ -49,7 +49,7 @@ if TYPE_CHECKING:
 
 log = logging.getLogger(__name__)
 
-READS = ("data", "attack", "retrain")  # the recipe sections retraining reads (and arch.json)
+READS = ("runtime", "data", "attack", "retrain")  # the recipe sections retraining reads (and arch.json)
 
 
 @dataclass

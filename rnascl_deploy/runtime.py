@@ -16,6 +16,7 @@ from typing import ClassVar
 
 import torch
 
+from . import distributed
 from .errors import RnasclError
 from .schema import Check, OneOf
 
@@ -71,6 +72,13 @@ def resolve(cfg: RuntimeConfig) -> Runtime:
     """The device and precision of ``cfg``, checked before any work: an unavailable device or a precision the
     device cannot run is an error saying why."""
     name = cfg.device
+    if distributed.launched():  # torchrun: each rank its LOCAL_RANK GPU, or every rank on the CPU (gloo)
+        if re.fullmatch(r"cuda:\d+", name):
+            raise RnasclError(f"runtime.device is {name!r} under torchrun, where each rank takes its LOCAL_RANK GPU; "
+                              "use --device cuda (or auto)")
+        if name == "cpu" and torch.cuda.is_available():
+            raise RnasclError("runtime.device is 'cpu' under torchrun on a machine with GPUs, where the ranks talk "
+                              "over nccl; use --device cuda (or auto), or hide the GPUs (CUDA_VISIBLE_DEVICES=)")
     if name == "auto":
         if torch.cuda.is_available():
             name = f"cuda:{int(os.environ.get('LOCAL_RANK', '0')) % torch.cuda.device_count()}"

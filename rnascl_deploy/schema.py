@@ -153,6 +153,10 @@ def from_dict(cls: type, data: Any, where: str = "") -> Any:
         if key not in names:
             raise RnasclError(f"unknown recipe key {path!r}; valid keys here: {', '.join(names)}")
         kwargs[key] = _coerce(value, hints[key], path)
+    required = [f.name for f in dataclasses.fields(cls) if f.name not in kwargs
+                and f.default is dataclasses.MISSING and f.default_factory is dataclasses.MISSING]
+    if required:
+        raise RnasclError(f"recipe key {(where + '.' if where else '') + required[0]!r} is required (no default)")
     return cls(**kwargs)
 
 

@@ -52,6 +52,7 @@ from .space import Layout, Supernet, build_layout, materialize, student_taps
 from .space.config import SpaceConfig
 from .taps import conv_taps, describe_taps
 from .teacher import load_teacher
+from .train import cpu_state
 
 if TYPE_CHECKING:
     from .recipe import Recipe
@@ -59,7 +60,7 @@ if TYPE_CHECKING:
 log = logging.getLogger(__name__)
 
 STATE = "search_state.pt"
-READS = ("data", "teacher", "search")  # the recipe sections the search reads
+READS = ("runtime", "data", "teacher", "search")  # the recipe sections the search reads
 
 
 @dataclass
@@ -267,8 +268,9 @@ class SearchLoop(EpochLoop):
         return row
 
     def state_dict(self):
-        return {"supernet": self.supernet.state_dict(), "tutor": self.tutor.state_dict(),
-                "w_opt": self.w_opt.state_dict(), "a_opt": self.a_opt.state_dict()}
+        return cpu_state({"supernet": self.supernet.state_dict(), "tutor": self.tutor.state_dict(),
+                     "w_opt": self.w_opt.state_dict(), "a_opt": self.a_opt.state_dict(),
+                     "scaler": self.scaler.state_dict()})
 
     def load_state_dict(self, state):
         self.supernet.load_state_dict(state["supernet"])
@@ -276,6 +278,8 @@ class SearchLoop(EpochLoop):
         self.synced.to(self.dev)
         self.w_opt.load_state_dict(state["w_opt"])
         self.a_opt.load_state_dict(state["a_opt"])
+        if state.get("scaler"):
+            self.scaler.load_state_dict(state["scaler"])
 
 
 def run_search(recipe: Recipe, out: Path, resume: bool = False, progress: bool = True) -> ArchSpec:

@@ -38,7 +38,7 @@ if TYPE_CHECKING:
 
 log = logging.getLogger(__name__)
 
-READS = ("data", "teacher")  # the recipe sections `teacher train` reads
+READS = ("runtime", "data", "teacher")  # the recipe sections `teacher train` reads
 
 
 @dataclass

@@ -224,8 +224,8 @@ class TrainLoop(EpochLoop):
         if improved:
             self.best = {"epoch": epoch + 1, "metrics": metrics}
             if self.guarded:
-                self.best_state = {"model": _cpu(self.model.state_dict()),
-                                   "ema": _cpu(self.ema.state_dict()) if self.ema is not None else None}
+                self.best_state = {"model": cpu_state(self.model.state_dict()),
+                                   "ema": cpu_state(self.ema.state_dict()) if self.ema is not None else None}
             if self.save_best is not None and distributed.is_main():
                 self.save_best(final, {**metrics, "epoch": epoch + 1})
         row = {"lr": round(self.lr, 6), "eps": self.eps, **means, **{k: round(v, 5) for k, v in metrics.items()}}
@@ -266,15 +266,18 @@ class TrainLoop(EpochLoop):
         self.objective = make_objective(self.cfg, getattr(self.objective, "teacher", None))
 
     def state_dict(self):
-        state = {"model": _cpu(self.model.state_dict()), "optimizer": _cpu(self.opt.state_dict()), "best": self.best,
+        state = {"model": cpu_state(self.model.state_dict()), "optimizer": cpu_state(self.opt.state_dict()),
+                 "best": self.best, "scaler": self.scaler.state_dict(),
                  "guard": {"peak": self.peak, "best_state": self.best_state, "collapsed": self.collapsed,
                            "adv": self.cfg.adv}}
-        return state | ({"ema": _cpu(self.ema.state_dict())} if self.ema is not None else {})
+        return state | ({"ema": cpu_state(self.ema.state_dict())} if self.ema is not None else {})
 
     def load_state_dict(self, state):
         self.model.load_state_dict(state["model"])
         self.model.to(self.dev)
         self.opt.load_state_dict(state["optimizer"])
+        if state.get("scaler"):
+            self.scaler.load_state_dict(state["scaler"])
         self.best = state["best"]
         if self.ema is not None:
             self.ema.load_state_dict(state["ema"])
@@ -287,14 +290,14 @@ class TrainLoop(EpochLoop):
             self.objective = make_objective(self.cfg, getattr(self.objective, "teacher", None))
 
 
-def _cpu(state):
+def cpu_state(state):
     """A state dict (nested) with every tensor on the CPU: saved state stays device-free."""
     if torch.is_tensor(state):
         return state.detach().cpu()
     if isinstance(state, dict):
-        return {k: _cpu(v) for k, v in state.items()}
+        return {k: cpu_state(v) for k, v in state.items()}
     if isinstance(state, (list, tuple)):
-        return type(state)(_cpu(v) for v in state)
+        return type(state)(cpu_state(v) for v in state)
     return state
 
 

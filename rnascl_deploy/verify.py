@@ -44,21 +44,25 @@ from .errors import RnasclError
 from .fileio import atomic_write_set
 from .perf import channels_last
 from .runtime import resolve
-from .schema import Each, Maybe, at_least, between, LIMIT
+from .schema import LIMIT, Each, Maybe, at_least, between
+from .schema import Check as ValueCheck
 
 if TYPE_CHECKING:
     from .recipe import Recipe
 
 log = logging.getLogger(__name__)
 
-READS = ("data", "attack", "verify")  # the recipe sections `verify` reads (and the engines, the student)
+READS = ("data", "attack", "verify")
+# crafted on the student and scored on the engine; Square runs on the engine itself, always
+TRANSFER = ValueCheck(lambda name: ATTACK(name) is None and name != "square",
+                 "a white-box attack name (fgsm, pgdK, apgd-ce, apgd-t): Square always runs on the engine itself")  # the recipe sections `verify` reads (and the engines, the student)
 
 
 @dataclass
 class VerifyConfig:
     """The recipe's ``verify`` section: the gate on the exported engine (drops in percentage points)."""
 
-    CHECKS: ClassVar[dict] = {"limit": LIMIT, "attacks": Each(ATTACK), "square_queries": at_least(1),
+    CHECKS: ClassVar[dict] = {"limit": LIMIT, "attacks": Each(TRANSFER), "square_queries": at_least(1),
                               "max_clean_drop": at_least(0), "max_adv_drop": at_least(0),
                               "min_agreement": between(0, 1), "min_adv_acc": Maybe(between(0, 1))}
 

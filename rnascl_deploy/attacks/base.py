@@ -99,5 +99,12 @@ def input_grad(model: nn.Module, x: torch.Tensor, y: torch.Tensor, loss_fn=None)
     x = x.clone().requires_grad_(True)
     logits = model(x)
     loss = loss_fn(logits, y) if loss_fn else nn.functional.cross_entropy(logits, y, reduction="none")
-    (grad,) = torch.autograd.grad(loss.sum(), x)
+    (grad,) = torch.autograd.grad(loss.sum() * grad_scale(x), x)
     return loss.detach(), grad.detach(), logits.detach()
+
+
+def grad_scale(x: torch.Tensor) -> float:
+    """A constant that keeps an input gradient out of fp16 underflow under fp16 autocast (training attacks use its
+    sign or its direction only, so the scale changes nothing else); 1 otherwise."""
+    fp16 = torch.is_autocast_enabled(x.device.type) and torch.get_autocast_dtype(x.device.type) == torch.float16
+    return 2.0 ** 16 if fp16 else 1.0

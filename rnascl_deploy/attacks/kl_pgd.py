@@ -5,7 +5,7 @@ from typing import Optional
 import torch
 import torch.nn.functional as F
 
-from .base import WhiteBoxAttack, project
+from .base import WhiteBoxAttack, grad_scale, project
 
 
 class KLPGD(WhiteBoxAttack):
@@ -35,6 +35,6 @@ class KLPGD(WhiteBoxAttack):
         x_adv = project(x + 0.001 * noise, x, self.eps)
         for _ in range(self.steps):
             x_adv.requires_grad_(True)
-            (grad,) = torch.autograd.grad(self.loss(model(x_adv), p), x_adv)
+            (grad,) = torch.autograd.grad(self.loss(model(x_adv), p) * grad_scale(x_adv), x_adv)
             x_adv = project(x_adv.detach() + self.step_size * grad.sign(), x, self.eps)
         return x_adv.detach()

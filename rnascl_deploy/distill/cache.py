@@ -17,10 +17,13 @@ from pathlib import Path
 from typing import Dict, List, Optional
 
 import torch
+from safetensors import SafetensorError
 from safetensors.torch import load_file, save_file
 from torch import nn
 from tqdm import tqdm
 
+from .. import distributed
+from ..errors import RnasclError
 from ..fileio import atomic_path
 from ..taps import Taps
 from .attention import attention_map
@@ -67,20 +70,34 @@ class TeacherCache:
     def load_or_build(cls, folder: Path, key: str, teacher: nn.Module, dataset, taps: List[str], size: int,
                       device: torch.device, progress: bool = True) -> "TeacherCache":
         path = Path(folder) / f"{key}.safetensors"
-        if path.exists():
+        if distributed.is_main() and cls._read(path, dataset, taps) is None:  # rank 0 computes and writes it
+            cache = cls.build(teacher, dataset, taps, size, device, progress=progress)
+            path.parent.mkdir(parents=True, exist_ok=True)
+            with atomic_path(path) as tmp:
+                save_file({"logits": cache.logits.contiguous(),
+                           **{f"map.{k}": v.contiguous() for k, v in cache.maps.items()}}, str(tmp))
+            log.info("teacher cache: computed %d images once -> %s", len(cache), path)
+        distributed.barrier()  # every rank reads what rank 0 wrote
+        cache = cls._read(path, dataset, taps)
+        if cache is None:
+            raise RnasclError(f"the teacher cache {path} could not be written or read back")
+        return cache.to(device)
+
+    @classmethod
+    def _read(cls, path: Path, dataset, taps: List[str]) -> Optional["TeacherCache"]:
+        """The cache at ``path`` when it is readable and fits this run's data and taps; None otherwise."""
+        if not path.exists():
+            return None
+        try:
             tensors = load_file(str(path))
             cache = cls(tensors.pop("logits"), {k[len("map."):]: v for k, v in tensors.items()})
-            if len(cache) == len(dataset) and set(cache.maps) == set(taps):
-                log.info("teacher cache: %s (%d images)", path, len(cache))
-                return cache.to(device)
+        except (SafetensorError, KeyError, OSError) as exc:
+            log.warning("teacher cache %s is unreadable (%s); computing it again", path, exc)
+            return None
+        if len(cache) != len(dataset) or set(cache.maps) != set(taps):
             log.warning("teacher cache %s does not fit this run; computing it again", path)
-        cache = cls.build(teacher, dataset, taps, size, device, progress=progress)
-        path.parent.mkdir(parents=True, exist_ok=True)
-        with atomic_path(path) as tmp:
-            save_file({"logits": cache.logits.contiguous(),
-                       **{f"map.{k}": v.contiguous() for k, v in cache.maps.items()}}, str(tmp))
-        log.info("teacher cache: computed %d images once -> %s", len(cache), path)
-        return cache.to(device)
+            return None
+        return cache
 
 
 class CleanTeacher:
