@@ -661,8 +661,9 @@ Exit codes: 0 every engine verified, 1 an engine failed verification, 2 usage er
 def run_command(ctx, recipe, overrides, budget, out, start, device, as_json):
     """Recipe to verified, benchmarked engines: search, retrain, export, verify, bench, report.
 
-    Finished stages whose inputs (the recipe sections they read, their files) are unchanged are skipped; an interrupted stage
-    resumes; RUN/report.md and RUN/plots/ summarise the run. The exit code is the verification verdict.
+    Finished stages whose inputs (the recipe sections they read, their files) are unchanged are skipped; an
+    interrupted stage resumes; RUN/report.md and RUN/plots/ summarise the run. The exit code is the verification
+    verdict.
     """
     from .pipeline import run_pipeline
 

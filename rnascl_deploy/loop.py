@@ -98,7 +98,8 @@ class EpochLoop:
             means: Dict[str, float] = {}
             for i, batch in enumerate(bar):
                 for k, v in self.step(epoch, i, batch, gen).items():
-                    v = v.detach().double() if torch.is_tensor(v) else torch.tensor(float(v), dtype=torch.float64, device="cpu")
+                    v = v.detach().double() if torch.is_tensor(v) else \
+                        torch.tensor(float(v), dtype=torch.float64, device="cpu")
                     sums[k], counts[k] = sums[k] + v if k in sums else v, counts.get(k, 0) + 1
                 if (i + 1) % self.log_every == 0:
                     means = self._read(sums, counts, epoch, i)

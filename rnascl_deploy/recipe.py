@@ -9,8 +9,8 @@ is ``runtime.device``, the limits are ``search.limit``, ``retrain.limit``/``eval
 Values merge key by key onto the embedded default recipe (``Recipe()``, equal to ``recipes/fashion-mnist.yaml``):
 a recipe file, then the ``--set`` overrides. A section is never rebuilt from anything else, so changing one key
 keeps every other key of its section. A section that is null in the embedded default (``retrain.finetune``)
-takes its type's defaults for the keys a recipe leaves out. The resolved recipe (``recipe.yaml`` in every run directory) reproduces the
-run: ``rnascl-deploy run --recipe RUN/recipe.yaml`` searches the same architecture.
+takes its type's defaults for the keys a recipe leaves out. The resolved recipe (``recipe.yaml`` in every run
+directory) reproduces the run: ``rnascl-deploy run --recipe RUN/recipe.yaml`` searches the same architecture.
 
 | section | owner |
 |---|---|
