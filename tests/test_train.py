@@ -126,3 +126,21 @@ def test_the_guard_is_quiet_on_a_healthy_run(tmp_path, splits, caplog):
     history = [json.loads(line) for line in (tmp_path / "history.jsonl").read_text().splitlines()]
     assert result.collapsed is None and "catastrophic" not in caplog.text
     assert all("train_pgd10" in row and "collapse" not in row for row in history)
+
+
+def test_a_run_resumed_after_a_collapse_goes_on_as_an_uninterrupted_one(tmp_path, splits, monkeypatch):
+    """After a collapse in epoch 2 (on_collapse: pgd), an interruption in epoch 3 resumes with PGD-AT from the saved
+    state and ends with the uninterrupted run's weights."""
+    cfg = dataclasses.replace(_cfg("n-fgsm", epochs=3), on_collapse="pgd", eps_warmup_epochs=0)
+    _collapsing(monkeypatch, at_epoch=2)
+    straight = tiny_cnn()
+    train(straight, *splits, cfg, tmp_path / "a", 64, progress=False)
+    _collapsing(monkeypatch, at_epoch=2)
+    monkeypatch.setattr(train_module, "validate", interrupt_on_call(train_module.validate, 5))  # epoch 3
+    with pytest.raises(KeyboardInterrupt):
+        train(tiny_cnn(), *splits, cfg, tmp_path / "b", 64, progress=False)
+    _collapsing(monkeypatch, at_epoch=2)  # a fresh stand-in: the resumed run sees no second collapse
+    resumed = tiny_cnn(seed=1)
+    train(resumed, *splits, cfg, tmp_path / "b", 64, resume=True, progress=False)
+    for (name, a), b in zip(straight.state_dict().items(), resumed.state_dict().values()):
+        assert torch.allclose(a.float(), b.float(), atol=1e-6), name
