@@ -156,12 +156,14 @@ def _load_recipe(recipe: Optional[str], overrides, **flags):
     are shorthands for dotted keys (a flag left out changes nothing). The device it names is checked here, before
     any work."""
     from .recipe import load_recipe, parse_overrides
-    from .runtime import resolve
+    from .runtime import no_gpu_reason, resolve
 
     values = parse_overrides(overrides)
     values.update({k: v for k, v in flags.items() if v is not None})
     r = load_recipe(recipe, values)
-    resolve(r.runtime)
+    runtime = resolve(r.runtime)  # an unavailable device is refused here, before any work
+    if r.runtime.device == "auto" and not runtime.cuda:
+        log.info("runtime.device auto: computing on the CPU, since %s", no_gpu_reason())
     return r
 
 

@@ -56,13 +56,9 @@ class Runtime:
         """A gradient scaler for fp16 training (disabled otherwise)."""
         return torch.amp.GradScaler(self.device.type, enabled=self.precision == "fp16")
 
-    def describe(self) -> str:
-        if self.cuda:
-            return f"{self.device} ({torch.cuda.get_device_name(self.device)}), {self.precision}"
-        return f"cpu, {self.precision}"
 
 
-def _no_gpu_reason() -> str:
+def no_gpu_reason() -> str:
     if torch.version.cuda is None:
         return f"this torch ({torch.__version__}) is a CPU build"
     return f"this torch is a CUDA {torch.version.cuda} build, but no GPU is visible (CUDA_VISIBLE_DEVICES, driver)"
@@ -86,7 +82,7 @@ def resolve(cfg: RuntimeConfig) -> Runtime:
             name = "cpu"
     elif name.startswith("cuda"):
         if not torch.cuda.is_available():
-            raise RnasclError(f"runtime.device is {cfg.device!r} but {_no_gpu_reason()}; use --device cpu (or auto)")
+            raise RnasclError(f"runtime.device is {cfg.device!r} but {no_gpu_reason()}; use --device cpu (or auto)")
         index = int(name.split(":")[1]) if ":" in name else int(os.environ.get("LOCAL_RANK", "0"))
         if index >= torch.cuda.device_count():
             raise RnasclError(f"runtime.device is {cfg.device!r} but only {torch.cuda.device_count()} GPU(s) are "
