@@ -102,13 +102,25 @@ def save_recipe(out: Path, recipe) -> None:
     atomic_write_text(out / "recipe.yaml", recipe_text(recipe))
 
 
+def cpu_copy(state):
+    """A nested state (dicts, lists, tensors) with every tensor copied to the CPU: a snapshot that later training
+    does not change (``.cpu()`` alone would share the live tensors' storage on the CPU)."""
+    if torch.is_tensor(state):
+        return state.detach().to("cpu", copy=True)
+    if isinstance(state, dict):
+        return {k: cpu_copy(v) for k, v in state.items()}
+    if isinstance(state, (list, tuple)):
+        return type(state)(cpu_copy(v) for v in state)
+    return state
+
+
 def save_state(path: Path, state: dict) -> None:
     """Write a stage's resumable state atomically. It is serialised in memory first, so that a full disk is an
     ``OSError`` (ENOSPC, naming the file) rather than torch's "unexpected pos" from deep inside its writer."""
     if not distributed.is_main():
         return
     buffer = io.BytesIO()
-    torch.save(state, buffer)
+    torch.save(cpu_copy(state), buffer)  # device-free: a state saved on a GPU resumes anywhere
     with atomic_path(path) as tmp:
         tmp.write_bytes(buffer.getbuffer())
 

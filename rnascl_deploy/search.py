@@ -52,7 +52,6 @@ from .space import Layout, Supernet, build_layout, materialize, student_taps
 from .space.config import SpaceConfig
 from .taps import conv_taps, describe_taps
 from .teacher import load_teacher
-from .train import cpu_state
 
 if TYPE_CHECKING:
     from .recipe import Recipe
@@ -268,9 +267,8 @@ class SearchLoop(EpochLoop):
         return row
 
     def state_dict(self):
-        return cpu_state({"supernet": self.supernet.state_dict(), "tutor": self.tutor.state_dict(),
-                     "w_opt": self.w_opt.state_dict(), "a_opt": self.a_opt.state_dict(),
-                     "scaler": self.scaler.state_dict()})
+        return {"supernet": self.supernet.state_dict(), "tutor": self.tutor.state_dict(),
+                "w_opt": self.w_opt.state_dict(), "a_opt": self.a_opt.state_dict(), "scaler": self.scaler.state_dict()}
 
     def load_state_dict(self, state):
         self.supernet.load_state_dict(state["supernet"])

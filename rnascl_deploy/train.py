@@ -36,6 +36,7 @@ from .data import augment_batch, batches, num_batches, on_device, rank_part
 from .errors import RnasclError
 from .loop import EpochLoop
 from .objectives import OBJECTIVES, Objective, make_objective
+from .rundir import cpu_copy
 from .runtime import Runtime
 from .schema import SEED, Maybe, OneOf, at_least, between, positive
 
@@ -224,8 +225,8 @@ class TrainLoop(EpochLoop):
         if improved:
             self.best = {"epoch": epoch + 1, "metrics": metrics}
             if self.guarded:
-                self.best_state = {"model": cpu_state(self.model.state_dict()),
-                                   "ema": cpu_state(self.ema.state_dict()) if self.ema is not None else None}
+                self.best_state = cpu_copy({"model": self.model.state_dict(),
+                                            "ema": self.ema.state_dict() if self.ema is not None else None})
             if self.save_best is not None and distributed.is_main():
                 self.save_best(final, {**metrics, "epoch": epoch + 1})
         row = {"lr": round(self.lr, 6), "eps": self.eps, **means, **{k: round(v, 5) for k, v in metrics.items()}}
@@ -266,11 +267,11 @@ class TrainLoop(EpochLoop):
         self.objective = make_objective(self.cfg, getattr(self.objective, "teacher", None))
 
     def state_dict(self):
-        state = {"model": cpu_state(self.model.state_dict()), "optimizer": cpu_state(self.opt.state_dict()),
+        state = {"model": self.model.state_dict(), "optimizer": self.opt.state_dict(),
                  "best": self.best, "scaler": self.scaler.state_dict(),
                  "guard": {"peak": self.peak, "best_state": self.best_state, "collapsed": self.collapsed,
                            "adv": self.cfg.adv}}
-        return state | ({"ema": cpu_state(self.ema.state_dict())} if self.ema is not None else {})
+        return state | ({"ema": self.ema.state_dict()} if self.ema is not None else {})
 
     def load_state_dict(self, state):
         self.model.load_state_dict(state["model"])
@@ -288,17 +289,6 @@ class TrainLoop(EpochLoop):
         if guard.get("adv", self.cfg.adv) != self.cfg.adv:  # it had switched to PGD-AT after a collapse
             self.cfg = dataclasses.replace(self.cfg, adv=guard["adv"])
             self.objective = make_objective(self.cfg, getattr(self.objective, "teacher", None))
-
-
-def cpu_state(state):
-    """A state dict (nested) with every tensor on the CPU: saved state stays device-free."""
-    if torch.is_tensor(state):
-        return state.detach().cpu()
-    if isinstance(state, dict):
-        return {k: cpu_state(v) for k, v in state.items()}
-    if isinstance(state, (list, tuple)):
-        return type(state)(cpu_state(v) for v in state)
-    return state
 
 
 def train(model: nn.Module, train_set, val_set, cfg: TrainConfig, out: Path, batch_size: int,

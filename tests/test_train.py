@@ -106,10 +106,14 @@ def test_catastrophic_overfitting_is_named_and_the_epoch_before_it_kept(tmp_path
                                                                           action):
     _collapsing(monkeypatch, at_epoch=2)
     cfg = dataclasses.replace(_cfg("n-fgsm", epochs=3), on_collapse=action, eps_warmup_epochs=0)
-    saved = []
+    saved, weights = [], {}
+
+    def save_best(model, metrics):
+        saved.append(metrics["epoch"])
+        weights[metrics["epoch"]] = {k: v.clone() for k, v in model.state_dict().items()}
+
     with caplog.at_level("WARNING", logger="rnascl_deploy"):
-        result = train(tiny_cnn(), *splits, cfg, tmp_path, 64, progress=False,
-                       save_best=lambda m, metrics: saved.append(metrics["epoch"]))
+        result = train(tiny_cnn(), *splits, cfg, tmp_path, 64, progress=False, save_best=save_best)
     assert "catastrophic overfitting in epoch 2" in caplog.text and "train_pgd10 0.900 -> 0.000" in caplog.text
     history = [json.loads(line) for line in (tmp_path / "history.jsonl").read_text().splitlines()]
     assert result.collapsed == 2 and saved[0] == 1 and 2 not in saved  # the collapsed epoch is never the result
@@ -118,6 +122,9 @@ def test_catastrophic_overfitting_is_named_and_the_epoch_before_it_kept(tmp_path
     assert len(history) == (2 if action == "stop" else 3)
     state = torch.load(tmp_path / "state.pt", weights_only=True)
     assert state["stopped"] == (action == "stop") and state["guard"]["adv"] == ("n-fgsm" if action == "stop" else "pgd")
+    if action == "stop":  # the weights kept to continue from are epoch 1's, not a view of the live ones
+        kept = state["guard"]["best_state"]["model"]
+        assert all(torch.equal(kept[k], v) for k, v in weights[1].items())
 
 
 def test_the_guard_is_quiet_on_a_healthy_run(tmp_path, splits, caplog):
