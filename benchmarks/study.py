@@ -26,6 +26,9 @@ The rows (600K MACs unless named); the "matched" rows take the epochs that give 
    0.29M MACs, the nearest fixed design).
 6. ``rnascl-clean``: the seed paper's claim: KD + cross-layer attention from the robust teacher, no adversarial
    training, at row 3's training MACs.
+7. The levers of issues #19 and #20: ``lenet-nfgsm-20ep`` (N-FGSM at row 1's epochs, not its MACs: is one step as
+   robust as ten at equal epochs?), ``rnascl-nfgsm-bf16`` (row 3 trained under bf16 autocast: does low precision
+   cost robustness?) and ``lenet-nfgsm-ema`` (row 2 with an EMA of the weights, decay 0.999, as the result).
 """
 from __future__ import annotations
 
@@ -77,6 +80,7 @@ class Row:
     tutors: str = "searched"  # searched | shuffled | depth | lastconv | none (no teacher terms)
     epochs: Optional[int] = None  # None: matched to row 1's training MACs
     teacher_input: str = "adversarial"  # clean: the teacher's terms computed once per run (its cost counted once)
+    precision: str = "fp32"  # runtime.precision of the training passes (evaluation is fp32 always)
     match: str = "lenet-pgd10"  # the row whose training MACs an unset epoch count matches
     train: dict = field(default_factory=dict)  # TrainConfig overrides
 
@@ -92,11 +96,16 @@ ROWS = {r.name: r for r in [
     Row("lenet-nfgsm-300k", model="lenet-half", budget="300K", match="lenet-pgd10"),
     Row("rnascl-nfgsm-300k", budget="300K", match="lenet-pgd10"),
     Row("rnascl-clean", adv="clean", match="rnascl-nfgsm"),
+    Row("lenet-nfgsm-20ep", model="lenet", epochs=BASE_EPOCHS),
+    Row("rnascl-nfgsm-bf16", precision="bf16", match="rnascl-nfgsm"),
+    Row("lenet-nfgsm-ema", model="lenet", train={"ema": 0.999}),
 ]}
 # (row, seed) in the order they run: the headline comparison first, then its seeds, then the ablations
 WORK = [("lenet-pgd10", 0), ("lenet-nfgsm", 0), ("lenet-fgsmrs", 0), ("rnascl-nfgsm", 0), ("rnascl-nfgsm-cached", 0),
-        ("rnascl-clean", 0),
-        *[(r, s) for s in (1, 2) for r in ("lenet-pgd10", "lenet-nfgsm", "rnascl-nfgsm")],
+        ("rnascl-clean", 0), ("lenet-nfgsm-20ep", 0), ("rnascl-nfgsm-bf16", 0),
+        *[(r, s) for s in (1, 2) for r in ("lenet-pgd10", "lenet-nfgsm", "rnascl-nfgsm", "rnascl-nfgsm-cached",
+                                           "lenet-nfgsm-20ep", "rnascl-nfgsm-bf16")],
+        *[("lenet-nfgsm-ema", s) for s in range(3)],
         *[(r, s) for s in range(3) for r in ("rnascl-nfgsm-noteacher", "rnascl-nfgsm-shuffled",
                                              "rnascl-nfgsm-depth", "rnascl-nfgsm-lastconv")],
         *[(r, s) for s in range(3) for r in ("lenet-nfgsm-300k", "rnascl-nfgsm-300k", "lenet-fgsmrs")],
@@ -196,7 +205,8 @@ def history(run: Path) -> List[dict]:
 def run_row(row: Row, seed: int, epochs: int) -> dict:
     out = RUNS / row.name / f"seed{seed}"
     if row.model.startswith("lenet"):
-        over = {**prefixed("teacher.train", training(row, epochs, seed)), "teacher.model.name": "lenet-small",
+        over = {**prefixed("teacher.train", training(row, epochs, seed)), "runtime.precision": row.precision,
+                "teacher.model.name": "lenet-small",
                 "teacher.model.kwargs": lenet_kwargs(row), "teacher.checkpoint": TEACHER}
         recipe = load_recipe(RECIPE, over)
         if not (out / "model.safetensors").exists():
@@ -210,7 +220,7 @@ def run_row(row: Row, seed: int, epochs: int) -> dict:
             arch.replace(tutors=tutor_map(row.tutors, arch, seed)).save(out / "arch.json")
             (out / "recipe.yaml").write_text((searched(row.budget) / "recipe.yaml").read_text())
         over = {**prefixed("retrain.train", training(row, epochs, seed)), "retrain.eval_limit": 1,
-                "attack.attacks": ATTACKS}
+                "attack.attacks": ATTACKS, "runtime.precision": row.precision}
         if row.tutors == "none":
             over.update({"retrain.gamma": 0.0, "retrain.kd_weight": 0.0})
         recipe = load_recipe(out / "recipe.yaml", over)
@@ -295,7 +305,7 @@ def main() -> None:
         t0 = time.time()
         result = run_row(row, seed, epochs)
         doc = {"row": name, "seed": seed, "model": row.model, "adv": row.adv, "budget": row.budget,
-               "tutors": row.tutors, "epochs": epochs, "macs": s_macs, "params": s_params,
+               "tutors": row.tutors, "precision": row.precision, "epochs": epochs, "macs": s_macs, "params": s_params,
                "train_macs": train_macs(row, epochs, s_macs, t_macs), "teacher_input": row.teacher_input,
                "wall_seconds": round(time.time() - t0),
                **result, "command": "python benchmarks/study.py " + " ".join(sys.argv[1:]), "commit": commit_of(),
