@@ -28,7 +28,8 @@ The rows (600K MACs unless named); the "matched" rows take the epochs that give 
    training, at row 3's training MACs.
 7. The levers of issues #19 and #20: ``lenet-nfgsm-20ep`` (N-FGSM at row 1's epochs, not its MACs: is one step as
    robust as ten at equal epochs?), ``rnascl-nfgsm-bf16`` (row 3 trained under bf16 autocast: does low precision
-   cost robustness?) and ``lenet-nfgsm-ema`` (row 2 with an EMA of the weights, decay 0.999, as the result).
+   cost robustness?), ``lenet-nfgsm-ema`` (row 2 with an EMA of the weights, decay 0.999, as the result) and
+   ``rnascl-nfgsm-silu`` (row 3 searched and trained with SiLU instead of ReLU, at row 1's training MACs).
 """
 from __future__ import annotations
 
@@ -81,6 +82,7 @@ class Row:
     epochs: Optional[int] = None  # None: matched to row 1's training MACs
     teacher_input: str = "adversarial"  # clean: the teacher's terms computed once per run (its cost counted once)
     precision: str = "fp32"  # runtime.precision of the training passes (evaluation is fp32 always)
+    act: str = "relu"  # search.space.act of an RNAS-CL row's search
     match: str = "lenet-pgd10"  # the row whose training MACs an unset epoch count matches
     train: dict = field(default_factory=dict)  # TrainConfig overrides
 
@@ -99,17 +101,18 @@ ROWS = {r.name: r for r in [
     Row("lenet-nfgsm-20ep", model="lenet", epochs=BASE_EPOCHS),
     Row("rnascl-nfgsm-bf16", precision="bf16", match="rnascl-nfgsm"),
     Row("lenet-nfgsm-ema", model="lenet", train={"ema": 0.999}),
+    Row("rnascl-nfgsm-silu", act="silu"),
 ]}
 # (row, seed) in the order they run: the headline comparison first, then its seeds, then the ablations
 WORK = [("lenet-pgd10", 0), ("lenet-nfgsm", 0), ("lenet-fgsmrs", 0), ("rnascl-nfgsm", 0), ("rnascl-nfgsm-cached", 0),
         ("rnascl-clean", 0), ("lenet-nfgsm-20ep", 0), ("rnascl-nfgsm-bf16", 0),
         *[(r, s) for s in (1, 2) for r in ("lenet-pgd10", "lenet-nfgsm", "rnascl-nfgsm", "rnascl-nfgsm-cached",
                                            "lenet-nfgsm-20ep", "rnascl-nfgsm-bf16")],
-        *[("lenet-nfgsm-ema", s) for s in range(3)],
+        *[(r, s) for s in range(3) for r in ("lenet-nfgsm-ema", "rnascl-nfgsm-silu")],
         *[(r, s) for s in range(3) for r in ("rnascl-nfgsm-noteacher", "rnascl-nfgsm-shuffled",
                                              "rnascl-nfgsm-depth", "rnascl-nfgsm-lastconv")],
-        *[(r, s) for s in range(3) for r in ("lenet-nfgsm-300k", "rnascl-nfgsm-300k", "lenet-fgsmrs")],
-        ("rnascl-clean", 1), ("rnascl-clean", 2)]
+        *[(r, s) for s in range(3) for r in ("lenet-nfgsm-300k", "rnascl-nfgsm-300k")],
+        ("lenet-fgsmrs", 1), ("lenet-fgsmrs", 2), ("rnascl-clean", 1), ("rnascl-clean", 2)]
 
 
 def training(row: Row, epochs: int, seed: int) -> dict:
@@ -149,10 +152,12 @@ def tutor_map(kind: str, arch: ArchSpec, seed: int) -> Dict[str, str]:
     raise ValueError(kind)
 
 
-def searched(budget: str) -> Path:
-    where = RUNS / f"search-{budget}"
+def searched(row: Row) -> Path:
+    """The run directory of the row's search (one per budget and activation), searched the first time it is asked."""
+    where = RUNS / (f"search-{row.budget}" + ("" if row.act == "relu" else f"-{row.act}"))
     if not (where / "arch.json").exists():
-        recipe = load_recipe(RECIPE, {"search.budget": budget, "teacher.checkpoint": TEACHER})
+        recipe = load_recipe(RECIPE, {"search.budget": row.budget, "search.space.act": row.act,
+                                      "teacher.checkpoint": TEACHER})
         run_search(recipe, where, resume=(where / "search_state.pt").exists())
     return where
 
@@ -160,7 +165,7 @@ def searched(budget: str) -> Path:
 def student_cost(row: Row) -> tuple:
     """(student MACs, params) of the row's network, from its search or its fixed design."""
     if row.model == "rnascl":
-        arch = ArchSpec.load(searched(row.budget))
+        arch = ArchSpec.load(searched(row))
         return arch.macs, arch.params
     from rnascl_deploy.models import build_model
 
@@ -214,11 +219,11 @@ def run_row(row: Row, seed: int, epochs: int) -> dict:
         model, _ = load_model(out / "model.safetensors")
         rows, train_dir = history(out), out
     else:
-        arch = ArchSpec.load(searched(row.budget))
+        arch = ArchSpec.load(searched(row))
         out.mkdir(parents=True, exist_ok=True)
         if not (out / "arch.json").exists():
             arch.replace(tutors=tutor_map(row.tutors, arch, seed)).save(out / "arch.json")
-            (out / "recipe.yaml").write_text((searched(row.budget) / "recipe.yaml").read_text())
+            (out / "recipe.yaml").write_text((searched(row) / "recipe.yaml").read_text())
         over = {**prefixed("retrain.train", training(row, epochs, seed)), "retrain.eval_limit": 1,
                 "attack.attacks": ATTACKS, "runtime.precision": row.precision}
         if row.tutors == "none":
