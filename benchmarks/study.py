@@ -104,8 +104,8 @@ ROWS = {r.name: r for r in [
     Row("rnascl-nfgsm-silu", act="silu"),
 ]}
 # (row, seed) in the order they run: the headline comparison first, then its seeds, then the ablations
-WORK = [("lenet-pgd10", 0), ("lenet-nfgsm", 0), ("lenet-fgsmrs", 0), ("rnascl-nfgsm", 0), ("rnascl-nfgsm-cached", 0),
-        ("rnascl-clean", 0), ("lenet-nfgsm-20ep", 0), ("rnascl-nfgsm-bf16", 0),
+WORK = [("lenet-pgd10", 0), ("lenet-nfgsm", 0), ("rnascl-nfgsm-cached", 0), ("lenet-nfgsm-20ep", 0),
+        ("rnascl-nfgsm", 0), ("rnascl-clean", 0), ("rnascl-nfgsm-bf16", 0), ("lenet-fgsmrs", 0),
         *[(r, s) for s in (1, 2) for r in ("lenet-pgd10", "lenet-nfgsm", "rnascl-nfgsm", "rnascl-nfgsm-cached",
                                            "lenet-nfgsm-20ep", "rnascl-nfgsm-bf16")],
         *[(r, s) for s in range(3) for r in ("lenet-nfgsm-ema", "rnascl-nfgsm-silu")],
