@@ -57,7 +57,6 @@ class Runtime:
         return torch.amp.GradScaler(self.device.type, enabled=self.precision == "fp16")
 
 
-
 def no_gpu_reason() -> str:
     if torch.version.cuda is None:
         return f"this torch ({torch.__version__}) is a CPU build"

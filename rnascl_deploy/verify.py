@@ -52,10 +52,10 @@ if TYPE_CHECKING:
 
 log = logging.getLogger(__name__)
 
-READS = ("data", "attack", "verify")
-# crafted on the student and scored on the engine; Square runs on the engine itself, always
+READS = ("data", "attack", "verify")  # the recipe sections `verify` reads (and the engines, the student)
+# the attacks crafted on the student and scored on the engine; Square runs on the engine itself, always
 TRANSFER = ValueCheck(lambda name: ATTACK(name) is None and name != "square",
-                 "a white-box attack name (fgsm, pgdK, apgd-ce, apgd-t): Square always runs on the engine itself")  # the recipe sections `verify` reads (and the engines, the student)
+                      "a white-box attack name (fgsm, pgdK, apgd-ce, apgd-t): Square always runs on the engine itself")
 
 
 @dataclass

@@ -68,7 +68,8 @@ class FileImages(Dataset):
     """Images read from files on demand, resized to a fixed square size (ImageFolder data sets)."""
 
     def __init__(self, files: Sequence[str], labels: Sequence[int], size: int, channels: int = 3):
-        self.files, self.labels, self.size, self.channels = list(files), torch.tensor(labels, device="cpu").long(), size, channels
+        self.files, self.size, self.channels = list(files), size, channels
+        self.labels = torch.tensor(labels, device="cpu").long()
 
     def __len__(self) -> int:
         return len(self.files)
