@@ -70,17 +70,19 @@ class TeacherCache:
     def load_or_build(cls, folder: Path, key: str, teacher: nn.Module, dataset, taps: List[str], size: int,
                       device: torch.device, progress: bool = True) -> "TeacherCache":
         path = Path(folder) / f"{key}.safetensors"
-        if distributed.is_main() and cls._read(path, dataset, taps) is None:  # rank 0 computes and writes it
+        cache = cls._read(path, dataset, taps) if distributed.is_main() else None
+        if distributed.is_main() and cache is None:  # rank 0 computes and writes it
             cache = cls.build(teacher, dataset, taps, size, device, progress=progress)
             path.parent.mkdir(parents=True, exist_ok=True)
             with atomic_path(path) as tmp:
                 save_file({"logits": cache.logits.contiguous(),
                            **{f"map.{k}": v.contiguous() for k, v in cache.maps.items()}}, str(tmp))
             log.info("teacher cache: computed %d images once -> %s", len(cache), path)
-        distributed.barrier()  # every rank reads what rank 0 wrote
-        cache = cls._read(path, dataset, taps)
+        distributed.barrier()  # the other ranks read what rank 0 wrote
         if cache is None:
-            raise RnasclError(f"the teacher cache {path} could not be written or read back")
+            cache = cls._read(path, dataset, taps)
+        if cache is None:
+            raise RnasclError(f"the teacher cache {path} could not be read back after rank 0 wrote it")
         return cache.to(device)
 
     @classmethod
