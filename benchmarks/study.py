@@ -47,7 +47,7 @@ import sys
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Dict, List, Optional
+from typing import Dict, List, Optional, Union
 
 import torch
 
@@ -82,7 +82,7 @@ class Row:
     adv: str = "n-fgsm"
     budget: str = "600K"
     tutors: str = "searched"  # searched | shuffled | depth | lastconv | none (no teacher terms)
-    epochs: Optional[int] = None  # None: matched to row 1's training MACs
+    epochs: Union[int, str, None] = None  # a count, the row whose epochs it takes, or None: matched to ``match``'s MACs
     teacher_input: str = "adversarial"  # clean: the teacher's terms computed once per run (its cost counted once)
     precision: str = "fp32"  # runtime.precision of the training passes (evaluation is fp32 always)
     act: str = "relu"  # search.space.act of an RNAS-CL row's search
@@ -95,15 +95,15 @@ ROWS = {r.name: r for r in [
     Row("lenet-nfgsm", model="lenet"), Row("lenet-fgsmrs", model="lenet", adv="fgsm-rs"),
     Row("rnascl-nfgsm"), Row("rnascl-nfgsm-cached", teacher_input="clean"),
     Row("rnascl-pgd10", adv="pgd"), Row("rnascl-pgd10-cached", adv="pgd", teacher_input="clean"),
-    Row("rnascl-nfgsm-noteacher", tutors="none", match="rnascl-nfgsm"),
-    Row("rnascl-nfgsm-shuffled", tutors="shuffled", match="rnascl-nfgsm"),
-    Row("rnascl-nfgsm-depth", tutors="depth", match="rnascl-nfgsm"),
-    Row("rnascl-nfgsm-lastconv", tutors="lastconv", match="rnascl-nfgsm"),
+    Row("rnascl-nfgsm-noteacher", tutors="none", epochs="rnascl-nfgsm"),
+    Row("rnascl-nfgsm-shuffled", tutors="shuffled", epochs="rnascl-nfgsm"),
+    Row("rnascl-nfgsm-depth", tutors="depth", epochs="rnascl-nfgsm"),
+    Row("rnascl-nfgsm-lastconv", tutors="lastconv", epochs="rnascl-nfgsm"),
     Row("lenet-nfgsm-300k", model="lenet-half", budget="300K", match="lenet-pgd10"),
     Row("rnascl-nfgsm-300k", budget="300K", match="lenet-pgd10"),
     Row("rnascl-clean", adv="clean", match="rnascl-nfgsm"),
     Row("lenet-nfgsm-20ep", model="lenet", epochs=BASE_EPOCHS),
-    Row("rnascl-nfgsm-bf16", precision="bf16", match="rnascl-nfgsm"),
+    Row("rnascl-nfgsm-bf16", precision="bf16", epochs="rnascl-nfgsm"),
     Row("lenet-nfgsm-ema", model="lenet", train={"ema": 0.999}),
     Row("rnascl-nfgsm-silu", act="silu"),
 ]}
@@ -190,14 +190,15 @@ def teacher_macs() -> int:
 
 
 def epochs_of(row: Row, t_macs: int) -> int:
+    if isinstance(row.epochs, str):  # an ablation: the epochs of the row it ablates
+        return epochs_of(ROWS[row.epochs], t_macs)
     if row.epochs is not None:
         return row.epochs
     target = ROWS[row.match]
     goal = train_macs(target, epochs_of(target, t_macs), student_cost(target)[0], t_macs)
     s_macs = student_cost(row)[0]
-    once, per_epoch = train_macs(row, 0, s_macs, t_macs), train_macs(row, 1, s_macs, t_macs) - \
-        train_macs(row, 0, s_macs, t_macs)
-    return max(1, round((goal - once) / per_epoch))
+    once = train_macs(row, 0, s_macs, t_macs)  # a cached teacher's single pass
+    return max(1, round((goal - once) / (train_macs(row, 1, s_macs, t_macs) - once)))
 
 
 def evaluate(model) -> dict:
