@@ -3,7 +3,12 @@ PYTHON ?= python3
 STAMP := .make/installed
 
 .PHONY: install run test image
-install: $(STAMP)
+# The stamp means "installed into this $(PYTHON)": where that interpreter cannot import the package (a fresh machine
+# or environment beside an old checkout), the stamp goes and the install runs again. PYTHONSAFEPATH keeps the
+# source folder itself from passing for an install.
+install:
+	@PYTHONSAFEPATH=1 $(PYTHON) -c "import rnascl_deploy" 2>/dev/null || rm -f $(STAMP)
+	@$(MAKE) --no-print-directory --silent $(STAMP)
 
 $(STAMP): setup.py constraints.txt scripts/install.sh
 	PYTHON=$(PYTHON) bash scripts/install.sh
