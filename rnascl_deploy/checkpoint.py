@@ -83,7 +83,8 @@ def read_checkpoint(path: Path | str) -> Tuple[Dict[str, torch.Tensor], dict]:
     try:
         meta = json.loads(raw_meta)
     except json.JSONDecodeError:
-        raise RnasclError(f"{str(path)!r}: its rnascl-deploy metadata is not valid JSON (the file is damaged)") from None
+        raise RnasclError(f"{str(path)!r}: its rnascl-deploy metadata is not valid JSON (the file is damaged)") \
+            from None
     if meta.get("format") != FORMAT or meta.get("version") != VERSION:
         raise RnasclError(f"{str(path)!r} has format {meta.get('format')!r} version {meta.get('version')!r}; "
                           f"this rnascl-deploy reads {FORMAT!r} version {VERSION}")
@@ -98,7 +99,8 @@ def build_from_meta(meta: dict) -> nn.Module:
                            **spec.get("kwargs", {}))
 
 
-def _load_weights(model: nn.Module, state: Dict[str, torch.Tensor], source: str, allow_missing_prefix: str = "") -> None:
+def _load_weights(model: nn.Module, state: Dict[str, torch.Tensor], source: str,
+                  allow_missing_prefix: str = "") -> None:
     own = model.state_dict()
     missing = [k for k in own if k not in state and not (allow_missing_prefix and k.startswith(allow_missing_prefix))]
     unexpected = [k for k in state if k not in own]

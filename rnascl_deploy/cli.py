@@ -335,12 +335,15 @@ def teacher_eval(ctx, checkpoint, recipe, overrides, limit, attacks, eps, data_r
 @teacher.command("import")
 @click.argument("state_dict", type=click.Path(dir_okay=False))
 @click.option("--model", "model_name", required=True, help="Architecture name: cnn, resnet, wideresnet.")
-@click.option("--model-kwargs", default="{}", help='Architecture arguments as JSON, e.g. \'{"depth": 34, "widen_factor": 10}\'.')
-@click.option("--dataset", required=True, help="Data set the weights were trained on: fashion-mnist, cifar10, imagefolder.")
+@click.option("--model-kwargs", default="{}",
+              help='Architecture arguments as JSON, e.g. \'{"depth": 34, "widen_factor": 10}\'.')
+@click.option("--dataset", required=True,
+              help="Data set the weights were trained on: fashion-mnist, cifar10, imagefolder.")
 @click.option("--data-root", help="Data directory (needed for the data set's shape and normalisation).")
 @click.option("--mean", help="Comma-separated normalisation mean the weights expect (default: the data set's).")
 @click.option("--std", help="Comma-separated normalisation std the weights expect (default: the data set's).")
-@click.option("--out", "-o", type=click.Path(dir_okay=False), required=True, help="Where to write the .safetensors teacher.")
+@click.option("--out", "-o", type=click.Path(dir_okay=False), required=True,
+              help="Where to write the .safetensors teacher.")
 def teacher_import(state_dict, model_name, model_kwargs, dataset, data_root, mean, std, out):
     """Convert a foreign PyTorch state dict (e.g. a RobustBench WRN-34-10 .pt) into a teacher checkpoint.
 
@@ -599,8 +602,8 @@ Examples:
 @click.option("--warmup", type=click.IntRange(0), default=5, show_default=True)
 @click.option("--min-iters", type=click.IntRange(1), default=20, show_default=True)
 @click.option("--min-seconds", type=click.FloatRange(0), default=1.0, show_default=True)
-@click.option("--out", type=click.Path(file_okay=False), help="Directory for JSON, CSV and the plot "
-                                                             "(default: RUN/bench/ beside RUN/engines/, else no files).")
+@click.option("--out", type=click.Path(file_okay=False),
+              help="Directory for JSON, CSV and the plot (default: RUN/bench/ beside RUN/engines/, else no files).")
 @click.option("--force", is_flag=True, help="Replace earlier results of this engine in the output directory.")
 @json_option
 @click.pass_context
@@ -630,7 +633,8 @@ def bench_command(ctx, engine_path, batch_text, provider, reference, warmup, min
     if target is not None:
         write_bench(report, target, path.name, force=force)
     lines = [f"{engine_path} ({report.engine['precision']}, {report.engine['provider']}, {report.threads} threads)",
-             f"{'batch':>6} {'p50 ms':>9} {'p90 ms':>9} {'p99 ms':>9} {'img/s':>10} {'PyTorch p50':>12} {'speed-up':>9}"]
+             f"{'batch':>6} {'p50 ms':>9} {'p90 ms':>9} {'p99 ms':>9} {'img/s':>10} {'PyTorch p50':>12} "
+             f"{'speed-up':>9}"]
     for i, r in enumerate(report.rows):
         ref_row = report.reference_rows[i] if report.reference_rows else None
         lines.append(f"{r.batch:>6} {r.p50_ms:>9.3f} {r.p90_ms:>9.3f} {r.p99_ms:>9.3f} {r.throughput:>10.0f} "

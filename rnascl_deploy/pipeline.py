@@ -4,7 +4,8 @@ Stages over one run directory, each the same library call as its own command:
 search -> retrain -> export -> verify -> bench -> report.
 
 ``RUN/pipeline.json`` records, per stage, a content hash of its inputs (the recipe sections it reads, declared by
-the stage's module as ``READS``, and the sha256 of the files it consumes) and whether it finished. Running again:
+the stage's module as ``READS``, less the keys that say where it computes, ``rundir.PLACEMENT``; and the sha256 of
+the files it consumes) and whether it finished. A run finished on a GPU is finished on the CPU. Running again:
 - skips a finished stage whose inputs are unchanged;
 - resumes a stage that was interrupted (its own per-epoch state), never starting it over;
 - re-runs a stage whose inputs changed, and everything after it; ``--from STAGE`` forces that.
@@ -36,6 +37,7 @@ from .errors import RnasclError
 from .exporters import config as export_config
 from .fileio import atomic_write_json
 from .recipe import Recipe, recipe_to_dict
+from .rundir import stage_keys
 from .schema import resolve_path
 
 log = logging.getLogger(__name__)
@@ -72,8 +74,7 @@ def _files(run: Path, names) -> Dict[str, str]:
 
 def stage_inputs(stage: str, run: Path, recipe: Recipe) -> str:
     """Content hash of everything ``stage`` reads."""
-    resolved = recipe_to_dict(recipe)
-    parts = {k: resolved[k] for k in READS[stage]}
+    parts = stage_keys(recipe_to_dict(recipe), READS[stage])
     if stage == "search":
         parts["teacher_sha256"] = file_sha256(resolve_path(recipe.teacher.checkpoint))
     consumed = {"retrain": ["arch.json"], "export": ["student.safetensors"],

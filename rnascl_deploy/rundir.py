@@ -3,7 +3,8 @@
 - A stage keeps its resumable state in one file (``state.pt`` or ``search_state.pt``). Starting a stage where that
   file exists is refused unless ``resume`` is asked for; asking to resume where it does not exist is refused too.
 - A resumed stage must run the same recipe it started with, in the sections that stage reads (its ``READS``;
-  :func:`check_same_recipe`): a changed key is refused by name; other sections may change.
+  :func:`check_same_recipe`): a changed key is refused by name; other sections may change. ``runtime.device`` and
+  ``data.workers`` say where a stage computes, not what: a stage started on a GPU continues on the CPU.
 - Logs of a stage are copied into a file in the run directory (:class:`RunLog`).
 - Under torch.distributed only rank 0 writes (state, history, recipe, log file); every rank reads.
 """
@@ -54,6 +55,16 @@ def _changed(saved: dict, now: dict) -> list:
     return out
 
 
+PLACEMENT = ("runtime.device", "data.workers")  # recipe keys that choose where a stage computes, not what
+
+
+def stage_keys(recipe: dict, sections: Iterable[str]) -> dict:
+    """The flattened keys of ``recipe`` (a recipe as a dict) in ``sections`` that decide a stage's result: every key
+    of those sections but the :data:`PLACEMENT` keys."""
+    sections = set(sections)
+    return {k: v for k, v in flatten(recipe).items() if k.split(".")[0] in sections and k not in PLACEMENT}
+
+
 def check_same_recipe(out: Path, recipe, sections: Iterable[str]) -> None:
     """Refuse to resume with a recipe that differs from the saved ``recipe.yaml`` in ``sections`` (the stage's
     ``READS``), naming every changed key."""
@@ -67,10 +78,7 @@ def check_same_recipe(out: Path, recipe, sections: Iterable[str]) -> None:
                           "elsewhere") from None
     if not isinstance(saved, dict):
         raise RnasclError(f"cannot resume {out}: its recipe.yaml is not a recipe; start a new run elsewhere")
-    sections = set(sections)
-    saved = {k: v for k, v in flatten(saved).items() if k.split(".")[0] in sections}
-    now = {k: v for k, v in flatten(dataclasses.asdict(recipe)).items() if k.split(".")[0] in sections}
-    diff = _changed(saved, now)
+    diff = _changed(stage_keys(saved, sections), stage_keys(dataclasses.asdict(recipe), sections))
     if diff:
         raise RnasclError(f"cannot resume {out}: the recipe differs from the one it started with in "
                           f"{', '.join(diff)}; resume with the same recipe and overrides (RUN/recipe.yaml holds "
@@ -130,7 +138,8 @@ def load_state(path: Path) -> dict:
     try:
         state = torch.load(path, map_location="cpu", weights_only=True)
     except Exception as exc:  # truncated, corrupt, not a torch file, or a pickle carrying code
-        raise RnasclError(f"cannot resume from {path}: it is not a state file rnascl-deploy wrote ({type(exc).__name__}: "
+        raise RnasclError(f"cannot resume from {path}: it is not a state file rnascl-deploy wrote "
+                          f"({type(exc).__name__}: "
                           f"{str(exc).splitlines()[0][:200]}). Move it away and start this stage again without "
                           "--resume (the finished epochs it held are lost)") from None
     if not isinstance(state, dict) or not {"epoch", "history", "seconds"} <= set(state):

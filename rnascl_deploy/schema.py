@@ -135,7 +135,7 @@ def _coerce(value: Any, tp: Any, where: str) -> Any:
         return value
     if tp is float and isinstance(value, int) and not isinstance(value, bool):
         return float(value)
-    if tp is bool and not isinstance(value, bool) or not isinstance(value, tp) or (tp is int and isinstance(value, bool)):
+    if not isinstance(value, tp) or (tp is int and isinstance(value, bool)):
         raise RnasclError(f"recipe key {where!r}: expected {_type_name(tp)}, got {value!r}")
     return value
 

@@ -306,7 +306,8 @@ def run_search(recipe: Recipe, out: Path, resume: bool = False, progress: bool =
         raise RnasclError("search.space has no student taps (no stem and no convolution block) for cross-layer "
                           "distillation")
     if cfg.arch_every < 2:
-        raise RnasclError(f"search.arch_every must be at least 2 (one architecture step in every N), got {cfg.arch_every}")
+        raise RnasclError(f"search.arch_every must be at least 2 (one architecture step in every N), "
+                          f"got {cfg.arch_every}")
     steps = num_batches(train_set, data.batch_size, drop_last=True)
     if steps < cfg.arch_every - 1:
         raise RnasclError(f"the training split ({len(train_set)} images) gives {steps} batches of {data.batch_size}; "

@@ -1,8 +1,9 @@
 """Training, clean or adversarial, with per-epoch checkpoints and resume (:class:`~rnascl_deploy.loop.EpochLoop`).
 
-The loss is a registered objective (:mod:`rnascl_deploy.objectives`, ``TrainConfig.adv``). SGD with Nesterov momentum or Adam, linear warm-up then cosine decay per step (with
-a long warm-up, a one-cycle schedule); eps ramps up over ``eps_warmup_epochs``; optionally an exponential moving
-average of the weights (``ema``), which is then what is validated, saved and returned.
+The loss is a registered objective (:mod:`rnascl_deploy.objectives`, ``TrainConfig.adv``). SGD with Nesterov momentum or
+Adam, linear warm-up then cosine decay per step (with a long warm-up, a one-cycle schedule); eps ramps up over
+``eps_warmup_epochs``; optionally an exponential moving average of the weights (``ema``), which is then what is
+validated, saved and returned.
 
 The guard against catastrophic overfitting (the failure of single-step training, Wong et al. 2020: PGD accuracy
 collapses within an epoch while the training loss looks fine): every epoch of an adversarial objective measures

@@ -263,7 +263,8 @@ def to_junit(r: VerifyReport, suite: str = "rnascl-deploy.verify") -> str:
     failures = sum(not c.passed for c in r.checks)
     cases = []
     for c in r.checks:
-        body = "" if c.passed else f"<failure message={quoteattr(c.message)}>{escape(f'{c.value} > {c.limit}')}</failure>"
+        failure = escape(f"{c.value} > {c.limit}")
+        body = "" if c.passed else f"<failure message={quoteattr(c.message)}>{failure}</failure>"
         cases.append(f'  <testcase classname={quoteattr(suite)} name={quoteattr(c.name)} time="0">{body}</testcase>')
     return (f'<?xml version="1.0" encoding="UTF-8"?>\n<testsuite name={quoteattr(suite)} tests="{len(r.checks)}" '
             f'failures="{failures}" errors="0" time="{r.seconds}">\n' + "\n".join(cases) + "\n</testsuite>\n")

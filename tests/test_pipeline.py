@@ -38,7 +38,7 @@ def test_run_end_to_end_then_skips_everything(tmp_path):
     report = (out / "report.md").read_text()
     assert "## Tutor map" in report and "APGD-T" in report  # every attack of attack.attacks is reported
     student = (out / "student.safetensors").stat().st_mtime_ns
-    second = json.loads(_run(out, "--json").output)
+    second = json.loads(_run(out, "--json", "--device", "cpu").output)  # auto before: where, not what, changed
     assert second["ran"] == [] and len(second["skipped"]) == 6
     assert (out / "student.safetensors").stat().st_mtime_ns == student
 
@@ -69,6 +69,6 @@ def test_interrupted_run_resumes_without_redoing_finished_stages(tmp_path, monke
     arch = (out / "arch.json").read_bytes()
     state = json.loads((out / "pipeline.json").read_text())["stages"]
     assert state["search"]["done"] and not state["retrain"]["done"]
-    result = json.loads(_run(out, "--json").output)
+    result = json.loads(_run(out, "--json", "--device", "cpu", "--set", "data.workers=1").output)  # moved: resumes
     assert result["skipped"] == ["search"] and result["ran"][0] == "retrain"
     assert (out / "arch.json").read_bytes() == arch and not (out / "superseded").exists()

@@ -1,8 +1,9 @@
 """Robustness evaluation: clean accuracy, accuracy under each attack, worst case per point, and self-checks.
 
-Accuracies are fractions in [0, 1] over the same ``n`` points; report keys are attack names with ``-`` as ``_``. A point counts as robust to an attack when it is
-classified correctly both clean and on that attack's adversarial example (AutoAttack's convention); it counts in
-``worst_case_acc`` only when it survives every attack. Attacks run in eval mode; the model's mode is restored.
+Accuracies are fractions in [0, 1] over the same ``n`` points; report keys are attack names with ``-`` as ``_``. A point
+counts as robust to an attack when it is classified correctly both clean and on that attack's adversarial example
+(AutoAttack's convention); it counts in ``worst_case_acc`` only when it survives every attack. Attacks run in eval mode;
+the model's mode is restored.
 
 The checks (AutoAttack's ``checks.py`` and Carlini et al. 2019 are the models) do not change the numbers; they add
 warnings to the report:

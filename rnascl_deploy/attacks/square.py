@@ -58,7 +58,8 @@ class Square(QueryAttack):
             vh = int(torch.randint(0, h - s + 1, (1,), generator=gen, device="cpu"))
             vw = int(torch.randint(0, w - s + 1, (1,), generator=gen, device="cpu"))
             x_new = xb.clone()
-            x_new[:, :, vh:vh + s, vw:vw + s] = xa[:, :, vh:vh + s, vw:vw + s] + self.eps * rand_sign(len(active), c, 1, 1)
+            window = (slice(None), slice(None), slice(vh, vh + s), slice(vw, vw + s))
+            x_new[window] = xa[window] + self.eps * rand_sign(len(active), c, 1, 1)
             x_new = torch.min(torch.max(x_new, xa - self.eps), xa + self.eps).clamp(0, 1)
             m = margin(predict(x_new), y[active])
             better = m < margin_best[active]

@@ -1,10 +1,11 @@
 """Data sets as float images in [0, 1], shape (C, H, W), with integer labels.
 
-Supported (one module each, registered in :data:`DATASETS`): Fashion-MNIST (the Debian package ``dataset-fashion-mnist`` or any directory with the four IDX files,
-gzipped or raw), CIFAR-10 (a directory with the python batches ``data_batch_1..5`` and ``test_batch``, read with a
-restricted unpickler that only rebuilds numpy arrays), and ImageFolder directories (``root/train/<class>/*.jpg``,
-``root/val/<class>/*.jpg``; ImageNet-100 and user data sets), decoded with PIL. torchvision is never needed: its
-only build for torch 2.13 is a CUDA build that fails to import beside the CPU torch, so one PIL path serves everyone.
+Supported (one module each, registered in :data:`DATASETS`): Fashion-MNIST (the Debian package ``dataset-fashion-mnist``
+or any directory with the four IDX files, gzipped or raw), CIFAR-10 (a directory with the python batches
+``data_batch_1..5`` and ``test_batch``, read with a restricted unpickler that only rebuilds numpy arrays), and
+ImageFolder directories (``root/train/<class>/*.jpg``, ``root/val/<class>/*.jpg``; ImageNet-100 and user data sets),
+decoded with PIL. torchvision is never needed: its only build for torch 2.13 is a CUDA build that fails to import beside
+the CPU torch, so one PIL path serves everyone.
 
 Splits: ``train`` is the training split minus ``val_size`` held-out images, ``val`` is that held-out part (the same
 images for a given data set, whatever the seed), ``test`` is the official test split. ``limit`` takes a
@@ -133,8 +134,8 @@ class DataConfig:
     """The recipe's ``data`` section: which data set, where it lives, and how batches are drawn."""
 
     CHECKS: ClassVar[dict] = {"name": OneOf(lambda: list(DATASETS)), "root": ANY, "val_size": at_least(1),
-                              "batch_size": at_least(1), "augment": Maybe(Each(OneOf(AUGMENTATIONS))), "image_size": Maybe(at_least(8)),
-                              "workers": at_least(0)}
+                              "batch_size": at_least(1), "augment": Maybe(Each(OneOf(AUGMENTATIONS))),
+                              "image_size": Maybe(at_least(8)), "workers": at_least(0)}
 
     name: str = "fashion-mnist"  # fashion-mnist | cifar10 | imagefolder
     root: Optional[str] = None  # None: the data set's default locations (the Debian package for Fashion-MNIST)

@@ -35,8 +35,8 @@ def load_imagefolder(root: Optional[str], split: str, image_size: Optional[int] 
         raise RnasclError(f"{folder} holds no images ({', '.join(IMAGE_SUFFIXES)})")
     empty = [f for f in files if Path(f).stat().st_size == 0]  # cheap at load time; the rest is checked at decode
     if empty:
-        raise RnasclError(f"image {empty[0]} is empty (0 bytes){f' (and {len(empty) - 1} more)' if len(empty) > 1 else ''}; "
-                          "remove or replace it")
+        more = f" (and {len(empty) - 1} more)" if len(empty) > 1 else ""
+        raise RnasclError(f"image {empty[0]} is empty (0 bytes){more}; remove or replace it")
     size = image_size or 64
     info = DatasetInfo("imagefolder", (3, size, size), len(classes), IMAGENET_MEAN, IMAGENET_STD, ("crop", "flip"),
                        tuple(classes))
