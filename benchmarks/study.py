@@ -1,6 +1,6 @@
 """Study v3 (issue #23): does the tool's student beat what a user would train, at equal training cost, over seeds?
 
-    python benchmarks/study.py [--only ROW,ROW] [--seeds 3] [--commit] [--table]
+    python benchmarks/study.py [--only ROW,ROW] [--seeds 3] [--commit] [--threads N] [--table]
 
 Every finished (row, seed) is a small JSON in ``benchmarks/results/study-v3/<row>/seed<k>.json``, in the repository:
 its metrics on the full Fashion-MNIST test set (clean, then PGD-20, APGD-CE and APGD-T in AutoAttack's cascade, each
@@ -8,6 +8,9 @@ attack on the points the earlier ones left robust, so the last column is the wor
 training cost in MACs and seconds, the command and the commit. The study takes finished rows from there and runs
 only what is missing, in the order of ``WORK``, on any machine; ``--commit`` commits each row's JSON as it lands
 (a half-trained row may be lost, never a finished one). Run directories (checkpoints) go to ``runs/study-v3``.
+Several study processes may run at once: each holds the run directory of the (row, seed) it works on (the package's
+run lock) and passes over those another process holds. On 2 cores, two processes with ``--threads 1`` train more
+images a second than one with both threads (docs/results.md).
 
 Training cost (``train_macs``): per training image and epoch, ``passes`` forward-backward passes of the student (an
 attack step or the training step; a forward-backward counted as 3 forwards) and the teacher's forwards (none for
@@ -47,7 +50,7 @@ import sys
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Dict, List, Optional, Union
+from typing import Dict, List, Union
 
 import torch
 
@@ -56,6 +59,8 @@ from rnascl_deploy.attacks.evaluate import evaluate_robustness
 from rnascl_deploy.checkpoint import load_model
 from rnascl_deploy.cost import measure
 from rnascl_deploy.data import load_split
+from rnascl_deploy.fileio import atomic_write_text
+from rnascl_deploy.lock import RunLocked, run_lock
 from rnascl_deploy.perf import channels_last, tune_cpu
 from rnascl_deploy.recipe import load_recipe
 from rnascl_deploy.retrain import run_retrain
@@ -64,6 +69,7 @@ from rnascl_deploy.search import run_search
 from rnascl_deploy.teacher import train_teacher
 
 log = logging.getLogger("study")
+COMMAND = "python benchmarks/study.py " + " ".join(sys.argv[1:])
 
 RESULTS = Path("benchmarks/results/study-v3")
 RUNS = Path("runs/study-v3")
@@ -164,7 +170,9 @@ def searched(row: Row) -> Path:
     if not (where / "arch.json").exists():
         recipe = load_recipe(RECIPE, {"search.budget": row.budget, "search.space.act": row.act,
                                       "teacher.checkpoint": TEACHER})
-        run_search(recipe, where, resume=(where / "search_state.pt").exists())
+        with run_lock(where, COMMAND):  # another study process searching it: RunLocked, the caller moves on
+            if not (where / "arch.json").exists():
+                run_search(recipe, where, resume=(where / "search_state.pt").exists())
     return where
 
 
@@ -244,6 +252,21 @@ def run_row(row: Row, seed: int, epochs: int) -> dict:
             "collapsed": next((h["epoch"] for h in rows if h.get("collapse")), None), "run": str(train_dir)}
 
 
+def run_unit(row: Row, seed: int, t_macs: int) -> dict:
+    """One (row, seed) trained (or resumed) and evaluated: the JSON document of its result."""
+    epochs = epochs_of(row, t_macs)
+    s_macs, s_params = student_cost(row)
+    log.info("row %s seed %d: %s, %d epochs", row.name, seed, row.adv, epochs)
+    t0 = time.time()
+    result = run_row(row, seed, epochs)
+    return {"row": row.name, "seed": seed, "model": row.model, "adv": row.adv, "budget": row.budget,
+            "tutors": row.tutors, "precision": row.precision, "epochs": epochs, "macs": s_macs, "params": s_params,
+            "train_macs": train_macs(row, epochs, s_macs, t_macs), "teacher_input": row.teacher_input,
+            "wall_seconds": round(time.time() - t0), **result, "command": COMMAND, "commit": commit_of(),
+            "date": time.strftime("%Y-%m-%d"), "machine": {"threads": torch.get_num_threads(),
+                                                           "python": platform.python_version()}}
+
+
 def commit_of() -> str:
     return subprocess.run(["git", "rev-parse", "--short", "HEAD"], capture_output=True, text=True).stdout.strip()
 
@@ -295,13 +318,14 @@ def main() -> None:
     parser.add_argument("--only", help="comma-separated row names (default: every row)")
     parser.add_argument("--seeds", type=int, default=3, help="seeds 0 .. N-1 at most")
     parser.add_argument("--commit", action="store_true", help="git-commit each row's JSON as it lands")
+    parser.add_argument("--threads", type=int, help="torch threads of this process (default: torch's own)")
     parser.add_argument("--table", action="store_true", help="print the table of the finished rows and stop")
     args = parser.parse_args()
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     if args.table:
         print(table(finished()))
         return
-    tune_cpu()
+    tune_cpu(args.threads)
     unknown = set(args.only.split(",")) - set(ROWS) if args.only else set()
     if unknown:
         sys.exit(f"unknown rows {sorted(unknown)}; valid: {', '.join(ROWS)}")
@@ -311,20 +335,16 @@ def main() -> None:
         row, path = ROWS[name], RESULTS / name / f"seed{seed}.json"
         if name not in selected or seed >= args.seeds or path.exists():
             continue
-        epochs = epochs_of(row, t_macs)
-        s_macs, s_params = student_cost(row)
-        log.info("row %s seed %d: %s, %d epochs", name, seed, row.adv, epochs)
-        t0 = time.time()
-        result = run_row(row, seed, epochs)
-        doc = {"row": name, "seed": seed, "model": row.model, "adv": row.adv, "budget": row.budget,
-               "tutors": row.tutors, "precision": row.precision, "epochs": epochs, "macs": s_macs, "params": s_params,
-               "train_macs": train_macs(row, epochs, s_macs, t_macs), "teacher_input": row.teacher_input,
-               "wall_seconds": round(time.time() - t0),
-               **result, "command": "python benchmarks/study.py " + " ".join(sys.argv[1:]), "commit": commit_of(),
-               "date": time.strftime("%Y-%m-%d"), "machine": {"threads": torch.get_num_threads(),
-                                                              "python": platform.python_version()}}
-        path.parent.mkdir(parents=True, exist_ok=True)
-        path.write_text(json.dumps(doc, indent=1) + "\n")
+        try:
+            with run_lock(RUNS / name / f"seed{seed}", COMMAND):
+                if path.exists():  # another study process finished it meanwhile
+                    continue
+                doc = run_unit(row, seed, t_macs)
+                path.parent.mkdir(parents=True, exist_ok=True)
+                atomic_write_text(path, json.dumps(doc, indent=1) + "\n")
+        except RunLocked:
+            log.info("row %s seed %d: another study process works on it; next", name, seed)
+            continue
         log.info("row %s seed %d: clean %.4f worst case %.4f", name, seed, doc["metrics"]["clean_acc"],
                  doc["metrics"]["worst_case_acc"])
         if args.commit:
