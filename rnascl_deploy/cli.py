@@ -207,7 +207,8 @@ set_option = click.option("--set", "overrides", multiple=True, metavar="KEY=VALU
                           help="Override a recipe value by dotted key, e.g. --set teacher.train.epochs=3 (repeatable).")
 json_option = click.option("--json", "as_json", is_flag=True, help="Print one JSON object on stdout.")
 device_option = click.option("--device", help="Where to compute (runtime.device): auto (the visible GPU, else the "
-                                              "CPU), cpu, cuda or cuda:N.")
+                                              "CPU), cpu, cuda or cuda:N. A run started on one device may be "
+                                              "resumed or finished on another.")
 
 
 DISTRIBUTED_COMMANDS = ("search", "retrain")
