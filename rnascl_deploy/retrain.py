@@ -12,9 +12,9 @@ Stages inside the run directory, each resumable per epoch (``--resume``):
    recipe's eps (on ``retrain.eval_limit`` test images), plus MACs/params.
 
 The teacher is the one the search used: its file hash must match ``arch.json``'s, so a student is never tutored by
-a teacher other than the one its tutor map was searched against. With ``teacher_input: clean`` its terms are taken
-on the clean training images, computed once into ``RUN/teacher-cache/`` when the data is not augmented
-(:mod:`rnascl_deploy.distill.cache`); the default, ``adversarial``, runs it on the attack's examples every step.
+a teacher other than the one its tutor map was searched against. With ``teacher_input: clean`` (the default) its
+terms are taken on the clean training images, computed once into ``RUN/teacher-cache/`` when the data is not
+augmented (:mod:`rnascl_deploy.distill.cache`); ``adversarial`` runs it on the attack's examples every step.
 """
 from __future__ import annotations
 

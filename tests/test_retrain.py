@@ -42,9 +42,12 @@ def _copy(searched, tmp_path, name):
 
 
 def test_retrain_end_to_end_with_trades_finetune(searched, tmp_path):
-    run = _copy(searched, tmp_path, "r")
-    recipe = load_recipe(run / "recipe.yaml", {**QUICK, **finetune("trades"), "retrain.eval_limit": 64})
+    run = _copy(searched, tmp_path, "r")  # the teacher in the loop on the adversarial input (the default is clean)
+    recipe = load_recipe(run / "recipe.yaml", {**QUICK, **finetune("trades"), "retrain.eval_limit": 64,
+                                               "retrain.train.teacher_input": "adversarial",
+                                               "retrain.finetune.teacher_input": "adversarial"})
     metrics = run_retrain(run, recipe, progress=False)
+    assert not (run / "teacher-cache").exists()
     assert set(metrics["adv_acc"]) == {"fgsm", "pgd20", "apgd_ce", "apgd_t"} and metrics["n"] == 64
     assert 0 <= metrics["worst_case_acc"] <= min(metrics["adv_acc"].values()) <= metrics["clean_acc"]
     arch = json.loads((run / "arch.json").read_text())
