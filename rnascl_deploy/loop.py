@@ -26,10 +26,10 @@ from typing import Dict, Iterable, List
 
 import torch
 from torch import nn
-from tqdm import tqdm
 
 from . import distributed
 from .errors import RnasclError
+from .progress import progress_bar
 from .rundir import check_resume, epoch_seed, load_state, save_state, write_history
 
 log = logging.getLogger(__name__)
@@ -92,9 +92,8 @@ class EpochLoop:
             gen = torch.Generator().manual_seed(epoch_seed(self.seed, epoch))
             sums: Dict[str, torch.Tensor] = {}
             counts: Dict[str, int] = {}
-            bar = tqdm(self.batches(epoch, gen), total=self.steps, unit="batch",
-                       desc=f"{self.desc} {epoch + 1}/{self.epochs}",
-                       disable=None if self.progress and distributed.is_main() else True, leave=False)
+            bar = progress_bar(self.batches(epoch, gen), enabled=self.progress and distributed.is_main(),
+                              total=self.steps, unit="batch", desc=f"{self.desc} {epoch + 1}/{self.epochs}")
             means: Dict[str, float] = {}
             for i, batch in enumerate(bar):
                 for k, v in self.step(epoch, i, batch, gen).items():

@@ -31,7 +31,6 @@ from xml.sax.saxutils import escape, quoteattr
 
 import torch
 from torch import nn
-from tqdm import tqdm
 
 from .attacks import PGD, Square
 from .attacks.config import ATTACK, AttackConfig
@@ -43,6 +42,7 @@ from .exporters.provenance import UntrustedEngine, check_provenance, reexport_hi
 from .errors import RnasclError
 from .fileio import atomic_write_set
 from .perf import channels_last
+from .progress import progress_bar
 from .runtime import resolve
 from .schema import LIMIT, Each, Maybe, at_least, between
 from .schema import Check as ValueCheck
@@ -122,7 +122,7 @@ def verify_engine(student: nn.Module, engine: Engine, dataset, attack: AttackCon
     n = ref_clean = eng_clean = agree = ref_worst = eng_worst = 0
     ref_adv = {k: 0 for k in transfer}
     eng_adv = {k: 0 for k in keys}
-    bar = tqdm(total=len(dataset), desc="verify", unit="img", disable=None if progress else True, leave=False)
+    bar = progress_bar(enabled=progress, total=len(dataset), desc="verify", unit="img")
     for x, y in batches(dataset, batch_size):
         x, y = x.to(dev, non_blocking=True), y.to(dev, non_blocking=True)
         with torch.no_grad():

@@ -21,9 +21,9 @@ from typing import Dict, List, Mapping
 
 import torch
 from torch import nn
-from tqdm import tqdm
 
 from ..data import batches
+from ..progress import progress_bar
 from .base import Attack, QueryAttack, eval_mode
 
 log = logging.getLogger(__name__)
@@ -61,7 +61,7 @@ def evaluate_robustness(model: nn.Module, dataset, attacks: Mapping[str, Attack]
     raw = {name: 0 for name in attacks}
     survives_all = 0
     query_beats_white = zero_grad = prob_like = 0
-    bar = tqdm(total=len(dataset), desc="evaluate", unit="img", disable=None if progress else True, leave=False)
+    bar = progress_bar(enabled=progress, total=len(dataset), desc="evaluate", unit="img")
     with eval_mode(model):
         for x, y in batches(dataset, batch_size):
             x, y = x.to(device), y.to(device)

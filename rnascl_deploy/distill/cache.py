@@ -20,11 +20,11 @@ import torch
 from safetensors import SafetensorError
 from safetensors.torch import load_file, save_file
 from torch import nn
-from tqdm import tqdm
 
 from .. import distributed
 from ..errors import RnasclError
 from ..fileio import atomic_path
+from ..progress import progress_bar
 from ..taps import Taps
 from .attention import attention_map
 
@@ -55,8 +55,7 @@ class TeacherCache:
 
         teacher = teacher.eval().to(device)
         logits, maps = [], {t: [] for t in taps}
-        bar = tqdm(total=len(dataset), desc="teacher cache", unit="img", disable=None if progress else True,
-                   leave=False)
+        bar = progress_bar(enabled=progress, total=len(dataset), desc="teacher cache", unit="img")
         for x, _ in batches(dataset, batch_size):
             with Taps(teacher, taps) as tt:
                 logits.append(teacher(x.to(device)).float().cpu())

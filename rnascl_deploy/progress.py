@@ -1,0 +1,46 @@
+"""Progress of long work, on a terminal and in a log.
+
+On a terminal :func:`progress_bar` is an ordinary live tqdm bar. Where stderr is not a terminal (CI jobs, ``nohup``, a log
+file) tqdm would stay silent, and an evaluation of the full test set can then run for half an hour without a line;
+there the same bar writes its status (count, rate, time left, postfix) to the package log once every
+:data:`LOG_EVERY` seconds, and once more when it closes.
+"""
+from __future__ import annotations
+
+import logging
+import math
+import sys
+import time
+
+from tqdm import tqdm
+
+log = logging.getLogger(__name__)
+
+LOG_EVERY = 60.0  # seconds between two log lines of one bar when stderr is not a terminal
+
+
+class _LogLines:
+    """A file for tqdm that logs its latest status line at most every :data:`LOG_EVERY` seconds, and at the close."""
+
+    def __init__(self):
+        self.status = self.logged = ""
+        self.when = -math.inf
+
+    def write(self, text: str) -> None:
+        self.status = text.strip("\r\n\x1b[A ") or self.status
+        now = time.monotonic()
+        if self.status != self.logged and ("\n" in text or now - self.when >= LOG_EVERY):  # "\n": the bar closed
+            log.info("%s", self.status)
+            self.logged, self.when = self.status, now
+
+    def flush(self) -> None:
+        pass
+
+
+def progress_bar(iterable=None, *, enabled: bool = True, **kwargs) -> tqdm:
+    """``tqdm(iterable, **kwargs)``: live on a terminal, a log line a minute elsewhere, nothing when not ``enabled``."""
+    if not enabled:
+        return tqdm(iterable, disable=True, **kwargs)
+    if sys.stderr.isatty():
+        return tqdm(iterable, leave=False, **kwargs)
+    return tqdm(iterable, file=_LogLines(), ascii=True, leave=True, **kwargs)
