@@ -16,7 +16,9 @@ Training cost (``train_macs``): per training image and epoch, ``passes`` forward
 attack step or the training step; a forward-backward counted as 3 forwards) and the teacher's forwards (none for
 LeNet rows; on the adversarial input for the RNAS-CL rows), times the student's or teacher's MACs (fvcore, batch 1).
 Validation and the collapse guard's probe are not counted. Rows compared head to head are set to equal training
-MACs (within 10%) by their epochs.
+MACs (within 10%) by their epochs. A single-step row stops at a catastrophic overfitting (``on_collapse: stop``, not
+the recipe default's switch to PGD-10, which would put PGD's cost into a single-step row): its result is the best
+epoch before the collapse, its cost the epochs it trained (``epochs_trained``).
 
 The rows (600K MACs unless named); the "matched" rows take the epochs that give row 1's training MACs:
 1. ``lenet-pgd10``: LeNet-small, PGD-10, 20 epochs (study v2's baseline settings).
@@ -81,6 +83,7 @@ ATTACKS = ["pgd20", "apgd-ce", "apgd-t"]  # in cascade order
 TRAIN_IMAGES = 55_000
 BASE_EPOCHS = 20  # row 1
 PASSES = {"pgd": 11, "n-fgsm": 2, "fgsm-rs": 2, "clean": 1}  # student forward-backward passes per image and step
+SINGLE_STEP = ("n-fgsm", "fgsm-rs")
 
 
 @dataclass
@@ -136,7 +139,8 @@ def training(row: Row, epochs: int, seed: int) -> dict:
     return {"epochs": epochs, "optimizer": "adam", "lr": 2e-3, "weight_decay": 0.0,
             "warmup_epochs": max(1, round(0.3 * epochs)), "adv": row.adv, "eps": 0.1, "steps": 10,
             "step_size": 0.025, "eps_warmup_epochs": 0, "val_limit": 1000, "seed": seed,
-            "teacher_input": row.teacher_input, **row.train}
+            "teacher_input": row.teacher_input, **({"on_collapse": "stop"} if row.adv in SINGLE_STEP else {}),
+            **row.train}
 
 
 def prefixed(prefix: str, values: dict) -> dict:
@@ -262,9 +266,11 @@ def run_unit(row: Row, seed: int, t_macs: int) -> dict:
     log.info("row %s seed %d: %s, %d epochs", row.name, seed, row.adv, epochs)
     t0 = time.time()
     result = run_row(row, seed, epochs)
+    trained = len(result["history"])  # fewer than ``epochs`` where a collapse stopped the run
     return {"row": row.name, "seed": seed, "model": row.model, "adv": row.adv, "budget": row.budget,
-            "tutors": row.tutors, "precision": row.precision, "epochs": epochs, "macs": s_macs, "params": s_params,
-            "train_macs": train_macs(row, epochs, s_macs, t_macs), "teacher_input": row.teacher_input,
+            "tutors": row.tutors, "precision": row.precision, "epochs": epochs, "epochs_trained": trained,
+            "macs": s_macs, "params": s_params, "train_macs": train_macs(row, trained, s_macs, t_macs),
+            "teacher_input": row.teacher_input,
             "wall_seconds": round(time.time() - t0), **result, "command": COMMAND, "commit": commit_of(),
             "date": time.strftime("%Y-%m-%d"), "machine": {"threads": torch.get_num_threads(),
                                                            "python": platform.python_version()}}
@@ -307,8 +313,11 @@ def table(results: Dict[str, Dict[int, dict]]) -> str:
         if not runs:
             continue
         m = [r["metrics"] for r in runs]
-        lines.append(f"| {name} | {len(runs)} | {runs[0]['epochs']} | {runs[0]['macs'] / 1e3:.0f}K | "
-                     f"{runs[0]['params'] / 1e3:.1f}K | {runs[0]['train_macs'] / 1e9:,.0f} | "
+        trained = [r.get("epochs_trained", r["epochs"]) for r in runs]  # rows from before the field trained all
+        epochs = str(runs[0]["epochs"]) if set(trained) == {runs[0]["epochs"]} else \
+            f"{runs[0]['epochs']} (trained {', '.join(map(str, trained))})"
+        lines.append(f"| {name} | {len(runs)} | {epochs} | {runs[0]['macs'] / 1e3:.0f}K | "
+                     f"{runs[0]['params'] / 1e3:.1f}K | {statistics.mean(r['train_macs'] for r in runs) / 1e9:,.0f} | "
                      f"{statistics.mean(r['train_seconds'] for r in runs) / 60:.1f} | "
                      f"{cell([x['clean_acc'] for x in m])} | {cell([x['adv_acc']['pgd20'] for x in m])} | "
                      f"{cell([x['adv_acc']['apgd_ce'] for x in m])} | {cell([x['worst_case_acc'] for x in m])} | "
