@@ -8,9 +8,8 @@ there the same bar writes its status (count, rate, time left, postfix) to the pa
 from __future__ import annotations
 
 import logging
-import math
 import sys
-import time
+from time import monotonic
 
 from tqdm import tqdm
 
@@ -20,16 +19,18 @@ LOG_EVERY = 60.0  # seconds between two log lines of one bar when stderr is not 
 
 
 class _LogLines:
-    """A file for tqdm that logs its latest status line at most every :data:`LOG_EVERY` seconds, and at the close."""
+    """A file for tqdm that logs its latest status line every :data:`LOG_EVERY` seconds, and at the close if it
+    logged before: work shorter than that (a quick epoch) adds no line."""
 
     def __init__(self):
         self.status = self.logged = ""
-        self.when = -math.inf
+        self.when = monotonic()
 
     def write(self, text: str) -> None:
         self.status = text.strip("\r\n\x1b[A ") or self.status
-        now = time.monotonic()
-        if self.status != self.logged and ("\n" in text or now - self.when >= LOG_EVERY):  # "\n": the bar closed
+        now = monotonic()
+        closed = "\n" in text and self.logged  # tqdm ends a closed bar's last status with a newline
+        if self.status != self.logged and (closed or now - self.when >= LOG_EVERY):
             log.info("%s", self.status)
             self.logged, self.when = self.status, now
 

@@ -4,31 +4,36 @@ from rnascl_deploy import progress
 from rnascl_deploy.progress import progress_bar
 
 
-def test_off_a_terminal_the_bar_reports_in_the_log(monkeypatch, caplog):
-    monkeypatch.setattr(progress, "LOG_EVERY", 0.0)  # every update; pytest's captured stderr is not a terminal
+def _lines(caplog):
+    return [r.getMessage() for r in caplog.records if r.name == "rnascl_deploy.progress"]
+
+
+def _run(total, postfix="clean=0.850"):
+    bar = progress_bar(total=total, desc="evaluate", unit="img")
+    for _ in range(total):
+        bar.update(1)
+        bar.set_postfix_str(postfix)  # forces a refresh each time
+    bar.close()
+
+
+def test_off_a_terminal_a_long_bar_logs_its_status_every_interval_and_at_the_end(monkeypatch, caplog):
+    clock = iter(range(0, 100_000, 25))  # every reading of the clock 25 s after the last
+    monkeypatch.setattr(progress, "monotonic", lambda: next(clock))
     with caplog.at_level(logging.INFO, logger="rnascl_deploy.progress"):
-        bar = progress_bar(total=30, desc="evaluate", unit="img")
-        for _ in range(3):
-            bar.update(10)
-            bar.set_postfix(clean="0.850")
-        bar.close()
-    lines = [r.getMessage() for r in caplog.records]
-    assert lines and all(line.startswith("evaluate:") for line in lines)
-    assert "30/30" in lines[-1] and "clean=0.850" in lines[-1]
+        _run(10)  # pytest's captured stderr is not a terminal
+    lines = _lines(caplog)
+    assert 2 <= len(lines) < 10 and all(line.startswith("evaluate:") for line in lines)
+    assert "10/10" in lines[-1] and "clean=0.850" in lines[-1]
 
 
-def test_a_disabled_bar_says_nothing(caplog):
+def test_off_a_terminal_work_shorter_than_the_interval_adds_no_line(caplog):
+    with caplog.at_level(logging.INFO, logger="rnascl_deploy.progress"):
+        _run(100)
+    assert _lines(caplog) == []
+
+
+def test_a_disabled_bar_says_nothing(monkeypatch, caplog):
+    monkeypatch.setattr(progress, "LOG_EVERY", 0.0)
     with caplog.at_level(logging.INFO, logger="rnascl_deploy.progress"):
         assert list(progress_bar(range(5), enabled=False, desc="x")) == list(range(5))
-    assert not caplog.records
-
-
-def test_off_a_terminal_the_log_gets_a_line_a_minute_not_one_per_update(caplog):
-    with caplog.at_level(logging.INFO, logger="rnascl_deploy.progress"):
-        bar = progress_bar(total=100, desc="evaluate", unit="img")
-        for _ in range(100):
-            bar.update(1)
-            bar.set_postfix_str("apgd-t")  # forces a refresh each time
-        bar.close()
-    lines = [r.getMessage() for r in caplog.records]
-    assert len(lines) == 2 and "0/100" in lines[0] and "100/100" in lines[1]  # the start and the close
+    assert _lines(caplog) == []
