@@ -16,6 +16,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, ClassVar, Dict, List, Optional
 
+import torch
 from torch import nn
 
 from .attacks.config import AttackConfig
@@ -102,6 +103,7 @@ def train_teacher(recipe: Recipe, out: Path, resume: bool = False, progress: boo
     val_set, _ = data.load("val")
     spec = dataclasses.asdict(cfg.model)
     runtime = resolve(recipe.runtime)
+    torch.manual_seed(cfg.train.seed)  # the initial weights are the seed's, not the process's random state
     try:
         with runtime.device:  # built where it trains
             model = build_model(spec["name"], info.input_shape[0], info.num_classes, info.input_shape[1], info.mean,

@@ -54,3 +54,20 @@ def test_a_tiny_search_against_the_resnet_teacher(tmp_path):
     taps = arch.teacher.tap_names
     assert len(taps) == 15 and set(arch.tutors) == {"blocks.0", "blocks.1"} and set(arch.tutors.values()) <= set(taps)
     assert arch.macs <= 600_000
+
+
+def test_the_seed_alone_decides_a_trained_teacher(tmp_path):
+    """Its initial weights too: whatever ran before in the process (a study trains many rows in one) changes
+    nothing."""
+    from rnascl_deploy.teacher import train_teacher
+
+    recipe = load_recipe("recipes/fashion-mnist.yaml", {
+        "teacher.model.name": "cnn", "teacher.model.kwargs": {"widths": [4, 8], "strides": [2, 2], "hidden": 16},
+        "teacher.train.epochs": 1, "teacher.train.val_limit": 32, "teacher.train.steps": 1, "teacher.limit": 128})
+    weights = []
+    for before in (1, 2):
+        torch.manual_seed(before)  # the process's random state when the training starts
+        train_teacher(recipe, tmp_path / str(before), progress=False)
+        weights.append(load_model(tmp_path / str(before) / "model.safetensors")[0].state_dict())
+    assert weights[0].keys() == weights[1].keys()
+    assert all(torch.equal(weights[0][k], weights[1][k]) for k in weights[0])
