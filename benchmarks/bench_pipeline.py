@@ -4,8 +4,8 @@
                                         [--json benchmarks/results/default-candidates/NAME.json]
 
 Runs the pipeline in a fresh directory (an existing one is refused, so every stage really runs) and prints each
-stage's seconds from RUN/pipeline.json, the total wall time, the student's metrics (its evaluation images) and the
-verdict. ``--set`` overrides a recipe key as `run --set` does (a candidate for the default recipe); ``--json``
+stage's seconds from RUN/pipeline.json, each retraining epoch's seconds, the total wall time, the student's metrics
+(its evaluation images) and the verdict. ``--set`` overrides a recipe key as `run --set` does (a candidate for the default recipe); ``--json``
 writes all of it, with the command, the date and the load average before and after, for the docs to cite.
 """
 from __future__ import annotations
@@ -13,6 +13,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import statistics
 import subprocess
 import sys
 import time
@@ -42,6 +43,10 @@ def main() -> None:
         print(f"{name:<8} {record.get('seconds', float('nan')):>7.1f} s")
     verdict = {0: "every engine verified", 1: "verification failed"}.get(code, "error")
     print(f"total    {wall:>7.1f} s ({wall / 60:.1f} min), exit code {code} ({verdict})")
+    history = out / "retrain" / "history.jsonl"
+    epochs = [json.loads(line)["seconds"] for line in history.read_text().splitlines()] if history.exists() else []
+    if epochs:
+        print(f"epochs   {', '.join(f'{s:.0f}' for s in epochs)} s (median {statistics.median(epochs):.1f})")
     metrics = json.loads((out / "metrics.json").read_text()) if (out / "metrics.json").exists() else None
     if metrics:
         print(f"student  {metrics['clean_acc']:.1%} clean, {metrics['worst_case_acc']:.1%} worst case "
@@ -51,6 +56,7 @@ def main() -> None:
         doc = {"command": " ".join(["python", "benchmarks/bench_pipeline.py", *sys.argv[1:]]),
                "date": time.strftime("%Y-%m-%d"), "overrides": args.overrides, "wall_seconds": round(wall, 1),
                "exit_code": code, "stage_seconds": {k: v.get("seconds") for k, v in stages.items()},
+               "retrain_epoch_seconds": epochs,
                "loadavg_before": load, "loadavg_after": os.getloadavg(), "metrics": metrics}
         args.json.write_text(json.dumps(doc, indent=1) + "\n")
 

@@ -14,15 +14,15 @@ forward-backward passes, one training pass); the figure is its ratio to the GEMM
 (2) One training step (objective + backward + Adam) of the registered objectives ``pgd`` (PGD-10, step 0.025, the
 study's), ``n-fgsm`` and ``fgsm-rs`` (their published step and noise), eps 0.1, on the student of study v2 (default
 space, widths 12/36/96, docs/results.md), each without a teacher and with the default teacher (the residual
-teacher, KD + attention over the study's searched tutor pairs, on the adversarial input as retraining does by
-default), and with that teacher's outputs on the clean images taken from its cache (``teacher_input: clean``: the
-teacher out of the hot loop).
+teacher, KD + attention over the study's searched tutor pairs, on the adversarial input: ``teacher_input:
+adversarial``, retraining's default until 2026-12-02), and with that teacher's outputs on the clean images taken
+from its cache (``teacher_input: clean``: the teacher out of the hot loop, the default since).
 Each runs in every precision of ``--precisions`` (``runtime.precision``: bf16/fp16 autocast around the objective,
 its attack included, as training does; fp16 with a gradient scaler, GPU only). The configurations are timed
 interleaved (``--rounds`` rounds of ``--batches`` batches each; the median and the
 fastest batch), so that load from other work on shared cores falls on all of them alike; the load average before and
 after is printed. Ratios, of the fastest batches (the least disturbed on shared cores), are to PGD-10 fp32 without the
-teacher and to PGD-10 fp32 with it (today's RNAS-CL retraining).
+teacher and to PGD-10 fp32 with it on the adversarial input (RNAS-CL retraining's default until 2026-12-02).
 
 Threads: torch's default (all cores). Prints Markdown tables and writes JSON to ``--out``.
 """

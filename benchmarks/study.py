@@ -14,7 +14,8 @@ images a second than one with both threads (docs/results.md).
 
 Training cost (``train_macs``): per training image and epoch, ``passes`` forward-backward passes of the student (an
 attack step or the training step; a forward-backward counted as 3 forwards) and the teacher's forwards (none for
-LeNet rows; on the adversarial input for the RNAS-CL rows), times the student's or teacher's MACs (fvcore, batch 1).
+LeNet rows; every epoch on the adversarial input for the RNAS-CL rows, or once per run from the clean images for
+the ``-cached`` ones), times the student's or teacher's MACs (fvcore, batch 1).
 Validation and the collapse guard's probe are not counted. Rows compared head to head are set to equal training
 MACs (within 10%) by their epochs. A single-step row stops at a catastrophic overfitting (``on_collapse: stop``, not
 the recipe default's switch to PGD-10, which would put PGD's cost into a single-step row): its result is the best
@@ -117,9 +118,9 @@ ROWS = {r.name: r for r in [
     Row("lenet-nfgsm-ema", model="lenet", train={"ema": 0.999}),
     Row("rnascl-nfgsm-silu", act="silu"),
 ]}
-# (row, seed) in the order they run: seed 0 of every row first; then the seeds that settle the issues' questions
+# (row, seed) in the order they run: seed 0 of the first rows; then the seeds that settle the issues' questions
 # (the student against the baseline under PGD-10 and N-FGSM against PGD-10 at equal epochs, then at equal cost, then
-# the teacher's input); then seed 0 of the tutor-map ablations and 300K; then the other seeds
+# the teacher's input); then seed 0 of the tutor-map ablations, 300K and FGSM-RS; then the other seeds and rows
 ABLATIONS = ("rnascl-pgd10-noteacher", "rnascl-pgd10-shuffled", "rnascl-pgd10-depth", "rnascl-pgd10-lastconv")
 WORK = [("lenet-pgd10", 0), ("lenet-nfgsm", 0), ("rnascl-nfgsm-cached", 0), ("rnascl-pgd10-cached", 0),
         ("lenet-nfgsm-20ep", 0), ("rnascl-pgd10", 0), ("rnascl-nfgsm", 0), ("rnascl-clean", 0),
@@ -267,17 +268,22 @@ def run_unit(row: Row, seed: int, t_macs: int) -> dict:
     t0 = time.time()
     result = run_row(row, seed, epochs)
     trained = len(result["history"])  # fewer than ``epochs`` where a collapse stopped the run
+    if not trained:
+        raise RuntimeError(f"{result['run']} has no training history: its cost cannot be counted")
     return {"row": row.name, "seed": seed, "model": row.model, "adv": row.adv, "budget": row.budget,
             "tutors": row.tutors, "precision": row.precision, "epochs": epochs, "epochs_trained": trained,
             "macs": s_macs, "params": s_params, "train_macs": train_macs(row, trained, s_macs, t_macs),
             "teacher_input": row.teacher_input,
-            "wall_seconds": round(time.time() - t0), **result, "command": COMMAND, "commit": commit_of(),
+            "wall_seconds": round(time.time() - t0), **result, "command": COMMAND, "commit": COMMIT,
             "date": time.strftime("%Y-%m-%d"), "machine": {"threads": torch.get_num_threads(),
                                                            "python": platform.python_version()}}
 
 
 def commit_of() -> str:
     return subprocess.run(["git", "rev-parse", "--short", "HEAD"], capture_output=True, text=True).stdout.strip()
+
+
+COMMIT = commit_of()  # the code this process runs (a row's JSON is written later, after other commits may land)
 
 
 def git_commit(path: Path, message: str) -> None:

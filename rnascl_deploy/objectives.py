@@ -11,8 +11,9 @@ and N-FGSM, craft in train mode; this project does not). ``cfg`` is the phase's 
 in units of eps, None for the method's published value).
 
 ``teacher`` is a :class:`~rnascl_deploy.distill.Distiller` or None. Its cross-layer attention term over the
-searched pairs composes with every objective and is computed where the student is attacked (on the adversarial
-input where there is one, the teacher seeing the same input); its output KD term is added by ``clean``, ``pgd``,
+searched pairs composes with every objective; the teacher's side of it and of KD is taken on the image
+``teacher_input`` names: the batch's clean images (the default; computed once per run and cached where the data is
+not augmented) or the same adversarial input the student sees. Its output KD term is added by ``clean``, ``pgd``,
 ``n-fgsm``, ``fgsm-rs`` and ``trades``, while ``ard`` and ``rslad`` distil the teacher's outputs their own way.
 Register a new objective with ``@objective("name")`` (``teacher=True`` when it cannot run without one); recipes and
 the CLI take their choices from :data:`OBJECTIVES`.
@@ -63,8 +64,8 @@ def _pgd_ce(raw: nn.Module, x, y, eps: float, cfg) -> torch.Tensor:
 
 
 def _adversarial_ce(model, x_adv, y, teacher) -> Tuple[torch.Tensor, Terms]:
-    """CE of the student on adversarial examples (+ the teacher's KD and attention on them): the loss of PGD-AT and
-    of the single-step objectives."""
+    """CE of the student on adversarial examples (+ the teacher's KD and attention, on ``teacher_input``'s image):
+    the loss of PGD-AT and of the single-step objectives."""
     logits, distill, terms = _forward(model, x_adv, teacher)
     ce = F.cross_entropy(logits, y)
     return ce + distill, {"adv_ce": ce.detach(), **terms}
@@ -87,7 +88,7 @@ def clean(model, x, y, eps, cfg, teacher) -> Tuple[torch.Tensor, Terms]:
 @objective("pgd")
 def pgd(model, x, y, eps, cfg, teacher) -> Tuple[torch.Tensor, Terms]:
     """PGD adversarial training (Madry et al., ICLR 2018): CE on PGD examples; the robust teacher's KD and
-    attention on the same examples."""
+    attention on ``teacher_input``'s image."""
     return _adversarial_ce(model, _pgd_ce(distributed.unwrap(model), x, y, eps, cfg), y, teacher)
 
 
@@ -95,8 +96,8 @@ def pgd(model, x, y, eps, cfg, teacher) -> Tuple[torch.Tensor, Terms]:
 def n_fgsm_at(model, x, y, eps, cfg, teacher) -> Tuple[torch.Tensor, Terms]:
     """N-FGSM adversarial training (de Jorge et al., NeurIPS 2022): CE on x + U(-k eps, k eps) moved by one signed
     gradient step of alpha eps, NOT projected back to the eps-ball (k = ``cfg.fgsm_noise``, published 2;
-    alpha = ``cfg.fgsm_step``, published 1), clamped to [0, 1]; the teacher's KD and attention on the same
-    examples. Crafted in eval mode (the reference crafts in train mode)."""
+    alpha = ``cfg.fgsm_step``, published 1), clamped to [0, 1]; the teacher's KD and attention on
+    ``teacher_input``'s image. Crafted in eval mode (the reference crafts in train mode)."""
     attack = n_fgsm(eps, getattr(cfg, "fgsm_step", None), getattr(cfg, "fgsm_noise", None))
     return _adversarial_ce(model, attack(distributed.unwrap(model), x, y), y, teacher)
 
@@ -105,8 +106,8 @@ def n_fgsm_at(model, x, y, eps, cfg, teacher) -> Tuple[torch.Tensor, Terms]:
 def fgsm_rs_at(model, x, y, eps, cfg, teacher) -> Tuple[torch.Tensor, Terms]:
     """FGSM-RS adversarial training (Wong, Rice, Kolter, ICLR 2020): CE on one signed-gradient step of alpha eps
     from x + U(-k eps, k eps), projected to the eps-ball and [0, 1] (alpha = ``cfg.fgsm_step``, published 1.25;
-    k = ``cfg.fgsm_noise``, published 1); the teacher's KD and attention on the same examples. Crafted in eval mode
-    (the reference crafts in train mode)."""
+    k = ``cfg.fgsm_noise``, published 1); the teacher's KD and attention on ``teacher_input``'s image. Crafted in
+    eval mode (the reference crafts in train mode)."""
     attack = fgsm_rs(eps, getattr(cfg, "fgsm_step", None), getattr(cfg, "fgsm_noise", None))
     return _adversarial_ce(model, attack(distributed.unwrap(model), x, y), y, teacher)
 

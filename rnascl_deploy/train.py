@@ -86,8 +86,8 @@ class TrainConfig:
     val_limit: int = 1000  # validation images scored each epoch (clean and PGD-10)
     collapse_drop: float = 0.2  # catastrophic overfitting: PGD-10 accuracy falls this far below its best
     on_collapse: str = "pgd"  # stop | pgd: what a run does after a collapse (the best epoch before it is kept)
-    teacher_input: str = "clean"  # clean (cached where the data has no augmentation) | adversarial: the image the
-    # teacher's KD and attention terms see
+    teacher_input: str = "clean"  # clean | adversarial: the image the teacher's KD and attention terms see (clean:
+    # cached in retraining where the data is not augmented)
     seed: int = 0
 
 
