@@ -26,6 +26,7 @@ import numpy as np
 import torch
 from torch import nn
 
+from .checkpoint import file_sha256
 from .errors import RnasclError
 from .exporters.config import ExportConfig
 from .exporters.provenance import UntrustedEngine, read_sidecar  # noqa: F401  (read_sidecar: public here too)
@@ -98,6 +99,13 @@ def _trt_cache_dir(path: Path) -> Path:
     return root / "trt-cache"
 
 
+def _trt_cache_key(path: Path, low: int, opt: int, high: int) -> str:
+    """The cache's subfolder for one graph and profile. onnxruntime keys its cached engines by the file's name and
+    the graph's node and tensor names only, not the weights or the profile, so a re-exported student of the same
+    architecture would silently run the old engine: the graph's sha256 and the batch profile name the folder."""
+    return f"{file_sha256(path)[:16]}-batch{low}-{opt}-{high}"
+
+
 class OnnxRuntimeEngine(Engine):
     """An ONNX graph run by onnxruntime. ``device``: ``cpu``, ``cuda`` or ``tensorrt`` (onnxruntime's TensorRT
     execution provider, with an explicit min/opt/max batch profile and an engine cache in ``cache_dir``)."""
@@ -159,7 +167,8 @@ class OnnxRuntimeEngine(Engine):
         def dims(batch):
             return f"{name}:{'x'.join(str(d) for d in (batch, *shape))}"
 
-        cache = Path(cache_dir) if cache_dir is not None else _trt_cache_dir(Path(path))
+        cache = (Path(cache_dir) if cache_dir is not None else _trt_cache_dir(Path(path))) / \
+            _trt_cache_key(Path(path), low, opt, high)
         cache.mkdir(parents=True, exist_ok=True)
         options = {"trt_profile_min_shapes": dims(low), "trt_profile_opt_shapes": dims(opt),
                    "trt_profile_max_shapes": dims(high), "trt_engine_cache_enable": "True",
@@ -188,7 +197,6 @@ class TensorRTEngine(Engine):
     must match this machine (TensorRT version, GPU, compute capability) or the engine is refused."""
 
     def __init__(self, path: Path, precision: Optional[str] = None):
-        from .checkpoint import file_sha256
         from .exporters.tensorrt import build_environment, check_built_here, require_tensorrt
 
         trt = require_tensorrt()
@@ -250,15 +258,21 @@ class TensorRTEngine(Engine):
 
     def run(self, images):
         self.check_batch(len(images))
+        producer = torch.cuda.current_stream(self.device) if images.is_cuda else None
         with torch.cuda.device(self.device), torch.cuda.stream(self.stream):
+            if producer is not None:  # images made on the caller's stream: the engine reads them after it
+                self.stream.wait_stream(producer)
             x = images.to(self.device, non_blocking=True).to(self.input_dtype).contiguous()
+            if x.data_ptr() % 256:  # TensorRT wants 256-byte aligned I/O; a slice of a batch may not be
+                x = x.clone()
             if not self.context.set_input_shape(self.input_name, tuple(x.shape)):
                 raise RnasclError(f"TensorRT refused input shape {tuple(x.shape)} for {self.name} "
                                   f"(batch range {self.batch_range()})")
             out = torch.empty(tuple(self.context.get_tensor_shape(self.output_name)), device=self.device,
                               dtype=self.output_dtype)
-            self.context.set_tensor_address(self.input_name, x.data_ptr())
-            self.context.set_tensor_address(self.output_name, out.data_ptr())
+            if not (self.context.set_tensor_address(self.input_name, x.data_ptr())
+                    and self.context.set_tensor_address(self.output_name, out.data_ptr())):
+                raise RnasclError(f"TensorRT refused the I/O buffers of {self.name}")
             if not self.context.execute_async_v3(self.stream.cuda_stream):
                 raise RnasclError(f"TensorRT failed to run {self.name}")
             result = out.float().cpu()  # on self.stream: ordered after the engine's kernels

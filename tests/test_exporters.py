@@ -3,6 +3,7 @@ import json
 from pathlib import Path
 
 import onnx
+import onnx.numpy_helper
 import pytest
 import torch
 from click.testing import CliRunner
@@ -155,6 +156,16 @@ def test_tensorrt_engines_build_run_and_record_where_they_were_built(trained_run
         engine = open_engine(result.path)
         assert (engine.min_batch, engine.max_batch, engine.precision) == (1, 64, side["precision"])
         assert engine(torch.rand(100, 1, 28, 28)).shape == (100, 10)  # split into calls the profile takes
+        # images still being written on the caller's stream when they are handed over (a long kernel queued before
+        # them), and a slice of a batch that is not 256-byte aligned: the engine waits for them and copes
+        x = torch.rand(64, 1, 28, 28)
+        expected = engine.run(x)
+        big = torch.rand(4096, 4096, device="cuda")
+        for _ in range(8):
+            big = big @ big / 4096  # keeps the default stream busy
+        on_gpu = torch.zeros(65, 1, 28, 28, device="cuda")
+        on_gpu[1:] = x.cuda()
+        assert torch.allclose(engine.run(on_gpu[1:]), expected, atol=1e-3)
         with pytest.raises(RnasclError, match="1..64"):
             engine.run(torch.rand(65, 1, 28, 28))
         with pytest.raises(RnasclError, match="1..64"):
@@ -249,3 +260,31 @@ def test_strongly_typed_flags_and_the_build_environment_check_follow_tensorrt_10
     check_built_here(Path("e.engine"), {}, here)  # nothing recorded: TensorRT's own deserialisation decides
     with pytest.raises(RnasclError, match="built elsewhere: TensorRT 10.9.0.34 .*compute capability 8.9"):
         check_built_here(Path("e.engine"), {**here, "version": "10.9.0.34", "compute_capability": "8.9"}, here)
+
+
+def test_onnxruntime_tensorrt_options_name_the_profile_and_a_cache_per_graph_and_profile(trained_run, exported,
+                                                                                          tmp_path):
+    """onnxruntime keys its cached TensorRT engines by file and tensor names only: a re-exported student of the same
+    architecture, or another batch profile, must get its own cache folder, never the old engine."""
+    engine = object.__new__(OnnxRuntimeEngine)  # the options alone; building the session needs a GPU
+    engine.precision = "fp32"
+    path = tmp_path / "engines" / "student.onnx"
+    path.parent.mkdir()
+    path.write_bytes((trained_run / "engines" / "student.onnx").read_bytes())
+
+    def options(max_batch=64, opt_batch=8):
+        return engine._tensorrt_options(path, "images", [1, 28, 28], None, max_batch, opt_batch, None)
+
+    first = options()
+    assert first["trt_profile_min_shapes"] == "images:1x1x28x28"
+    assert first["trt_profile_opt_shapes"] == "images:8x1x28x28"
+    assert first["trt_profile_max_shapes"] == "images:64x1x28x28" and engine.max_batch == 64
+    cache = Path(first["trt_engine_cache_path"])
+    assert cache.is_dir() and cache.parent == tmp_path / "trt-cache"
+    assert options()["trt_engine_cache_path"] == str(cache)  # the same graph and profile: the same cache
+    assert options(max_batch=128)["trt_engine_cache_path"] != str(cache)
+    model = onnx.load(str(path))  # re-exported after more training: the same names, other weights
+    weight = model.graph.initializer[0]
+    weight.CopyFrom(onnx.numpy_helper.from_array(onnx.numpy_helper.to_array(weight) + 0.01, weight.name))
+    onnx.save(model, str(path))
+    assert options()["trt_engine_cache_path"] != str(cache)
