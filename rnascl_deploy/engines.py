@@ -28,7 +28,7 @@ from torch import nn
 
 from .checkpoint import file_sha256
 from .errors import RnasclError
-from .exporters.config import ExportConfig
+from .exporters.config import TENSORRT_ONNX, ExportConfig
 from .exporters.provenance import UntrustedEngine, read_sidecar  # noqa: F401  (read_sidecar: public here too)
 
 log = logging.getLogger(__name__)
@@ -121,19 +121,26 @@ class OnnxRuntimeEngine(Engine):
 
         from .exporters.onnx_export import onnx_io
         from .exporters.provenance import onnx_precision
+        from .exporters.quantize import tensorrt_incompatible_dequantize
 
         wanted = self.PROVIDERS.get(device)
         if wanted is None:
             raise RnasclError(f"unknown onnxruntime device {device!r}; valid: {', '.join(self.PROVIDERS)}")
+        try:
+            graph = onnx.load(str(path), load_external_data=False)
+        except Exception as exc:  # protobuf's DecodeError and friends: not an ONNX file
+            raise RnasclError(f"onnxruntime cannot load {path}: not an ONNX model ({type(exc).__name__})") from None
+        bad = tensorrt_incompatible_dequantize(graph) if device == "tensorrt" else []
+        if bad:  # TensorRT would reject these nodes and onnxruntime would quietly run them elsewhere
+            raise RnasclError(f"{path} has DequantizeLinear nodes TensorRT cannot parse ({bad[0][0]}: {bad[0][1]}; "
+                              f"{len(bad)} in all): onnxruntime's INT8 graph is for the CPU and CUDA providers. For "
+                              f"TensorRT use {TENSORRT_ONNX['tensorrt-int8']} (`rnascl-deploy export RUN --format "
+                              "tensorrt-int8 --onnx-only`)")
         missing = [p for p in wanted[:1] if p not in ort.get_available_providers()]
         if missing:
             raise RnasclError(f"onnxruntime here has no {missing[0]} (available: {ort.get_available_providers()}); "
                               "install onnxruntime-gpu on a GPU machine (`pip install -c constraints-gpu.txt "
                               "'rnascl-deploy[gpu]'`), or use --device cpu")
-        try:
-            graph = onnx.load(str(path), load_external_data=False)
-        except Exception as exc:  # protobuf's DecodeError and friends: not an ONNX file
-            raise RnasclError(f"onnxruntime cannot load {path}: not an ONNX model ({type(exc).__name__})") from None
         shape, classes = onnx_io(Path(path))
         if None in shape or classes is None:
             raise RnasclError(f"{path} declares dynamic image shape {shape} or class count {classes}")

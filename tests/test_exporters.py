@@ -288,3 +288,8 @@ def test_onnxruntime_tensorrt_options_name_the_profile_and_a_cache_per_graph_and
     weight.CopyFrom(onnx.numpy_helper.from_array(onnx.numpy_helper.to_array(weight) + 0.01, weight.name))
     onnx.save(model, str(path))
     assert options()["trt_engine_cache_path"] != str(cache)
+
+
+def test_onnxruntimes_int8_graph_is_refused_for_its_tensorrt_provider_with_the_graph_to_use(trained_run, exported):
+    with pytest.raises(RnasclError, match=r"TensorRT cannot parse .*student-int8\.trt\.onnx"):
+        OnnxRuntimeEngine(trained_run / "engines" / "student-int8.onnx", device="tensorrt")
