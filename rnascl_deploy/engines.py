@@ -163,6 +163,10 @@ class OnnxRuntimeEngine(Engine):
             raise RnasclError(f"onnxruntime cannot load {path}: {str(exc).splitlines()[0]}") from None
         self.input_name = self.session.get_inputs()[0].name
         self.provider = self.session.get_providers()[0]
+        if self.provider != wanted[0]:  # onnxruntime falls back with a warning when a provider's libraries fail
+            raise RnasclError(f"onnxruntime could not start {wanted[0]} for {path} and would run it on "
+                              f"{self.provider} instead: the provider's libraries (CUDA, cuDNN, TensorRT) did not "
+                              "load; see onnxruntime's warning above, or use another --device/--provider")
 
     def _tensorrt_options(self, path, name, shape, fixed, max_batch, opt_batch, cache_dir) -> dict:
         """Explicit min/opt/max shapes (else the provider rebuilds its engine for every new batch size, and the

@@ -293,3 +293,17 @@ def test_onnxruntime_tensorrt_options_name_the_profile_and_a_cache_per_graph_and
 def test_onnxruntimes_int8_graph_is_refused_for_its_tensorrt_provider_with_the_graph_to_use(trained_run, exported):
     with pytest.raises(RnasclError, match=r"TensorRT cannot parse .*student-int8\.trt\.onnx"):
         OnnxRuntimeEngine(trained_run / "engines" / "student-int8.onnx", device="tensorrt")
+
+
+def test_an_onnxruntime_provider_that_does_not_start_is_refused_not_replaced(trained_run, exported, monkeypatch):
+    """onnxruntime-gpu runs a session on the next provider, with only a logged error, when the first one's libraries
+    (CUDA, cuDNN, TensorRT) do not load: a CUDA figure would silently be a CPU one. Played here by a session that
+    does what onnxruntime does then: it drops the provider it could not start."""
+    import onnxruntime as ort
+
+    real = ort.InferenceSession
+    monkeypatch.setattr(ort, "get_available_providers", lambda: ["CUDAExecutionProvider", "CPUExecutionProvider"])
+    monkeypatch.setattr(ort, "InferenceSession", lambda path, options, providers: real(
+        path, options, providers=[p for p in providers if p == "CPUExecutionProvider"]))
+    with pytest.raises(RnasclError, match="could not start CUDAExecutionProvider .* on CPUExecutionProvider"):
+        OnnxRuntimeEngine(trained_run / "engines" / "student.onnx", device="cuda")
