@@ -24,6 +24,7 @@ import time
 from pathlib import Path
 
 from rnascl_deploy.recipe import load_recipe
+from rnascl_deploy.rundir import read_history
 
 
 def torchrun(procs: int, *args) -> float:
@@ -35,7 +36,7 @@ def torchrun(procs: int, *args) -> float:
 
 
 def last_epoch(path: Path) -> dict:
-    return json.loads(path.read_text().splitlines()[-1])
+    return read_history(path)[-1]
 
 
 def measure(procs: int, limit: int, out: Path) -> dict:

@@ -5,8 +5,9 @@
 
 Runs the pipeline in a fresh directory (an existing one is refused, so every stage really runs) and prints each
 stage's seconds from RUN/pipeline.json, each retraining epoch's seconds, the total wall time, the student's metrics
-(its evaluation images) and the verdict. ``--set`` overrides a recipe key as `run --set` does (a candidate for the default recipe); ``--json``
-writes all of it, with the command, the date and the load average before and after, for the docs to cite.
+(its evaluation images) and the verdict. ``--set`` overrides a recipe key as `run --set` does (a candidate for the
+default recipe); ``--json`` writes all of it, with the command, the date and the load average before and after, for
+the docs to cite.
 """
 from __future__ import annotations
 
@@ -18,6 +19,8 @@ import subprocess
 import sys
 import time
 from pathlib import Path
+
+from rnascl_deploy.rundir import read_history
 
 
 def main() -> None:
@@ -43,8 +46,7 @@ def main() -> None:
         print(f"{name:<8} {record.get('seconds', float('nan')):>7.1f} s")
     verdict = {0: "every engine verified", 1: "verification failed"}.get(code, "error")
     print(f"total    {wall:>7.1f} s ({wall / 60:.1f} min), exit code {code} ({verdict})")
-    history = out / "retrain" / "history.jsonl"
-    epochs = [json.loads(line)["seconds"] for line in history.read_text().splitlines()] if history.exists() else []
+    epochs = [h["seconds"] for h in read_history(out / "retrain" / "history.jsonl")]
     if epochs:
         print(f"epochs   {', '.join(f'{s:.0f}' for s in epochs)} s (median {statistics.median(epochs):.1f})")
     metrics = json.loads((out / "metrics.json").read_text()) if (out / "metrics.json").exists() else None

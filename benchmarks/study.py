@@ -69,6 +69,7 @@ from rnascl_deploy.lock import RunLocked, run_lock
 from rnascl_deploy.perf import channels_last, tune_cpu
 from rnascl_deploy.recipe import load_recipe
 from rnascl_deploy.retrain import run_retrain
+from rnascl_deploy.rundir import read_history
 from rnascl_deploy.schema import resolve_path
 from rnascl_deploy.search import run_search
 from rnascl_deploy.teacher import train_teacher
@@ -225,11 +226,6 @@ def evaluate(model) -> dict:
                                cascade=True).to_dict()
 
 
-def history(run: Path) -> List[dict]:
-    path = run / "history.jsonl"
-    return [json.loads(line) for line in path.read_text().splitlines()] if path.exists() else []
-
-
 def run_row(row: Row, seed: int, epochs: int) -> dict:
     out = RUNS / row.name / f"seed{seed}"
     if row.model.startswith("lenet"):
@@ -240,7 +236,7 @@ def run_row(row: Row, seed: int, epochs: int) -> dict:
         if not (out / "model.safetensors").exists():
             train_teacher(recipe, out, resume=(out / "state.pt").exists())
         model, _ = load_model(out / "model.safetensors")
-        rows, train_dir = history(out), out
+        rows, train_dir = read_history(out / "history.jsonl"), out
     else:
         arch = ArchSpec.load(searched(row))
         out.mkdir(parents=True, exist_ok=True)
@@ -255,7 +251,7 @@ def run_row(row: Row, seed: int, epochs: int) -> dict:
         if not (out / "student.safetensors").exists():
             run_retrain(out, recipe, resume=(out / "retrain").exists())
         model, _ = load_model(out / "student.safetensors")
-        rows, train_dir = history(out / "retrain"), out / "retrain"
+        rows, train_dir = read_history(out / "retrain" / "history.jsonl"), out / "retrain"
     return {"metrics": evaluate(model), "history": rows, "train_seconds": sum(h["seconds"] for h in rows),
             "collapsed": next((h["epoch"] for h in rows if h.get("collapse")), None), "run": str(train_dir)}
 

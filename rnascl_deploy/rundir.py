@@ -15,7 +15,7 @@ import io
 import json
 import logging
 from pathlib import Path
-from typing import Iterable
+from typing import Iterable, List
 
 import torch
 import yaml
@@ -152,6 +152,12 @@ def write_history(path: Path, history) -> None:
     if not distributed.is_main():
         return
     atomic_write_text(path, "".join(json.dumps(h) + "\n" for h in history))
+
+
+def read_history(path: Path) -> List[dict]:
+    """The rows :func:`write_history` wrote, one per epoch; none when the file is absent."""
+    path = Path(path)
+    return [json.loads(line) for line in path.read_text().splitlines()] if path.exists() else []
 
 
 def epoch_seed(seed: int, epoch: int) -> int:
