@@ -1,6 +1,7 @@
 """Study v3 (issue #23): does the tool's student beat what a user would train, at equal training cost, over seeds?
 
-    python benchmarks/study.py [--only ROW,ROW] [--seeds 3] [--commit] [--threads N] [--table]
+    python benchmarks/study.py [--only ROW,ROW] [--seeds 3] [--commit] [--threads N]
+    python benchmarks/study.py [--table] [--compare BASE,ROW] [--plot PNG]
 
 Every finished (row, seed) is a small JSON in ``benchmarks/results/study-v3/<row>/seed<k>.json``, in the repository:
 its metrics on the full Fashion-MNIST test set (clean, then PGD-20, APGD-CE and APGD-T in AutoAttack's cascade, each
@@ -55,7 +56,7 @@ import sys
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Dict, List, Union
+from typing import Dict, List, Tuple, Union
 
 import torch
 
@@ -64,7 +65,7 @@ from rnascl_deploy.attacks.evaluate import evaluate_robustness
 from rnascl_deploy.checkpoint import load_model
 from rnascl_deploy.cost import measure
 from rnascl_deploy.data import load_split
-from rnascl_deploy.fileio import atomic_write_text
+from rnascl_deploy.fileio import atomic_path, atomic_write_text
 from rnascl_deploy.lock import RunLocked, run_lock
 from rnascl_deploy.perf import channels_last, tune_cpu
 from rnascl_deploy.recipe import load_recipe
@@ -327,6 +328,69 @@ def table(results: Dict[str, Dict[int, dict]]) -> str:
     return "\n".join(lines)
 
 
+def spread_test(a: List[float], b: List[float]) -> Tuple[float, float, bool]:
+    """(mean of ``b`` - mean of ``a``, the sum of the two seed standard deviations, whether the difference exceeds
+    it): the study's test for calling a difference a difference. Either side needs two seeds at least."""
+    diff = statistics.mean(b) - statistics.mean(a)
+    spread = statistics.stdev(a) + statistics.stdev(b)
+    return diff, spread, abs(diff) > spread
+
+
+def compare(results: Dict[str, Dict[int, dict]], base: str, other: str) -> str:
+    """``other`` against ``base`` on clean accuracy and worst case, in points, with the spread test's verdict."""
+    runs = {name: list(results.get(name, {}).values()) for name in (base, other)}
+    short = [f"{name} ({len(r)} seed{'s' * (len(r) != 1)})" for name, r in runs.items() if len(r) < 2]
+    if short:
+        return f"{other} against {base}: not comparable yet, {' and '.join(short)}; two seeds each at least"
+    lines = [f"{other} ({len(runs[other])} seeds) against {base} ({len(runs[base])} seeds), in points; a difference "
+             "counts only beyond the sum of the two seed standard deviations:"]
+    for label, value in (("clean", lambda m: m["clean_acc"]), ("worst case", lambda m: m["worst_case_acc"])):
+        a, b = ([value(r["metrics"]) * 100 for r in runs[name]] for name in (base, other))
+        diff, spread, beyond = spread_test(a, b)
+        lines.append(f"  {label}: {diff:+.2f} (spread {spread:.2f}): {'a difference' if beyond else 'within the spread'}")
+    return "\n".join(lines)
+
+
+FLOOR = 50.0  # percent: a row whose mean lies below is named at the plot's edge, not drawn to scale
+
+
+def plot(results: Dict[str, Dict[int, dict]], path: Path) -> None:
+    """Clean accuracy and worst case per row: every seed as a dot, the mean as a bar, rows with their training
+    TMACs; the LeNet-small rows grey, the RNAS-CL student's blue."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    names = [n for n in ROWS if results.get(n)]
+    fig, axes = plt.subplots(1, 2, figsize=(11, 0.42 * len(names) + 1.4), sharey=True)
+    for ax, (label, value) in zip(axes, (("clean accuracy (%)", lambda m: m["clean_acc"]),
+                                         ("worst case (%), cascade to APGD-T", lambda m: m["worst_case_acc"]))):
+        rows = {name: [value(r["metrics"]) * 100 for r in results[name].values()] for name in names}
+        left = min(v for values in rows.values() for v in values if v >= FLOOR) - 0.5
+        for y, (name, values) in enumerate(rows.items()):
+            colour = "tab:grey" if ROWS[name].model.startswith("lenet") else "tab:blue"
+            if statistics.mean(values) < FLOOR:  # off the scale of the robust rows (rnascl-clean): named at the edge
+                ax.annotate(f"{statistics.mean(values):.2f} (off scale)", (left, y), xytext=(2, -3),
+                            textcoords="offset points", color=colour, fontsize=8)
+                continue
+            ax.scatter(values, [y] * len(values), s=18, color=colour, alpha=0.7, zorder=3)
+            ax.plot([statistics.mean(values)] * 2, [y - 0.3, y + 0.3], color=colour, lw=2, zorder=2)
+        ax.set_xlim(left=left)
+        ax.set_xlabel(label)
+        ax.grid(True, axis="x", alpha=0.3)
+    axes[0].set_yticks(range(len(names)))
+    axes[0].set_yticklabels([f"{n} ({statistics.mean(r['train_macs'] for r in results[n].values()) / 1e12:.1f} "
+                             "TMACs)" for n in names], fontsize=8)
+    axes[0].invert_yaxis()
+    fig.suptitle("Study v3, Fashion-MNIST test set (10,000 images), eps 0.1: dots are seeds, bars their mean",
+                 fontsize=10)
+    fig.tight_layout()
+    with atomic_path(path) as tmp:
+        fig.savefig(tmp, dpi=110, format="png")
+    plt.close(fig)
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--only", help="comma-separated row names (default: every row)")
@@ -334,15 +398,26 @@ def main() -> None:
     parser.add_argument("--commit", action="store_true", help="git-commit each row's JSON as it lands")
     parser.add_argument("--threads", type=int, help="torch threads of this process (default: torch's own)")
     parser.add_argument("--table", action="store_true", help="print the table of the finished rows and stop")
+    parser.add_argument("--compare", metavar="BASE,ROW", help="ROW against BASE with the spread test, and stop")
+    parser.add_argument("--plot", metavar="PNG", type=Path, help="plot the finished rows into PNG and stop")
     args = parser.parse_args()
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
-    if args.table:
-        print(table(finished()))
+    if args.table or args.compare or args.plot:
+        results = finished()
+        if args.compare:
+            pair = args.compare.split(",")
+            if len(pair) != 2 or set(pair) - set(ROWS):
+                parser.error(f"--compare takes two rows BASE,ROW; valid: {', '.join(ROWS)}")
+            print(compare(results, *pair))
+        if args.plot:
+            plot(results, args.plot)
+        if args.table:
+            print(table(results))
         return
     tune_cpu(args.threads)
     unknown = set(args.only.split(",")) - set(ROWS) if args.only else set()
     if unknown:
-        sys.exit(f"unknown rows {sorted(unknown)}; valid: {', '.join(ROWS)}")
+        parser.error(f"unknown rows {sorted(unknown)}; valid: {', '.join(ROWS)}")
     selected = set(args.only.split(",")) if args.only else set(ROWS)
     t_macs = teacher_macs()
     for name, seed in WORK:

@@ -1,0 +1,47 @@
+"""benchmarks/study.py's reading of its committed rows: the spread test that decides what is called a difference,
+and the plot of the table."""
+import importlib.util
+import sys
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+@pytest.fixture(scope="module")
+def study():
+    spec = importlib.util.spec_from_file_location("study", ROOT / "benchmarks" / "study.py")
+    module = importlib.util.module_from_spec(spec)
+    sys.modules["study"] = module  # its dataclasses look their module up while they are built
+    spec.loader.exec_module(module)
+    yield module
+    del sys.modules["study"]
+
+
+def rows(name, clean, worst):
+    return {name: {seed: {"metrics": {"clean_acc": c, "worst_case_acc": w}, "train_macs": 2.2e13}
+                   for seed, (c, w) in enumerate(zip(clean, worst))}}
+
+
+def test_spread_test_calls_a_difference_only_beyond_the_sum_of_the_stds(study):
+    assert study.spread_test([1.0, 2.0, 3.0], [5.0, 6.0, 7.0]) == (4.0, 2.0, True)
+    diff, spread, beyond = study.spread_test([1.0, 2.0, 3.0], [2.0, 3.0, 4.0])
+    assert (diff, spread, beyond) == (1.0, 2.0, False)
+
+
+def test_compare_names_each_metric_and_refuses_single_seeds(study):
+    results = {**rows("lenet-pgd10", [0.850, 0.852, 0.851], [0.750, 0.751, 0.752]),
+               **rows("rnascl-pgd10-cached", [0.860, 0.861, 0.859], [0.751, 0.749, 0.753])}
+    text = study.compare(results, "lenet-pgd10", "rnascl-pgd10-cached")
+    clean, worst = text.splitlines()[1:]
+    assert clean.startswith("  clean: +0.90") and clean.endswith("a difference")
+    assert worst.startswith("  worst case: +0.00") and worst.endswith("within the spread")
+    one = {**results, **rows("lenet-nfgsm", [0.85], [0.70])}
+    assert "not comparable yet, lenet-nfgsm (1 seed)" in study.compare(one, "lenet-pgd10", "lenet-nfgsm")
+
+
+def test_plot_writes_a_png_with_an_off_scale_row(study, tmp_path):
+    results = {**rows("lenet-pgd10", [0.85, 0.852], [0.75, 0.751]), **rows("rnascl-clean", [0.905], [0.0])}
+    study.plot(results, tmp_path / "study.png")
+    assert (tmp_path / "study.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
