@@ -8,7 +8,8 @@ gradients accumulate into the same parameters before DDP's reduction). Training 
 mode (BN statistics untouched), as the TRADES and RSLAD reference codes do (the single-step references, FGSM-RS
 and N-FGSM, craft in train mode; this project does not). ``cfg`` is the phase's training config, read duck-typed
 (``TrainConfig``: attack steps, step size relative to eps, betas, the single-step ``fgsm_step`` and ``fgsm_noise``
-in units of eps, None for the method's published value).
+in units of eps, None for the method's published value; ``adv_fraction``, the share of each batch that ``pgd`` and
+the single-step objectives craft, the rest trained clean).
 
 ``teacher`` is a :class:`~rnascl_deploy.distill.Distiller` or None. Its cross-layer attention term over the
 searched pairs composes with every objective; the teacher's side of it and of KD is taken on the image
@@ -35,9 +36,10 @@ Terms = Dict[str, torch.Tensor]  # detached scalars, read by the loop once per l
 OBJECTIVES: Registry = Registry("objective (adv)")
 
 
-def objective(name: str, teacher: bool = False):
+def objective(name: str, teacher: bool = False, mixes: bool = False):
+    """Register an objective; ``teacher``: it cannot run without one; ``mixes``: it honours ``adv_fraction``."""
     def add(fn):
-        fn.needs_teacher = teacher
+        fn.needs_teacher, fn.mixes = teacher, mixes
         return OBJECTIVES.register(name)(fn)
 
     return add
@@ -45,6 +47,10 @@ def objective(name: str, teacher: bool = False):
 
 def needs_teacher(name: str) -> bool:
     return OBJECTIVES.get(name).needs_teacher
+
+
+def mixes(name: str) -> bool:
+    return OBJECTIVES.get(name).mixes
 
 
 def _forward(model, x, teacher, kd: bool = True):
@@ -61,6 +67,15 @@ def _step(cfg, eps: float) -> float:
 def _pgd_ce(raw: nn.Module, x, y, eps: float, cfg) -> torch.Tensor:
     """PGD on the student's cross-entropy (last iterate), the examples of PGD-AT and ARD."""
     return PGD(eps, cfg.steps, _step(cfg, eps), keep_misclassified=False, seed=None)(raw, x, y) if eps > 0 else x
+
+
+def _mixed(x, y, cfg, craft) -> torch.Tensor:
+    """The training batch: its first ``cfg.adv_fraction`` crafted by ``craft(x, y)``, the rest left clean (the
+    batches are shuffled, so which images is random; the order is kept, so the teacher's cached terms still match)."""
+    k = round(getattr(cfg, "adv_fraction", 1.0) * len(x))
+    if k >= len(x):
+        return craft(x, y)
+    return torch.cat([craft(x[:k], y[:k]), x[k:]]) if k else x
 
 
 def _adversarial_ce(model, x_adv, y, teacher) -> Tuple[torch.Tensor, Terms]:
@@ -85,31 +100,34 @@ def clean(model, x, y, eps, cfg, teacher) -> Tuple[torch.Tensor, Terms]:
     return ce + distill, {"ce": ce.detach(), **terms}
 
 
-@objective("pgd")
+@objective("pgd", mixes=True)
 def pgd(model, x, y, eps, cfg, teacher) -> Tuple[torch.Tensor, Terms]:
     """PGD adversarial training (Madry et al., ICLR 2018): CE on PGD examples; the robust teacher's KD and
     attention on ``teacher_input``'s image."""
-    return _adversarial_ce(model, _pgd_ce(distributed.unwrap(model), x, y, eps, cfg), y, teacher)
+    raw = distributed.unwrap(model)
+    return _adversarial_ce(model, _mixed(x, y, cfg, lambda xs, ys: _pgd_ce(raw, xs, ys, eps, cfg)), y, teacher)
 
 
-@objective("n-fgsm")
+@objective("n-fgsm", mixes=True)
 def n_fgsm_at(model, x, y, eps, cfg, teacher) -> Tuple[torch.Tensor, Terms]:
     """N-FGSM adversarial training (de Jorge et al., NeurIPS 2022): CE on x + U(-k eps, k eps) moved by one signed
     gradient step of alpha eps, NOT projected back to the eps-ball (k = ``cfg.fgsm_noise``, published 2;
     alpha = ``cfg.fgsm_step``, published 1), clamped to [0, 1]; the teacher's KD and attention on
     ``teacher_input``'s image. Crafted in eval mode (the reference crafts in train mode)."""
     attack = n_fgsm(eps, getattr(cfg, "fgsm_step", None), getattr(cfg, "fgsm_noise", None))
-    return _adversarial_ce(model, attack(distributed.unwrap(model), x, y), y, teacher)
+    raw = distributed.unwrap(model)
+    return _adversarial_ce(model, _mixed(x, y, cfg, lambda xs, ys: attack(raw, xs, ys)), y, teacher)
 
 
-@objective("fgsm-rs")
+@objective("fgsm-rs", mixes=True)
 def fgsm_rs_at(model, x, y, eps, cfg, teacher) -> Tuple[torch.Tensor, Terms]:
     """FGSM-RS adversarial training (Wong, Rice, Kolter, ICLR 2020): CE on one signed-gradient step of alpha eps
     from x + U(-k eps, k eps), projected to the eps-ball and [0, 1] (alpha = ``cfg.fgsm_step``, published 1.25;
     k = ``cfg.fgsm_noise``, published 1); the teacher's KD and attention on ``teacher_input``'s image. Crafted in
     eval mode (the reference crafts in train mode)."""
     attack = fgsm_rs(eps, getattr(cfg, "fgsm_step", None), getattr(cfg, "fgsm_noise", None))
-    return _adversarial_ce(model, attack(distributed.unwrap(model), x, y), y, teacher)
+    raw = distributed.unwrap(model)
+    return _adversarial_ce(model, _mixed(x, y, cfg, lambda xs, ys: attack(raw, xs, ys)), y, teacher)
 
 
 @objective("trades")

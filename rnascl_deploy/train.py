@@ -36,7 +36,7 @@ from .attacks import PGD, eval_mode
 from .data import augment_batch, batches, num_batches, on_device, rank_part
 from .errors import RnasclError
 from .loop import EpochLoop
-from .objectives import OBJECTIVES, Objective, make_objective
+from .objectives import OBJECTIVES, Objective, make_objective, mixes
 from .rundir import cpu_copy
 from .runtime import Runtime
 from .schema import SEED, Maybe, OneOf, at_least, between, positive
@@ -64,7 +64,7 @@ class TrainConfig:
                               "eps_warmup_epochs": at_least(0), "val_limit": at_least(1), "seed": SEED,
                               "fgsm_step": Maybe(positive()), "fgsm_noise": Maybe(at_least(0)),
                               "collapse_drop": between(0, 1, open_low=True), "on_collapse": OneOf(COLLAPSE_ACTIONS),
-                              "teacher_input": OneOf(TEACHER_INPUTS)}
+                              "teacher_input": OneOf(TEACHER_INPUTS), "adv_fraction": between(0, 1, open_low=True)}
 
     epochs: int = 10
     optimizer: str = "adam"  # sgd (Nesterov momentum) | adam (momentum is unused)
@@ -79,6 +79,8 @@ class TrainConfig:
     trades_beta: float = 6.0
     fgsm_step: Optional[float] = None  # single-step objectives: step in units of eps (null: n-fgsm 1.0, fgsm-rs 1.25)
     fgsm_noise: Optional[float] = None  # single-step objectives: start noise radius in units of eps (null: 2.0, 1.0)
+    adv_fraction: float = 1.0  # pgd and single-step objectives: the share of each batch trained on adversarial
+    # examples, the rest on clean images (Goodfellow et al. 2015 and Croce et al. 2019 train half and half)
     ard_alpha: float = 1.0  # ARD: weight of the teacher KL term (1 - alpha on clean CE); the reference code's 1.0
     ard_temperature: float = 30.0  # ARD: softmax temperature of that KL term; the reference code's 30
     eps_warmup_epochs: int = 0  # eps grows linearly to its value over these first epochs
@@ -89,6 +91,13 @@ class TrainConfig:
     teacher_input: str = "clean"  # clean | adversarial: the image the teacher's KD and attention terms see (clean:
     # cached in retraining where the data is not augmented)
     seed: int = 0
+
+    def validate(self):
+        if self.adv_fraction < 1 and self.adv in OBJECTIVES and not mixes(self.adv):
+            mixing = ", ".join(n for n in OBJECTIVES if mixes(n))
+            return f"adv_fraction {self.adv_fraction} needs an objective that mixes clean images in ({mixing}), " \
+                   f"not adv {self.adv!r}"
+        return None
 
 
 def lr_at(cfg: TrainConfig, step: int, steps_per_epoch: int) -> float:

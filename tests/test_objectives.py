@@ -1,8 +1,10 @@
 """The objective registry: every objective trains; ARD's and RSLAD's examples raise their own inner loss; the
 attention term sits on the adversarial input; unknown names are refused with the list. The single-step objectives:
 N-FGSM's examples leave the eps-ball but not the (noise + step) * eps ball, FGSM-RS's stay in the eps-ball, one step
-raises the CE over the noise alone, and without noise both are FGSM."""
+raises the CE over the noise alone, and without noise both are FGSM. ``adv_fraction`` mixes clean images into the
+batches of the objectives that take it and is refused for the others."""
 import copy
+import dataclasses
 
 import pytest
 import torch
@@ -12,6 +14,7 @@ from rnascl_deploy.attacks import FGSM, KLPGD, PGD, SingleStep, fgsm_rs, n_fgsm
 from rnascl_deploy.distill import Distiller
 from rnascl_deploy.errors import RnasclError
 from rnascl_deploy.objectives import OBJECTIVES, make_objective, needs_teacher
+from rnascl_deploy.schema import check_values
 from rnascl_deploy.train import TrainConfig
 
 from .conftest import tiny_cnn
@@ -165,3 +168,24 @@ def test_single_step_attack_refuses_a_non_positive_step():
         SingleStep(EPS, step=0.0, noise=1.0)
     with pytest.raises(ValueError, match=">= 0"):
         SingleStep(EPS, step=1.0, noise=-1.0)
+
+
+@pytest.mark.parametrize("adv", ["n-fgsm", "pgd"])
+def test_adv_fraction_trains_the_first_share_of_the_batch_adversarial_and_the_rest_clean(adv, batch):
+    x, y = batch
+    student = tiny_cnn(1).train()
+    cfg = _cfg(adv, fgsm_step=1.0, fgsm_noise=0.0) if adv == "n-fgsm" else _cfg(adv)
+    torch.manual_seed(0)
+    _, terms = make_objective(dataclasses.replace(cfg, adv_fraction=0.5))(copy.deepcopy(student), x, y, EPS)
+    torch.manual_seed(0)
+    craft = FGSM(EPS) if adv == "n-fgsm" else PGD(EPS, 5, 0.03, keep_misclassified=False, seed=None)
+    mixed = torch.cat([craft(student, x[:32], y[:32]), x[32:]])
+    assert terms["adv_ce"] == pytest.approx(F.cross_entropy(copy.deepcopy(student)(mixed), y).item(), rel=1e-5)
+    _, all_adv = make_objective(cfg)(copy.deepcopy(student), x, y, EPS)
+    assert abs(terms["adv_ce"] - all_adv["adv_ce"]) > 1e-3  # not the all-adversarial batch
+
+
+def test_adv_fraction_is_refused_for_objectives_that_do_not_mix():
+    check_values(TrainConfig(adv="pgd", adv_fraction=0.5))
+    with pytest.raises(RnasclError, match="adv_fraction 0.5 needs an objective that mixes .* not adv 'trades'"):
+        check_values(TrainConfig(adv="trades", adv_fraction=0.5))
