@@ -17,7 +17,8 @@ Training cost (``train_macs``): per training image and epoch, ``passes`` forward
 attack step or the training step; a forward-backward counted as 3 forwards) and the teacher's forwards (none for
 LeNet rows; every epoch on the adversarial input for the RNAS-CL rows, or once per run from the clean images for
 the ``-cached`` ones), times the student's or teacher's MACs (fvcore, batch 1).
-Validation and the collapse guard's probe are not counted. Rows compared head to head are set to equal training
+Validation, the collapse guard's probe and the teacher's own training (440 TMACs, paid once: it ships with the
+tool) are not counted. Rows compared head to head are set to equal training
 MACs (within 10%) by their epochs. A single-step row stops at a catastrophic overfitting (``on_collapse: stop``, not
 the recipe default's switch to PGD-10, which would put PGD's cost into a single-step row): its result is the best
 epoch before the collapse, its cost the epochs it trained (``epochs_trained``).
