@@ -364,7 +364,8 @@ def compare(results: Dict[str, Dict[int, dict]], base: str, other: str) -> str:
     for label, value in (("clean", lambda m: m["clean_acc"]), ("worst case", lambda m: m["worst_case_acc"])):
         a, b = ([value(r["metrics"]) * 100 for r in runs[name]] for name in (base, other))
         diff, spread, beyond = spread_test(a, b)
-        lines.append(f"  {label}: {diff:+.2f} (spread {spread:.2f}): {'a difference' if beyond else 'within the spread'}")
+        verdict = "a difference" if beyond else "within the spread"
+        lines.append(f"  {label}: {diff:+.2f} (spread {spread:.2f}): {verdict}")
     return "\n".join(lines)
 
 

@@ -70,8 +70,8 @@ def _pgd_ce(raw: nn.Module, x, y, eps: float, cfg) -> torch.Tensor:
 
 
 def _mixed(x, y, cfg, craft) -> torch.Tensor:
-    """The training batch: its first ``cfg.adv_fraction`` crafted by ``craft(x, y)``, the rest left clean (the
-    batches are shuffled, so which images is random; the order is kept, so the teacher's cached terms still match)."""
+    """The training batch: its first ``cfg.adv_fraction`` crafted by ``craft(x, y)``, the rest left clean (batches
+    are shuffled, so which images get crafted is random; the order is kept, so the teacher's cached terms match)."""
     k = round(getattr(cfg, "adv_fraction", 1.0) * len(x))
     if k >= len(x):
         return craft(x, y)
