@@ -236,25 +236,32 @@ def epochs_of(row: Row, t_macs: int) -> int:
     return max(1, round((goal - once) / (train_macs(row, 1, s_macs, t_macs) - once)))
 
 
-def evaluate(model) -> dict:
+def evaluate(model, attacks: List[str] = ATTACKS) -> dict:
+    """The model on the full test set: clean, then ``attacks`` in AutoAttack's cascade."""
     test_set, _ = load_split("fashion-mnist", "test")
     recipe = load_recipe(RECIPE)
-    attacks = recipe.attack.build(ATTACKS)
-    return evaluate_robustness(channels_last(model).eval(), test_set, attacks, recipe.attack.batch_size,
-                               cascade=True).to_dict()
+    return evaluate_robustness(channels_last(model).eval(), test_set, recipe.attack.build(attacks),
+                               recipe.attack.batch_size, cascade=True).to_dict()
+
+
+def run_paths(row: Row, seed: int) -> Tuple[Path, Path]:
+    """(the directory a (row, seed) trains in: its history.jsonl and state.pt, the weights its training kept)."""
+    out = RUNS / row.name / f"seed{seed}"
+    if row.model.startswith("lenet"):
+        return out, out / "model.safetensors"
+    return out / "retrain", out / "student.safetensors"
 
 
 def run_row(row: Row, seed: int, epochs: int) -> dict:
     out = RUNS / row.name / f"seed{seed}"
+    train_dir, weights = run_paths(row, seed)
     if row.model.startswith("lenet"):
         over = {**prefixed("teacher.train", training(row, epochs, seed)), "runtime.precision": row.precision,
                 "teacher.model.name": "lenet-small",
                 "teacher.model.kwargs": lenet_kwargs(row), "teacher.checkpoint": TEACHER}
         recipe = load_recipe(RECIPE, over)
-        if not (out / "model.safetensors").exists():
+        if not weights.exists():
             train_teacher(recipe, out, resume=(out / "state.pt").exists())
-        model, _ = load_model(out / "model.safetensors")
-        rows, train_dir = read_history(out / "history.jsonl"), out
     else:
         arch = ArchSpec.load(searched(row))
         out.mkdir(parents=True, exist_ok=True)
@@ -266,10 +273,10 @@ def run_row(row: Row, seed: int, epochs: int) -> dict:
         if row.tutors == "none":
             over.update({"retrain.gamma": 0.0, "retrain.kd_weight": 0.0})
         recipe = load_recipe(out / "recipe.yaml", over)
-        if not (out / "student.safetensors").exists():
+        if not weights.exists():
             run_retrain(out, recipe, resume=(out / "retrain").exists())
-        model, _ = load_model(out / "student.safetensors")
-        rows, train_dir = read_history(out / "retrain" / "history.jsonl"), out / "retrain"
+    model, _ = load_model(weights)
+    rows = read_history(train_dir / "history.jsonl")
     return {"metrics": evaluate(model), "history": rows, "train_seconds": sum(h["seconds"] for h in rows),
             "collapsed": next((h["epoch"] for h in rows if h.get("collapse")), None), "run": str(train_dir)}
 
