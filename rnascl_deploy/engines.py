@@ -119,7 +119,7 @@ class OnnxRuntimeEngine(Engine):
         import onnx
         import onnxruntime as ort
 
-        from .exporters.onnx_export import onnx_io
+        from .exporters.onnx_export import graph_io
         from .exporters.provenance import onnx_precision
         from .exporters.quantize import tensorrt_incompatible_dequantize
 
@@ -141,7 +141,7 @@ class OnnxRuntimeEngine(Engine):
             raise RnasclError(f"onnxruntime here has no {missing[0]} (available: {ort.get_available_providers()}); "
                               "install onnxruntime-gpu on a GPU machine (`pip install -c constraints-gpu.txt "
                               "'rnascl-deploy[gpu]'`), or use --device cpu")
-        shape, classes = onnx_io(Path(path))
+        shape, classes = graph_io(graph.graph, path)
         if None in shape or classes is None:
             raise RnasclError(f"{path} declares dynamic image shape {shape} or class count {classes}")
         batch_dim = graph.graph.input[0].type.tensor_type.shape.dim[0]

@@ -244,6 +244,14 @@ def test_engines_refuse_bad_files(tmp_path):
         open_engine(tmp_path / "x.bin")
     with pytest.raises(RnasclError, match="not found"):
         open_engine(tmp_path / "absent.onnx")
+    from onnx import TensorProto, helper
+    images = [helper.make_tensor_value_info(n, TensorProto.FLOAT, [1, 1, 28, 28]) for n in ("a", "b")]
+    logits = helper.make_tensor_value_info("y", TensorProto.FLOAT, [1, 1, 28, 28])
+    two_inputs = helper.make_model(helper.make_graph([helper.make_node("Add", ["a", "b"], ["y"])], "g", images,
+                                                     [logits]))
+    onnx.save(two_inputs, tmp_path / "two.onnx")
+    with pytest.raises(RnasclError, match="has 2 inputs and 1 outputs; a classifier engine has one input"):
+        open_engine(tmp_path / "two.onnx")
 
 
 def test_strongly_typed_flags_and_the_build_environment_check_follow_tensorrt_10_and_11():

@@ -49,10 +49,15 @@ def export_onnx(model: nn.Module, input_shape, path: Path, opset: int = OPSET) -
 
 
 def onnx_io(path: Path):
-    """(input shape without batch, number of classes) declared by an ONNX classifier graph."""
-    graph = onnx.load(str(path), load_external_data=False).graph
+    """(input shape without batch, number of classes) declared by the ONNX classifier graph at ``path``."""
+    return graph_io(onnx.load(str(path), load_external_data=False).graph, path)
+
+
+def graph_io(graph, name) -> tuple:
+    """(input shape without batch, number of classes) declared by a loaded ONNX classifier graph (``name``: where
+    it came from, for the message)."""
     if len(graph.input) != 1 or len(graph.output) != 1:
-        raise RnasclError(f"{path} has {len(graph.input)} inputs and {len(graph.output)} outputs; a classifier "
+        raise RnasclError(f"{name} has {len(graph.input)} inputs and {len(graph.output)} outputs; a classifier "
                           "engine has one input (images) and one output (logits)")
     dims = [d.dim_value if d.HasField("dim_value") else None for d in graph.input[0].type.tensor_type.shape.dim]
     out = [d.dim_value if d.HasField("dim_value") else None for d in graph.output[0].type.tensor_type.shape.dim]
