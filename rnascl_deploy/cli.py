@@ -363,10 +363,10 @@ def teacher_import(state_dict, model_name, model_kwargs, dataset, data_root, mea
         raise RnasclError(f"--model-kwargs is not JSON: {exc}") from None
     _, info = load_split(dataset, "test", data_root, limit=1)
     data = info.to_dict()
-    if mean:
-        data["mean"] = [float(v) for v in mean.split(",")]
-    if std:
-        data["std"] = [float(v) for v in std.split(",")]
+    channels = info.input_shape[0]
+    for key, text in (("mean", mean), ("std", std)):
+        if text:
+            data[key] = _channel_values(f"--{key}", text, channels, positive=key == "std")
     try:
         model = build_model(model_name, info.input_shape[0], info.num_classes, info.input_shape[1], data["mean"],
                             data["std"], **kwargs)
@@ -376,6 +376,20 @@ def teacher_import(state_dict, model_name, model_kwargs, dataset, data_root, mea
     save_checkpoint(Path(out), model, "teacher", {"name": model_name, "kwargs": kwargs}, data,
                     metrics={"imported_from": str(state_dict)})
     click.echo(f"teacher written to {out}")
+
+
+def _channel_values(option: str, text: str, channels: int, positive: bool) -> list:
+    """``--mean``/``--std``: one number per image channel (a std above 0)."""
+    try:
+        values = [float(v) for v in text.split(",")]
+    except ValueError:
+        raise UserError(f"{option} {text!r}: expected comma-separated numbers, one per channel") from None
+    if len(values) != channels:
+        raise UserError(f"{option} {text!r} has {len(values)} values; the data set's images have {channels} "
+                        f"channel{'s' * (channels != 1)}, so give {channels}")
+    if positive and min(values) <= 0:
+        raise UserError(f"{option} {text!r}: every value must be above 0 (the input is divided by it)")
+    return values
 
 
 # --------------------------------------------------------------------------------------------------- search

@@ -140,7 +140,7 @@ class OnnxRuntimeEngine(Engine):
         if missing:
             raise RnasclError(f"onnxruntime here has no {missing[0]} (available: {ort.get_available_providers()}); "
                               "install onnxruntime-gpu on a GPU machine (`pip install -c constraints-gpu.txt "
-                              "'rnascl-deploy[gpu]'`), or use --device cpu")
+                              "'rnascl-deploy[gpu]'`), or use --provider cpu")
         shape, classes = graph_io(graph.graph, path)
         if None in shape or classes is None:
             raise RnasclError(f"{path} declares dynamic image shape {shape} or class count {classes}")
@@ -289,6 +289,22 @@ class TensorRTEngine(Engine):
             result = out.float().cpu()  # on self.stream: ordered after the engine's kernels
         self.stream.synchronize()
         return result
+
+
+def onnx_provider(device: torch.device) -> str:
+    """onnxruntime's provider for ONNX engines where a run computes on ``device``: ``cuda`` on a GPU where this
+    onnxruntime has the CUDA provider, else ``cpu`` (on a GPU with a CPU-only onnxruntime, saying so)."""
+    if device.type != "cuda":
+        return "cpu"
+    import onnxruntime as ort
+
+    if "CUDAExecutionProvider" in ort.get_available_providers():
+        return "cuda"
+    log.warning("the run computes on %s, but this onnxruntime has no CUDA provider (available: %s): the ONNX engines "
+                "are verified and benchmarked on the CPU. Install onnxruntime-gpu (`pip install -c "
+                "constraints-gpu.txt 'rnascl-deploy[gpu]'`) to run them on the GPU", device,
+                ort.get_available_providers())
+    return "cpu"
 
 
 def open_engine(path: Path | str, device: str = "cpu", threads: Optional[int] = None,

@@ -202,7 +202,16 @@ def _export(recipe, run):
         export_student(run, fmt, recipe)
 
 
+def _provider(recipe) -> str:
+    """The onnxruntime provider of the run's ONNX engines: the GPU's where the run computes on one."""
+    from .engines import onnx_provider
+    from .runtime import resolve
+
+    return onnx_provider(resolve(recipe.runtime).device)
+
+
 def _verify(recipe, run, resume, progress):
+    provider = _provider(recipe)
     for engine in engine_files(run):
         files = report_files(run / "verify", engine)
         present = [f for f in files if f.exists()]
@@ -211,17 +220,18 @@ def _verify(recipe, run, resume, progress):
             continue
         if present:  # an incomplete set (a process killed while writing it): never trusted, never deleted
             _move_aside(run, present)
-        verify_reports(run, engine, recipe, progress=progress)
+        verify_reports(run, engine, recipe, device=provider, progress=progress)
 
 
 def _bench(recipe, run, resume):
     from .bench import bench, write_bench
     from .engines import open_engine
 
-    reference = open_engine(run / "student.safetensors")
+    provider = _provider(recipe)  # the engines and the PyTorch reference where the run computes
+    reference = open_engine(run / "student.safetensors", provider)
     for path in engine_files(run):  # a resumed stage replaces the results of its own interrupted run
-        write_bench(bench(open_engine(path), recipe.export.bench_batches, reference), run / "bench", path.name,
-                    force=resume)
+        write_bench(bench(open_engine(path, provider), recipe.export.bench_batches, reference), run / "bench",
+                    path.name, force=resume)
 
 
 def _report(recipe, run):

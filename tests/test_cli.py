@@ -122,3 +122,10 @@ def test_teacher_import_converts_state_dicts_and_refuses_code(tmp_path):
     result = run(*args, str(tmp_path / "evil.pt"), "--out", str(tmp_path / "e.safetensors"))
     assert result.exit_code == 2 and "refused to load" in result.output
     assert not (tmp_path / "pwned").exists() and not (tmp_path / "e.safetensors").exists()
+    common = args[:-4] + [str(tmp_path / "w.pt"), "--out", str(tmp_path / "n.safetensors")]
+    for norm, message in ((["--mean", "a"], "--mean 'a': expected comma-separated numbers"),
+                          (["--mean", "0,0,0"], "has 3 values; the data set's images have 1 channel, so give 1"),
+                          (["--std", "0"], "--std '0': every value must be above 0")):
+        result = run(*common, *norm)
+        assert result.exit_code == 2 and message in result.output, result.output
+        assert not (tmp_path / "n.safetensors").exists()

@@ -29,6 +29,19 @@ def test_auto_is_the_cpu_here_and_an_unavailable_gpu_is_refused_with_the_reason(
         resolve(RuntimeConfig(precision="fp16"))
 
 
+def test_runs_onnx_engines_go_to_the_gpus_provider_where_the_run_computes_on_a_gpu(monkeypatch, caplog):
+    import onnxruntime as ort
+
+    from rnascl_deploy.engines import onnx_provider
+
+    assert onnx_provider(torch.device("cpu")) == "cpu"
+    monkeypatch.setattr(ort, "get_available_providers", lambda: ["CPUExecutionProvider"])
+    assert onnx_provider(torch.device("cuda:0")) == "cpu"  # a CPU-only onnxruntime on a GPU machine: said, not hidden
+    assert "no CUDA provider" in caplog.text and "rnascl-deploy[gpu]" in caplog.text
+    monkeypatch.setattr(ort, "get_available_providers", lambda: ["CUDAExecutionProvider", "CPUExecutionProvider"])
+    assert onnx_provider(torch.device("cuda:0")) == "cuda"
+
+
 @pytest.mark.parametrize("command", COMPUTING, ids=[" ".join(c) for c in COMPUTING])
 def test_every_computing_command_takes_device(command):
     group = main
