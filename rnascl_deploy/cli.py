@@ -29,6 +29,24 @@ Examples:
   rnascl-deploy teacher train --recipe recipes/fashion-mnist.yaml --out runs/teacher
   rnascl-deploy teacher train --recipe recipes/fashion-mnist.yaml --out runs/teacher --resume
   rnascl-deploy teacher eval builtin:teacher-fashion-mnist/model.safetensors --limit 1000 --json
+  rnascl-deploy teacher import wrn.pt --model wideresnet --model-kwargs '{"depth": 34, "widen_factor": 10}' \\
+      --dataset cifar10 --data-root data/cifar10 --mean 0,0,0 --std 1,1,1 --out teachers/wrn.safetensors
+"""
+EPILOG_TEACHER_TRAIN = """\b
+Examples:
+  rnascl-deploy teacher train --recipe recipes/teacher-resnet-fashion-mnist.yaml --out runs/teacher
+  rnascl-deploy teacher train --recipe recipes/teacher-resnet-fashion-mnist.yaml --out runs/teacher --resume
+  rnascl-deploy teacher train --out runs/teacher-quick --epochs 2 --limit 5000 --adv n-fgsm
+"""
+EPILOG_TEACHER_EVAL = """\b
+Examples:
+  rnascl-deploy teacher eval builtin:teacher-resnet-fashion-mnist/model.safetensors --limit 1000 --json
+  rnascl-deploy teacher eval runs/teacher/model.safetensors --attacks fgsm,pgd20,apgd-ce,apgd-t --out eval.json
+"""
+EPILOG_TEACHER_IMPORT = """\b
+Example (a RobustBench CIFAR-10 WRN-34-10, which takes [0, 1] inputs without normalisation):
+  rnascl-deploy teacher import wrn.pt --model wideresnet --model-kwargs '{"depth": 34, "widen_factor": 10}' \\
+      --dataset cifar10 --data-root data/cifar10 --mean 0,0,0 --std 1,1,1 --out teachers/wrn.safetensors
 """
 
 
@@ -62,7 +80,8 @@ def _interrupted_hint(command: click.Command) -> str:
     if command.name == "run":
         return "run the same command again: finished stages are kept and the interrupted one resumes"
     if any(p.name == "resume" for p in command.params):
-        return "every finished epoch is saved; run the same command with --resume to continue"
+        return ("every finished epoch is saved; run the same command with --resume to continue from the last one "
+                "(without --resume if it stopped before its first epoch finished)")
     return "nothing was written; run the command again"
 
 
@@ -115,6 +134,13 @@ class Group(click.Group):
     command_class = Command
     group_class = type  # subgroups are Groups too
 
+    def resolve_command(self, ctx, args):
+        """Also notes whether the rest of the command line asks for help, so that the root's set-up (torch,
+        threads, logging) is skipped and `rnascl-deploy COMMAND --help` answers at once."""
+        name, command, rest = super().resolve_command(ctx, args)
+        ctx.meta["help"] = ctx.meta.get("help") or any(a in ctx.help_option_names for a in rest)
+        return name, command, rest
+
 
 class RegistryChoice(click.Choice):
     """A choice among the names of a registry, read when first needed (so --help does not import torch)."""
@@ -149,6 +175,19 @@ def parse_batches(text: str):
         raise RnasclError(f"--batch {max(batches)} is larger than {MAX_BENCH_BATCH} images: a latency benchmark "
                           "at that size would exhaust memory; use at most a few thousand")
     return batches
+
+
+RUN_FILES = {"recipe.yaml": "search", "arch.json": "search", "student.safetensors": "retrain"}
+
+
+def _run_file(run, name: str) -> str:
+    """RUN/``name``, refused when missing with the stage that writes it (a wrong RUN, or a stage not run yet)."""
+    path = Path(run) / name
+    if not path.exists():
+        stage = RUN_FILES[name]
+        raise RnasclError(f"{run} has no {name}: give a run directory that `rnascl-deploy {stage}` has written "
+                          f"(or run `{stage}` first{'' if stage == 'search' else f': rnascl-deploy {stage} {run}'})")
+    return str(path)
 
 
 def _load_recipe(recipe: Optional[str], overrides, **flags):
@@ -204,7 +243,8 @@ def _emit(obj, as_json: bool, human_lines) -> None:
 recipe_option = click.option("--recipe", "-r", type=click.Path(dir_okay=False),
                              help="YAML recipe (default: built-in defaults, i.e. recipes/fashion-mnist.yaml's values).")
 set_option = click.option("--set", "overrides", multiple=True, metavar="KEY=VALUE",
-                          help="Override a recipe value by dotted key, e.g. --set teacher.train.epochs=3 (repeatable).")
+                          help="Override a recipe value by dotted key, e.g. --set attack.eps=0.05 or --set "
+                               "data.root=/data/fmnist (repeatable).")
 json_option = click.option("--json", "as_json", is_flag=True, help="Print one JSON object on stdout.")
 device_option = click.option("--device", help="Where to compute (runtime.device): auto (the visible GPU, else the "
                                               "CPU), cpu, cuda or cuda:N. A run started on one device may be "
@@ -232,6 +272,8 @@ def main(ctx, verbose, quiet, threads):
     verify -> bench; `cost` measures any checkpoint or arch.json. Images are in [0, 1]; eps is in the same pixel
     units. Every command has --help with examples.
     """
+    if ctx.meta.get("help"):  # a subcommand's --help: nothing to set up
+        return
     from . import distributed
 
     if distributed.launched():
@@ -256,7 +298,7 @@ def teacher():
     """Train, import and evaluate the robust teacher that tutors the student."""
 
 
-@teacher.command("train", epilog=EPILOG_TEACHER)
+@teacher.command("train", epilog=EPILOG_TEACHER_TRAIN)
 @recipe_option
 @set_option
 @click.option("--out", "-o", type=click.Path(file_okay=False), required=True,
@@ -269,7 +311,7 @@ def teacher():
 @click.option("--resume", is_flag=True, help="Continue an interrupted run in --out from its last finished epoch.")
 @click.pass_context
 def teacher_train(ctx, recipe, overrides, out, epochs, adv, limit, seed, device, resume):
-    """Adversarially train a teacher (PGD-AT or TRADES) as the recipe's teacher section says.
+    """Adversarially train a teacher as the recipe's teacher section says (objective: teacher.train.adv).
 
     The best epoch by validation PGD-10 accuracy becomes OUT/model.safetensors. An existing run is never
     overwritten: an interrupted one is continued with --resume.
@@ -296,7 +338,7 @@ def _format_report(report: dict):
         yield f"  WARNING: {warning}"
 
 
-@teacher.command("eval", epilog=EPILOG_TEACHER)
+@teacher.command("eval", epilog=EPILOG_TEACHER_EVAL)
 @click.argument("checkpoint")
 @recipe_option
 @set_option
@@ -305,8 +347,8 @@ def _format_report(report: dict):
 @click.option("--eps", type=click.FloatRange(0, 1, min_open=True), help="attack.eps (pixel units in [0, 1]).")
 @click.option("--data-root", help="data.root: directory of the checkpoint's data set.")
 @device_option
-@click.option("--out", type=click.Path(dir_okay=False), help="Also write the JSON report to this file (an existing "
-                                                             "file is refused unless --force).")
+@click.option("--out", "-o", type=click.Path(dir_okay=False), help="Also write the JSON report to this file (an "
+                                                                   "existing file is refused unless --force).")
 @click.option("--force", is_flag=True, help="Replace an existing --out file.")
 @json_option
 @click.pass_context
@@ -333,9 +375,10 @@ def teacher_eval(ctx, checkpoint, recipe, overrides, limit, attacks, eps, data_r
     _emit(report, as_json, _format_report(report))
 
 
-@teacher.command("import")
+@teacher.command("import", epilog=EPILOG_TEACHER_IMPORT)
 @click.argument("state_dict", type=click.Path(dir_okay=False))
-@click.option("--model", "model_name", required=True, help="Architecture name: cnn, resnet, wideresnet.")
+@click.option("--model", "model_name", required=True,
+              help="Architecture name: cnn, lenet-small, resnet, wideresnet (or student, with its arch as kwargs).")
 @click.option("--model-kwargs", default="{}",
               help='Architecture arguments as JSON, e.g. \'{"depth": 34, "widen_factor": 10}\'.')
 @click.option("--dataset", required=True,
@@ -344,9 +387,9 @@ def teacher_eval(ctx, checkpoint, recipe, overrides, limit, attacks, eps, data_r
 @click.option("--mean", help="Comma-separated normalisation mean the weights expect (default: the data set's).")
 @click.option("--std", help="Comma-separated normalisation std the weights expect (default: the data set's).")
 @click.option("--out", "-o", type=click.Path(dir_okay=False), required=True,
-              help="Where to write the .safetensors teacher.")
+              help="Where to write the .safetensors teacher (an existing file is never replaced).")
 def teacher_import(state_dict, model_name, model_kwargs, dataset, data_root, mean, std, out):
-    """Convert a foreign PyTorch state dict (e.g. a RobustBench WRN-34-10 .pt) into a teacher checkpoint.
+    """Convert a foreign PyTorch state dict, such as a RobustBench WRN-34-10 .pt, into a teacher checkpoint.
 
     The file is read with torch.load(weights_only=True): a pickle that carries code is refused, never run. Most
     RobustBench CIFAR models take [0,1] inputs without normalisation: pass --mean 0,0,0 --std 1,1,1 for those.
@@ -461,9 +504,10 @@ Examples:
 @set_option
 @click.option("--epochs", type=click.IntRange(1), help="retrain.train.epochs.")
 @click.option("--finetune", type=RegistryChoice(_objective_names),
-              help="retrain.finetune.adv: a robust fine-tune after retraining (pgd, trades, n-fgsm, or robust "
-                   "distillation ard / rslad), keeping the searched attention pairs.")
-@click.option("--limit", type=click.IntRange(1), help="retrain.eval_limit: evaluate on the first N test images.")
+              help="retrain.finetune.adv: a fine-tune with this objective after retraining (e.g. trades, or the "
+                   "robust distillations ard / rslad), keeping the searched attention pairs.")
+@click.option("--limit", type=click.IntRange(1), help="retrain.eval_limit: evaluate on the first N test images "
+                                                      "(--train-limit limits the training images).")
 @click.option("--train-limit", type=click.IntRange(1), help="retrain.limit: train on the first N training images.")
 @device_option
 @click.option("--resume", is_flag=True, help="Continue an interrupted retrain or fine-tune.")
@@ -480,7 +524,7 @@ def retrain(ctx, run, recipe, overrides, epochs, finetune, limit, train_limit, d
     """
     from .retrain import run_retrain
 
-    r = _load_recipe(recipe or str(Path(run) / "recipe.yaml"), overrides,
+    r = _load_recipe(recipe or _run_file(run, "recipe.yaml"), overrides,
                      **{"retrain.train.epochs": epochs, "retrain.finetune.adv": finetune, "retrain.limit": train_limit,
                         "retrain.eval_limit": limit, "runtime.device": device})
     _lock(ctx, run)
@@ -498,7 +542,7 @@ def retrain(ctx, run, recipe, overrides, epochs, finetune, limit, train_limit, d
 # --------------------------------------------------------------------------------------------------- export
 EPILOG_EXPORT = """\b
 Examples:
-  rnascl-deploy export runs/s600k                                   # the recipe's formats (onnx, onnx-int8)
+  rnascl-deploy export runs/s600k                                   # the recipe's export.formats
   rnascl-deploy export runs/s600k --format onnx --format onnx-fp16
   rnascl-deploy export runs/s600k --format tensorrt-int8            # on a GPU machine with TensorRT 10/11
 """
@@ -528,9 +572,10 @@ def export(ctx, run, recipe, overrides, formats, calibration_size, device, force
     """
     from .exporters.export import export_student
 
-    r = _load_recipe(recipe or str(Path(run) / "recipe.yaml"), overrides,
+    r = _load_recipe(recipe or _run_file(run, "recipe.yaml"), overrides,
                      **{"export.calibration_size": calibration_size, "export.formats": list(formats) or None,
                         "runtime.device": device})
+    _run_file(run, "student.safetensors")
     _lock(ctx, run)
     results = [export_student(Path(run), fmt, r, force=force, onnx_only=onnx_only).to_dict()
                for fmt in r.export.formats]
@@ -562,7 +607,7 @@ Exit codes: 0 robustness preserved, 1 not preserved, 2 usage error (e.g. an engi
 @click.option("--junit", type=click.Path(dir_okay=False), help="Also write the JUnit XML report here (an existing "
                                                                "file is refused unless --force).")
 @click.option("--force", is_flag=True, help="Replace an existing --junit file (reports in --out are never replaced).")
-@click.option("--out", type=click.Path(file_okay=False),
+@click.option("--out", "-o", type=click.Path(file_okay=False),
               help="Directory of the reports (default: RUN/verify/). An existing report is never replaced.")
 @json_option
 @click.pass_context
@@ -578,9 +623,10 @@ def verify(ctx, run, engine_path, recipe, overrides, limit, provider, device, ju
     from .pipeline import verify_reports
     from .verify import to_junit
 
-    r = _load_recipe(recipe or str(Path(run) / "recipe.yaml"), overrides,
+    r = _load_recipe(recipe or _run_file(run, "recipe.yaml"), overrides,
                      **{"verify.limit": limit, "runtime.device": device})
     _refuse_existing(junit, "--junit", force)
+    _run_file(run, "student.safetensors")
     _lock(ctx, run)
     report = verify_reports(Path(run), Path(engine_path), r, device=provider, progress=ctx.obj["progress"], out=out)
     if junit:
@@ -599,7 +645,7 @@ def verify(ctx, run, engine_path, recipe, overrides, limit, provider, device, ju
 # --------------------------------------------------------------------------------------------------- bench
 EPILOG_BENCH = """\b
 Examples:
-  rnascl-deploy bench --engine runs/s600k/engines/student-int8.onnx --batch 1,8,64 --threads 2
+  rnascl-deploy --threads 2 bench --engine runs/s600k/engines/student-int8.onnx --batch 1,8,64
   rnascl-deploy bench --engine runs/s600k/engines/student.onnx --json > bench.json
 """
 
@@ -614,10 +660,13 @@ Examples:
 @click.option("--reference", type=click.Path(dir_okay=False),
               help="PyTorch checkpoint measured in the same run (default: RUN/student.safetensors beside "
                    "RUN/engines/, when it exists).")
-@click.option("--warmup", type=click.IntRange(0), default=5, show_default=True)
-@click.option("--min-iters", type=click.IntRange(1), default=20, show_default=True)
-@click.option("--min-seconds", type=click.FloatRange(0), default=1.0, show_default=True)
-@click.option("--out", type=click.Path(file_okay=False),
+@click.option("--warmup", type=click.IntRange(0), default=5, show_default=True,
+              help="Untimed calls per batch size before timing.")
+@click.option("--min-iters", type=click.IntRange(1), default=20, show_default=True,
+              help="Timed calls per batch size, at least.")
+@click.option("--min-seconds", type=click.FloatRange(0), default=1.0, show_default=True,
+              help="Keep timing a batch size until this much time has passed.")
+@click.option("--out", "-o", type=click.Path(file_okay=False),
               help="Directory for JSON, CSV and the plot (default: RUN/bench/ beside RUN/engines/, else no files).")
 @click.option("--force", is_flag=True, help="Replace earlier results of this engine in the output directory.")
 @json_option
@@ -701,9 +750,17 @@ def run_command(ctx, recipe, overrides, budget, out, start, device, as_json):
 
 
 # --------------------------------------------------------------------------------------------------- cost
-@main.command()
+EPILOG_COST = """\b
+Examples:
+  rnascl-deploy cost runs/s600k                        # the searched student (its arch.json)
+  rnascl-deploy cost runs/s600k/student.safetensors --budget 600K --json
+  rnascl-deploy cost builtin:teacher-resnet-fashion-mnist/model.safetensors
+"""
+
+
+@main.command(epilog=EPILOG_COST)
 @click.argument("target")
-@click.option("--budget", help="Also check TARGET against a budget: 600K, 1.5M, params=150K, macs=1M,params=100K.")
+@click.option("--budget", "-b", help="Also check TARGET against a budget: 600K, 1.5M, params=150K, macs=1M,params=100K.")
 @json_option
 def cost(target, budget, as_json):
     """MACs (fvcore, batch 1, one multiply-add = one MAC) and parameters of a checkpoint or architecture spec.
@@ -718,6 +775,9 @@ def cost(target, budget, as_json):
 
     limit = parse_budget(budget) if budget is not None else None
     path = resolve_path(target)
+    if path.suffix in (".onnx", ".engine", ".plan"):
+        raise RnasclError(f"{target} is an exported engine; cost measures the PyTorch model it came from: give "
+                          "RUN/student.safetensors or the run directory")
     if path.suffix == ".json" or path.is_dir():
         arch = ArchSpec.load(path)
         model, shape = arch.build_student(), arch.input_shape

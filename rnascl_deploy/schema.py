@@ -26,8 +26,13 @@ ASSETS = Path(__file__).resolve().parent / "assets"
 
 
 # ------------------------------------------------------------------------------------------------ value checks
+class Said(str):
+    """A check's problem stated in full (a parser's own message), not a phrase of what was expected."""
+
+
 class Check:
-    """A field's declared valid values: ``check(value)`` is None when valid, else what was expected."""
+    """A field's declared valid values: ``check(value)`` is None when valid, else what was expected (or a
+    :class:`Said`: the problem in full)."""
 
     def __init__(self, test: Callable[[Any], bool], expected: str):
         self.test, self.expected = test, expected
@@ -73,6 +78,8 @@ class Each(Check):
             return "a non-empty list"
         for i, item in enumerate(value):
             problem = self.check(item)
+            if isinstance(problem, Said):
+                return Said(f"item {i}: {problem}")
             if problem:
                 return f"a list of {problem} (item {i} is {item!r})"
         return None
@@ -86,11 +93,11 @@ class Maybe(Check):
 
     def __call__(self, value):
         problem = None if value is None else self.check(value)
-        return f"null or {problem}" if problem else None
+        return problem if isinstance(problem, Said) or not problem else f"null or {problem}"
 
 
 class Parses(Check):
-    """``parse(value)`` succeeds (raising :class:`RnasclError` otherwise, whose message is what was expected)."""
+    """``parse(value)`` succeeds (raising :class:`RnasclError` otherwise, whose message states the problem)."""
 
     def __init__(self, parse: Callable[[Any], Any]):
         self.parse = parse
@@ -99,7 +106,7 @@ class Parses(Check):
         try:
             self.parse(value)
         except RnasclError as exc:
-            return str(exc)
+            return Said(exc)
         return None
 
 
@@ -172,7 +179,8 @@ def check_values(config: Any, where: str = "") -> None:
             continue
         problem = type(config).CHECKS[f.name](value)
         if problem:
-            raise RnasclError(f"recipe key {path!r} is {value!r}; expected {problem}")
+            raise RnasclError(f"recipe key {path!r} is {value!r}" +
+                              (f": {problem}" if isinstance(problem, Said) else f"; expected {problem}"))
         for i, item in enumerate(value if isinstance(value, list) else []):
             if dataclasses.is_dataclass(item):  # a list of sections (search.space.stages)
                 check_values(item, f"{path}[{i}]")

@@ -31,6 +31,17 @@ def test_every_command_has_help(path):
     assert result.exit_code == 0 and "Usage:" in result.output and len(result.output) > 200
 
 
+def test_a_commands_help_answers_without_importing_torch():
+    import subprocess
+    import sys
+
+    code = ("import sys; from click.testing import CliRunner; from rnascl_deploy.cli import main; "
+            "r = CliRunner().invoke(main, ['teacher', 'eval', '--help']); "
+            "print(r.exit_code, 'Usage:' in r.output, 'torch' in sys.modules)")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout
+    assert out.split() == ["0", "True", "False"]
+
+
 def test_teacher_eval_json(tmp_path):
     result = run("teacher", "eval", TEACHER, "--limit", "64", "--attacks", "fgsm,pgd5", "--json",
                  "--out", str(tmp_path / "r.json"))

@@ -86,6 +86,15 @@ CASES = [
     ("bench batch list with a hole", None, ["bench", "--engine", "{run}/arch.json", "--batch", "1,,8"], ["--batch"]),
     ("empty recipe file", lambda run: (run / "empty.yaml").write_text(""),
      ["search", "--budget", "600K", "--out", "{run}/s", "--recipe", "{run}/empty.yaml"], ["is empty"]),
+    ("unreadable budget", None, ["search", "--budget", "foo", "--out", "{run}/s"],
+     ["'search.budget' is 'foo': cannot read macs budget 'foo'"]),
+    ("not a run directory", lambda run: (run / "recipe.yaml").unlink(), ["export", "{run}"],
+     ["has no recipe.yaml", "`rnascl-deploy search` has written"]),
+    ("export before retrain", None, ["export", "{run}"],
+     ["has no student.safetensors", "rnascl-deploy retrain {run}"]),
+    ("verify before retrain", None, ["verify", "{run}", "--engine", "{run}/arch.json"],
+     ["has no student.safetensors"]),
+    ("cost of an engine", None, ["cost", "{run}/student.onnx"], ["is an exported engine", "student.safetensors"]),
 ]
 
 
@@ -100,7 +109,7 @@ def test_bad_input_exits_2_names_the_field_and_changes_nothing(searched, tmp_pat
     before = snapshot(run)
     result = cli(*[a.replace("{run}", str(run)) for a in args])
     assert result.exit_code == 2, result.output
-    assert all(w in result.output for w in words), result.output
+    assert all(w.replace("{run}", str(run)) in result.output for w in words), result.output
     assert "Traceback" not in result.output
     assert snapshot(run) == before
 

@@ -146,6 +146,20 @@ def test_an_engine_of_another_student_is_refused(trained_run, engines, tmp_path)
     _refused(run, run / "engines" / "student.onnx", "another student checkpoint")
 
 
+def test_another_runs_engine_is_refused_with_its_own_run_not_a_forced_export(trained_run, engines, tmp_path):
+    run = copy_run(trained_run, engines, tmp_path / "run", "student.onnx")
+    elsewhere = tmp_path / "other-run" / "engines"
+    elsewhere.mkdir(parents=True)
+    for name in ("student.onnx", "student.onnx.json"):
+        (elsewhere / name).write_bytes((run / "engines" / name).read_bytes())
+    side = json.loads((elsewhere / "student.onnx.json").read_text())
+    side["student_sha256"] = "ab" * 32  # the other run's student
+    (elsewhere / "student.onnx.json").write_text(json.dumps(side))
+    result = _verify(run, elsewhere / "student.onnx")
+    assert result.exit_code == 2 and "another student checkpoint" in result.output
+    assert "the run directory it was exported from" in result.output and "--force" not in result.output
+
+
 def test_an_engine_of_a_fixed_batch_of_7_is_refused(trained_run, engines, tmp_path):
     run = copy_run(trained_run, engines, tmp_path / "run", "student.onnx")
     path = run / "engines" / "student.onnx"

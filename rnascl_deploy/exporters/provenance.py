@@ -144,4 +144,7 @@ def reexport_hint(run: Path, path: Path) -> str:
         return (f"verify only engines that `rnascl-deploy export` wrote (RUN/engines/); export this run's student "
                 f"with `rnascl-deploy export {run} --format F`")
     only = " --onnx-only" if Path(path).name in TENSORRT_ONNX.values() else ""
+    if Path(path).resolve().parent != (Path(run) / "engines").resolve():  # not this run's engine file
+        return (f"verify it with the run directory it was exported from, or export this run's student "
+                f"(`rnascl-deploy export {run} --format {fmt}{only}`, into {Path(run) / 'engines'}) and verify that")
     return f"export it again: `rnascl-deploy export {run} --format {fmt}{only} --force`"
