@@ -114,7 +114,9 @@ def run_retrain(run: Path, recipe: Recipe, resume: bool = False, progress: bool 
     arch = ArchSpec.load(run / "arch.json")
     final = run / "student.safetensors"
     if final.exists() and (run / "metrics.json").exists():
-        raise RnasclError(f"{final} already exists: this run is retrained. Use another run directory to retrain again")
+        raise RnasclError(f"{final} already exists: this run is retrained (nothing finished is replaced). To retrain "
+                          f"the same student again (another objective, a fine-tune), copy {run / 'arch.json'} and "
+                          f"{run / 'recipe.yaml'} into a new directory NEW and run `rnascl-deploy retrain NEW`")
     started = (run / "retrain").exists()
     if started and not resume:
         raise RnasclError(f"{run} already holds a retraining (retrain/); pass --resume to continue it")

@@ -56,7 +56,7 @@ def test_retrain_end_to_end_with_trades_finetune(searched, tmp_path):
     assert meta["model"]["kwargs"]["widths"] == arch["widths"] and meta["metrics"]["finetune"] == "trades"
     assert (run / "finetune" / "model.safetensors").exists()
     assert json.loads((run / "metrics.json").read_text()) == metrics
-    with pytest.raises(RnasclError, match="already exists"):
+    with pytest.raises(RnasclError, match="already exists.*copy .*arch.json.*rnascl-deploy retrain NEW"):
         run_retrain(run, recipe, progress=False)
 
 
