@@ -53,7 +53,6 @@ from __future__ import annotations
 import argparse
 import json
 import logging
-import os
 import platform
 import random
 import statistics
@@ -385,14 +384,22 @@ def compare(results: Dict[str, Dict[int, dict]], base: str, other: str) -> str:
 
 
 def holder(name: str, seed: int) -> Optional[int]:
-    """The pid of the live process that holds a (row, seed)'s run directory, read from its lock file without taking
-    the lock (taking it, even for a moment, could turn a worker away); None when no live process holds it."""
+    """The pid of the process holding a (row, seed)'s run lock, from the kernel's table of held locks
+    (``/proc/locks``, Linux): looked up, not taken (taking it, even for a moment, could turn a worker away), and
+    never fooled by a lock file a killed process left behind. None when nobody holds it."""
     try:
-        pid = int((RUNS / name / f"seed{seed}" / LOCK_NAME).read_text().split()[0])
-        os.kill(pid, 0)
-    except (OSError, ValueError, IndexError):
+        inode = (RUNS / name / f"seed{seed}" / LOCK_NAME).stat().st_ino
+        table = Path("/proc/locks").read_text()
+    except OSError:
         return None
-    return pid
+    for line in table.splitlines():  # "1: FLOCK  ADVISORY  WRITE 18347 fe:00:5310197 0 EOF"
+        fields = line.split()
+        if "FLOCK" in fields and "->" not in fields:  # a held flock, not a waiter
+            at = fields.index("FLOCK")
+            pid, where = fields[at + 3], fields[at + 4]
+            if where.rsplit(":", 1)[-1] == str(inode):
+                return int(pid)
+    return None
 
 
 def stage(row: Row, seed: int) -> Tuple[str, float]:
@@ -422,7 +429,8 @@ def status(results: Dict[str, Dict[int, dict]], seeds: int, t_macs: int) -> str:
     """Every (row, seed) of ``WORK``: finished, held by a live study process (and where it is), or waiting; then
     the training left and a rough time for it at the pace of the finished rows."""
     done_runs = [doc for runs in results.values() for doc in runs.values()]
-    pace = sum(d["train_seconds"] for d in done_runs) / sum(d["train_macs"] for d in done_runs) if done_runs else None
+    thread_seconds = sum(d["train_seconds"] * d.get("machine", {}).get("threads", 1) for d in done_runs)
+    pace = thread_seconds / sum(d["train_macs"] for d in done_runs) if done_runs else None
     evals = [d["wall_seconds"] - d["train_seconds"] for d in done_runs if d["wall_seconds"] > d["train_seconds"]]
     evaluation = statistics.median(evals) if evals else 0.0
     lines, left, unknown, counts = [], 0.0, 0, {"finished": 0, "running": 0, "waiting": 0}
@@ -442,17 +450,15 @@ def status(results: Dict[str, Dict[int, dict]], seeds: int, t_macs: int) -> str:
         if not cost_known(row):
             unknown += 1
             continue
-        known = next(iter(results.get(name, {}).values()), None)
-        macs = known["train_macs"] if known else train_macs(row, epochs_of(row, t_macs), student_cost(row)[0], t_macs)
-        left += (1 - share) * macs
+        left += (1 - share) * train_macs(row, epochs_of(row, t_macs), student_cost(row)[0], t_macs)  # as planned
     lines.append(f"{counts['finished']} finished, {counts['running']} running, {counts['waiting']} waiting: "
                  f"{left / 1e12:.0f} TMACs of training left" + (f" (and {unknown} rows whose search has not run)"
                                                                if unknown else ""))
     if pace:
         hours = (left * pace + evaluation * (counts["running"] + counts["waiting"])) / 3600
-        lines.append(f"about {hours:.0f} hours on one thread at the finished rows' pace ({pace * 1e12 / 60:.1f} "
-                     f"minutes a TMAC of training, {evaluation / 60:.0f} minutes a test-set evaluation); rough: "
-                     "the pace differs between rows and hosts")
+        lines.append(f"about {hours:.0f} hours of one thread at the finished rows' pace ({pace * 1e12 / 60:.1f} "
+                     f"thread-minutes a TMAC of training, {evaluation / 60:.0f} minutes a test-set evaluation); "
+                     "rough: the pace differs between rows and hosts")
     return "\n".join(lines)
 
 

@@ -12,6 +12,7 @@ from __future__ import annotations
 import errno
 import json
 import logging
+import math
 import signal
 import sys
 from pathlib import Path
@@ -26,11 +27,9 @@ log = logging.getLogger("rnascl_deploy")
 
 EPILOG_TEACHER = """\b
 Examples:
-  rnascl-deploy teacher train --recipe recipes/fashion-mnist.yaml --out runs/teacher
-  rnascl-deploy teacher train --recipe recipes/fashion-mnist.yaml --out runs/teacher --resume
-  rnascl-deploy teacher eval builtin:teacher-fashion-mnist/model.safetensors --limit 1000 --json
-  rnascl-deploy teacher import wrn.pt --model wideresnet --model-kwargs '{"depth": 34, "widen_factor": 10}' \\
-      --dataset cifar10 --data-root data/cifar10 --mean 0,0,0 --std 1,1,1 --out teachers/wrn.safetensors
+  rnascl-deploy teacher train --recipe recipes/teacher-resnet-fashion-mnist.yaml --out runs/teacher
+  rnascl-deploy teacher eval builtin:teacher-resnet-fashion-mnist/model.safetensors --limit 1000 --json
+  rnascl-deploy teacher import wrn.pt --model wideresnet ...   # see `rnascl-deploy teacher import --help`
 """
 EPILOG_TEACHER_TRAIN = """\b
 Examples:
@@ -92,6 +91,7 @@ class Command(click.Command):
     Ctrl-C does: finished epochs and stages are kept). Anything else is a bug and keeps its traceback."""
 
     def invoke(self, ctx):
+        _set_up(ctx)
         try:
             previous = signal.signal(signal.SIGTERM, _raise_terminated)
         except ValueError:  # not the main thread (an embedding application): leave signals alone
@@ -116,6 +116,29 @@ class Command(click.Command):
                 signal.signal(signal.SIGTERM, previous)
 
 
+def _set_up(ctx: click.Context) -> None:
+    """The root options' effect (torchrun, logging, CPU threads), applied when a command is about to run: never
+    for --help, which click answers while parsing, so `rnascl-deploy COMMAND --help` does not import torch."""
+    from . import distributed
+    from .perf import tune_cpu
+
+    root = ctx.find_root()
+    options = root.obj if root.obj is not None else {"verbose": False, "quiet": False, "threads": None}
+    quiet = options["quiet"]
+    if distributed.launched():
+        if root.invoked_subcommand not in DISTRIBUTED_COMMANDS:
+            raise UserError(f"`{root.invoked_subcommand}` does not run under torchrun; only "
+                            f"{', '.join(DISTRIBUTED_COMMANDS)} do (launch the other stages as plain commands)")
+        distributed.init()
+        root.call_on_close(distributed.shutdown)
+        quiet = quiet or not distributed.is_main()
+    level = logging.WARNING if quiet else (logging.DEBUG if options["verbose"] else logging.INFO)
+    logging.basicConfig(level=level, format="%(asctime)s %(levelname)s %(name)s: %(message)s", stream=sys.stderr)
+    logging.getLogger("rnascl_deploy").setLevel(level)
+    tune_cpu(options["threads"])
+    root.obj = ctx.obj = {**options, "progress": not quiet}
+
+
 def _lock(ctx: click.Context, directory) -> None:
     """Hold ``directory``'s run lock until the command ends (exit 2 naming the holder when another has it)."""
     from .lock import run_lock
@@ -134,12 +157,6 @@ class Group(click.Group):
     command_class = Command
     group_class = type  # subgroups are Groups too
 
-    def resolve_command(self, ctx, args):
-        """Also notes whether the rest of the command line asks for help, so that the root's set-up (torch,
-        threads, logging) is skipped and `rnascl-deploy COMMAND --help` answers at once."""
-        name, command, rest = super().resolve_command(ctx, args)
-        ctx.meta["help"] = ctx.meta.get("help") or any(a in ctx.help_option_names for a in rest)
-        return name, command, rest
 
 
 class RegistryChoice(click.Choice):
@@ -151,6 +168,10 @@ class RegistryChoice(click.Choice):
     @property
     def choices(self):
         return tuple(self._load())
+
+
+OBJECTIVE_NAMES = "clean, pgd, trades, n-fgsm, fgsm-rs, ard, rslad"  # the registry's, for --help without torch
+# (tests/test_cli.py holds it to the registry)
 
 
 def _objective_names():
@@ -177,7 +198,7 @@ def parse_batches(text: str):
     return batches
 
 
-RUN_FILES = {"recipe.yaml": "search", "arch.json": "search", "student.safetensors": "retrain"}
+RUN_FILES = {"recipe.yaml": "search", "student.safetensors": "retrain"}
 
 
 def _run_file(run, name: str) -> str:
@@ -272,24 +293,7 @@ def main(ctx, verbose, quiet, threads):
     verify -> bench; `cost` measures any checkpoint or arch.json. Images are in [0, 1]; eps is in the same pixel
     units. Every command has --help with examples.
     """
-    if ctx.meta.get("help"):  # a subcommand's --help: nothing to set up
-        return
-    from . import distributed
-
-    if distributed.launched():
-        if ctx.invoked_subcommand not in DISTRIBUTED_COMMANDS:
-            raise UserError(f"`{ctx.invoked_subcommand}` does not run under torchrun; only "
-                            f"{', '.join(DISTRIBUTED_COMMANDS)} do (launch the other stages as plain commands)")
-        distributed.init()
-        ctx.call_on_close(distributed.shutdown)
-        quiet = quiet or not distributed.is_main()
-    level = logging.WARNING if quiet else (logging.DEBUG if verbose else logging.INFO)
-    logging.basicConfig(level=level, format="%(asctime)s %(levelname)s %(name)s: %(message)s", stream=sys.stderr)
-    logging.getLogger("rnascl_deploy").setLevel(level)
-    from .perf import tune_cpu
-
-    tune_cpu(threads)
-    ctx.obj = {"progress": not quiet}
+    ctx.obj = {"verbose": verbose, "quiet": quiet, "threads": threads}  # applied by _set_up, not for --help
 
 
 # --------------------------------------------------------------------------------------------------- teacher
@@ -304,7 +308,8 @@ def teacher():
 @click.option("--out", "-o", type=click.Path(file_okay=False), required=True,
               help="Run directory: state.pt each epoch, history.jsonl, train.log, recipe.yaml, model.safetensors.")
 @click.option("--epochs", type=click.IntRange(1), help="teacher.train.epochs.")
-@click.option("--adv", type=RegistryChoice(_objective_names), help="teacher.train.adv (the objective).")
+@click.option("--adv", type=RegistryChoice(_objective_names), metavar="OBJECTIVE",
+              help=f"teacher.train.adv, the objective: {OBJECTIVE_NAMES}.")
 @click.option("--limit", type=click.IntRange(1), help="teacher.limit: train on the first N training images only.")
 @click.option("--seed", type=click.IntRange(0), help="teacher.train.seed.")
 @device_option
@@ -426,7 +431,9 @@ def _channel_values(option: str, text: str, channels: int, positive: bool) -> li
     try:
         values = [float(v) for v in text.split(",")]
     except ValueError:
-        raise UserError(f"{option} {text!r}: expected comma-separated numbers, one per channel") from None
+        values = []
+    if not values or not all(math.isfinite(v) for v in values):
+        raise UserError(f"{option} {text!r}: expected comma-separated finite numbers, one per channel")
     if len(values) != channels:
         raise UserError(f"{option} {text!r} has {len(values)} values; the data set's images have {channels} "
                         f"channel{'s' * (channels != 1)}, so give {channels}")
@@ -503,9 +510,9 @@ Examples:
               help="Recipe (default: RUN/recipe.yaml, the one the search ran with).")
 @set_option
 @click.option("--epochs", type=click.IntRange(1), help="retrain.train.epochs.")
-@click.option("--finetune", type=RegistryChoice(_objective_names),
-              help="retrain.finetune.adv: a fine-tune with this objective after retraining (e.g. trades, or the "
-                   "robust distillations ard / rslad), keeping the searched attention pairs.")
+@click.option("--finetune", type=RegistryChoice(_objective_names), metavar="OBJECTIVE",
+              help=f"retrain.finetune.adv: a fine-tune with this objective after retraining ({OBJECTIVE_NAMES}; "
+                   "ard and rslad are robust distillations), keeping the searched attention pairs.")
 @click.option("--limit", type=click.IntRange(1), help="retrain.eval_limit: evaluate on the first N test images "
                                                       "(--train-limit limits the training images).")
 @click.option("--train-limit", type=click.IntRange(1), help="retrain.limit: train on the first N training images.")

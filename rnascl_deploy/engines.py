@@ -149,11 +149,13 @@ class OnnxRuntimeEngine(Engine):
         self.name, self.input_shape, self.num_classes = str(path), shape, classes
         self.precision = onnx_precision(graph)
         self.min_batch, self.max_batch = (fixed, fixed) if fixed else (1, None)
-        providers: list = list(wanted)
+        # the GPU the process computes on (runtime.device cuda:N sets it), not onnxruntime's default GPU 0
+        gpu = {"device_id": str(torch.cuda.current_device())} if device != "cpu" and torch.cuda.is_available() else {}
+        providers: list = [p if p == "CPUExecutionProvider" else (p, dict(gpu)) for p in wanted]
         if device == "tensorrt":
             providers[0] = ("TensorrtExecutionProvider",
-                            self._tensorrt_options(path, graph.graph.input[0].name, shape, fixed, max_batch,
-                                                   opt_batch, cache_dir))
+                            {**gpu, **self._tensorrt_options(path, graph.graph.input[0].name, shape, fixed, max_batch,
+                                                             opt_batch, cache_dir)})
         options = ort.SessionOptions()
         if threads:
             options.intra_op_num_threads = threads

@@ -22,6 +22,7 @@ report behind, so that nothing half-written blocks a rerun.
 from __future__ import annotations
 
 import datetime
+import functools
 import hashlib
 import json
 import logging
@@ -105,12 +106,13 @@ def run_pipeline(recipe: Recipe, run: Path, start: Optional[str] = None, progres
     run.mkdir(parents=True, exist_ok=True)
     state_path = run / "pipeline.json"
     state = read_state(state_path)
+    provider = functools.cache(lambda: _provider(recipe))  # decided (and its warning given) once per run
     steps: Dict[str, Callable[[bool], None]] = {
         "search": lambda resume: _search(recipe, run, resume, progress),
         "retrain": lambda resume: _retrain(recipe, run, resume, progress),
         "export": lambda resume: _export(recipe, run),
-        "verify": lambda resume: _verify(recipe, run, resume, progress),
-        "bench": lambda resume: _bench(recipe, run, resume),
+        "verify": lambda resume: _verify(recipe, run, resume, progress, provider()),
+        "bench": lambda resume: _bench(recipe, run, resume, provider()),
         "report": lambda resume: _report(recipe, run),
     }
     result = PipelineResult(passed=False)
@@ -203,15 +205,15 @@ def _export(recipe, run):
 
 
 def _provider(recipe) -> str:
-    """The onnxruntime provider of the run's ONNX engines: the GPU's where the run computes on one."""
+    """The onnxruntime provider of the run's ONNX engines (and of bench's PyTorch reference): the GPU's where the
+    run computes on one."""
     from .engines import onnx_provider
     from .runtime import resolve
 
     return onnx_provider(resolve(recipe.runtime).device)
 
 
-def _verify(recipe, run, resume, progress):
-    provider = _provider(recipe)
+def _verify(recipe, run, resume, progress, provider):
     for engine in engine_files(run):
         files = report_files(run / "verify", engine)
         present = [f for f in files if f.exists()]
@@ -223,11 +225,10 @@ def _verify(recipe, run, resume, progress):
         verify_reports(run, engine, recipe, device=provider, progress=progress)
 
 
-def _bench(recipe, run, resume):
+def _bench(recipe, run, resume, provider):
     from .bench import bench, write_bench
     from .engines import open_engine
 
-    provider = _provider(recipe)  # the engines and the PyTorch reference where the run computes
     reference = open_engine(run / "student.safetensors", provider)
     for path in engine_files(run):  # a resumed stage replaces the results of its own interrupted run
         write_bench(bench(open_engine(path, provider), recipe.export.bench_batches, reference), run / "bench",

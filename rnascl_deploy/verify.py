@@ -38,7 +38,7 @@ from .attacks.evaluate import json_key
 from .checkpoint import file_sha256, load_model
 from .data import batches
 from .engines import Engine, open_engine
-from .exporters.provenance import UntrustedEngine, check_provenance, reexport_hint
+from .exporters.provenance import ForeignEngine, UntrustedEngine, check_provenance, reexport_hint
 from .errors import RnasclError
 from .fileio import atomic_write_set
 from .perf import channels_last
@@ -212,7 +212,8 @@ def check_engine_provenance(run: Path, engine_path: Path, student_sha256: str) -
         return check_provenance(engine_path, student_sha256)
     except UntrustedEngine as exc:
         raise UntrustedEngine(f"{exc}. verify measures only an engine that is provably this run's export, in its "
-                              f"true precision; {reexport_hint(run, engine_path)}") from None
+                              f"true precision; {reexport_hint(run, engine_path, isinstance(exc, ForeignEngine))}"
+                              ) from None
 
 
 def _checks(r: VerifyReport, cfg: VerifyConfig) -> List[Check]:

@@ -298,6 +298,14 @@ def test_onnxruntime_tensorrt_options_name_the_profile_and_a_cache_per_graph_and
     assert options()["trt_engine_cache_path"] != str(cache)
 
 
+def test_an_onnxruntime_engine_reads_its_graph_once(trained_run, exported, monkeypatch):
+    loads = []
+    real = onnx.load
+    monkeypatch.setattr(onnx, "load", lambda *args, **kwargs: loads.append(args[0]) or real(*args, **kwargs))
+    engine = OnnxRuntimeEngine(trained_run / "engines" / "student.onnx")
+    assert len(loads) == 1 and engine.input_shape == [1, 28, 28] and engine.num_classes == 10
+
+
 def test_onnxruntimes_int8_graph_is_refused_for_its_tensorrt_provider_with_the_graph_to_use(trained_run, exported):
     with pytest.raises(RnasclError, match=r"TensorRT cannot parse .*student-int8\.trt\.onnx"):
         OnnxRuntimeEngine(trained_run / "engines" / "student-int8.onnx", device="tensorrt")
@@ -315,3 +323,28 @@ def test_an_onnxruntime_provider_that_does_not_start_is_refused_not_replaced(tra
         path, options, providers=[p for p in providers if p == "CPUExecutionProvider"]))
     with pytest.raises(RnasclError, match="could not start CUDAExecutionProvider .* on CPUExecutionProvider"):
         OnnxRuntimeEngine(trained_run / "engines" / "student.onnx", device="cuda")
+
+
+def test_onnxruntimes_gpu_providers_run_on_the_gpu_the_process_computes_on(trained_run, exported, monkeypatch,
+                                                                         tmp_path):
+    """runtime.device cuda:1 makes GPU 1 the current one; onnxruntime's CUDA and TensorRT providers would take GPU 0
+    unless told (played here without a GPU: the session records what it was given)."""
+    import onnxruntime as ort
+
+    given = {}
+
+    def session(path, options, providers):
+        given["providers"] = providers
+        raise RuntimeError("no GPU here")
+
+    monkeypatch.setattr(ort, "get_available_providers", lambda: ["TensorrtExecutionProvider", "CUDAExecutionProvider",
+                                                                 "CPUExecutionProvider"])
+    monkeypatch.setattr(ort, "InferenceSession", session)
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: True)
+    monkeypatch.setattr(torch.cuda, "current_device", lambda: 1)
+    for device in ("cuda", "tensorrt"):
+        with pytest.raises(RnasclError, match="no GPU here"):
+            OnnxRuntimeEngine(trained_run / "engines" / "student.onnx", device=device, cache_dir=tmp_path)
+        *gpus, cpu = given["providers"]
+        assert cpu == "CPUExecutionProvider" and all(options["device_id"] == "1" for _, options in gpus)
+    assert "trt_profile_max_shapes" in gpus[0][1]  # the TensorRT options kept beside the device

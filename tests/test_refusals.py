@@ -86,6 +86,8 @@ CASES = [
     ("bench batch list with a hole", None, ["bench", "--engine", "{run}/arch.json", "--batch", "1,,8"], ["--batch"]),
     ("empty recipe file", lambda run: (run / "empty.yaml").write_text(""),
      ["search", "--budget", "600K", "--out", "{run}/s", "--recipe", "{run}/empty.yaml"], ["is empty"]),
+    ("unknown attack among others", None, ["retrain", "{run}", "--set", "attack.attacks=[fgsm, pgdx]"],
+     ["'attack.attacks' is ['fgsm', 'pgdx']: item 1: unknown attack 'pgdx'"]),
     ("unreadable budget", None, ["search", "--budget", "foo", "--out", "{run}/s"],
      ["'search.budget' is 'foo': cannot read macs budget 'foo'"]),
     ("not a run directory", lambda run: (run / "recipe.yaml").unlink(), ["export", "{run}"],

@@ -50,22 +50,27 @@ def test_plot_writes_a_png_with_an_off_scale_row(study, tmp_path):
 def test_status_tells_finished_running_and_waiting_apart_and_counts_the_training_left(study, tmp_path, monkeypatch):
     import os
 
+    from rnascl_deploy.lock import run_lock
+
     monkeypatch.setattr(study, "RUNS", tmp_path)
     monkeypatch.setattr(study, "WORK", [("lenet-pgd10", 0), ("lenet-pgd10", 1), ("lenet-pgd10", 2)])
     results = rows("lenet-pgd10", [0.85], [0.75])
-    results["lenet-pgd10"][0].update({"train_seconds": 3000.0, "wall_seconds": 4500})
+    results["lenet-pgd10"][0].update({"train_seconds": 1500.0, "wall_seconds": 3000, "machine": {"threads": 2},
+                                      "train_macs": 2.4e13})
+    planned = study.train_macs(study.ROWS["lenet-pgd10"], 20, study.student_cost(study.ROWS["lenet-pgd10"])[0], 0)
     running = tmp_path / "lenet-pgd10" / "seed1"
-    running.mkdir(parents=True)
-    (running / ".rnascl-deploy.lock").write_text(f"{os.getpid()}\npython benchmarks/study.py\n")
-    (running / "recipe.yaml").write_text("teacher:\n  train:\n    epochs: 20\n")
-    (running / "history.jsonl").write_text('{"epoch": 1, "seconds": 150}\n' * 5)
     dead = tmp_path / "lenet-pgd10" / "seed2"
-    dead.mkdir()
-    (dead / ".rnascl-deploy.lock").write_text("999999999\npython benchmarks/study.py\n")  # a holder long gone
-    lines = study.status(results, 3, 0).splitlines()
+    dead.mkdir(parents=True)
+    (dead / ".rnascl-deploy.lock").write_text(f"{os.getpid()}\npython benchmarks/study.py\n")  # left by a kill -9
+    with run_lock(running, "python benchmarks/study.py"):
+        (running / "recipe.yaml").write_text("teacher:\n  train:\n    epochs: 20\n")
+        (running / "history.jsonl").write_text('{"epoch": 1, "seconds": 150}\n' * 5)
+        lines = study.status(results, 3, 0).splitlines()
     assert lines[0] == "finished  lenet-pgd10 seed 0: 85.00 clean / 75.00 worst case"
     assert lines[1] == f"running   lenet-pgd10 seed 1: epoch 5/20 (pid {os.getpid()})"
     assert lines[2] == "waiting   lenet-pgd10 seed 2"
-    assert lines[3] == "1 finished, 1 running, 1 waiting: 38 TMACs of training left"  # 3/4 of 22 + 22 (rows())
-    assert lines[4].startswith("about 2 hours on one thread")  # 38.5 TMACs at 3000 s a 22 + 2 evaluations of 1500 s
+    left = 0.75 * planned + planned  # what seed 1 has not trained yet, and all of seed 2, as planned
+    assert lines[3] == f"1 finished, 1 running, 1 waiting: {left / 1e12:.0f} TMACs of training left"
+    hours = (left * 1500 * 2 / 2.4e13 + 2 * 1500) / 3600  # at 2 threads' seconds a MAC, two evaluations to come
+    assert lines[4].startswith(f"about {hours:.0f} hours of one thread")
     assert study.status(results, 1, 0).splitlines()[-2] == "1 finished, 0 running, 0 waiting: 0 TMACs of training left"

@@ -43,6 +43,10 @@ class UntrustedEngine(RnasclError):
     describe this file. The message says what is wrong; callers add what to do."""
 
 
+class ForeignEngine(UntrustedEngine):
+    """A sound engine exported from another student checkpoint than the one it is checked against."""
+
+
 def sidecar_path(path: Path) -> Path:
     return Path(str(path) + ".json")
 
@@ -132,19 +136,19 @@ def check_provenance(path: Path, student_sha256: Optional[str] = None) -> dict:
         raise UntrustedEngine(f"the sidecar {sidecar_path(path)} says format {fmt} with precision "
                               f"{side['precision']}, but {base} is {FORMATS[base][1]}")
     if student_sha256 is not None and side["student_sha256"] != student_sha256:
-        raise UntrustedEngine(f"{path} was exported from another student checkpoint (sha256 "
+        raise ForeignEngine(f"{path} was exported from another student checkpoint (sha256 "
                               f"{str(side['student_sha256'])[:12]}.., this run's is {student_sha256[:12]}..)")
     return side
 
 
-def reexport_hint(run: Path, path: Path) -> str:
-    """What to do about an engine without trustworthy provenance."""
+def reexport_hint(run: Path, path: Path, foreign: bool = False) -> str:
+    """What to do about an engine without trustworthy provenance (``foreign``: a sound engine of another student)."""
     fmt = format_of(path)
     if fmt is None:
         return (f"verify only engines that `rnascl-deploy export` wrote (RUN/engines/); export this run's student "
                 f"with `rnascl-deploy export {run} --format F`")
     only = " --onnx-only" if Path(path).name in TENSORRT_ONNX.values() else ""
-    if Path(path).resolve().parent != (Path(run) / "engines").resolve():  # not this run's engine file
+    if foreign and Path(path).resolve().parent != (Path(run) / "engines").resolve():  # another run's engine
         return (f"verify it with the run directory it was exported from, or export this run's student "
                 f"(`rnascl-deploy export {run} --format {fmt}{only}`, into {Path(run) / 'engines'}) and verify that")
     return f"export it again: `rnascl-deploy export {run} --format {fmt}{only} --force`"
