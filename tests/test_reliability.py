@@ -258,7 +258,7 @@ def test_run_resumes_verify_between_engines(run, monkeypatch):
     (run / "verify" / "student-int8.onnx.json").write_text("partial")
     verified = []
     monkeypatch.setattr(pipeline.verify, "verify_run", lambda r, engine, *a, **k: verified.append(engine.name))
-    pipeline._verify(None, run, resume=True, progress=False)
+    pipeline._verify(None, run, resume=True, progress=False, provider="cpu")
     assert verified == ["student-int8.onnx"]
     assert (run / "verify" / "student.onnx.json").read_text() == "kept"
     assert [p.read_text() for p in run.glob("superseded/*/verify/student-int8.onnx.json")] == ["partial"]
