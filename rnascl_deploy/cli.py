@@ -158,7 +158,6 @@ class Group(click.Group):
     group_class = type  # subgroups are Groups too
 
 
-
 class RegistryChoice(click.Choice):
     """A choice among the names of a registry, read when first needed (so --help does not import torch)."""
 
