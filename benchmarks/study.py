@@ -51,6 +51,7 @@ The rows (600K MACs unless named); the "matched" rows take the epochs that give 
 from __future__ import annotations
 
 import argparse
+import functools
 import json
 import logging
 import platform
@@ -212,6 +213,12 @@ def searched(row: Row) -> Path:
 
 def student_cost(row: Row) -> tuple:
     """(student MACs, params) of the row's network, from its search or its fixed design."""
+    return _student_cost(row.name)
+
+
+@functools.cache  # --status asks for every (row, seed): one fvcore measurement a row (rows are unhashable)
+def _student_cost(name: str) -> tuple:
+    row = ROWS[name]
     if row.model == "rnascl":
         arch = ArchSpec.load(searched(row))
         return arch.macs, arch.params
@@ -405,7 +412,7 @@ def holder(name: str, seed: int) -> Optional[int]:
 def stage(row: Row, seed: int) -> Tuple[str, float]:
     """(where a held (row, seed) is, the share of its training done)."""
     train_dir, weights = run_paths(row, seed)
-    recipe = (RUNS / row.name / f"seed{seed}" if row.model.startswith("lenet") else train_dir) / "recipe.yaml"
+    recipe = train_dir / "recipe.yaml"  # what the training wrote on starting
     if weights.exists():
         return "evaluating on the test set", 1.0
     if not recipe.exists():

@@ -123,7 +123,7 @@ def _set_up(ctx: click.Context) -> None:
     from .perf import tune_cpu
 
     root = ctx.find_root()
-    options = root.obj if root.obj is not None else {"verbose": False, "quiet": False, "threads": None}
+    options = root.obj  # what main() read from the command line
     quiet = options["quiet"]
     if distributed.launched():
         if root.invoked_subcommand not in DISTRIBUTED_COMMANDS:

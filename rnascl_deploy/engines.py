@@ -32,6 +32,7 @@ from .exporters.config import TENSORRT_ONNX, ExportConfig
 from .exporters.provenance import UntrustedEngine, read_sidecar  # noqa: F401  (read_sidecar: public here too)
 
 log = logging.getLogger(__name__)
+ORT_GPU_INSTALL = "`pip install -c constraints-gpu.txt 'rnascl-deploy[gpu]'`"  # onnxruntime-gpu, pinned
 
 
 class Engine:
@@ -139,8 +140,7 @@ class OnnxRuntimeEngine(Engine):
         missing = [p for p in wanted[:1] if p not in ort.get_available_providers()]
         if missing:
             raise RnasclError(f"onnxruntime here has no {missing[0]} (available: {ort.get_available_providers()}); "
-                              "install onnxruntime-gpu on a GPU machine (`pip install -c constraints-gpu.txt "
-                              "'rnascl-deploy[gpu]'`), or use --provider cpu")
+                              f"install onnxruntime-gpu on a GPU machine ({ORT_GPU_INSTALL}), or use --provider cpu")
         shape, classes = graph_io(graph.graph, path)
         if None in shape or classes is None:
             raise RnasclError(f"{path} declares dynamic image shape {shape} or class count {classes}")
@@ -303,9 +303,8 @@ def onnx_provider(device: torch.device) -> str:
     if "CUDAExecutionProvider" in ort.get_available_providers():
         return "cuda"
     log.warning("the run computes on %s, but this onnxruntime has no CUDA provider (available: %s): the ONNX engines "
-                "are verified and benchmarked on the CPU. Install onnxruntime-gpu (`pip install -c "
-                "constraints-gpu.txt 'rnascl-deploy[gpu]'`) to run them on the GPU", device,
-                ort.get_available_providers())
+                "are verified and benchmarked on the CPU. Install onnxruntime-gpu (%s) to run them on the GPU", device,
+                ort.get_available_providers(), ORT_GPU_INSTALL)
     return "cpu"
 
 

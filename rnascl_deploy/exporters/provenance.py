@@ -137,7 +137,7 @@ def check_provenance(path: Path, student_sha256: Optional[str] = None) -> dict:
                               f"{side['precision']}, but {base} is {FORMATS[base][1]}")
     if student_sha256 is not None and side["student_sha256"] != student_sha256:
         raise ForeignEngine(f"{path} was exported from another student checkpoint (sha256 "
-                              f"{str(side['student_sha256'])[:12]}.., this run's is {student_sha256[:12]}..)")
+                            f"{str(side['student_sha256'])[:12]}.., this run's is {student_sha256[:12]}..)")
     return side
 
 
