@@ -78,9 +78,12 @@ def _mixed(x, y, cfg, craft) -> torch.Tensor:
     return torch.cat([craft(x[:k], y[:k]), x[k:]]) if k else x
 
 
-def _adversarial_ce(model, x_adv, y, teacher) -> Tuple[torch.Tensor, Terms]:
-    """CE of the student on adversarial examples (+ the teacher's KD and attention, on ``teacher_input``'s image):
-    the loss of PGD-AT and of the single-step objectives."""
+def _adversarial_ce(model, x, y, cfg, teacher, craft) -> Tuple[torch.Tensor, Terms]:
+    """CE of the student on the batch that ``craft(raw model, x, y)`` makes adversarial (its ``adv_fraction``
+    share, :func:`_mixed`), + the teacher's KD and attention on ``teacher_input``'s image: the loss of PGD-AT and of
+    the single-step objectives."""
+    raw = distributed.unwrap(model)
+    x_adv = _mixed(x, y, cfg, lambda xs, ys: craft(raw, xs, ys))
     logits, distill, terms = _forward(model, x_adv, teacher)
     ce = F.cross_entropy(logits, y)
     return ce + distill, {"adv_ce": ce.detach(), **terms}
@@ -104,8 +107,7 @@ def clean(model, x, y, eps, cfg, teacher) -> Tuple[torch.Tensor, Terms]:
 def pgd(model, x, y, eps, cfg, teacher) -> Tuple[torch.Tensor, Terms]:
     """PGD adversarial training (Madry et al., ICLR 2018): CE on PGD examples; the robust teacher's KD and
     attention on ``teacher_input``'s image."""
-    raw = distributed.unwrap(model)
-    return _adversarial_ce(model, _mixed(x, y, cfg, lambda xs, ys: _pgd_ce(raw, xs, ys, eps, cfg)), y, teacher)
+    return _adversarial_ce(model, x, y, cfg, teacher, lambda raw, xs, ys: _pgd_ce(raw, xs, ys, eps, cfg))
 
 
 @objective("n-fgsm", mixes=True)
@@ -115,8 +117,7 @@ def n_fgsm_at(model, x, y, eps, cfg, teacher) -> Tuple[torch.Tensor, Terms]:
     alpha = ``cfg.fgsm_step``, published 1), clamped to [0, 1]; the teacher's KD and attention on
     ``teacher_input``'s image. Crafted in eval mode (the reference crafts in train mode)."""
     attack = n_fgsm(eps, getattr(cfg, "fgsm_step", None), getattr(cfg, "fgsm_noise", None))
-    raw = distributed.unwrap(model)
-    return _adversarial_ce(model, _mixed(x, y, cfg, lambda xs, ys: attack(raw, xs, ys)), y, teacher)
+    return _adversarial_ce(model, x, y, cfg, teacher, attack)
 
 
 @objective("fgsm-rs", mixes=True)
@@ -126,8 +127,7 @@ def fgsm_rs_at(model, x, y, eps, cfg, teacher) -> Tuple[torch.Tensor, Terms]:
     k = ``cfg.fgsm_noise``, published 1); the teacher's KD and attention on ``teacher_input``'s image. Crafted in
     eval mode (the reference crafts in train mode)."""
     attack = fgsm_rs(eps, getattr(cfg, "fgsm_step", None), getattr(cfg, "fgsm_noise", None))
-    raw = distributed.unwrap(model)
-    return _adversarial_ce(model, _mixed(x, y, cfg, lambda xs, ys: attack(raw, xs, ys)), y, teacher)
+    return _adversarial_ce(model, x, y, cfg, teacher, attack)
 
 
 @objective("trades")
