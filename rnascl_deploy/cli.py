@@ -158,6 +158,17 @@ class Group(click.Group):
     group_class = type  # subgroups are Groups too
 
 
+class PathType(click.Path):
+    """A path that refuses a value starting with '-': an option given where a path was expected (``--out -h`` would
+    make a directory named -h). ``./-name`` names such a path."""
+
+    def convert(self, value, param, ctx):
+        if isinstance(value, str) and value.startswith("-"):
+            self.fail(f"{value!r} looks like an option, not a path (write ./{value} for a path that starts with "
+                      "'-')", param, ctx)
+        return super().convert(value, param, ctx)
+
+
 class RegistryChoice(click.Choice):
     """A choice among the names of a registry, read when first needed (so --help does not import torch)."""
 
@@ -260,7 +271,7 @@ def _emit(obj, as_json: bool, human_lines) -> None:
             click.echo(line)
 
 
-recipe_option = click.option("--recipe", "-r", type=click.Path(dir_okay=False),
+recipe_option = click.option("--recipe", "-r", type=PathType(dir_okay=False),
                              help="YAML recipe (default: built-in defaults, i.e. recipes/fashion-mnist.yaml's values).")
 set_option = click.option("--set", "overrides", multiple=True, metavar="KEY=VALUE",
                           help="Override a recipe value by dotted key, e.g. --set attack.eps=0.05 or --set "
@@ -304,7 +315,7 @@ def teacher():
 @teacher.command("train", epilog=EPILOG_TEACHER_TRAIN)
 @recipe_option
 @set_option
-@click.option("--out", "-o", type=click.Path(file_okay=False), required=True,
+@click.option("--out", "-o", type=PathType(file_okay=False), required=True,
               help="Run directory: state.pt each epoch, history.jsonl, train.log, recipe.yaml, model.safetensors.")
 @click.option("--epochs", type=click.IntRange(1), help="teacher.train.epochs.")
 @click.option("--adv", type=RegistryChoice(_objective_names), metavar="OBJECTIVE",
@@ -351,7 +362,7 @@ def _format_report(report: dict):
 @click.option("--eps", type=click.FloatRange(0, 1, min_open=True), help="attack.eps (pixel units in [0, 1]).")
 @click.option("--data-root", help="data.root: directory of the checkpoint's data set.")
 @device_option
-@click.option("--out", "-o", type=click.Path(dir_okay=False), help="Also write the JSON report to this file (an "
+@click.option("--out", "-o", type=PathType(dir_okay=False), help="Also write the JSON report to this file (an "
                                                                    "existing file is refused unless --force).")
 @click.option("--force", is_flag=True, help="Replace an existing --out file.")
 @json_option
@@ -380,7 +391,7 @@ def teacher_eval(ctx, checkpoint, recipe, overrides, limit, attacks, eps, data_r
 
 
 @teacher.command("import", epilog=EPILOG_TEACHER_IMPORT)
-@click.argument("state_dict", type=click.Path(dir_okay=False))
+@click.argument("state_dict", type=PathType(dir_okay=False))
 @click.option("--model", "model_name", required=True,
               help="Architecture name: cnn, lenet-small, resnet, wideresnet (or student, with its arch as kwargs).")
 @click.option("--model-kwargs", default="{}",
@@ -390,7 +401,7 @@ def teacher_eval(ctx, checkpoint, recipe, overrides, limit, attacks, eps, data_r
 @click.option("--data-root", help="Data directory (needed for the data set's shape and normalisation).")
 @click.option("--mean", help="Comma-separated normalisation mean the weights expect (default: the data set's).")
 @click.option("--std", help="Comma-separated normalisation std the weights expect (default: the data set's).")
-@click.option("--out", "-o", type=click.Path(dir_okay=False), required=True,
+@click.option("--out", "-o", type=PathType(dir_okay=False), required=True,
               help="Where to write the .safetensors teacher (an existing file is never replaced).")
 def teacher_import(state_dict, model_name, model_kwargs, dataset, data_root, mean, std, out):
     """Convert a foreign PyTorch state dict, such as a RobustBench WRN-34-10 .pt, into a teacher checkpoint.
@@ -457,7 +468,7 @@ Examples:
 @set_option
 @click.option("--budget", "-b", help="search.budget, the MACs and/or parameters the student must fit: 600K, 1.5M, "
                                      "params=150K, macs=1M,params=100K (default: the recipe's, 600K).")
-@click.option("--out", "-o", type=click.Path(file_okay=False), required=True,
+@click.option("--out", "-o", type=PathType(file_okay=False), required=True,
               help="Run directory: arch.json, recipe.yaml, search_history.jsonl, search.log, search_state.pt.")
 @click.option("--epochs", type=click.IntRange(1), help="search.epochs.")
 @click.option("--limit", type=click.IntRange(1), help="search.limit: search on the first N training images, "
@@ -504,8 +515,8 @@ Examples:
 
 
 @main.command(epilog=EPILOG_RETRAIN)
-@click.argument("run", type=click.Path(file_okay=False, exists=True))
-@click.option("--recipe", "-r", type=click.Path(dir_okay=False),
+@click.argument("run", type=PathType(file_okay=False, exists=True))
+@click.option("--recipe", "-r", type=PathType(dir_okay=False),
               help="Recipe (default: RUN/recipe.yaml, the one the search ran with).")
 @set_option
 @click.option("--epochs", type=click.IntRange(1), help="retrain.train.epochs.")
@@ -555,8 +566,8 @@ Examples:
 
 
 @main.command(epilog=EPILOG_EXPORT)
-@click.argument("run", type=click.Path(file_okay=False, exists=True))
-@click.option("--recipe", "-r", type=click.Path(dir_okay=False), help="Recipe (default: RUN/recipe.yaml).")
+@click.argument("run", type=PathType(file_okay=False, exists=True))
+@click.option("--recipe", "-r", type=PathType(dir_okay=False), help="Recipe (default: RUN/recipe.yaml).")
 @set_option
 @click.option("--format", "formats", multiple=True, type=RegistryChoice(_export_formats),
               help="export.formats: an engine format (repeatable).")
@@ -601,19 +612,19 @@ Exit codes: 0 robustness preserved, 1 not preserved, 2 usage error (e.g. an engi
 
 
 @main.command(epilog=EPILOG_VERIFY)
-@click.argument("run", type=click.Path(file_okay=False, exists=True))
-@click.option("--engine", "engine_path", type=click.Path(dir_okay=False), required=True,
+@click.argument("run", type=PathType(file_okay=False, exists=True))
+@click.option("--engine", "engine_path", type=PathType(dir_okay=False), required=True,
               help="Engine file: .onnx (onnxruntime), .engine/.plan (TensorRT) or .safetensors.")
-@click.option("--recipe", "-r", type=click.Path(dir_okay=False), help="Recipe (default: RUN/recipe.yaml).")
+@click.option("--recipe", "-r", type=PathType(dir_okay=False), help="Recipe (default: RUN/recipe.yaml).")
 @set_option
 @click.option("--limit", type=click.IntRange(1), help="verify.limit: the first N test images.")
 @click.option("--provider", type=click.Choice(["cpu", "cuda", "tensorrt"]), default="cpu", show_default=True,
               help="onnxruntime execution provider for .onnx engines.")
 @device_option
-@click.option("--junit", type=click.Path(dir_okay=False), help="Also write the JUnit XML report here (an existing "
+@click.option("--junit", type=PathType(dir_okay=False), help="Also write the JUnit XML report here (an existing "
                                                                "file is refused unless --force).")
 @click.option("--force", is_flag=True, help="Replace an existing --junit file (reports in --out are never replaced).")
-@click.option("--out", "-o", type=click.Path(file_okay=False),
+@click.option("--out", "-o", type=PathType(file_okay=False),
               help="Directory of the reports (default: RUN/verify/). An existing report is never replaced.")
 @json_option
 @click.pass_context
@@ -657,13 +668,13 @@ Examples:
 
 
 @main.command("bench", epilog=EPILOG_BENCH)
-@click.option("--engine", "engine_path", type=click.Path(dir_okay=False), required=True,
+@click.option("--engine", "engine_path", type=PathType(dir_okay=False), required=True,
               help="Engine file: .onnx, .engine/.plan (TensorRT) or .safetensors.")
 @click.option("--batch", "batch_text", default="1,8,64", show_default=True, help="Comma-separated batch sizes.")
 @click.option("--provider", type=click.Choice(["cpu", "cuda", "tensorrt"]), default="cpu", show_default=True,
               help="onnxruntime execution provider for .onnx engines (the PyTorch reference runs on the CPU for "
                    "cpu, on the GPU otherwise).")
-@click.option("--reference", type=click.Path(dir_okay=False),
+@click.option("--reference", type=PathType(dir_okay=False),
               help="PyTorch checkpoint measured in the same run (default: RUN/student.safetensors beside "
                    "RUN/engines/, when it exists).")
 @click.option("--warmup", type=click.IntRange(0), default=5, show_default=True,
@@ -672,7 +683,7 @@ Examples:
               help="Timed calls per batch size, at least.")
 @click.option("--min-seconds", type=click.FloatRange(0), default=1.0, show_default=True,
               help="Keep timing a batch size until this much time has passed.")
-@click.option("--out", "-o", type=click.Path(file_okay=False),
+@click.option("--out", "-o", type=PathType(file_okay=False),
               help="Directory for JSON, CSV and the plot (default: RUN/bench/ beside RUN/engines/, else no files).")
 @click.option("--force", is_flag=True, help="Replace earlier results of this engine in the output directory.")
 @json_option
@@ -728,7 +739,7 @@ Exit codes: 0 every engine verified, 1 an engine failed verification, 2 usage er
 @set_option
 @click.option("--budget", "-b", help="search.budget: MACs and/or parameters, 600K, 1.5M, params=150K, ... "
                                      "(default: the recipe's, 600K).")
-@click.option("--out", "-o", type=click.Path(file_okay=False), required=True, help="Run directory.")
+@click.option("--out", "-o", type=PathType(file_okay=False), required=True, help="Run directory.")
 @click.option("--from", "start", type=click.Choice(["search", "retrain", "export", "verify", "bench", "report"]),
               help="Force this stage and every later one to run again (their old outputs move to RUN/superseded/).")
 @device_option

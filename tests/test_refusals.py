@@ -97,6 +97,8 @@ CASES = [
     ("verify before retrain", None, ["verify", "{run}", "--engine", "{run}/arch.json"],
      ["has no student.safetensors"]),
     ("cost of an engine", None, ["cost", "{run}/student.onnx"], ["is an exported engine", "student.safetensors"]),
+    ("an option where a path goes", None, ["search", "--budget", "600K", "--out", "-h"],
+     ["'-h' looks like an option", "./-h"]),
 ]
 
 
