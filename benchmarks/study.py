@@ -149,11 +149,12 @@ WORK = [("lenet-pgd10", 0), ("lenet-nfgsm", 0), ("rnascl-nfgsm-cached", 0), ("rn
 
 
 def training(row: Row, epochs: int, seed: int) -> dict:
-    """Study v2's one training setting (Adam one-cycle to 2e-3, PGD-10 step 0.025 where PGD is used), the row's
-    objective and epochs."""
+    """Study v2's one training setting (Adam one-cycle to 2e-3, PGD-10 step 0.025 where PGD is used, the best
+    epoch by validation PGD-10 kept: ``keep_within`` 0, the rule the study started with), the row's objective and
+    epochs."""
     return {"epochs": epochs, "optimizer": "adam", "lr": 2e-3, "weight_decay": 0.0,
             "warmup_epochs": max(1, round(0.3 * epochs)), "adv": row.adv, "eps": 0.1, "steps": 10,
-            "step_size": 0.025, "eps_warmup_epochs": 0, "val_limit": 1000, "seed": seed,
+            "step_size": 0.025, "eps_warmup_epochs": 0, "val_limit": 1000, "keep_within": 0.0, "seed": seed,
             "teacher_input": row.teacher_input, **({"on_collapse": "stop"} if row.adv in SINGLE_STEP else {}),
             **row.train}
 

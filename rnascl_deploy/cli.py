@@ -328,8 +328,9 @@ def teacher():
 def teacher_train(ctx, recipe, overrides, out, epochs, adv, limit, seed, device, resume):
     """Adversarially train a teacher as the recipe's teacher section says (objective: teacher.train.adv).
 
-    The best epoch by validation PGD-10 accuracy becomes OUT/model.safetensors. An existing run is never
-    overwritten: an interrupted one is continued with --resume.
+    The kept epoch becomes OUT/model.safetensors: the latest whose validation PGD-10 accuracy is within
+    teacher.train.keep_within of the best (by default one standard error). An existing run is never overwritten: an
+    interrupted one is continued with --resume.
     """
     from .teacher import train_teacher
 
@@ -339,7 +340,7 @@ def teacher_train(ctx, recipe, overrides, out, epochs, adv, limit, seed, device,
     _check_sizes(r, teacher_model=True)
     _lock(ctx, out)
     result = train_teacher(r, Path(out), resume=resume, progress=ctx.obj["progress"])
-    click.echo(f"teacher written to {Path(out) / 'model.safetensors'} (best epoch {result.best_epoch}: "
+    click.echo(f"teacher written to {Path(out) / 'model.safetensors'} (kept epoch {result.best_epoch}: "
                f"{result.best_metrics})")
 
 

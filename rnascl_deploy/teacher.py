@@ -128,7 +128,7 @@ def train_teacher(recipe: Recipe, out: Path, resume: bool = False, progress: boo
                        objective=make_objective(cfg.train, distiller), resume=resume, progress=progress,
                        save_best=save_best, runtime=runtime, workers=data.workers)
         os.replace(best, final)
-        log.info("finished in %.0f s; best epoch %d %s -> %s", result.seconds, result.best_epoch,
+        log.info("finished in %.0f s; kept epoch %d %s -> %s", result.seconds, result.best_epoch,
                  result.best_metrics, final)
     return result
 

@@ -45,6 +45,9 @@ def test_resume_after_interruption_matches_uninterrupted_run(tmp_path, splits, m
 
     with pytest.raises(RnasclError, match="--resume"):
         train(tiny_cnn(), *splits, _cfg(), tmp_path / "b", 64, progress=False)
+    state = torch.load(tmp_path / "b" / "state.pt", weights_only=True)
+    del state["best"]["top"]  # as a run started before keep_within left it: resumes all the same
+    torch.save(state, tmp_path / "b" / "state.pt")
     resumed = tiny_cnn(seed=1)  # different init: everything must come from the checkpoint
     train(resumed, *splits, _cfg(), tmp_path / "b", 64, augment=["flip"], resume=True, progress=False)
     for (name, a), b in zip(straight.state_dict().items(), resumed.state_dict().values()):
@@ -85,6 +88,26 @@ def test_weight_averaging_is_validated_saved_and_resumed(tmp_path, splits, monke
     train(resumed, *splits, cfg, tmp_path / "b", 64, resume=True, progress=False)
     for (name, a), b in zip(straight.state_dict().items(), resumed.state_dict().values()):
         assert torch.allclose(a.float(), b.float(), atol=1e-6), name
+
+
+@pytest.mark.parametrize("keep_within, kept", [(None, 3), (0.0, 2), (0.2, 4)])
+def test_the_latest_epoch_within_the_validation_noise_of_the_best_is_kept(tmp_path, splits, monkeypatch,
+                                                                          keep_within, kept):
+    """Validation PGD-10 of 0.70, 0.72, 0.715, 0.60 on 64 images: one standard error at 0.72 is 0.056, so the
+    default keeps epoch 3 (0.005 below the best, noise) and not epoch 4 (robust overfitting); 0 keeps the best."""
+    real, scripted = train_module.validate, iter([0.70, 0.72, 0.715, 0.60])
+
+    def validate(model, dataset, eps, batch_size=500):
+        out = real(model, dataset, eps, batch_size)
+        out["val_pgd10"] = next(scripted) if len(dataset) == 64 else 0.9  # the validation split; the guard's probe
+        return out
+    monkeypatch.setattr(train_module, "validate", validate)
+    saved = []
+    cfg = dataclasses.replace(_cfg(epochs=4), keep_within=keep_within)
+    result = train(tiny_cnn(), *splits, cfg, tmp_path, 64, progress=False,
+                   save_best=lambda model, metrics: saved.append(metrics["epoch"]))
+    assert result.best_epoch == kept and saved[-1] == kept
+    assert result.best_metrics["val_pgd10"] == [0.70, 0.72, 0.715, 0.60][kept - 1]
 
 
 def _collapsing(monkeypatch, at_epoch: int):
