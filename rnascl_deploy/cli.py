@@ -328,7 +328,7 @@ def teacher():
 def teacher_train(ctx, recipe, overrides, out, epochs, adv, limit, seed, device, resume):
     """Adversarially train a teacher as the recipe's teacher section says (objective: teacher.train.adv).
 
-    The kept epoch becomes OUT/model.safetensors: the latest whose validation PGD-10 accuracy is within
+    The kept epoch becomes OUT/model.safetensors: the latest whose validation robust accuracy is within
     teacher.train.keep_within of the best (by default one standard error). An existing run is never overwritten: an
     interrupted one is continued with --resume.
     """

@@ -74,7 +74,7 @@ class RetrainConfig:
 def _phase(name: str, cfg: TrainConfig, student, arch: ArchSpec, recipe: Recipe, out: Path, train_set, val_set, info,
            distiller: Optional[Distiller], progress: bool, runtime: Runtime,
            cache: Optional[TeacherCache] = None) -> Path:
-    """Train one phase into ``out``; returns its ``model.safetensors`` (the best epoch), reusing a finished one."""
+    """Train one phase into ``out``; returns its ``model.safetensors`` (the kept epoch), reusing a finished one."""
     final = out / "model.safetensors"
     if final.exists():
         log.info("%s: finished earlier (%s)", name, final)

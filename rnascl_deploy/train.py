@@ -8,9 +8,9 @@ validated, saved and returned.
 The guard against catastrophic overfitting (the failure of single-step training, Wong et al. 2020: PGD accuracy
 collapses within an epoch while the training loss looks fine): every epoch of an adversarial objective measures
 PGD-10 accuracy on a fixed batch of training images (``train_pgd10``) beside the validation split; when either
-falls by more than ``collapse_drop`` below its best so far, the run says so in plain words, the best epoch before
-the collapse stays the result, and ``on_collapse`` decides the rest: ``stop``, or ``pgd`` (continue from those
-best weights with PGD-AT, ``steps`` and ``step_size`` of the same section, keeping the teacher's terms).
+falls by more than ``collapse_drop`` below its best so far, the run says so in plain words, the epoch kept before
+the collapse stays the result, and ``on_collapse`` decides the rest: ``stop``, or ``pgd`` (continue from that
+epoch's weights with PGD-AT, ``steps`` and ``step_size`` of the same section, keeping the teacher's terms).
 
 Run directory (``out``): ``state.pt`` (model + optimiser + history, written each epoch, read with
 ``weights_only=True``), ``history.jsonl`` (one line per epoch), ``train.log``, ``recipe.yaml``, and when finished
@@ -92,7 +92,7 @@ class TrainConfig:
     keep_within: Optional[float] = None  # the result is the latest epoch whose validation robust accuracy is within
     # this of the best so far (null: one standard error of that accuracy on the validation images; 0: the best)
     collapse_drop: float = 0.2  # catastrophic overfitting: PGD-10 accuracy falls this far below its best
-    on_collapse: str = "pgd"  # stop | pgd: what a run does after a collapse (the best epoch before it is kept)
+    on_collapse: str = "pgd"  # stop | pgd: what a run does after a collapse (the epoch kept before it stays)
     teacher_input: str = "clean"  # clean | adversarial: the image the teacher's KD and attention terms see (clean:
     # cached in retraining where the data is not augmented)
     seed: int = 0
@@ -198,7 +198,7 @@ class TrainLoop(EpochLoop):
         self.probe = train_set.subset(torch.arange(min(PROBE_IMAGES, len(train_set)), device="cpu")) \
             if hasattr(train_set, "subset") else None
         self.peak: Dict[str, float] = {}
-        self.best_state: Optional[dict] = None  # the best epoch's weights, to continue from after a collapse
+        self.best_state: Optional[dict] = None  # the kept epoch's weights, to continue from after a collapse
         self.collapsed: Optional[int] = None  # the epoch a collapse was seen in
 
     def batches(self, epoch, gen):
@@ -278,7 +278,7 @@ class TrainLoop(EpochLoop):
         best = self.best["epoch"] if self.best else None
         action = self.cfg.on_collapse if self.cfg.adv != "pgd" and self.best_state is not None else "stop"
         log.warning("catastrophic overfitting in epoch %d (adv %s): PGD-10 accuracy fell (%s). The result keeps epoch "
-                    "%s, the best before the collapse; %s", epoch + 1, self.cfg.adv, fell, best,
+                    "%s, the one kept before the collapse; %s", epoch + 1, self.cfg.adv, fell, best,
                     "training stops here" if action == "stop" else
                     f"training goes on from epoch {best}'s weights with PGD-AT ({self.cfg.steps} steps)")
         self.collapsed = epoch + 1
@@ -309,8 +309,11 @@ class TrainLoop(EpochLoop):
         if state.get("scaler"):
             self.scaler.load_state_dict(state["scaler"])
         self.best = state["best"]
-        if self.best is not None and "top" not in self.best:  # a run started before keep_within: its best epoch
+        if self.best is not None and "top" not in self.best:  # a run started before keep_within: it ends as begun
             self.best["top"] = self.best["metrics"][self.key]
+            if self.cfg.keep_within is None:
+                log.info("this run started before keep_within: it keeps the best epoch, the rule it began with")
+                self.cfg = dataclasses.replace(self.cfg, keep_within=0.0)
         if self.ema is not None:
             self.ema.load_state_dict(state["ema"])
             self.ema.to(self.dev)
@@ -326,7 +329,8 @@ def train(model: nn.Module, train_set, val_set, cfg: TrainConfig, out: Path, bat
           augment=(), objective: Optional[Objective] = None, resume: bool = False, progress: bool = True,
           save_best: Optional[Callable[[nn.Module, Dict[str, float]], None]] = None,
           runtime: Optional[Runtime] = None, workers: int = 0) -> TrainResult:
-    """Train ``model`` in place; checkpoint each epoch to ``out/state.pt``; call ``save_best`` on improvements.
+    """Train ``model`` in place; checkpoint each epoch to ``out/state.pt``; call ``save_best`` with each epoch that
+    becomes the kept one (``keep_within``); the result's ``best_epoch`` and ``best_metrics`` are the kept epoch's.
 
     ``resume=False`` refuses a directory that already holds a run (nothing is overwritten); ``resume=True``
     continues from the last completed epoch. Under torchrun the model is trained with DistributedDataParallel

@@ -33,7 +33,7 @@ def test_each_objective_trains_and_writes_history(tmp_path, splits, adv):
     assert result.best_epoch == 1 and {"val_clean", "val_pgd10"} <= set(result.best_metrics)
 
 
-def test_resume_after_interruption_matches_uninterrupted_run(tmp_path, splits, monkeypatch):
+def test_resume_after_interruption_matches_uninterrupted_run(tmp_path, splits, monkeypatch, caplog):
     straight = tiny_cnn()
     train(straight, *splits, _cfg(), tmp_path / "a", 64, augment=["flip"], progress=False)
 
@@ -46,10 +46,12 @@ def test_resume_after_interruption_matches_uninterrupted_run(tmp_path, splits, m
     with pytest.raises(RnasclError, match="--resume"):
         train(tiny_cnn(), *splits, _cfg(), tmp_path / "b", 64, progress=False)
     state = torch.load(tmp_path / "b" / "state.pt", weights_only=True)
-    del state["best"]["top"]  # as a run started before keep_within left it: resumes all the same
+    del state["best"]["top"]  # as a run started before keep_within left it: it resumes under the rule it began with
     torch.save(state, tmp_path / "b" / "state.pt")
     resumed = tiny_cnn(seed=1)  # different init: everything must come from the checkpoint
-    train(resumed, *splits, _cfg(), tmp_path / "b", 64, augment=["flip"], resume=True, progress=False)
+    with caplog.at_level("INFO", logger="rnascl_deploy"):
+        train(resumed, *splits, _cfg(), tmp_path / "b", 64, augment=["flip"], resume=True, progress=False)
+    assert "started before keep_within: it keeps the best epoch" in caplog.text
     for (name, a), b in zip(straight.state_dict().items(), resumed.state_dict().values()):
         assert torch.allclose(a.float(), b.float(), atol=1e-6), name
     assert (tmp_path / "a" / "history.jsonl").read_text().count("\n") == 2
