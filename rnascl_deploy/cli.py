@@ -355,13 +355,14 @@ def _format_report(report: dict):
 
 
 @teacher.command("eval", epilog=EPILOG_TEACHER_EVAL)
-@click.argument("checkpoint")
+@click.argument("checkpoint", type=PathType())
 @recipe_option
 @set_option
 @click.option("--limit", type=click.IntRange(1), help="Evaluate the first N test images (default: all).")
 @click.option("--attacks", help="attack.attacks, comma-separated: fgsm, pgdK (e.g. pgd20), apgd-ce, apgd-t, square.")
 @click.option("--eps", type=click.FloatRange(0, 1, min_open=True), help="attack.eps (pixel units in [0, 1]).")
-@click.option("--data-root", help="data.root: directory of the checkpoint's data set.")
+@click.option("--data-root", type=PathType(file_okay=False),
+              help="data.root: directory of the checkpoint's data set.")
 @device_option
 @click.option("--out", "-o", type=PathType(dir_okay=False), help="Also write the JSON report to this file (an "
                                                                    "existing file is refused unless --force).")
@@ -399,7 +400,8 @@ def teacher_eval(ctx, checkpoint, recipe, overrides, limit, attacks, eps, data_r
               help='Architecture arguments as JSON, e.g. \'{"depth": 34, "widen_factor": 10}\'.')
 @click.option("--dataset", required=True,
               help="Data set the weights were trained on: fashion-mnist, cifar10, imagefolder.")
-@click.option("--data-root", help="Data directory (needed for the data set's shape and normalisation).")
+@click.option("--data-root", type=PathType(file_okay=False),
+              help="Data directory (needed for the data set's shape and normalisation).")
 @click.option("--mean", help="Comma-separated normalisation mean the weights expect (default: the data set's).")
 @click.option("--std", help="Comma-separated normalisation std the weights expect (default: the data set's).")
 @click.option("--out", "-o", type=PathType(dir_okay=False), required=True,
@@ -777,8 +779,9 @@ Examples:
 
 
 @main.command(epilog=EPILOG_COST)
-@click.argument("target")
-@click.option("--budget", "-b", help="Also check TARGET against a budget: 600K, 1.5M, params=150K, macs=1M,params=100K.")
+@click.argument("target", type=PathType())
+@click.option("--budget", "-b",
+              help="Also check TARGET against a budget: 600K, 1.5M, params=150K, macs=1M,params=100K.")
 @json_option
 def cost(target, budget, as_json):
     """MACs (fvcore, batch 1, one multiply-add = one MAC) and parameters of a checkpoint or architecture spec.
