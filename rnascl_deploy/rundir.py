@@ -59,10 +59,12 @@ PLACEMENT = ("runtime.device", "data.workers")  # recipe keys that choose where 
 
 
 def stage_keys(recipe: dict, sections: Iterable[str]) -> dict:
-    """The flattened keys of ``recipe`` (a recipe as a dict) in ``sections`` that decide a stage's result: every key
-    of those sections but the :data:`PLACEMENT` keys."""
-    sections = set(sections)
-    return {k: v for k, v in flatten(recipe).items() if k.split(".")[0] in sections and k not in PLACEMENT}
+    """The flattened keys of ``recipe`` (a recipe as a dict) in ``sections`` (sections or dotted keys, e.g.
+    ``teacher.checkpoint``) that decide a stage's result: every key under them but the :data:`PLACEMENT` keys."""
+    sections = tuple(sections)
+    prefixes = tuple(f"{s}." for s in sections)
+    return {k: v for k, v in flatten(recipe).items()
+            if (k in sections or k.startswith(prefixes)) and k not in PLACEMENT}
 
 
 def check_same_recipe(out: Path, recipe, sections: Iterable[str]) -> None:

@@ -59,7 +59,7 @@ if TYPE_CHECKING:
 log = logging.getLogger(__name__)
 
 STATE = "search_state.pt"
-READS = ("runtime", "data", "teacher", "search")  # the recipe sections the search reads
+READS = ("runtime", "data", "teacher.checkpoint", "search")  # what of the recipe the search reads
 
 
 @dataclass

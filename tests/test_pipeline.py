@@ -6,6 +6,8 @@ from click.testing import CliRunner
 import rnascl_deploy.report as report_module
 import rnascl_deploy.train as train_module
 from rnascl_deploy.cli import main
+from rnascl_deploy.pipeline import stage_inputs
+from rnascl_deploy.recipe import load_recipe
 
 from .conftest import interrupt_on_call
 
@@ -72,3 +74,16 @@ def test_interrupted_run_resumes_without_redoing_finished_stages(tmp_path, monke
     result = json.loads(_run(out, "--json", "--device", "cpu", "--set", "data.workers=1").output)  # moved: resumes
     assert result["skipped"] == ["search"] and result["ran"][0] == "retrain"
     assert (out / "arch.json").read_bytes() == arch and not (out / "superseded").exists()
+
+
+def test_a_stage_is_invalidated_by_what_it_reads_only(tmp_path):
+    """The search reads the teacher's checkpoint, not how teachers are trained: a teacher.train key (such as one a
+    newer version adds) leaves a finished search valid; a search key does not."""
+    def digest(**over):
+        return stage_inputs("search", tmp_path, load_recipe(None, over))
+
+    base = digest()
+    assert digest(**{"teacher.train.epochs": 3, "teacher.limit": 64}) == base
+    assert digest(**{"search.epochs": 2}) != base
+    assert stage_inputs("retrain", tmp_path, load_recipe(None, {"retrain.train.keep_within": 0.0})) != \
+        stage_inputs("retrain", tmp_path, load_recipe(None))
