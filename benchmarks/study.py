@@ -2,6 +2,7 @@
 
     python benchmarks/study.py [--only ROW,ROW] [--seeds 3] [--commit] [--threads N]
     python benchmarks/study.py [--table] [--compare BASE,ROW] [--plot PNG] [--status]
+    python benchmarks/study.py --park [--commit]
 
 Every finished (row, seed) is a small JSON in ``benchmarks/results/study-v3/<row>/seed<k>.json``, in the repository:
 its metrics on the full Fashion-MNIST test set (clean, then PGD-20, APGD-CE and APGD-T in AutoAttack's cascade, each
@@ -9,9 +10,15 @@ attack on the points the earlier ones left robust, so the last column is the wor
 training cost in MACs and seconds, the command and the commit. The study takes finished rows from there and runs
 only what is missing, in the order of ``WORK``, on any machine; ``--commit`` commits each row's JSON as it lands
 (a half-trained row may be lost, never a finished one). Run directories (checkpoints) go to ``runs/study-v3``.
-Several study processes may run at once: each holds the run directory of the (row, seed) it works on (the package's
-run lock) and passes over those another process holds. On 2 cores, two processes with ``--threads 1`` train more
-images a second than one with both threads (docs/results.md).
+A row longer than a session (``lenet-croce``: hours of one thread) would never finish on machines whose ``runs/``
+does not outlive the session, so rows in flight can be parked: with the study processes stopped (SIGTERM keeps
+their last epoch), ``--park`` copies the resume files of every unfinished (row, seed) with ``PARK_MINUTES`` of
+training or more to ``benchmarks/results/study-v3/parked/`` (a few MB a row; the teacher's cache is recomputed), to
+be committed; a study process takes a parked row up where it stopped when its own run directory is behind, and
+deletes the parked copy with the row's result. Several study processes may run at once: each holds the run
+directory of the (row, seed) it works on (the package's run lock) and passes over those another process holds. On
+2 cores, two processes with ``--threads 1`` train more images a second than one with both threads
+(docs/results.md).
 
 Training cost (``train_macs``): per training image and epoch, ``passes`` forward-backward passes of the student (an
 attack step or the training step; a forward-backward counted as 3 forwards) and the teacher's forwards (none for
@@ -56,6 +63,7 @@ import json
 import logging
 import platform
 import random
+import shutil
 import statistics
 import subprocess
 import sys
@@ -85,6 +93,8 @@ log = logging.getLogger("study")
 COMMAND = "python benchmarks/study.py " + " ".join(sys.argv[1:])
 
 RESULTS = Path("benchmarks/results/study-v3")
+PARKED = RESULTS / "parked"  # resume files of unfinished rows, committed between sessions (--park)
+PARK_MINUTES = 20  # less training than this is cheaper to redo than to keep in the repository's history
 RUNS = Path("runs/study-v3")
 RECIPE = "recipes/fashion-mnist.yaml"
 TEACHER = "builtin:teacher-resnet-fashion-mnist/model.safetensors"
@@ -315,6 +325,55 @@ def run_unit(row: Row, seed: int, t_macs: int) -> dict:
                                                            "python": platform.python_version()}}
 
 
+def trained_epochs(row: Row, seed: int, root: Path) -> List[dict]:
+    """The history of a (row, seed)'s training under ``root`` (RUNS, or PARKED for its parked copy)."""
+    train_dir, _ = run_paths(row, seed)
+    return read_history(root / train_dir.relative_to(RUNS) / "history.jsonl")
+
+
+def park(seeds: int) -> List[Path]:
+    """Copy the resume files of every unfinished (row, seed) of ``WORK`` that trained ``PARK_MINUTES`` or more
+    into ``PARKED`` (all but the teacher's cache and the lock); the parked copies written. A row a live process
+    holds is passed over with a warning: its files may be mid-write."""
+    written = []
+    for name, seed in WORK:
+        row, out = ROWS[name], RUNS / name / f"seed{seed}"
+        if seed >= seeds or (RESULTS / name / f"seed{seed}.json").exists():
+            continue
+        history = trained_epochs(row, seed, RUNS)
+        if sum(h["seconds"] for h in history) < PARK_MINUTES * 60:
+            continue
+        if holder(name, seed):
+            log.warning("row %s seed %d: held by pid %d; stop the study processes (SIGTERM keeps their last "
+                        "epoch) and park again", name, seed, holder(name, seed))
+            continue
+        if len(trained_epochs(row, seed, PARKED)) >= len(history):
+            continue  # parked already, as far as it got
+        where = PARKED / name / f"seed{seed}"
+        shutil.rmtree(where, ignore_errors=True)
+        shutil.copytree(out, where, ignore=shutil.ignore_patterns(LOCK_NAME, "teacher-cache"))
+        log.info("row %s seed %d: parked at epoch %d in %s", name, seed, len(history), where)
+        written.append(where)
+    return written
+
+
+def unpark(row: Row, seed: int) -> None:
+    """Take a parked (row, seed) up: its parked files replace a run directory that has trained fewer epochs."""
+    where, out = PARKED / row.name / f"seed{seed}", RUNS / row.name / f"seed{seed}"
+    parked = len(trained_epochs(row, seed, PARKED))
+    if parked > len(trained_epochs(row, seed, RUNS)):
+        shutil.copytree(where, out, dirs_exist_ok=True)
+        log.info("row %s seed %d: resumed from its parked copy at epoch %d", row.name, seed, parked)
+
+
+def drop_parked(name: str, seed: int) -> List[Path]:
+    """Delete a finished (row, seed)'s parked copy; what the row's commit takes along (the copy, where git has it)."""
+    where = PARKED / name / f"seed{seed}"
+    tracked = subprocess.run(["git", "ls-files", "--", str(where)], capture_output=True, text=True).stdout.strip()
+    shutil.rmtree(where, ignore_errors=True)
+    return [where] if tracked else []
+
+
 def commit_of() -> str:
     return subprocess.run(["git", "rev-parse", "--short", "HEAD"], capture_output=True, text=True).stdout.strip()
 
@@ -322,15 +381,17 @@ def commit_of() -> str:
 COMMIT = commit_of()  # the code this process runs (a row's JSON is written later, after other commits may land)
 
 
-def git_commit(path: Path, message: str) -> None:
+def git_commit(paths: List[Path], message: str) -> None:
+    """Commit ``paths`` (files written, or removed ones git knows) and nothing else staged."""
+    names = [str(p) for p in paths]
     for _ in range(10):  # another commit may hold the index for a moment
-        add = subprocess.run(["git", "add", str(path)], capture_output=True, text=True)
-        done = add.returncode == 0 and subprocess.run(["git", "commit", "-q", "-m", message, "--", str(path)],
+        add = subprocess.run(["git", "add", "-A", "--", *names], capture_output=True, text=True)
+        done = add.returncode == 0 and subprocess.run(["git", "commit", "-q", "-m", message, "--", *names],
                                                       capture_output=True, text=True).returncode == 0
         if done:
             return
         time.sleep(3)
-    log.warning("could not commit %s; commit it by hand", path)
+    log.warning("could not commit %s; commit by hand", " ".join(names))
 
 
 def finished() -> Dict[str, Dict[int, dict]]:
@@ -410,9 +471,10 @@ def holder(name: str, seed: int) -> Optional[int]:
     return None
 
 
-def stage(row: Row, seed: int) -> Tuple[str, float]:
-    """(where a held (row, seed) is, the share of its training done)."""
-    train_dir, weights = run_paths(row, seed)
+def stage(row: Row, seed: int, root: Path) -> Tuple[str, float]:
+    """(where a (row, seed) is, the share of its training done), in its run directory (``root=RUNS``) or its
+    parked copy (``PARKED``)."""
+    train_dir, weights = (root / p.relative_to(RUNS) for p in run_paths(row, seed))
     recipe = train_dir / "recipe.yaml"  # what the training wrote on starting
     if weights.exists():
         return "evaluating on the test set", 1.0
@@ -452,9 +514,15 @@ def status(results: Dict[str, Dict[int, dict]], seeds: int, t_macs: int) -> str:
                          f"{doc['metrics']['worst_case_acc'] * 100:.2f} worst case")
             continue
         pid = holder(name, seed)
-        where, share = stage(row, seed) if pid else ("", 0.0)
         counts["running" if pid else "waiting"] += 1
-        lines.append(f"running   {name} seed {seed}: {where} (pid {pid})" if pid else f"waiting   {name} seed {seed}")
+        if pid:
+            where, share = stage(row, seed, RUNS)
+            lines.append(f"running   {name} seed {seed}: {where} (pid {pid})")
+        else:  # stopped part way, here or in its parked copy, or not begun
+            (where, share), root = max(((stage(row, seed, root), root) for root in (RUNS, PARKED)),
+                                       key=lambda found: found[0][1])
+            lines.append(f"waiting   {name} seed {seed}" + (f": stopped at {where}" + " (parked)" * (root == PARKED)
+                                                              if share else ""))
         if not cost_known(row):
             unknown += 1
             continue
@@ -521,10 +589,19 @@ def main() -> None:
     parser.add_argument("--plot", metavar="PNG", type=Path, help="plot the finished rows into PNG and stop")
     parser.add_argument("--status", action="store_true", help="every (row, seed): finished, running (where) or "
                         "waiting, and the training left; then stop")
+    parser.add_argument("--park", action="store_true", help="copy the resume files of unfinished rows to "
+                        f"{PARKED} (stop the study processes first), with --commit commit them; then stop")
     args = parser.parse_args()
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     if args.status:
         print(status(finished(), args.seeds, teacher_macs()))
+        return
+    if args.park:
+        written = park(args.seeds)
+        if written and args.commit:
+            git_commit(written, f"study v3: park {len(written)} unfinished row(s) ("
+                                f"{', '.join(f'{p.parent.name} {p.name}' for p in written)})")
+        print(f"{len(written)} row(s) parked" + "".join(f"\n  {p}" for p in written))
         return
     if args.table or args.compare or args.plot:
         results = finished()
@@ -552,17 +629,19 @@ def main() -> None:
             with run_lock(RUNS / name / f"seed{seed}", COMMAND):
                 if path.exists():  # another study process finished it meanwhile
                     continue
+                unpark(row, seed)
                 doc = run_unit(row, seed, t_macs)
                 path.parent.mkdir(parents=True, exist_ok=True)
                 atomic_write_text(path, json.dumps(doc, indent=1) + "\n")
+                landed = [path, *drop_parked(name, seed)]
         except RunLocked:
             log.info("row %s seed %d: another study process works on it; next", name, seed)
             continue
         log.info("row %s seed %d: clean %.4f worst case %.4f", name, seed, doc["metrics"]["clean_acc"],
                  doc["metrics"]["worst_case_acc"])
         if args.commit:
-            git_commit(path, f"study v3: {name} seed {seed} ({doc['metrics']['clean_acc'] * 100:.2f} clean / "
-                             f"{doc['metrics']['worst_case_acc'] * 100:.2f} worst case)")
+            git_commit(landed, f"study v3: {name} seed {seed} ({doc['metrics']['clean_acc'] * 100:.2f} clean / "
+                               f"{doc['metrics']['worst_case_acc'] * 100:.2f} worst case)")
     print(table(finished()))
 
 

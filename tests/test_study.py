@@ -74,3 +74,44 @@ def test_status_tells_finished_running_and_waiting_apart_and_counts_the_training
     hours = (left * 1500 * 2 / 2.4e13 + 2 * 1500) / 3600  # at 2 threads' seconds a MAC, two evaluations to come
     assert lines[4].startswith(f"about {hours:.0f} hours of one thread")
     assert study.status(results, 1, 0).splitlines()[-2] == "1 finished, 0 running, 0 waiting: 0 TMACs of training left"
+
+
+def test_park_keeps_long_unheld_rows_and_a_study_process_takes_them_up(study, tmp_path, monkeypatch, caplog):
+    import shutil
+
+    from rnascl_deploy.lock import run_lock
+
+    monkeypatch.setattr(study, "RUNS", tmp_path / "runs")
+    monkeypatch.setattr(study, "PARKED", tmp_path / "parked")
+    monkeypatch.setattr(study, "RESULTS", tmp_path / "results")
+    monkeypatch.setattr(study, "WORK", [("lenet-pgd10", 0), ("lenet-pgd10", 1), ("lenet-pgd10", 2)])
+    row = study.ROWS["lenet-pgd10"]
+
+    def trained(seed, epochs, seconds):
+        out = tmp_path / "runs" / "lenet-pgd10" / f"seed{seed}"
+        (out / "teacher-cache").mkdir(parents=True)
+        (out / "teacher-cache" / "maps.safetensors").write_bytes(b"recomputed, never parked")
+        (out / "recipe.yaml").write_text("teacher:\n  train:\n    epochs: 20\n")
+        (out / "state.pt").write_bytes(b"state")
+        (out / "history.jsonl").write_text(f'{{"epoch": 1, "seconds": {seconds}}}\n' * epochs)
+        return out
+
+    long, short, held = trained(0, 5, 300), trained(1, 2, 60), trained(2, 5, 300)
+    with run_lock(held, "python benchmarks/study.py"):
+        assert study.park(3) == [tmp_path / "parked" / "lenet-pgd10" / "seed0"]  # 2 minutes: cheaper to redo
+        assert "held by pid" in caplog.text
+    parked = tmp_path / "parked" / "lenet-pgd10" / "seed0"
+    assert sorted(p.name for p in parked.iterdir()) == ["history.jsonl", "recipe.yaml", "state.pt"]
+    # seed 0 is parked as far as it got; seed 2 is free now
+    assert study.park(3) == [tmp_path / "parked" / "lenet-pgd10" / "seed2"]
+
+    shutil.rmtree(long)  # a new machine: the run directory is gone, the parked copy came with the repository
+    status = study.status({}, 1, 0).splitlines()
+    assert status[0] == "waiting   lenet-pgd10 seed 0: stopped at epoch 5/20 (parked)"
+    study.unpark(row, 0)
+    assert (long / "state.pt").read_bytes() == b"state" and len(study.read_history(long / "history.jsonl")) == 5
+    (long / "history.jsonl").write_text('{"epoch": 1, "seconds": 300}\n' * 7)  # trained on past the parked copy
+    study.unpark(row, 0)
+    assert len(study.read_history(long / "history.jsonl")) == 7  # a run directory ahead is never rolled back
+    assert study.drop_parked("lenet-pgd10", 0) == [] and not parked.exists()  # not in git: nothing to commit
+    assert short.exists()
