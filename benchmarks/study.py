@@ -497,10 +497,10 @@ def cost_known(row: Row) -> bool:
 
 def status(results: Dict[str, Dict[int, dict]], seeds: int, t_macs: int) -> str:
     """Every (row, seed) of ``WORK``: finished, held by a live study process (and where it is), or waiting; then
-    the training left and a rough time for it at the pace of the finished rows."""
+    the training left and a rough time for it at the finished rows' median pace."""
     done_runs = [doc for runs in results.values() for doc in runs.values()]
-    thread_seconds = sum(d["train_seconds"] * d.get("machine", {}).get("threads", 1) for d in done_runs)
-    pace = thread_seconds / sum(d["train_macs"] for d in done_runs) if done_runs else None
+    paces = [d["train_seconds"] * d.get("machine", {}).get("threads", 1) / d["train_macs"] for d in done_runs]
+    pace = statistics.median(paces) if paces else None  # the median: rows stopped for timings (SIGSTOP) run long
     evals = [d["wall_seconds"] - d["train_seconds"] for d in done_runs if d["wall_seconds"] > d["train_seconds"]]
     evaluation = statistics.median(evals) if evals else 0.0
     lines, left, unknown, counts = [], 0.0, 0, {"finished": 0, "running": 0, "waiting": 0}
@@ -532,7 +532,7 @@ def status(results: Dict[str, Dict[int, dict]], seeds: int, t_macs: int) -> str:
                                                                if unknown else ""))
     if pace:
         hours = (left * pace + evaluation * (counts["running"] + counts["waiting"])) / 3600
-        lines.append(f"about {hours:.0f} hours of one thread at the finished rows' pace ({pace * 1e12 / 60:.1f} "
+        lines.append(f"about {hours:.0f} hours of one thread at the finished rows' median pace ({pace * 1e12 / 60:.1f} "
                      f"thread-minutes a TMAC of training, {evaluation / 60:.0f} minutes a test-set evaluation); "
                      "rough: the pace differs between rows and hosts")
     return "\n".join(lines)
