@@ -269,16 +269,21 @@ def evaluate(model, attacks: List[str] = ATTACKS) -> dict:
                                recipe.attack.batch_size, cascade=True).to_dict()
 
 
-def run_paths(row: Row, seed: int) -> Tuple[Path, Path]:
+def run_dir(name: str, seed: int, root: Optional[Path] = None) -> Path:
+    """The run directory of a (row, seed) under ``root``: RUNS (the default), or PARKED for its parked copy."""
+    return (root or RUNS) / name / f"seed{seed}"
+
+
+def run_paths(row: Row, seed: int, root: Optional[Path] = None) -> Tuple[Path, Path]:
     """(the directory a (row, seed) trains in: its history.jsonl and state.pt, the weights its training kept)."""
-    out = RUNS / row.name / f"seed{seed}"
+    out = run_dir(row.name, seed, root)
     if row.model.startswith("lenet"):
         return out, out / "model.safetensors"
     return out / "retrain", out / "student.safetensors"
 
 
 def run_row(row: Row, seed: int, epochs: int) -> dict:
-    out = RUNS / row.name / f"seed{seed}"
+    out = run_dir(row.name, seed)
     train_dir, weights = run_paths(row, seed)
     if row.model.startswith("lenet"):
         over = {**prefixed("teacher.train", training(row, epochs, seed)), "runtime.precision": row.precision,
@@ -327,8 +332,7 @@ def run_unit(row: Row, seed: int, t_macs: int) -> dict:
 
 def trained_epochs(row: Row, seed: int, root: Path) -> List[dict]:
     """The history of a (row, seed)'s training under ``root`` (RUNS, or PARKED for its parked copy)."""
-    train_dir, _ = run_paths(row, seed)
-    return read_history(root / train_dir.relative_to(RUNS) / "history.jsonl")
+    return read_history(run_paths(row, seed, root)[0] / "history.jsonl")
 
 
 def park(seeds: int) -> List[Path]:
@@ -337,21 +341,22 @@ def park(seeds: int) -> List[Path]:
     holds is passed over with a warning: its files may be mid-write."""
     written = []
     for name, seed in WORK:
-        row, out = ROWS[name], RUNS / name / f"seed{seed}"
+        row = ROWS[name]
         if seed >= seeds or (RESULTS / name / f"seed{seed}.json").exists():
             continue
         history = trained_epochs(row, seed, RUNS)
         if sum(h["seconds"] for h in history) < PARK_MINUTES * 60:
             continue
-        if holder(name, seed):
+        pid = holder(name, seed)
+        if pid:
             log.warning("row %s seed %d: held by pid %d; stop the study processes (SIGTERM keeps their last "
-                        "epoch) and park again", name, seed, holder(name, seed))
+                        "epoch) and park again", name, seed, pid)
             continue
         if len(trained_epochs(row, seed, PARKED)) >= len(history):
             continue  # parked already, as far as it got
-        where = PARKED / name / f"seed{seed}"
+        where = run_dir(name, seed, PARKED)
         shutil.rmtree(where, ignore_errors=True)
-        shutil.copytree(out, where, ignore=shutil.ignore_patterns(LOCK_NAME, "teacher-cache"))
+        shutil.copytree(run_dir(name, seed), where, ignore=shutil.ignore_patterns(LOCK_NAME, "teacher-cache"))
         log.info("row %s seed %d: parked at epoch %d in %s", name, seed, len(history), where)
         written.append(where)
     return written
@@ -359,16 +364,15 @@ def park(seeds: int) -> List[Path]:
 
 def unpark(row: Row, seed: int) -> None:
     """Take a parked (row, seed) up: its parked files replace a run directory that has trained fewer epochs."""
-    where, out = PARKED / row.name / f"seed{seed}", RUNS / row.name / f"seed{seed}"
     parked = len(trained_epochs(row, seed, PARKED))
     if parked > len(trained_epochs(row, seed, RUNS)):
-        shutil.copytree(where, out, dirs_exist_ok=True)
+        shutil.copytree(run_dir(row.name, seed, PARKED), run_dir(row.name, seed), dirs_exist_ok=True)
         log.info("row %s seed %d: resumed from its parked copy at epoch %d", row.name, seed, parked)
 
 
 def drop_parked(name: str, seed: int) -> List[Path]:
     """Delete a finished (row, seed)'s parked copy; what the row's commit takes along (the copy, where git has it)."""
-    where = PARKED / name / f"seed{seed}"
+    where = run_dir(name, seed, PARKED)
     tracked = subprocess.run(["git", "ls-files", "--", str(where)], capture_output=True, text=True).stdout.strip()
     shutil.rmtree(where, ignore_errors=True)
     return [where] if tracked else []
@@ -457,7 +461,7 @@ def holder(name: str, seed: int) -> Optional[int]:
     (``/proc/locks``, Linux): looked up, not taken (taking it, even for a moment, could turn a worker away), and
     never fooled by a lock file a killed process left behind. None when nobody holds it."""
     try:
-        inode = (RUNS / name / f"seed{seed}" / LOCK_NAME).stat().st_ino
+        inode = (run_dir(name, seed) / LOCK_NAME).stat().st_ino
         table = Path("/proc/locks").read_text()
     except OSError:
         return None
@@ -474,7 +478,7 @@ def holder(name: str, seed: int) -> Optional[int]:
 def stage(row: Row, seed: int, root: Path) -> Tuple[str, float]:
     """(where a (row, seed) is, the share of its training done), in its run directory (``root=RUNS``) or its
     parked copy (``PARKED``)."""
-    train_dir, weights = (root / p.relative_to(RUNS) for p in run_paths(row, seed))
+    train_dir, weights = run_paths(row, seed, root)
     recipe = train_dir / "recipe.yaml"  # what the training wrote on starting
     if weights.exists():
         return "evaluating on the test set", 1.0
@@ -626,7 +630,7 @@ def main() -> None:
         if name not in selected or seed >= args.seeds or path.exists():
             continue
         try:
-            with run_lock(RUNS / name / f"seed{seed}", COMMAND):
+            with run_lock(run_dir(name, seed), COMMAND):
                 if path.exists():  # another study process finished it meanwhile
                     continue
                 unpark(row, seed)
