@@ -8,8 +8,8 @@ Every finished (row, seed) is a small JSON in ``benchmarks/results/study-v3/<row
 its metrics on the full Fashion-MNIST test set (clean, then PGD-20, APGD-CE and APGD-T in AutoAttack's cascade, each
 attack on the points the earlier ones left robust, so the last column is the worst case), the training history, the
 training cost in MACs and seconds, the command and the commit. The study takes finished rows from there and runs
-only what is missing, in the order of ``WORK``, on any machine; ``--commit`` commits each row's JSON as it lands
-(a half-trained row may be lost, never a finished one). Run directories (checkpoints) go to ``runs/study-v3``.
+only what is missing, on any machine: the rows begun (here or parked) first, then the rest in the order of
+``WORK``; ``--commit`` commits each row's JSON as it lands (a half-trained row may be lost, never a finished one). Run directories (checkpoints) go to ``runs/study-v3``.
 A row longer than a session (``lenet-croce``: hours of one thread) would never finish on machines whose ``runs/``
 does not outlive the session, so rows in flight can be parked: with the study processes stopped (SIGTERM keeps
 their last epoch), ``--park`` copies the resume files of every unfinished (row, seed) with ``PARK_MINUTES`` of
@@ -152,8 +152,8 @@ WORK = [("lenet-pgd10", 0), ("lenet-nfgsm", 0), ("rnascl-nfgsm-cached", 0), ("rn
         *[(r, s) for r in ("lenet-nfgsm", "rnascl-pgd10") for s in (1, 2)],
         *[(r, 0) for r in (*ABLATIONS, "lenet-pgd10-300k", "rnascl-pgd10-300k", "lenet-fgsmrs", "lenet-pgd10-half")],
         *[(r, s) for s in (1, 2) for r in ("rnascl-nfgsm-cached", "rnascl-nfgsm-bf16", "rnascl-nfgsm")],
-        *[(r, s) for s in (1, 2) for r in (*ABLATIONS, "lenet-pgd10-300k", "rnascl-pgd10-300k", "lenet-fgsmrs",
-                                           "lenet-pgd10-half", "rnascl-clean")],
+        *[(r, s) for s in (1, 2) for r in (*ABLATIONS, "lenet-pgd10-300k", "rnascl-pgd10-300k")],
+        *[(r, s) for s in (1, 2) for r in ("lenet-fgsmrs", "lenet-pgd10-half", "rnascl-clean")],
         *[(r, s) for s in range(3) for r in ("lenet-nfgsm-ema", "rnascl-nfgsm-silu")],
         ("lenet-croce", 0)]
 
@@ -360,6 +360,14 @@ def park(seeds: int) -> List[Path]:
         log.info("row %s seed %d: parked at epoch %d in %s", name, seed, len(history), where)
         written.append(where)
     return written
+
+
+def begun_first(work: List[Tuple[str, int]]) -> List[Tuple[str, int]]:
+    """``work`` with the (row, seed)s that trained part of the way (here or in a parked copy) first, each group in its
+    order: a study process finishes what was begun before it begins anything new, so that a reordered ``WORK`` or a
+    restart never leaves a half-trained row behind."""
+    return sorted(work, key=lambda unit: not any(trained_epochs(ROWS[unit[0]], unit[1], root)
+                                                 for root in (RUNS, PARKED)))
 
 
 def unpark(row: Row, seed: int) -> None:
@@ -625,7 +633,7 @@ def main() -> None:
         parser.error(f"unknown rows {sorted(unknown)}; valid: {', '.join(ROWS)}")
     selected = set(args.only.split(",")) if args.only else set(ROWS)
     t_macs = teacher_macs()
-    for name, seed in WORK:
+    for name, seed in begun_first(WORK):
         row, path = ROWS[name], RESULTS / name / f"seed{seed}.json"
         if name not in selected or seed >= args.seeds or path.exists():
             continue

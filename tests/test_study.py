@@ -115,3 +115,15 @@ def test_park_keeps_long_unheld_rows_and_a_study_process_takes_them_up(study, tm
     assert len(study.read_history(long / "history.jsonl")) == 7  # a run directory ahead is never rolled back
     assert study.drop_parked("lenet-pgd10", 0) == [] and not parked.exists()  # not in git: nothing to commit
     assert short.exists()
+
+
+def test_rows_begun_here_or_parked_come_before_new_ones(study, tmp_path, monkeypatch):
+    monkeypatch.setattr(study, "RUNS", tmp_path / "runs")
+    monkeypatch.setattr(study, "PARKED", tmp_path / "parked")
+    work = [("lenet-pgd10", 0), ("lenet-pgd10", 1), ("lenet-nfgsm", 0), ("lenet-nfgsm", 1)]
+    for root, name, seed in (("runs", "lenet-nfgsm", 1), ("parked", "lenet-pgd10", 1)):
+        out = tmp_path / root / name / f"seed{seed}"
+        out.mkdir(parents=True)
+        (out / "history.jsonl").write_text('{"epoch": 1, "seconds": 30}\n')
+    (tmp_path / "runs" / "lenet-nfgsm" / "seed0").mkdir()  # a directory without a trained epoch has not begun
+    assert study.begun_first(work) == [("lenet-pgd10", 1), ("lenet-nfgsm", 1), ("lenet-pgd10", 0), ("lenet-nfgsm", 0)]
