@@ -7,9 +7,11 @@
 Every finished (row, seed) is a small JSON in ``benchmarks/results/study-v3/<row>/seed<k>.json``, in the repository:
 its metrics on the full Fashion-MNIST test set (clean, then PGD-20, APGD-CE and APGD-T in AutoAttack's cascade, each
 attack on the points the earlier ones left robust, so the last column is the worst case), the training history, the
-training cost in MACs and seconds, the command and the commit. The study takes finished rows from there and runs
-only what is missing, on any machine: the rows begun (here or parked) first, then the rest in the order of
-``WORK``; ``--commit`` commits each row's JSON as it lands (a half-trained row may be lost, never a finished one). Run directories (checkpoints) go to ``runs/study-v3``.
+training cost in MACs and seconds, the command, the commit that finished it and (since 2026-12-02 21:10) every commit
+whose study process worked on it. The study takes finished rows from there and runs only what is missing, on any
+machine: the rows begun (here or parked) first, then the rest in the order of ``WORK``; ``--commit`` commits each
+row's JSON as it lands (a half-trained row may be lost, never a finished one). Run directories (checkpoints) go to
+``runs/study-v3``.
 A row longer than a session (``lenet-croce``: hours of one thread) would never finish on machines whose ``runs/``
 does not outlive the session, so rows in flight can be parked: with the study processes stopped (SIGTERM keeps
 their last epoch), ``--park`` copies the resume files of every unfinished (row, seed) with ``PARK_MINUTES`` of
@@ -282,9 +284,23 @@ def run_paths(row: Row, seed: int, root: Optional[Path] = None) -> Tuple[Path, P
     return out / "retrain", out / "student.safetensors"
 
 
+def code_commits(out: Path) -> List[str]:
+    """The commits of the study processes that have worked on a run directory, oldest first (``commits.txt`` in it,
+    parked with it): this process's is added where it differs from the last, so that a row trained under one commit
+    and resumed under another names both."""
+    path = out / "commits.txt"
+    seen = path.read_text().split() if path.exists() else []
+    if seen[-1:] != [COMMIT]:
+        seen.append(COMMIT)
+        out.mkdir(parents=True, exist_ok=True)
+        atomic_write_text(path, "\n".join(seen) + "\n")
+    return seen
+
+
 def run_row(row: Row, seed: int, epochs: int) -> dict:
     out = run_dir(row.name, seed)
     train_dir, weights = run_paths(row, seed)
+    commits = code_commits(out)
     if row.model.startswith("lenet"):
         over = {**prefixed("teacher.train", training(row, epochs, seed)), "runtime.precision": row.precision,
                 "teacher.model.name": "lenet-small",
@@ -308,7 +324,8 @@ def run_row(row: Row, seed: int, epochs: int) -> dict:
     model, _ = load_model(weights)
     rows = read_history(train_dir / "history.jsonl")
     return {"metrics": evaluate(model), "history": rows, "train_seconds": sum(h["seconds"] for h in rows),
-            "collapsed": next((h["epoch"] for h in rows if h.get("collapse")), None), "run": str(train_dir)}
+            "collapsed": next((h["epoch"] for h in rows if h.get("collapse")), None), "run": str(train_dir),
+            "commits": commits}
 
 
 def run_unit(row: Row, seed: int, t_macs: int) -> dict:

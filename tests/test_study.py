@@ -127,3 +127,13 @@ def test_rows_begun_here_or_parked_come_before_new_ones(study, tmp_path, monkeyp
         (out / "history.jsonl").write_text('{"epoch": 1, "seconds": 30}\n')
     (tmp_path / "runs" / "lenet-nfgsm" / "seed0").mkdir()  # a directory without a trained epoch has not begun
     assert study.begun_first(work) == [("lenet-pgd10", 1), ("lenet-nfgsm", 1), ("lenet-pgd10", 0), ("lenet-nfgsm", 0)]
+
+
+def test_a_run_directory_names_every_commit_that_worked_on_it(study, tmp_path, monkeypatch):
+    out = tmp_path / "lenet-pgd10" / "seed0"
+    monkeypatch.setattr(study, "COMMIT", "aaaaaaa")
+    assert study.code_commits(out) == ["aaaaaaa"]
+    assert study.code_commits(out) == ["aaaaaaa"]  # the same process again (or a restart on the same code)
+    monkeypatch.setattr(study, "COMMIT", "bbbbbbb")  # resumed under later code
+    assert study.code_commits(out) == ["aaaaaaa", "bbbbbbb"]
+    assert (out / "commits.txt").read_text() == "aaaaaaa\nbbbbbbb\n"
