@@ -437,9 +437,15 @@ def cell(values: List[float], scale: float = 100.0) -> str:
     return f"{statistics.mean(values) * scale:.2f} ± {statistics.stdev(values) * scale:.2f}"
 
 
+def dates(days: List[str]) -> str:
+    """The days a row's seeds finished on: ``2026-12-02`` or ``2026-12-01 to 12-02``."""
+    first, last = min(days), max(days)
+    return first if first == last else f"{first} to {last[5:] if last[:4] == first[:4] else last}"
+
+
 def table(results: Dict[str, Dict[int, dict]]) -> str:
     lines = ["| row | seeds | epochs | MACs | params | training GMACs | train min | clean | PGD-20 | +APGD-CE | "
-             "+APGD-T (worst case) | collapsed |", "|---|---|---|---|---|---|---|---|---|---|---|---|"]
+             "+APGD-T (worst case) | collapsed | finished |", "|---|---|---|---|---|---|---|---|---|---|---|---|---|"]
     for name in ROWS:
         runs = list(results.get(name, {}).values())
         if not runs:
@@ -453,7 +459,7 @@ def table(results: Dict[str, Dict[int, dict]]) -> str:
                      f"{statistics.mean(r['train_seconds'] for r in runs) / 60:.1f} | "
                      f"{cell([x['clean_acc'] for x in m])} | {cell([x['adv_acc']['pgd20'] for x in m])} | "
                      f"{cell([x['adv_acc']['apgd_ce'] for x in m])} | {cell([x['worst_case_acc'] for x in m])} | "
-                     f"{sum(1 for r in runs if r['collapsed'])} |")
+                     f"{sum(1 for r in runs if r['collapsed'])} | {dates([r['date'] for r in runs])} |")
     return "\n".join(lines)
 
 

@@ -41,6 +41,12 @@ def test_compare_names_each_metric_and_refuses_single_seeds(study):
     assert "not comparable yet, lenet-nfgsm (1 seed)" in study.compare(one, "lenet-pgd10", "lenet-nfgsm")
 
 
+def test_the_table_says_when_each_rows_seeds_finished(study):
+    assert study.dates(["2026-12-02", "2026-12-02"]) == "2026-12-02"
+    assert study.dates(["2026-12-02", "2026-12-01", "2026-12-03"]) == "2026-12-01 to 12-03"
+    assert study.dates(["2026-12-31", "2027-01-01"]) == "2026-12-31 to 2027-01-01"
+
+
 def test_plot_writes_a_png_with_an_off_scale_row(study, tmp_path):
     results = {**rows("lenet-pgd10", [0.85, 0.852], [0.75, 0.751]), **rows("rnascl-clean", [0.905], [0.0])}
     study.plot(results, tmp_path / "study.png")
