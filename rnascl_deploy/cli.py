@@ -226,14 +226,12 @@ def _load_recipe(recipe: Optional[str], overrides, **flags):
     are shorthands for dotted keys (a flag left out changes nothing). The device it names is checked here, before
     any work."""
     from .recipe import load_recipe, parse_overrides
-    from .runtime import no_gpu_reason, resolve
+    from .runtime import resolve
 
     values = parse_overrides(overrides)
     values.update({k: v for k, v in flags.items() if v is not None})
     r = load_recipe(recipe, values)
-    runtime = resolve(r.runtime)  # an unavailable device is refused here, before any work
-    if r.runtime.device == "auto" and not runtime.cuda:
-        log.info("runtime.device auto: computing on the CPU, since %s", no_gpu_reason())
+    resolve(r.runtime, check_only=True)  # an unavailable device is refused here, before any work
     return r
 
 
@@ -376,7 +374,6 @@ def teacher_eval(ctx, checkpoint, recipe, overrides, limit, attacks, eps, data_r
     only if it survives all attacks), with warnings on signs of gradient masking.
     """
     from .fileio import atomic_write_json
-    from .runtime import resolve
     from .schema import resolve_path
     from .teacher import evaluate_checkpoint
 
@@ -385,7 +382,7 @@ def teacher_eval(ctx, checkpoint, recipe, overrides, limit, attacks, eps, data_r
                                            "runtime.device": device})
     _refuse_existing(out, "--out", force)
     report = evaluate_checkpoint(resolve_path(checkpoint), r.data, r.attack, limit, progress=ctx.obj["progress"],
-                                 runtime=resolve(r.runtime))
+                                 runtime=r.runtime)
     report["checkpoint"] = checkpoint
     if out:
         atomic_write_json(Path(out), report)

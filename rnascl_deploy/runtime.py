@@ -9,6 +9,8 @@ tensors on the device of the tensors it is given. Checkpoints stay device-free (
 from __future__ import annotations
 
 import contextlib
+import functools
+import logging
 import os
 import re
 from dataclasses import dataclass
@@ -18,6 +20,8 @@ import torch
 
 from . import distributed
 from .errors import RnasclError
+
+log = logging.getLogger(__name__)
 from .schema import Check, OneOf
 
 PRECISIONS = ("fp32", "bf16", "fp16")
@@ -63,9 +67,15 @@ def no_gpu_reason() -> str:
     return f"this torch is a CUDA {torch.version.cuda} build, but no GPU is visible (CUDA_VISIBLE_DEVICES, driver)"
 
 
-def resolve(cfg: RuntimeConfig) -> Runtime:
+@functools.cache  # once a process: every stage of a run resolves the same runtime
+def _say_why_cpu() -> None:
+    log.info("runtime.device auto: computing on the CPU, since %s", no_gpu_reason())
+
+
+def resolve(cfg: RuntimeConfig, check_only: bool = False) -> Runtime:
     """The device and precision of ``cfg``, checked before any work: an unavailable device or a precision the
-    device cannot run is an error saying why."""
+    device cannot run is an error saying why. When ``auto`` falls back to the CPU the first call that computes
+    (not ``check_only``, the commands' check before their other refusals) says why."""
     name = cfg.device
     if distributed.launched():  # torchrun: each rank its LOCAL_RANK GPU, or every rank on the CPU (gloo)
         if re.fullmatch(r"cuda:\d+", name):
@@ -93,4 +103,6 @@ def resolve(cfg: RuntimeConfig) -> Runtime:
                           "bf16 or fp32")
     if device.type == "cuda":
         torch.cuda.set_device(device)
+    elif cfg.device == "auto" and not check_only:
+        _say_why_cpu()
     return Runtime(device, cfg.precision)

@@ -30,7 +30,7 @@ from .models import MODELS, build_model
 from .objectives import make_objective, needs_teacher
 from .perf import channels_last
 from .rundir import RunLog, check_resume, check_same_recipe, save_recipe
-from .runtime import Runtime, resolve
+from .runtime import RuntimeConfig, resolve
 from .schema import ANY, LIMIT, OneOf, resolve_path
 from .train import TrainConfig, TrainResult, train
 
@@ -135,10 +135,11 @@ def train_teacher(recipe: Recipe, out: Path, resume: bool = False, progress: boo
 
 def evaluate_checkpoint(path: Path, data: DataConfig, attack: AttackConfig, limit: Optional[int] = None,
                         attacks: Optional[List[str]] = None, progress: bool = True,
-                        runtime: Optional[Runtime] = None) -> dict:
-    """Robustness of a checkpoint on the test split of the data set it was trained on (on ``runtime``'s device)."""
+                        runtime: Optional[RuntimeConfig] = None) -> dict:
+    """Robustness of a checkpoint on the test split of the data set it was trained on (on ``runtime``'s device;
+    the CPU without one)."""
     model, meta = load_model(path)
-    model = channels_last(model).to(runtime.device if runtime is not None else "cpu")
+    model = channels_last(model).to(resolve(runtime).device if runtime is not None else "cpu")
     name = meta["data"]["name"]
     if data.name != name:
         log.info("checkpoint was trained on %s; evaluating on %s's test split", name, name)

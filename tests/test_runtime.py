@@ -29,6 +29,24 @@ def test_auto_is_the_cpu_here_and_an_unavailable_gpu_is_refused_with_the_reason(
         resolve(RuntimeConfig(precision="fp16"))
 
 
+def test_auto_on_the_cpu_says_why_once_when_work_starts_and_never_before_a_refusal(tmp_path, caplog):
+    import rnascl_deploy.runtime as runtime_module
+
+    if torch.cuda.is_available():
+        pytest.skip("a GPU is visible: auto computes on it")
+    runtime_module._say_why_cpu.cache_clear()
+    caplog.set_level("INFO")
+    result = CliRunner().invoke(main, ["teacher", "eval", str(tmp_path / "missing.safetensors")])
+    assert result.exit_code == 2 and "not found" in result.output
+    assert "computing on the CPU" not in caplog.text  # the refusal comes alone
+    resolve(RuntimeConfig(), check_only=True)
+    assert "computing on the CPU" not in caplog.text
+    resolve(RuntimeConfig())
+    resolve(RuntimeConfig())
+    assert caplog.text.count("computing on the CPU, since this torch") == 1
+    assert "CPU build" in caplog.text or "no GPU is visible" in caplog.text
+
+
 def test_runs_onnx_engines_go_to_the_gpus_provider_where_the_run_computes_on_a_gpu(monkeypatch, caplog):
     import onnxruntime as ort
 
