@@ -23,8 +23,6 @@ import click
 from . import __version__
 from .errors import RnasclError, Terminated
 
-log = logging.getLogger("rnascl_deploy")
-
 EPILOG_TEACHER = """\b
 Examples:
   rnascl-deploy teacher train --recipe recipes/teacher-resnet-fashion-mnist.yaml --out runs/teacher

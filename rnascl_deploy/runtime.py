@@ -20,9 +20,9 @@ import torch
 
 from . import distributed
 from .errors import RnasclError
+from .schema import Check, OneOf
 
 log = logging.getLogger(__name__)
-from .schema import Check, OneOf
 
 PRECISIONS = ("fp32", "bf16", "fp16")
 _DEVICE = re.compile(r"auto|cpu|cuda(:\d+)?")
