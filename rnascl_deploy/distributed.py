@@ -142,6 +142,15 @@ def all_sum(values: List[float]) -> List[float]:
     return t.tolist()
 
 
+def from_main(value):
+    """Rank 0's ``value`` on every rank (a choice each rank measured alike but may have come to differently)."""
+    if world() == 1:
+        return value
+    box = [value]
+    dist.broadcast_object_list(box, 0)
+    return box[0]
+
+
 def digest(model: nn.Module) -> str:
     """SHA-256 of every parameter and buffer of ``model``, bit for bit."""
     h = hashlib.sha256()

@@ -65,9 +65,11 @@ def write_report(run: Path, recipe: Recipe) -> Path:
     teacher_cost = measure(teacher, arch.input_shape)
     test, _ = recipe.data.load("test", CURVE_IMAGES)
     eps_values = [round(f * recipe.attack.eps, 6) for f in EPS_FRACTIONS]
-    device = resolve(recipe.runtime).device  # the curves' attacks run where the run computes
-    curves = {name: robustness_curve(channels_last(model).to(device), test, eps_values, recipe.attack.pgd_step_size)
-              for name, model in (("student", student), ("teacher", teacher))}
+    runtime = resolve(recipe.runtime)  # the curves' attacks run where the run computes
+    placed = {"student": runtime.place(student, arch.input_shape, recipe.data.batch_size),
+              "teacher": channels_last(teacher).to(runtime.device)}
+    curves = {name: robustness_curve(model, test, eps_values, recipe.attack.pgd_step_size)
+              for name, model in placed.items()}
     plots = run / "plots"
     plt = _figure()
 

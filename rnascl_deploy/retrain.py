@@ -37,7 +37,6 @@ from .distill.cache import CleanTeacher, TeacherCache
 from .errors import RnasclError
 from .fileio import atomic_write_json
 from .objectives import make_objective, needs_teacher
-from .perf import channels_last
 from .rundir import RunLog, check_same_recipe, load_state, save_recipe
 from .runtime import Runtime, resolve
 from .schema import LIMIT, at_least, positive
@@ -154,13 +153,13 @@ def run_retrain(run: Path, recipe: Recipe, resume: bool = False, progress: bool 
     save_recipe(run / "retrain", recipe)
     torch.manual_seed(cfg.train.seed)
     with runtime.device:  # built where it trains
-        student = channels_last(arch.build_student())
+        student = runtime.place(arch.build_student(), info.input_shape, recipe.data.batch_size)
     phase1 = _phase("retrain", cfg.train, student, arch, recipe, run / "retrain", train_set, val_set, info,
                     distiller, progress, runtime, cache)
     result = phase1
     if cfg.finetune is not None:
         student, _ = load_model(phase1, kind="student")
-        student = channels_last(student)
+        student = runtime.place(student, info.input_shape, recipe.data.batch_size)
         result = _phase("finetune", cfg.finetune, student, arch, recipe, run / "finetune", train_set, val_set,
                         info, distiller, progress, runtime, cache)
     if not distributed.is_main():
@@ -168,8 +167,8 @@ def run_retrain(run: Path, recipe: Recipe, resume: bool = False, progress: bool 
     student, meta = load_model(result, kind="student")
     test_set, _ = data.load("test", cfg.eval_limit)
     with RunLog(run / "retrain" / "train.log"):
-        report = evaluate_robustness(channels_last(student).to(runtime.device), test_set, recipe.attack.build(),
-                                     recipe.attack.batch_size, progress)
+        student = runtime.place(student, info.input_shape, recipe.data.batch_size)
+        report = evaluate_robustness(student, test_set, recipe.attack.build(), recipe.attack.batch_size, progress)
         cost = measure(student, info.input_shape)
         metrics = {"clean_acc": report.clean_acc, "adv_acc": report.adv_acc, "worst_case_acc": report.worst_case_acc,
                    "n": report.n, "eps": report.eps, "macs": cost.macs, "params": cost.params,

@@ -3,7 +3,10 @@
 ``device``: ``auto`` (the visible GPU, else the CPU; under torchrun each rank takes its LOCAL_RANK GPU), ``cpu``,
 ``cuda`` or ``cuda:N``. ``precision``: ``fp32``; ``bf16`` (CPU and GPU) or ``fp16`` (GPU, with a gradient scaler)
 autocast the training forward passes and the training attacks, while evaluations and the reported attacks stay in
-fp32 (low precision can mask gradients). The device is decided once, by :func:`resolve`; code below it creates
+fp32 (low precision can mask gradients). ``memory_format``: the student's, ``auto`` (whichever of NCHW and
+channels_last takes its training step faster here, measured once: :func:`perf.fastest_memory_format`),
+``contiguous`` or ``channels_last``; the teacher always computes in channels_last and the search's supernet in NCHW
+(docs/performance.md). The device is decided once, by :func:`resolve`; code below it creates
 tensors on the device of the tensors it is given. Checkpoints stay device-free (saved from the CPU).
 """
 from __future__ import annotations
@@ -18,8 +21,11 @@ from typing import ClassVar
 
 import torch
 
+from torch import nn
+
 from . import distributed
 from .errors import RnasclError
+from .perf import MEMORY_FORMATS, fastest_memory_format
 from .schema import Check, OneOf
 
 log = logging.getLogger(__name__)
@@ -30,20 +36,22 @@ _DEVICE = re.compile(r"auto|cpu|cuda(:\d+)?")
 
 @dataclass
 class RuntimeConfig:
-    """The recipe's ``runtime`` section: the device and the training precision."""
+    """The recipe's ``runtime`` section: the device, the training precision and the student's memory format."""
 
     CHECKS: ClassVar[dict] = {"device": Check(lambda v: isinstance(v, str) and _DEVICE.fullmatch(v) is not None,
                                               "auto, cpu, cuda or cuda:N"),
-                              "precision": OneOf(PRECISIONS)}
+                              "precision": OneOf(PRECISIONS), "memory_format": OneOf(("auto", *MEMORY_FORMATS))}
 
     device: str = "auto"
     precision: str = "fp32"
+    memory_format: str = "auto"
 
 
 @dataclass(frozen=True)
 class Runtime:
     device: torch.device
     precision: str = "fp32"
+    memory_format: str = "auto"
 
     @property
     def cuda(self) -> bool:
@@ -59,6 +67,14 @@ class Runtime:
     def grad_scaler(self):
         """A gradient scaler for fp16 training (disabled otherwise)."""
         return torch.amp.GradScaler(self.device.type, enabled=self.precision == "fp16")
+
+    def place(self, student: nn.Module, input_shape, batch: int) -> nn.Module:
+        """``student`` on the device in the memory format it computes in (``auto``: the faster one for a training
+        step at ``batch``, :func:`perf.fastest_memory_format`)."""
+        name = self.memory_format
+        if name == "auto":
+            name = fastest_memory_format(student, input_shape, batch, self)
+        return student.to(self.device, memory_format=MEMORY_FORMATS[name])
 
 
 def no_gpu_reason() -> str:
@@ -105,4 +121,4 @@ def resolve(cfg: RuntimeConfig, check_only: bool = False) -> Runtime:
         torch.cuda.set_device(device)
     elif cfg.device == "auto" and not check_only:
         _say_why_cpu()
-    return Runtime(device, cfg.precision)
+    return Runtime(device, cfg.precision, cfg.memory_format)

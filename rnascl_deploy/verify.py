@@ -41,7 +41,6 @@ from .engines import Engine, open_engine
 from .exporters.provenance import ForeignEngine, UntrustedEngine, check_provenance, reexport_hint
 from .errors import RnasclError
 from .fileio import atomic_write_set
-from .perf import channels_last
 from .progress import progress_bar
 from .runtime import resolve
 from .schema import LIMIT, Each, Maybe, at_least, between
@@ -186,7 +185,7 @@ def verify_run(run: Path, engine_path: Path, recipe: Recipe, limit: Optional[int
                           f"{provenance['precision']}; {reexport_hint(Path(run), Path(engine_path))}")
     n = limit if limit is not None else recipe.verify.limit
     test_set, _ = recipe.data.load("test", n)
-    student = channels_last(student).to(resolve(recipe.runtime).device)
+    student = resolve(recipe.runtime).place(student, meta["data"]["input_shape"], recipe.data.batch_size)
     report = verify_engine(student, engine, test_set, recipe.attack, recipe.verify, progress=progress)
     report.engine["provenance"] = provenance or {"student_sha256": file_sha256(source)}
     for warning in report.warnings:

@@ -164,6 +164,37 @@ def test_the_training_step_never_reads_a_tensor_back(tmp_path, splits, monkeypat
     assert reads == []
 
 
+def test_the_students_memory_format_is_measured_once_without_touching_the_model_or_the_rng(monkeypatch):
+    import rnascl_deploy.perf as perf
+
+    monkeypatch.setattr(perf, "_fastest", {})
+    model, runtime = tiny_cnn(), Runtime(torch.device("cpu"))
+    before, rng = {k: v.clone() for k, v in model.state_dict().items()}, torch.get_rng_state()
+    name = perf.fastest_memory_format(model, (1, 28, 28), 16, runtime)
+    assert name in perf.MEMORY_FORMATS
+    assert torch.equal(torch.get_rng_state(), rng)  # a seeded run draws the same numbers whatever the setting
+    assert all(torch.equal(before[k], v) for k, v in model.state_dict().items())  # weights and BN statistics
+    assert all(p.grad is None for p in model.parameters())
+    assert perf.fastest_memory_format(tiny_cnn(1), (1, 28, 28), 16, runtime) == name  # same architecture
+    assert len(perf._fastest) == 1
+    perf.fastest_memory_format(model, (1, 28, 28), 32, runtime)  # another batch is measured anew
+    assert len(perf._fastest) == 2
+
+
+@pytest.mark.parametrize("name", ["contiguous", "channels_last"])
+def test_a_pinned_memory_format_is_the_one_the_student_computes_in(name):
+    from rnascl_deploy.perf import MEMORY_FORMATS
+
+    config = load_recipe(None, {"runtime.memory_format": name}).runtime
+    student = resolve(config).place(tiny_cnn(), (1, 28, 28), 16)
+    weight = [p for p in student.parameters() if p.dim() == 4][-1]  # 8 input channels: the formats differ
+    other = "channels_last" if name == "contiguous" else "contiguous"
+    assert weight.is_contiguous(memory_format=MEMORY_FORMATS[name])
+    assert not weight.is_contiguous(memory_format=MEMORY_FORMATS[other])
+    with pytest.raises(RnasclError, match="runtime.memory_format"):
+        load_recipe(None, {"runtime.memory_format": "nhwc"})
+
+
 def test_search_retrain_and_evaluation_place_every_tensor_explicitly(tmp_path):
     """The CPU's stand-in for a device mismatch on a GPU: with the default device set to ``meta``, a tensor the
     package creates without a device is a meta tensor and fails the moment it meets a real one (or is read)."""
