@@ -9,7 +9,8 @@ N-FGSM, FGSM-RS) side by side on the study's RNAS-CL student, with and without t
 rule, so no search is needed), trained on random [0, 1] images of Fashion-MNIST's shape, and timed for a clean
 training step (forward + backward + SGD) and a PGD-10 adversarial training step (the study's). Achieved MACs/s counts
 3 x forward MACs per image for a clean step (forward + backward) and 3 x 11 for a PGD-10 step (ten attack
-forward-backward passes, one training pass); the figure is its ratio to the GEMM peak (a 1024^3 fp32 matmul).
+forward-backward passes, one training pass); the figure is its ratio to the GEMM peak (a 1024^3 fp32 matmul). Each student trains in the memory format retraining
+picks for it (``runtime.memory_format: auto``).
 
 (2) One training step (objective + backward + Adam) of the registered objectives ``pgd`` (PGD-10, step 0.025, the
 study's), ``n-fgsm`` and ``fgsm-rs`` (their published step and noise), eps 0.1, on the student of study v2 (default
@@ -18,11 +19,13 @@ teacher, KD + attention over the study's searched tutor pairs, on the adversaria
 adversarial``, retraining's default until 2026-12-02), and with that teacher's outputs on the clean images taken
 from its cache (``teacher_input: clean``: the teacher out of the hot loop, the default since).
 Each runs in every precision of ``--precisions`` (``runtime.precision``: bf16/fp16 autocast around the objective,
-its attack included, as training does; fp16 with a gradient scaler, GPU only). The configurations are timed
-interleaved (``--rounds`` rounds of ``--batches`` batches each; the median and the
-fastest batch), so that load from other work on shared cores falls on all of them alike; the load average before and
-after is printed. Ratios, of the fastest batches (the least disturbed on shared cores), are to PGD-10 fp32 without the
-teacher and to PGD-10 fp32 with it on the adversarial input (RNAS-CL retraining's default until 2026-12-02).
+its attack included, as training does; fp16 with a gradient scaler, GPU only) and every student memory format of
+``--memory-formats`` (``runtime.memory_format``: ``auto``, the one retraining picks, measured; ``contiguous``;
+``channels_last``, the only one until 2026-12-03). The configurations are timed interleaved (``--rounds`` rounds of
+``--batches`` batches each; the median and the fastest batch), so that load from other work on shared cores falls
+on all of them alike; the load average before and after is printed. Ratios, of the fastest batches (the least
+disturbed on shared cores), are to PGD-10 fp32 in the first memory format without the teacher and to PGD-10 fp32
+with it on the adversarial input (RNAS-CL retraining's default until 2026-12-02).
 
 Threads: torch's default (all cores). Prints Markdown tables and writes JSON to ``--out``.
 """
@@ -30,6 +33,7 @@ from __future__ import annotations
 
 import argparse
 import contextlib
+import copy
 import json
 import os
 import time
@@ -46,7 +50,7 @@ from rnascl_deploy.data import TensorImages
 from rnascl_deploy.distill import Distiller
 from rnascl_deploy.distill.cache import CleanTeacher, TeacherCache
 from rnascl_deploy.objectives import make_objective
-from rnascl_deploy.perf import channels_last, tune_cpu
+from rnascl_deploy.perf import MEMORY_FORMATS, channels_last, fastest_memory_format, tune_cpu
 from rnascl_deploy.runtime import Runtime
 from rnascl_deploy.schema import resolve_path
 from rnascl_deploy.search import derive_widths
@@ -85,7 +89,8 @@ def student_speed(space: SpaceConfig, budget, batch: int, seconds: float) -> dic
     model = materialize(layout, widths, [0.286], [0.353])
     cost = measure(model, (1, 28, 28))
     assert cost.macs == arch_cost(layout, widths).macs
-    model = channels_last(model).train()
+    runtime = Runtime(torch.device("cpu"))  # the student's memory format as retraining picks it (auto)
+    model = model.to(memory_format=MEMORY_FORMATS[fastest_memory_format(model, (1, 28, 28), batch, runtime)]).train()
     opt = torch.optim.SGD(model.parameters(), 0.01, momentum=0.9)
     x, y = torch.rand(batch, 1, 28, 28), torch.randint(0, 10, (batch,))
     attack = PGD(0.1, 10, 0.025, keep_misclassified=False, seed=None)
@@ -135,11 +140,12 @@ def interleaved(steps: dict, rounds: int, batches: int, sync) -> dict:
     return {name: (sorted(ts)[len(ts) // 2], min(ts)) for name, ts in times.items()}
 
 
-def objective_speed(batch: int, rounds: int, batches: int, device: str, precisions=("fp32",)) -> dict:
-    """Images/s of one training step of each objective in each precision, with and without the adversarial-input
-    teacher."""
+def objective_speed(batch: int, rounds: int, batches: int, device: str, precisions=("fp32",),
+                    formats=("auto",)) -> dict:
+    """Images/s of one training step of each objective in each precision and student memory format, with and
+    without the adversarial-input teacher."""
     layout = build_layout(SpaceConfig(), (1, 28, 28), 10)
-    student = channels_last(materialize(layout, STUDY_WIDTHS, [0.286], [0.353])).to(device).train()
+    student = materialize(layout, STUDY_WIDTHS, [0.286], [0.353]).to(device).train()
     macs = arch_cost(layout, STUDY_WIDTHS).macs
     teacher, _ = load_model(resolve_path(TeacherConfig().checkpoint))
     teacher = channels_last(teacher).to(device)
@@ -148,42 +154,51 @@ def objective_speed(batch: int, rounds: int, batches: int, device: str, precisio
     images = TensorImages(torch.randint(0, 256, (batch, 1, 28, 28), dtype=torch.uint8), torch.zeros(batch))
     cached.clean = CleanTeacher(TeacherCache.build(teacher, images, cached.teacher_taps, 7, torch.device(device),
                                                    progress=False))
-    opt = torch.optim.Adam(student.parameters(), 1e-3)
     x, y = images.images.to(device).float() / 255, torch.randint(0, 10, (batch,), device=device)
     index = torch.arange(batch, device=device)
     eps = 0.1
 
-    def train_step(objective, runtime):
+    def train_step(objective, runtime, model):
         scaler = runtime.grad_scaler()
+        opt = torch.optim.Adam(model.parameters(), 1e-3)
         teacher_batch = objective.teacher.batch if objective.teacher is not None else None
 
         def step():
             with runtime.autocast(), teacher_batch(x, index) if teacher_batch else contextlib.nullcontext():
-                loss, _ = objective(student, x, y, eps)
+                loss, _ = objective(model, x, y, eps)
             opt.zero_grad(set_to_none=True)
             scaler.scale(loss).backward()
             scaler.step(opt)
             scaler.update()
         return step
 
-    steps, passes = {}, {}
+    steps, passes, chosen = {}, {}, {}
+    for precision in precisions:
+        for fmt in formats:  # auto: what retraining picks (runtime.memory_format), measured per precision
+            runtime = Runtime(torch.device(device), precision, fmt)
+            name = fastest_memory_format(student, (1, 28, 28), batch, runtime) if fmt == "auto" else fmt
+            chosen[(precision, fmt)] = name
+    models = {name: copy.deepcopy(student).to(memory_format=MEMORY_FORMATS[name]) for name in set(chosen.values())}
     for label, adv, n in OBJECTIVES:
         # the fields the objectives read (TrainConfig's names): PGD-10 as in the study, single-step published values
         cfg = SimpleNamespace(adv=adv, eps=eps, steps=10, step_size=0.025, fgsm_step=None, fgsm_noise=None)
         for teacher_label, dist in (("none", None), ("adversarial input", distiller), ("cached clean input", cached)):
-            for precision in precisions:
-                key = (label, teacher_label, precision)
-                steps[key] = train_step(make_objective(cfg, dist), Runtime(torch.device(device), precision))
+            for (precision, fmt), name in chosen.items():
+                key = (label, teacher_label, precision, fmt)
+                runtime = Runtime(torch.device(device), precision)
+                steps[key] = train_step(make_objective(cfg, dist), runtime, models[name])
                 passes[key] = n
     sync = torch.cuda.synchronize if device.startswith("cuda") else (lambda: None)
     seconds = interleaved(steps, rounds, batches, sync)
-    base = {t: batch / seconds[("PGD-10", t, "fp32")][1] for t in ("none", "adversarial input")} \
+    first = formats[0]
+    base = {t: batch / seconds[("PGD-10", t, "fp32", first)][1] for t in ("none", "adversarial input")} \
         if "fp32" in precisions else None
     rows = []
-    for (label, teacher_label, precision), (median, fastest) in seconds.items():
+    for (label, teacher_label, precision, fmt), (median, fastest) in seconds.items():
         fast = batch / fastest
         rows.append({"objective": label, "teacher": teacher_label, "precision": precision,
-                     "passes": passes[(label, teacher_label, precision)], "images_per_s": batch / median,
+                     "memory_format": f"{fmt} ({chosen[(precision, fmt)]})" if fmt == "auto" else fmt,
+                     "passes": passes[(label, teacher_label, precision, fmt)], "images_per_s": batch / median,
                      "images_per_s_fastest": fast, "vs_pgd10": fast / base["none"] if base else None,
                      "vs_pgd10_teacher": fast / base["adversarial input"] if base else None})
     return {"student_widths": STUDY_WIDTHS, "student_macs": macs, "tutors": STUDY_TUTORS,
@@ -201,6 +216,9 @@ def main() -> None:
     parser.add_argument("--batches", type=int, default=1, help="batches per configuration and round (objectives)")
     parser.add_argument("--device", default="cpu", help="objectives: cpu or cuda")
     parser.add_argument("--precisions", default="fp32", help="objectives: comma-separated fp32, bf16, fp16 (GPU)")
+    parser.add_argument("--memory-formats", default="auto",
+                        help="objectives: the student's, comma-separated auto (what retraining picks), contiguous, "
+                             "channels_last; ratios are to the first")
     parser.add_argument("--out", default="runs/bench-train-speed.json")
     args = parser.parse_args()
     tune_cpu()
@@ -221,18 +239,19 @@ def main() -> None:
         result |= {"gemm_macs_per_s": peak, "rows": rows}
     if args.only != "spaces":
         load = os.getloadavg()
-        obj = objective_speed(args.batch, args.rounds, args.batches, args.device, args.precisions.split(","))
+        obj = objective_speed(args.batch, args.rounds, args.batches, args.device, args.precisions.split(","),
+                              args.memory_formats.split(","))
         obj["loadavg_before"], obj["loadavg_after"] = load, os.getloadavg()
         print(f"\nTraining step by objective, {args.precisions}, {args.device}, {torch.get_num_threads()} threads, batch "
               f"{args.batch}: student {obj['student_widths']} ({obj['student_macs']:,} MACs), eps {obj['eps']}, "
               f"{obj['rounds']} interleaved rounds x {obj['batches_per_round']} batches each; load average "
               f"{load[0]:.2f} before, {obj['loadavg_after'][0]:.2f} after\n")
-        print("| objective | teacher | precision | passes/image | img/s (median) | img/s (fastest batch) | "
-              "x PGD-10 fp32 (no teacher) | x PGD-10 fp32 + teacher |")
-        print("|---|---|---|---|---|---|---|---|")
+        print("| objective | teacher | precision | student format | passes/image | img/s (median) | "
+              "img/s (fastest batch) | x PGD-10 fp32 (no teacher) | x PGD-10 fp32 + teacher |")
+        print("|---|---|---|---|---|---|---|---|---|")
         for r in obj["rows"]:
             ratios = (f"{r['vs_pgd10']:.2f} | {r['vs_pgd10_teacher']:.2f}" if r["vs_pgd10"] is not None else "- | -")
-            print(f"| {r['objective']} | {r['teacher']} | {r['precision']} | {r['passes']} | "
+            print(f"| {r['objective']} | {r['teacher']} | {r['precision']} | {r['memory_format']} | {r['passes']} | "
                   f"{r['images_per_s']:,.0f} | {r['images_per_s_fastest']:,.0f} | {ratios} |")
         print("\nRatios are of the fastest batches (the least disturbed when other work shares the cores).")
         result["objectives"] = obj

@@ -45,7 +45,7 @@ _fastest: dict = {}  # (architecture, input, batch, device, threads, precision) 
 
 
 def fastest_memory_format(model: torch.nn.Module, input_shape: Tuple[int, ...], batch: int, runtime,
-                          rounds: int = 3) -> str:
+                          rounds: int = 10) -> str:
     """The memory format (a key of :data:`MEMORY_FORMATS`) in which ``model`` takes a training step fastest on
     ``runtime``'s device in its training precision: forward and backward to the weights and the input (as an
     adversarial step does) on ``batch`` random images, timed on a copy (``model`` itself is not touched) ``rounds``
