@@ -9,8 +9,8 @@ N-FGSM, FGSM-RS) side by side on the study's RNAS-CL student, with and without t
 rule, so no search is needed), trained on random [0, 1] images of Fashion-MNIST's shape, and timed for a clean
 training step (forward + backward + SGD) and a PGD-10 adversarial training step (the study's). Achieved MACs/s counts
 3 x forward MACs per image for a clean step (forward + backward) and 3 x 11 for a PGD-10 step (ten attack
-forward-backward passes, one training pass); the figure is its ratio to the GEMM peak (a 1024^3 fp32 matmul). Each student trains in the memory format retraining
-picks for it (``runtime.memory_format: auto``).
+forward-backward passes, one training pass); the figure is its ratio to the GEMM peak (a 1024^3 fp32 matmul).
+Each student trains in the memory format retraining picks for it (``runtime.memory_format: auto``).
 
 (2) One training step (objective + backward + Adam) of the registered objectives ``pgd`` (PGD-10, step 0.025, the
 study's), ``n-fgsm`` and ``fgsm-rs`` (their published step and noise), eps 0.1, on the student of study v2 (default
