@@ -4,13 +4,14 @@ N-FGSM, FGSM-RS) side by side on the study's RNAS-CL student, with and without t
 
     python benchmarks/bench_train_speed.py [--budget 600K] [--batch 128] [--seconds 20] [--only spaces|objectives]
                                            [--rounds 40] [--batches 1] [--device cpu] [--precisions fp32,bf16]
+                                           [--memory-formats auto] [--images fashion-mnist|random]
 
-(1) For each space the student is derived at the budget from uniform architecture logits (the search's derivation
-rule, so no search is needed), trained on random [0, 1] images of Fashion-MNIST's shape, and timed for a clean
-training step (forward + backward + SGD) and a PGD-10 adversarial training step (the study's). Achieved MACs/s counts
-3 x forward MACs per image for a clean step (forward + backward) and 3 x 11 for a PGD-10 step (ten attack
-forward-backward passes, one training pass); the figure is its ratio to the GEMM peak (a 1024^3 fp32 matmul).
-Each student trains in the memory format retraining picks for it (``runtime.memory_format: auto``).
+(1) For each space the student is derived at the budget from uniform architecture logits (the search's derivation rule,
+so no search is needed), trained on one batch of Fashion-MNIST training images (``--images``), and timed for a clean
+training step (forward + backward + SGD) and a PGD-10 adversarial training step (the study's). Achieved MACs/s counts 3
+x forward MACs per image for a clean step (forward + backward) and 3 x 11 for a PGD-10 step (ten attack forward-
+backward passes, one training pass); the figure is its ratio to the GEMM peak (a 1024^3 fp32 matmul). Each student
+trains in the memory format retraining picks for it (``runtime.memory_format: auto``).
 
 (2) One training step (objective + backward + Adam) of the registered objectives ``pgd`` (PGD-10, step 0.025, the
 study's), ``n-fgsm`` and ``fgsm-rs`` (their published step and noise), eps 0.1, on the student of study v2 (default
@@ -46,7 +47,7 @@ import torch.nn.functional as F
 from rnascl_deploy.attacks import PGD
 from rnascl_deploy.checkpoint import load_model
 from rnascl_deploy.cost import arch_cost, measure, parse_budget
-from rnascl_deploy.data import TensorImages
+from rnascl_deploy.data import TensorImages, load_split
 from rnascl_deploy.distill import Distiller
 from rnascl_deploy.distill.cache import CleanTeacher, TeacherCache
 from rnascl_deploy.objectives import make_objective
@@ -83,7 +84,7 @@ def gemm_peak(seconds: float, n: int = 1024) -> float:
     return n ** 3 / timed(lambda: torch.mm(a, b), seconds)
 
 
-def student_speed(space: SpaceConfig, budget, batch: int, seconds: float) -> dict:
+def student_speed(space: SpaceConfig, budget, batch: int, seconds: float, source: str) -> dict:
     layout = build_layout(space, (1, 28, 28), 10)
     widths = derive_widths(layout, [torch.zeros(len(u.options)) for u in layout.units], budget)
     model = materialize(layout, widths, [0.286], [0.353])
@@ -92,7 +93,8 @@ def student_speed(space: SpaceConfig, budget, batch: int, seconds: float) -> dic
     runtime = Runtime(torch.device("cpu"))  # the student's memory format as retraining picks it (auto)
     model = model.to(memory_format=MEMORY_FORMATS[fastest_memory_format(model, (1, 28, 28), batch, runtime)]).train()
     opt = torch.optim.SGD(model.parameters(), 0.01, momentum=0.9)
-    x, y = torch.rand(batch, 1, 28, 28), torch.randint(0, 10, (batch,))
+    images = training_images(batch, source)
+    x, y = images.images.float() / 255, images.labels
     attack = PGD(0.1, 10, 0.025, keep_misclassified=False, seed=None)
 
     def clean():
@@ -140,8 +142,18 @@ def interleaved(steps: dict, rounds: int, batches: int, sync) -> dict:
     return {name: (sorted(ts)[len(ts) // 2], min(ts)) for name, ts in times.items()}
 
 
+def training_images(batch: int, source: str) -> TensorImages:
+    """The benchmark's batch: the first ``batch`` Fashion-MNIST training images (``fashion-mnist``), or uniform
+    random ones of that shape (``random``, this benchmark's images until 2026-12-03: they overstate bf16's gain)."""
+    if source == "fashion-mnist":
+        return load_split("fashion-mnist", "train", limit=batch)[0]
+    generator = torch.Generator().manual_seed(0)
+    return TensorImages(torch.randint(0, 256, (batch, 1, 28, 28), dtype=torch.uint8, generator=generator),
+                        torch.randint(0, 10, (batch,), generator=generator))
+
+
 def objective_speed(batch: int, rounds: int, batches: int, device: str, precisions=("fp32",),
-                    formats=("auto",)) -> dict:
+                    formats=("auto",), source: str = "fashion-mnist") -> dict:
     """Images/s of one training step of each objective in each precision and student memory format, with and
     without the adversarial-input teacher."""
     layout = build_layout(SpaceConfig(), (1, 28, 28), 10)
@@ -151,10 +163,10 @@ def objective_speed(batch: int, rounds: int, batches: int, device: str, precisio
     teacher = channels_last(teacher).to(device)
     distiller = Distiller.pairs(teacher, STUDY_TUTORS)
     cached = Distiller.pairs(teacher, STUDY_TUTORS)  # the teacher out of the hot loop: clean images, computed once
-    images = TensorImages(torch.randint(0, 256, (batch, 1, 28, 28), dtype=torch.uint8), torch.zeros(batch))
+    images = training_images(batch, source)
     cached.clean = CleanTeacher(TeacherCache.build(teacher, images, cached.teacher_taps, 7, torch.device(device),
                                                    progress=False))
-    x, y = images.images.to(device).float() / 255, torch.randint(0, 10, (batch,), device=device)
+    x, y = images.images.to(device).float() / 255, images.labels.to(device)
     index = torch.arange(batch, device=device)
     eps = 0.1
 
@@ -219,14 +231,19 @@ def main() -> None:
     parser.add_argument("--memory-formats", default="auto",
                         help="objectives: the student's, comma-separated auto (what retraining picks), contiguous, "
                              "channels_last; ratios are to the first")
+    parser.add_argument("--images", choices=["fashion-mnist", "random"], default="fashion-mnist",
+                        help="the batch trained on: real training images, or uniform random ones (which overstate "
+                             "bf16's gain)")
     parser.add_argument("--out", default="runs/bench-train-speed.json")
     args = parser.parse_args()
     tune_cpu()
-    result = {"threads": torch.get_num_threads(), "batch": args.batch, "device": args.device}
+    result = {"threads": torch.get_num_threads(), "batch": args.batch, "device": args.device,
+              "images": args.images}
     if args.only != "objectives":
         budget = parse_budget(args.budget)
         peak = gemm_peak(args.seconds)
-        rows = {name: student_speed(space, budget, args.batch, args.seconds) for name, space in SPACES.items()}
+        rows = {name: student_speed(space, budget, args.batch, args.seconds, args.images)
+                for name, space in SPACES.items()}
         print(f"fp32 GEMM peak (1024^3 matmul, {torch.get_num_threads()} threads): {peak / 1e9:.1f} GMAC/s\n")
         print("| space | widths | MACs | params | clean img/s | clean GMAC/s (of peak) | PGD-10 img/s | "
               "PGD-10 GMAC/s (of peak) |")
@@ -240,10 +257,10 @@ def main() -> None:
     if args.only != "spaces":
         load = os.getloadavg()
         obj = objective_speed(args.batch, args.rounds, args.batches, args.device, args.precisions.split(","),
-                              args.memory_formats.split(","))
+                              args.memory_formats.split(","), args.images)
         obj["loadavg_before"], obj["loadavg_after"] = load, os.getloadavg()
-        print(f"\nTraining step by objective, {args.precisions}, {args.device}, {torch.get_num_threads()} threads, batch "
-              f"{args.batch}: student {obj['student_widths']} ({obj['student_macs']:,} MACs), eps {obj['eps']}, "
+        print(f"\nTraining step by objective, {args.precisions}, {args.device}, {torch.get_num_threads()} threads, "
+              f"{args.batch} {args.images} images: student {obj['student_widths']} ({obj['student_macs']:,} MACs), eps {obj['eps']}, "
               f"{obj['rounds']} interleaved rounds x {obj['batches_per_round']} batches each; load average "
               f"{load[0]:.2f} before, {obj['loadavg_after'][0]:.2f} after\n")
         print("| objective | teacher | precision | student format | passes/image | img/s (median) | "
