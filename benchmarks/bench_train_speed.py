@@ -261,8 +261,8 @@ def main() -> None:
         obj["loadavg_before"], obj["loadavg_after"] = load, os.getloadavg()
         print(f"\nTraining step by objective, {args.precisions}, {args.device}, {torch.get_num_threads()} threads, "
               f"{args.batch} {args.images} images: student {obj['student_widths']} ({obj['student_macs']:,} MACs), "
-              f"eps {obj['eps']}, {obj['rounds']} interleaved rounds x {obj['batches_per_round']} batches each; load average "
-              f"{load[0]:.2f} before, {obj['loadavg_after'][0]:.2f} after\n")
+              f"eps {obj['eps']}, {obj['rounds']} interleaved rounds x {obj['batches_per_round']} batches each; "
+              f"load average {load[0]:.2f} before, {obj['loadavg_after'][0]:.2f} after\n")
         print("| objective | teacher | precision | student format | passes/image | img/s (median) | "
               "img/s (fastest batch) | x PGD-10 fp32 (no teacher) | x PGD-10 fp32 + teacher |")
         print("|---|---|---|---|---|---|---|---|---|")
