@@ -190,7 +190,6 @@ def objective_speed(batch: int, rounds: int, batches: int, device: str, precisio
             runtime = Runtime(torch.device(device), precision, fmt)
             name = fastest_memory_format(student, (1, 28, 28), batch, runtime) if fmt == "auto" else fmt
             chosen[(precision, fmt)] = name
-    models = {name: copy.deepcopy(student).to(memory_format=MEMORY_FORMATS[name]) for name in set(chosen.values())}
     for label, adv, n in OBJECTIVES:
         # the fields the objectives read (TrainConfig's names): PGD-10 as in the study, single-step published values
         cfg = SimpleNamespace(adv=adv, eps=eps, steps=10, step_size=0.025, fgsm_step=None, fgsm_noise=None)
@@ -198,7 +197,8 @@ def objective_speed(batch: int, rounds: int, batches: int, device: str, precisio
             for (precision, fmt), name in chosen.items():
                 key = (label, teacher_label, precision, fmt)
                 runtime = Runtime(torch.device(device), precision)
-                steps[key] = train_step(make_objective(cfg, dist), runtime, models[name])
+                model = copy.deepcopy(student).to(memory_format=MEMORY_FORMATS[name])  # its own, as in training
+                steps[key] = train_step(make_objective(cfg, dist), runtime, model)
                 passes[key] = n
     sync = torch.cuda.synchronize if device.startswith("cuda") else (lambda: None)
     seconds = interleaved(steps, rounds, batches, sync)
