@@ -144,7 +144,7 @@ def interleaved(steps: dict, rounds: int, batches: int, sync) -> dict:
 
 def training_images(batch: int, source: str) -> TensorImages:
     """The benchmark's batch: the first ``batch`` Fashion-MNIST training images (``fashion-mnist``), or uniform
-    random ones of that shape (``random``, this benchmark's images until 2026-12-03: they overstate bf16's gain)."""
+    random ones of that shape (``random``, this benchmark's images until 2026-12-03)."""
     if source == "fashion-mnist":
         return load_split("fashion-mnist", "train", limit=batch)[0]
     generator = torch.Generator().manual_seed(0)
@@ -232,8 +232,8 @@ def main() -> None:
                         help="objectives: the student's, comma-separated auto (what retraining picks), contiguous, "
                              "channels_last; ratios are to the first")
     parser.add_argument("--images", choices=["fashion-mnist", "random"], default="fashion-mnist",
-                        help="the batch trained on: real training images, or uniform random ones (which overstate "
-                             "bf16's gain)")
+                        help="the batch trained on: real training images, or uniform random ones (this "
+                             "benchmark's until 2026-12-03)")
     parser.add_argument("--out", default="runs/bench-train-speed.json")
     args = parser.parse_args()
     tune_cpu()
