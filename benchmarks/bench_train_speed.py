@@ -145,8 +145,9 @@ def interleaved(steps: dict, rounds: int, batches: int, sync) -> dict:
 
 
 def training_images(batch: int, source: str) -> TensorImages:
-    """The benchmark's batch: the first ``batch`` Fashion-MNIST training images (``fashion-mnist``), or uniform
-    random ones of that shape (``random``, this benchmark's images until 2026-12-03)."""
+    """The benchmark's batch: the first ``batch`` images of the Fashion-MNIST training split (in its loader's seeded
+    order; ``fashion-mnist``), or uniform random ones of that shape (``random``, this benchmark's images until
+    2026-12-03)."""
     if source == "fashion-mnist":
         return load_split("fashion-mnist", "train", limit=batch)[0]
     generator = torch.Generator().manual_seed(0)

@@ -41,7 +41,7 @@ def channels_last(model: torch.nn.Module) -> torch.nn.Module:
 
 
 MEMORY_FORMATS = {"contiguous": torch.contiguous_format, "channels_last": torch.channels_last}
-_fastest: dict = {}  # (architecture, input, batch, device, threads, precision) -> format name, once a process
+_fastest: dict = {}  # (architecture, input, batch, device, precision, threads) -> format name, once a process
 
 
 def fastest_memory_format(model: torch.nn.Module, input_shape: Tuple[int, ...], batch: int, runtime,
@@ -57,29 +57,35 @@ def fastest_memory_format(model: torch.nn.Module, input_shape: Tuple[int, ...], 
     key = (tuple((name, tuple(p.shape)) for name, p in model.named_parameters()), tuple(input_shape), batch,
            str(runtime.device), runtime.precision, torch.get_num_threads())
     if key not in _fastest:
-        probe = copy.deepcopy(model).to(runtime.device).train()
-        generator = torch.Generator(runtime.device).manual_seed(0)  # the global RNG streams stay as they were
-        x = torch.rand(batch, *input_shape, device=runtime.device, generator=generator, requires_grad=True)
-        sync = torch.cuda.synchronize if runtime.device.type == "cuda" else (lambda: None)
-        best = {name: float("inf") for name in MEMORY_FORMATS}
-        for r in range(rounds + 1):  # round 0 warms up
-            for name, fmt in MEMORY_FORMATS.items():
-                probe = probe.to(memory_format=fmt)
-                probe.zero_grad(set_to_none=True)
-                sync()
-                start = time.perf_counter()
-                with runtime.autocast():  # an attack's pass: the gradient to the input
-                    loss = probe(x).float().square().mean()
-                torch.autograd.grad(loss, x)
-                with runtime.autocast():  # a training pass: the gradient to the weights
-                    loss = probe(x.detach()).float().square().mean()
-                loss.backward()
-                sync()
-                if r:
-                    best[name] = min(best[name], time.perf_counter() - start)
-            if r >= 3 and max(best.values()) > 1.25 * min(best.values()):  # clear already: stop measuring
-                break
+        cuda = runtime.device.type == "cuda"
+        with torch.random.fork_rng(devices=[runtime.device] if cuda else []), torch.enable_grad():
+            best = _time_formats(copy.deepcopy(model).to(runtime.device).train(), input_shape, batch, runtime,
+                                 rounds, torch.cuda.synchronize if cuda else (lambda: None))
         _fastest[key] = distributed.from_main(min(best, key=best.get))  # every rank measures here, rank 0 decides
         log.info("memory format of the student: %s (an attack and a training pass took %.1f ms in NCHW, %.1f ms in "
                  "channels_last)", _fastest[key], 1e3 * best["contiguous"], 1e3 * best["channels_last"])
     return _fastest[key]
+
+
+def _time_formats(probe, input_shape, batch: int, runtime, rounds: int, sync) -> dict:
+    """The fastest time of an attack's and a training pass of ``probe`` in each memory format."""
+    x = torch.rand(batch, *input_shape, device=runtime.device, requires_grad=True)
+    best = {name: float("inf") for name in MEMORY_FORMATS}
+    for r in range(rounds + 1):  # round 0 warms up
+        for name, fmt in MEMORY_FORMATS.items():
+            probe = probe.to(memory_format=fmt)
+            probe.zero_grad(set_to_none=True)
+            sync()
+            start = time.perf_counter()
+            with runtime.autocast():  # an attack's pass: the gradient to the input
+                loss = probe(x).float().square().mean()
+            torch.autograd.grad(loss, x)
+            with runtime.autocast():  # a training pass: the gradient to the weights
+                loss = probe(x.detach()).float().square().mean()
+            loss.backward()
+            sync()
+            if r:
+                best[name] = min(best[name], time.perf_counter() - start)
+        if r >= 3 and max(best.values()) > 1.25 * min(best.values()):  # clear already: stop measuring
+            break
+    return best

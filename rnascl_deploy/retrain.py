@@ -91,9 +91,10 @@ def _phase(name: str, cfg: TrainConfig, student, arch: ArchSpec, recipe: Recipe,
         save_checkpoint(best, model, "student", spec, data, resolved, {**metrics, "phase": name})
 
     with RunLog(out / "train.log"):
-        log.info("%s: %d epochs, adv=%s, %s", name, cfg.epochs, cfg.adv, "no teacher" if distiller is None else
-                 f"kd_weight={distiller.kd_weight:g}, gamma={distiller.gamma:g} over "
-                 f"{len(distiller.student_taps)} pairs")
+        log.info("%s: %d epochs, adv=%s, %s; %s, %s, student in %s", name, cfg.epochs, cfg.adv,
+                 "no teacher" if distiller is None else f"kd_weight={distiller.kd_weight:g}, "
+                 f"gamma={distiller.gamma:g} over {len(distiller.student_taps)} pairs", runtime.device,
+                 runtime.precision, runtime.memory_format)
         train(student, train_set, val_set, cfg, out, recipe.data.batch_size, recipe.data.augmentation(info),
               objective=make_objective(cfg, distiller), resume=resuming, progress=progress, save_best=save_best,
               runtime=runtime, workers=recipe.data.workers)
@@ -153,13 +154,16 @@ def run_retrain(run: Path, recipe: Recipe, resume: bool = False, progress: bool 
     save_recipe(run / "retrain", recipe)
     torch.manual_seed(cfg.train.seed)
     with runtime.device:  # built where it trains
-        student = runtime.place(arch.build_student(), info.input_shape, recipe.data.batch_size)
+        student = arch.build_student()
+    shape, batch = info.input_shape, distributed.local_batch(recipe.data.batch_size)
+    runtime = runtime.pin_memory_format(student, shape, batch)  # one format for every phase and the evaluation
+    student = runtime.place(student, shape, batch)
     phase1 = _phase("retrain", cfg.train, student, arch, recipe, run / "retrain", train_set, val_set, info,
                     distiller, progress, runtime, cache)
     result = phase1
     if cfg.finetune is not None:
         student, _ = load_model(phase1, kind="student")
-        student = runtime.place(student, info.input_shape, recipe.data.batch_size)
+        student = runtime.place(student, shape, batch)
         result = _phase("finetune", cfg.finetune, student, arch, recipe, run / "finetune", train_set, val_set,
                         info, distiller, progress, runtime, cache)
     if not distributed.is_main():
@@ -167,7 +171,7 @@ def run_retrain(run: Path, recipe: Recipe, resume: bool = False, progress: bool 
     student, meta = load_model(result, kind="student")
     test_set, _ = data.load("test", cfg.eval_limit)
     with RunLog(run / "retrain" / "train.log"):
-        student = runtime.place(student, info.input_shape, recipe.data.batch_size)
+        student = runtime.place(student, shape, batch)
         report = evaluate_robustness(student, test_set, recipe.attack.build(), recipe.attack.batch_size, progress)
         cost = measure(student, info.input_shape)
         metrics = {"clean_acc": report.clean_acc, "adv_acc": report.adv_acc, "worst_case_acc": report.worst_case_acc,

@@ -55,7 +55,8 @@ def _changed(saved: dict, now: dict) -> list:
     return out
 
 
-PLACEMENT = ("runtime.device", "data.workers")  # recipe keys that choose where a stage computes, not what
+# recipe keys that choose where and how fast a stage computes, not what (the memory format changes the rounding only)
+PLACEMENT = ("runtime.device", "runtime.memory_format", "data.workers")
 
 
 def stage_keys(recipe: dict, sections: Iterable[str]) -> dict:

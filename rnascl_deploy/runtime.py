@@ -12,6 +12,7 @@ tensors on the device of the tensors it is given. Checkpoints stay device-free (
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import functools
 import logging
 import os
@@ -20,7 +21,6 @@ from dataclasses import dataclass
 from typing import ClassVar
 
 import torch
-
 from torch import nn
 
 from . import distributed
@@ -68,12 +68,17 @@ class Runtime:
         """A gradient scaler for fp16 training (disabled otherwise)."""
         return torch.amp.GradScaler(self.device.type, enabled=self.precision == "fp16")
 
+    def pin_memory_format(self, student: nn.Module, input_shape, batch: int) -> "Runtime":
+        """This runtime with ``auto`` decided for ``student`` at ``batch`` (:func:`perf.fastest_memory_format`), so
+        that a stage computes in one format throughout and, under torchrun, measures (a collective) once."""
+        if self.memory_format != "auto":
+            return self
+        return dataclasses.replace(self, memory_format=fastest_memory_format(student, input_shape, batch, self))
+
     def place(self, student: nn.Module, input_shape, batch: int) -> nn.Module:
-        """``student`` on the device in the memory format it computes in (``auto``: the faster one for a training
-        step at ``batch``, :func:`perf.fastest_memory_format`)."""
-        name = self.memory_format
-        if name == "auto":
-            name = fastest_memory_format(student, input_shape, batch, self)
+        """``student`` on the device in the memory format it computes in (``auto``: decided here, as
+        :meth:`pin_memory_format` does)."""
+        name = self.pin_memory_format(student, input_shape, batch).memory_format
         return student.to(self.device, memory_format=MEMORY_FORMATS[name])
 
 

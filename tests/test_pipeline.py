@@ -84,6 +84,7 @@ def test_a_stage_is_invalidated_by_what_it_reads_only(tmp_path):
 
     base = digest()
     assert digest(**{"teacher.train.epochs": 3, "teacher.limit": 64}) == base
+    assert digest(**{"runtime.memory_format": "channels_last", "runtime.device": "cpu"}) == base  # where, not what
     assert digest(**{"search.epochs": 2}) != base
     assert stage_inputs("retrain", tmp_path, load_recipe(None, {"retrain.train.keep_within": 0.0})) != \
         stage_inputs("retrain", tmp_path, load_recipe(None))

@@ -185,12 +185,24 @@ def test_the_students_memory_format_is_measured_once_without_touching_the_model_
 def test_a_pinned_memory_format_is_the_one_the_student_computes_in(name):
     from rnascl_deploy.perf import MEMORY_FORMATS
 
-    config = load_recipe(None, {"runtime.memory_format": name}).runtime
-    student = resolve(config).place(tiny_cnn(), (1, 28, 28), 16)
-    weight = [p for p in student.parameters() if p.dim() == 4][-1]  # 8 input channels: the formats differ
     other = "channels_last" if name == "contiguous" else "contiguous"
+    student = tiny_cnn().to(memory_format=MEMORY_FORMATS[other])  # placed from the other format
+    runtime = resolve(load_recipe(None, {"runtime.memory_format": name}).runtime)
+    assert runtime.pin_memory_format(student, (1, 28, 28), 16) is runtime  # nothing to decide
+    student = runtime.place(student, (1, 28, 28), 16)
+    weight = [p for p in student.parameters() if p.dim() == 4][-1]  # 8 input channels: the formats differ
     assert weight.is_contiguous(memory_format=MEMORY_FORMATS[name])
     assert not weight.is_contiguous(memory_format=MEMORY_FORMATS[other])
+
+
+def test_auto_is_decided_once_and_an_unknown_memory_format_is_refused(monkeypatch):
+    import rnascl_deploy.perf as perf
+
+    monkeypatch.setattr(perf, "_fastest", {})
+    runtime = resolve(RuntimeConfig(device="cpu"))
+    pinned = runtime.pin_memory_format(tiny_cnn(), (1, 28, 28), 16)
+    assert runtime.memory_format == "auto" and pinned.memory_format in perf.MEMORY_FORMATS
+    assert pinned.device == runtime.device and pinned.precision == runtime.precision
     with pytest.raises(RnasclError, match="runtime.memory_format"):
         load_recipe(None, {"runtime.memory_format": "nhwc"})
 
