@@ -191,8 +191,7 @@ def objective_speed(batch: int, rounds: int, batches: int, device: str, precisio
     for precision in precisions:
         for fmt in formats:  # auto: what retraining picks (runtime.memory_format), measured per precision
             runtime = Runtime(torch.device(device), precision, fmt)
-            name = fastest_memory_format(student, (1, 28, 28), batch, runtime) if fmt == "auto" else fmt
-            chosen[(precision, fmt)] = name
+            chosen[(precision, fmt)] = runtime.pin_memory_format(student, (1, 28, 28), batch).memory_format
     for label, adv, n in OBJECTIVES:
         # the fields the objectives read (TrainConfig's names): PGD-10 as in the study, single-step published values
         cfg = SimpleNamespace(adv=adv, eps=eps, steps=10, step_size=0.025, fgsm_step=None, fgsm_noise=None)
