@@ -73,6 +73,26 @@ def test_fp32_onnx_matches_pytorch_and_is_one_checked_file_with_dynamic_batch(tr
     assert side["student_sha256"] == file_sha256(trained_run / "student.safetensors")
 
 
+def test_every_onnx_file_describes_itself_in_its_metadata(trained_run, exported):
+    import onnxruntime as ort
+
+    from rnascl_deploy.exporters.metadata import read_metadata
+
+    recipe = load_recipe(trained_run / "recipe.yaml")
+    sha = file_sha256(trained_run / "student.safetensors")
+    for fmt, precision in (("onnx", "fp32"), ("onnx-fp16", "fp16"), ("onnx-int8", "int8")):
+        path = Path(exported[fmt].path)
+        meta = read_metadata(path)
+        assert meta["precision"] == precision and meta["student_sha256"] == sha and meta["dataset"] == "fashion-mnist"
+        assert meta["class_names"][0] == "T-shirt/top" and len(meta["class_names"]) == 10
+        assert meta["input"] == {"name": "images", "layout": "NCHW", "shape": [1, 28, 28], "range": [0, 1],
+                                 "dtype": "float32"}
+        assert meta["normalization"]["in_graph"] is True and meta["threat_model"]["eps"] == recipe.attack.eps
+        assert meta["producer"].startswith("rnascl-deploy ")
+        custom = ort.InferenceSession(str(path), providers=["CPUExecutionProvider"]).get_modelmeta()
+        assert json.loads(custom.custom_metadata_map["class_names"]) == meta["class_names"]  # what a user reads
+
+
 def test_fp16_and_int8_graphs(trained_run, exported):
     assert exported["onnx-fp16"].max_abs_diff < 0.05  # logits of magnitude ~10
     student, _ = load_model(trained_run / "student.safetensors")

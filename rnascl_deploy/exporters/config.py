@@ -6,7 +6,7 @@ from typing import ClassVar, List
 
 from ..schema import ANY, Each, OneOf, at_least, between
 
-READS = ("data", "export")  # the recipe sections `export` reads (and RUN/student.safetensors)
+READS = ("data", "export", "attack.eps")  # what `export` reads (and RUN/student.safetensors); eps: the metadata
 
 # format -> (engine file in RUN/engines/, precision)
 FORMATS = {"onnx": ("student.onnx", "fp32"), "onnx-fp16": ("student-fp16.onnx", "fp16"),

@@ -16,7 +16,8 @@ from ..data import batches
 from ..errors import RnasclError
 from ..fileio import atomic_path, atomic_write_json
 from .config import FORMATS, TENSORRT_ONNX
-from .onnx_export import export_onnx, max_abs_diff
+from .metadata import model_metadata, write_metadata
+from .onnx_export import INPUT, export_onnx, max_abs_diff
 from .provenance import UntrustedEngine, check_provenance, onnx_precision, sidecar_path
 from .quantize import convert_fp16, quantize_int8, tensorrt_incompatible_dequantize
 
@@ -80,7 +81,7 @@ def export_student(run: Path, fmt: str, recipe: Recipe, device: str = "cpu", for
     base = _finished(fp32, sha, force) if path != fp32 else None
     engines.mkdir(parents=True, exist_ok=True)
     t0 = time.perf_counter()
-    common = dict(student=student, recipe=recipe, sha=sha, shape=shape, classes=classes,
+    common = dict(student=student, recipe=recipe, sha=sha, shape=shape, classes=classes, data=meta["data"],
                   device="cpu" if device == "tensorrt" else device)
     if path == fp32 or base is None:  # the fp32 graph every other format starts from (kept when it is this student's)
         parity = path == fp32
@@ -141,7 +142,7 @@ def _finished(path: Path, sha: str, force: bool) -> Optional[dict]:
     return side
 
 
-def _tensorrt_graph(engines: Path, fmt: str, fp32: Path, student, recipe, sha, shape, classes, device) -> Path:
+def _tensorrt_graph(engines: Path, fmt: str, fp32: Path, student, recipe, sha, shape, classes, data, device) -> Path:
     """``student-{fp16,int8}.trt.onnx``: the graph TensorRT's parser is given, regenerated each time (cheap)."""
     cfg = recipe.export
     graph = engines / TENSORRT_ONNX[fmt]
@@ -150,26 +151,31 @@ def _tensorrt_graph(engines: Path, fmt: str, fp32: Path, student, recipe, sha, s
     else:
         def produce(out):
             quantize_int8(fp32, out, _images(recipe, "train", cfg.calibration_size), float_ends=cfg.int8_float_ends,
-                          quantize_bias=False)
+                          quantize_bias=False, reduce_range=False)
             bad = tensorrt_incompatible_dequantize(out)
             if bad:
                 raise RnasclError(f"{graph.name}: DequantizeLinear nodes with inputs TensorRT cannot parse: "
                                   f"{', '.join(f'{n} ({t})' for n, t in bad[:5])} (a bug in the exporter)")
     _write(graph, f"{fmt}-onnx", FORMATS[fmt][1], produce, student=student, recipe=recipe, sha=sha, shape=shape,
-           classes=classes, device=device)
+           classes=classes, data=data, device=device)
     return graph
 
 
 def _write(path: Path, fmt: str, precision: str, produce: Callable[[Path], object], student, recipe, sha, shape,
-           classes, device: str = "cpu", parity: bool = True, tensorrt: Optional[dict] = None) -> Optional[float]:
-    """Produce ``path`` under a temporary name, check it (precision read from an ONNX graph, logit parity with
-    PyTorch), write its sidecar, then rename it into place. Returns the parity (None when ``parity`` is False)."""
+           classes, data: dict, device: str = "cpu", parity: bool = True,
+           tensorrt: Optional[dict] = None) -> Optional[float]:
+    """Produce ``path`` under a temporary name, give an ONNX file its metadata (``exporters/metadata.py``), check
+    it (precision read from an ONNX graph, logit parity with PyTorch), write its sidecar, then rename it into place.
+    Returns the parity (None when ``parity`` is False)."""
     from ..engines import OnnxRuntimeEngine, TensorRTEngine
 
     cfg = recipe.export
     with atomic_path(path) as tmp:
         produce(tmp)
         if path.suffix == ".onnx":
+            class_names = recipe.data.load("test", 1)[1].class_names
+            write_metadata(tmp, model_metadata(precision, data["name"], class_names, INPUT, shape, data["mean"],
+                                               data["std"], recipe.attack.eps, sha))
             found = onnx_precision(tmp)
             if found != precision:
                 raise RnasclError(f"{fmt}: the graph written for {path.name} is {found}, not {precision} (a bug in "

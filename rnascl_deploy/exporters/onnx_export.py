@@ -37,6 +37,8 @@ def export_onnx(model: nn.Module, input_shape, path: Path, opset: int = OPSET) -
     # verbose=False keeps the exporter's progress lines off stdout (where --json output goes); its registry logs
     # a warning for every torchvision op it cannot find, which is expected without torchvision.
     logging.getLogger("torch.onnx._internal.exporter._registration").setLevel(logging.ERROR)
+    for name in ("onnx_ir", "onnxscript"):  # their optimiser passes log every step at INFO: pages of them
+        logging.getLogger(name).setLevel(logging.WARNING)
     with warnings.catch_warnings():
         warnings.filterwarnings("ignore", category=FutureWarning)
         program = torch.onnx.export(model, (example,), None, dynamo=True, opset_version=opset, verbose=False,

@@ -5,7 +5,8 @@
   and the final linear layer stay float unless ``export.int8_float_ends`` is false. Biases: onnxruntime's default
   INT32 biases behind a DequantizeLinear for onnxruntime's own graph (``student-int8.onnx``); float biases
   (``quantize_bias=False``) for the graph handed to TensorRT, whose ONNX parser takes only INT8/FP8/INT4 inputs on
-  a DequantizeLinear (``student-int8.trt.onnx``).
+  a DequantizeLinear (``student-int8.trt.onnx``). Weights: 7-bit for onnxruntime's graph (``reduce_range``: no
+  saturation in its x86 kernels, so the engine computes what its graph says), 8-bit for TensorRT's.
 - FP16: the graph converted to float16 inside, float32 at its input and output (Cast nodes), so every runtime
   feeds it the same [0, 1] float32 images.
 """
@@ -26,12 +27,16 @@ log = logging.getLogger(__name__)
 
 
 def quantize_int8(fp32: Path, out: Path, calibration: torch.Tensor, per_channel: bool = True,
-                  float_ends: bool = True, quantize_bias: bool = True) -> Path:
+                  float_ends: bool = True, quantize_bias: bool = True, reduce_range: bool = True) -> Path:
     """Static INT8 QDQ quantisation of ``fp32`` calibrated on ``calibration`` (N, C, H, W) images in [0, 1].
 
     ``float_ends`` keeps the first convolution and the final linear layer in float, the usual practice: on the
     embedded default's student it raised top-1 agreement with PyTorch from 97.2% to 99.2% (docs/export.md).
-    ``quantize_bias=False`` keeps every bias float (the TensorRT-bound graph).
+    ``quantize_bias=False`` keeps every bias float (the TensorRT-bound graph). ``reduce_range`` (onnxruntime's
+    graph) quantises weights to 7 bits: onnxruntime's x86 INT8 kernels multiply u8 activations by s8 weights and add
+    pairs in 16 bits, which saturates with 8-bit weights on CPUs without VNNI (AVX2, AVX-512 without VNNI), so the
+    engine would compute something else than its graph; with 7-bit weights no x86 CPU saturates (onnxruntime's
+    quantisation documentation). TensorRT computes INT8 exactly and keeps 8-bit weights (``False``).
     """
     from onnxruntime.quantization import CalibrationDataReader, QuantFormat, QuantType, quantize_static
     from onnxruntime.quantization.shape_inference import quant_pre_process
@@ -52,8 +57,8 @@ def quantize_int8(fp32: Path, out: Path, calibration: torch.Tensor, per_channel:
         excluded = convs[:1] + linears[-1:] if float_ends else []
         with atomic_path(Path(out)) as tmp:
             quantize_static(str(prepared), str(tmp), Reader(calibration.numpy().astype(np.float32)),
-                            quant_format=QuantFormat.QDQ, per_channel=per_channel, activation_type=QuantType.QInt8,
-                            weight_type=QuantType.QInt8, nodes_to_exclude=excluded,
+                            quant_format=QuantFormat.QDQ, per_channel=per_channel, reduce_range=reduce_range,
+                            activation_type=QuantType.QInt8, weight_type=QuantType.QInt8, nodes_to_exclude=excluded,
                             extra_options={"ActivationSymmetric": True, "WeightSymmetric": True,
                                            "QuantizeBias": quantize_bias})
             onnx.checker.check_model(onnx.load(str(tmp)), full_check=True)
