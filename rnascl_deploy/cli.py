@@ -13,6 +13,7 @@ import errno
 import json
 import logging
 import math
+import os
 import signal
 import sys
 from pathlib import Path
@@ -52,6 +53,7 @@ Exit codes: 0 success; 1 a check failed (verification, budget); 2 bad input or e
 what to do); 130 interrupted by Ctrl-C, 143 by SIGTERM (finished epochs and stages are kept; the message says how
 to continue)."""
 MAX_BENCH_BATCH = 65536
+MAX_THREADS = 4 * (os.cpu_count() or 1)  # torch.set_num_threads(100000) crashes the process (exit 139)
 
 # environment errors a user fixes (a full or read-only disk, a path under a regular file): exit 2 naming the path
 ENVIRONMENT_ERRORS = {errno.ENOSPC: "the disk is full; free some space or write elsewhere",
@@ -63,6 +65,39 @@ ENVIRONMENT_ERRORS = {errno.ENOSPC: "the disk is full; free some space or write 
                       errno.EISDIR: "this is a directory, a file was expected; choose another path",
                       errno.EEXIST: "it already exists (a file where a directory is needed?); choose another path",
                       errno.ENAMETOOLONG: "the path is too long; choose a shorter one"}
+
+
+def stack_versions() -> dict:
+    """rnascl-deploy and what it runs on: Python, torch (and its CUDA), onnx, onnxruntime (and its providers),
+    TensorRT, fvcore; ``None`` for what is not installed."""
+    import importlib.metadata
+    import platform
+
+    def version(dist):
+        try:
+            return importlib.metadata.version(dist)
+        except importlib.metadata.PackageNotFoundError:
+            return None
+
+    out = {"rnascl-deploy": __version__, "python": platform.python_version()}
+    for dist in ("torch", "onnx", "onnxruntime", "onnxruntime-gpu", "tensorrt", "fvcore", "safetensors"):
+        out[dist] = version(dist)
+    import torch
+
+    out["torch.cuda"] = torch.version.cuda or "none (a CPU build)"
+    try:
+        import onnxruntime
+
+        out["onnxruntime providers"] = ", ".join(onnxruntime.get_available_providers())
+    except ImportError:
+        pass
+    return out
+
+
+def _print_versions(ctx: click.Context) -> None:
+    for name, value in stack_versions().items():
+        click.echo(f"{name:<22} {value if value is not None else 'not installed'}")
+    ctx.exit(0)
 
 
 class UserError(click.ClickException):
@@ -151,9 +186,33 @@ def _refuse_existing(path, option: str, force: bool) -> None:
                           "pass --force to replace it")
 
 
+GLOBAL_FLAGS = ("-q", "--quiet", "-v", "--verbose")
+
+
+def hoist_global_options(args: list) -> list:
+    """The root's options moved in front wherever they were typed: ``rnascl-deploy bench --threads 2 ...`` is
+    ``rnascl-deploy --threads 2 bench ...`` (no subcommand has options of these names)."""
+    front, rest, i = [], [], 0
+    while i < len(args):
+        arg = args[i]
+        if arg == "--":
+            rest += args[i:]
+            break
+        if arg == "--threads" and i + 1 < len(args):
+            front += args[i:i + 2]
+            i += 2
+            continue
+        (front if arg in GLOBAL_FLAGS or arg.startswith("--threads=") else rest).append(arg)
+        i += 1
+    return front + rest
+
+
 class Group(click.Group):
     command_class = Command
     group_class = type  # subgroups are Groups too
+
+    def parse_args(self, ctx, args):
+        return super().parse_args(ctx, hoist_global_options(args) if ctx.parent is None else args)
 
 
 class PathType(click.Path):
@@ -219,16 +278,16 @@ def _run_file(run, name: str) -> str:
     return str(path)
 
 
-def _load_recipe(recipe: Optional[str], overrides, **flags):
-    """The recipe file (or the embedded default) with the ``--set`` overrides, then the command's flags, which
-    are shorthands for dotted keys (a flag left out changes nothing). The device it names is checked here, before
-    any work."""
+def _load_recipe(recipe: Optional[str], overrides, quick: bool = False, **flags):
+    """The recipe file (or the embedded default), ``run --quick``'s keys, the ``--set`` overrides, then the
+    command's flags, which are shorthands for dotted keys (a flag left out changes nothing). The device it names is
+    checked here, before any work."""
     from .recipe import load_recipe, parse_overrides
     from .runtime import resolve
 
     values = parse_overrides(overrides)
     values.update({k: v for k, v in flags.items() if v is not None})
-    r = load_recipe(recipe, values)
+    r = load_recipe(recipe, values, quick)
     resolve(r.runtime, check_only=True)  # an unavailable device is refused here, before any work
     return r
 
@@ -283,10 +342,13 @@ DISTRIBUTED_COMMANDS = ("search", "retrain")
 
 @click.group(cls=Group, context_settings={"help_option_names": ["-h", "--help"], "max_content_width": 110},
              epilog=EXIT_CODES)
-@click.version_option(__version__, prog_name="rnascl-deploy")
+@click.option("--version", is_flag=True, expose_value=False, is_eager=True, callback=lambda ctx, _, value:
+              _print_versions(ctx) if value else None, help="Show the versions of rnascl-deploy and its stack.")
 @click.option("-v", "--verbose", is_flag=True, help="Debug logging (the default is info).")
 @click.option("-q", "--quiet", is_flag=True, help="Only warnings and errors; no progress bars.")
-@click.option("--threads", type=click.IntRange(1), default=None, help="CPU threads for torch (default: all cores).")
+@click.option("--threads", type=click.IntRange(1, MAX_THREADS), default=None,
+              help=f"CPU threads for torch and onnxruntime (default: all cores; at most {MAX_THREADS}). Accepted "
+                   "before or after the command.")
 @click.pass_context
 def main(ctx, verbose, quiet, threads):
     """Find, train, export and verify small robust models.
@@ -604,16 +666,24 @@ EPILOG_VERIFY = """\b
 Examples:
   rnascl-deploy verify runs/s600k --engine runs/s600k/engines/student-int8.onnx
   rnascl-deploy verify runs/s600k --engine runs/s600k/engines/student.onnx --limit 200 --junit verify.xml
-  rnascl-deploy verify runs/s600k --engine runs/s600k/engines/student.onnx --limit 2000 --out runs/s600k/verify-2k
-Exit codes: 0 robustness preserved, 1 not preserved, 2 usage error (e.g. an engine of another shape).
+  rnascl-deploy verify --engine model-int8.onnx --reference model.onnx --out verify-int8   # a model of your own
+  rnascl-deploy verify --engine model.onnx --reference model.pt2 --set data.name=imagefolder \\
+      --set data.root=~/data/pets --set attack.eps=0.0157 --set verify.input_mean=[0.485,0.456,0.406] \\
+      --set verify.input_std=[0.229,0.224,0.225]
+Exit codes: 0 robustness preserved, 1 not preserved (or below the floor), 2 refused (bad input; an engine whose
+provenance, shape or replica cannot be trusted).
 """
 
 
 @main.command(epilog=EPILOG_VERIFY)
-@click.argument("run", type=PathType(file_okay=False, exists=True))
+@click.argument("run", type=PathType(file_okay=False, exists=True), required=False)
 @click.option("--engine", "engine_path", type=PathType(dir_okay=False), required=True,
               help="Engine file: .onnx (onnxruntime), .engine/.plan (TensorRT) or .safetensors.")
-@click.option("--recipe", "-r", type=PathType(dir_okay=False), help="Recipe (default: RUN/recipe.yaml).")
+@click.option("--reference", type=PathType(dir_okay=False),
+              help="The fp32 model the engine is compared with: an fp32 .onnx, a torch.export .pt2 or a .safetensors "
+                   "checkpoint of this tool (default: RUN/student.safetensors). Needed without RUN.")
+@click.option("--recipe", "-r", type=PathType(dir_okay=False),
+              help="Recipe (default: RUN/recipe.yaml, else the built-in defaults).")
 @set_option
 @click.option("--limit", type=click.IntRange(1), help="verify.limit: the first N test images.")
 @click.option("--provider", type=click.Choice(["cpu", "cuda", "tensorrt"]), default="cpu", show_default=True,
@@ -623,37 +693,39 @@ Exit codes: 0 robustness preserved, 1 not preserved, 2 usage error (e.g. an engi
                                                                "file is refused unless --force).")
 @click.option("--force", is_flag=True, help="Replace an existing --junit file (reports in --out are never replaced).")
 @click.option("--out", "-o", type=PathType(file_okay=False),
-              help="Directory of the reports (default: RUN/verify/). An existing report is never replaced.")
+              help="Directory of the reports (default: RUN/verify/, else ./verify/). An existing report is never "
+                   "replaced.")
 @json_option
 @click.pass_context
-def verify(ctx, run, engine_path, recipe, overrides, limit, provider, device, junit, force, out, as_json):
-    """Gate: were clean and adversarial accuracy preserved on the exported engine itself?
+def verify(ctx, run, engine_path, reference, recipe, overrides, limit, provider, device, junit, force, out, as_json):
+    """Gate: did clean and adversarial accuracy survive export, measured on the engine itself?
 
-    Clean accuracy and agreement with the PyTorch student; PGD-20 and APGD-CE examples crafted on the student,
-    scored on the engine; Square run directly against the engine; for fp16/int8 engines a hybrid PGD-20 with the
-    student's gradients and the engine's decisions. Thresholds in the recipe's verify section. Reports (JSON,
-    Markdown, JUnit XML) in RUN/verify/.
+    AutoAttack's cascade (APGD-CE, APGD-T with 9 targets, Square) runs on the reference and on the engine, each
+    attack on the points still robust. On the engine, the reference's adversarial examples are replayed first, the
+    white-box attacks take their gradients from a replica built from the engine's own graph (fp16 rounding and
+    fake quantisation included) while the engine decides every step, and Square queries the engine. The engine
+    fails when its clean accuracy, agreement or worst case falls short of the reference by more than the recipe's
+    verify section allows, or its worst case is below the floor verify.min_worst_case_pct. Reports (JSON,
+    Markdown, JUnit XML) in RUN/verify/ (or --out).
     """
     from .fileio import atomic_write_text
     from .pipeline import verify_reports
-    from .verify import to_junit
+    from .verify import to_junit, to_lines
 
-    r = _load_recipe(recipe or _run_file(run, "recipe.yaml"), overrides,
-                     **{"verify.limit": limit, "runtime.device": device})
+    if run is None and reference is None:
+        raise RnasclError("give a run directory (its student.safetensors is the reference) or --reference REF")
+    default_recipe = _run_file(run, "recipe.yaml") if run is not None else None
+    r = _load_recipe(recipe or default_recipe, overrides, **{"verify.limit": limit, "runtime.device": device})
     _refuse_existing(junit, "--junit", force)
-    _run_file(run, "student.safetensors")
-    _lock(ctx, run)
-    report = verify_reports(Path(run), Path(engine_path), r, device=provider, progress=ctx.obj["progress"], out=out)
+    if run is not None and reference is None:
+        _run_file(run, "student.safetensors")
+    _lock(ctx, run if run is not None else (out or "verify"))
+    report = verify_reports(Path(engine_path), r, run=Path(run) if run is not None else None,
+                            reference=Path(reference) if reference else None, provider=provider,
+                            progress=ctx.obj["progress"], out=out)
     if junit:
         atomic_write_text(Path(junit), to_junit(report))
-    lines = [f"{'PASS' if report.passed else 'FAIL'}: {engine_path} ({report.engine['precision']}) on {report.n} "
-             f"test images, eps {report.eps:g}",
-             f"  clean {report.clean_acc * 100:.2f}% (PyTorch {report.reference['clean_acc'] * 100:.2f}%), "
-             f"agreement {report.agreement * 100:.2f}%",
-             *[f"  {k:<14} {v * 100:6.2f}%" for k, v in report.adv_acc.items()],
-             *[f"  [{'pass' if c.passed else 'FAIL'}] {c.name}: {c.value} (limit {c.limit}) {c.message}"
-               for c in report.checks], *[f"  WARNING: {w}" for w in report.warnings]]
-    _emit(report.to_dict(), as_json, lines)
+    _emit(report.to_dict(), as_json, to_lines(report, engine_path))
     sys.exit(0 if report.passed else 1)
 
 
@@ -728,6 +800,7 @@ Examples:
   rnascl-deploy run --recipe recipes/fashion-mnist.yaml --budget 600K --out runs/fmnist-600k
   rnascl-deploy run --recipe recipes/fashion-mnist.yaml --budget 600K --out runs/fmnist-600k   # skips what is done
   rnascl-deploy run --recipe recipes/fashion-mnist.yaml --budget 600K --out runs/fmnist-600k --from export
+  rnascl-deploy run --quick --out runs/quick     # every stage in about two minutes: a run to read, an install check
 Exit codes: 0 every engine verified, 1 an engine failed verification, 2 usage error.
 """
 
@@ -740,10 +813,13 @@ Exit codes: 0 every engine verified, 1 an engine failed verification, 2 usage er
 @click.option("--out", "-o", type=PathType(file_okay=False), required=True, help="Run directory.")
 @click.option("--from", "start", type=click.Choice(["search", "retrain", "export", "verify", "bench", "report"]),
               help="Force this stage and every later one to run again (their old outputs move to RUN/superseded/).")
+@click.option("--quick", is_flag=True, help="Every stage in about two minutes on 2 cores: 1 search epoch, 3 "
+                                            "retraining epochs on 8,192 images, the gate on 500 test images with "
+                                            "shorter attacks (the keys: rnascl_deploy/recipe.py QUICK; --set wins).")
 @device_option
 @json_option
 @click.pass_context
-def run_command(ctx, recipe, overrides, budget, out, start, device, as_json):
+def run_command(ctx, recipe, overrides, budget, out, start, quick, device, as_json):
     """Recipe to verified, benchmarked engines: search, retrain, export, verify, bench, report.
 
     Finished stages whose inputs (the recipe sections they read, their files) are unchanged are skipped; an
@@ -752,7 +828,7 @@ def run_command(ctx, recipe, overrides, budget, out, start, device, as_json):
     """
     from .pipeline import run_pipeline
 
-    r = _load_recipe(recipe, overrides, **{"search.budget": budget, "runtime.device": device})
+    r = _load_recipe(recipe, overrides, quick, **{"search.budget": budget, "runtime.device": device})
     _check_sizes(r, space=True)
     _lock(ctx, out)
     result = run_pipeline(r, Path(out), start, ctx.obj["progress"])

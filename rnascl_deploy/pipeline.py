@@ -161,18 +161,14 @@ def read_state(path: Path) -> dict:
     return state
 
 
-def report_files(out: Path, engine: Path) -> List[Path]:
-    """The reports :func:`verify.verify_run` writes for ``engine`` into ``out``."""
-    return [Path(out) / f"{Path(engine).name}.{ext}" for ext in ("json", "md", "xml")]
-
-
-def verify_reports(run: Path, engine: Path, recipe: Recipe, out: Optional[Path] = None, **kwargs):
+def verify_reports(engine: Path, recipe: Recipe, run: Optional[Path] = None, out: Optional[Path] = None, **kwargs):
     """:func:`verify.verify_run`, leaving no report of ``engine`` behind when it fails or is interrupted (its three
     reports are written one after another: a partial set would block the rerun)."""
-    files = report_files(Path(out) if out is not None else Path(run) / "verify", engine)
+    default = Path(run) / "verify" if run is not None else Path("verify")
+    files = verify.report_files(Path(out) if out is not None else default, engine)
     before = {f for f in files if f.exists()}
     try:
-        return verify.verify_run(run, engine, recipe, out=out, **kwargs)
+        return verify.verify_run(engine, recipe, run=run, out=out, **kwargs)
     except BaseException:
         for f in files:
             if f not in before and f.exists():
@@ -215,14 +211,14 @@ def _provider(recipe) -> str:
 
 def _verify(recipe, run, resume, progress, provider):
     for engine in engine_files(run):
-        files = report_files(run / "verify", engine)
+        files = verify.report_files(run / "verify", engine)
         present = [f for f in files if f.exists()]
         if resume and len(present) == len(files):  # verified before the interruption, with these same inputs
             log.info("%s: verified before the interruption; kept", engine.name)
             continue
         if present:  # an incomplete set (a process killed while writing it): never trusted, never deleted
             _move_aside(run, present)
-        verify_reports(run, engine, recipe, device=provider, progress=progress)
+        verify_reports(engine, recipe, run=run, provider=provider, progress=progress)
 
 
 def _bench(recipe, run, resume, provider):

@@ -48,6 +48,19 @@ from .teacher import TeacherConfig
 from .verify import VerifyConfig
 
 
+# `run --quick`: every stage end to end in about two minutes on 2 CPU cores, a run to read and to check an install
+# with, which passes its own gate. Laid over the recipe file and under the --set overrides, so a quick run's
+# resolved recipe.yaml reproduces it (docs/architecture.md).
+QUICK: Dict[str, Any] = {
+    "search.epochs": 1, "search.limit": 2048,
+    "retrain.limit": 8192, "retrain.train.epochs": 3, "retrain.train.warmup_epochs": 1,
+    "retrain.train.val_limit": 500, "retrain.eval_limit": 500,
+    "attack.apgd_iters": 20, "attack.square_queries": 200,
+    "export.parity_size": 500, "export.bench_batches": [1, 64],
+    "verify.limit": 500, "verify.min_worst_case_pct": 50.0,
+}
+
+
 @dataclass
 class Recipe:
     CHECKS: ClassVar[dict] = {"name": ANY}
@@ -82,11 +95,13 @@ def _read_yaml(path: Path) -> dict:
     return data
 
 
-def load_recipe(path: Optional[str | Path] = None, overrides: Optional[Dict[str, Any]] = None) -> Recipe:
-    """The embedded default, merged key by key with the YAML recipe at ``path`` (when given) and then with the
-    dotted-key ``overrides``; every value checked against its declared range or set."""
+def load_recipe(path: Optional[str | Path] = None, overrides: Optional[Dict[str, Any]] = None,
+                quick: bool = False) -> Recipe:
+    """The embedded default, merged key by key with the YAML recipe at ``path`` (when given), then :data:`QUICK`
+    (``quick``), then the dotted-key ``overrides``; every value checked against its declared range or set."""
     data = recipe_to_dict(Recipe())
     layers = [_read_yaml(Path(path))] if path is not None else []
+    layers += [nest(key, value) for key, value in (QUICK if quick else {}).items()]
     layers += [nest(key, value) for key, value in (overrides or {}).items()]
     for layer in layers:
         data = merge(data, layer, Recipe)

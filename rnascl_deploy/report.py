@@ -2,8 +2,9 @@
 
 - ``robustness_vs_eps.png``: accuracy of the student and its teacher under FGSM and PGD-20 against eps (0 to 1.5x
   the recipe's eps) on the first ``CURVE_IMAGES`` test images: the paper's robustness-vs-perturbation figure.
-- ``accuracy_vs_macs.png``: clean and PGD-20 accuracy against MACs for the student, the teacher and, for
-  Fashion-MNIST, the reference model of REFERENCE.md (Madry-trained LeNet-small).
+- ``accuracy_vs_macs.png``: clean and PGD-20 accuracy against MACs for the student, the teacher and the measured
+  baselines of the data set (``assets/baselines/<data set>.json``: means of committed study rows, their source
+  named in the file; for Fashion-MNIST a PGD-trained LeNet-small at 600K and 300K MACs).
 - ``latency_vs_batch.png``: p50 latency against batch size for every benchmarked engine and PyTorch eager.
 """
 from __future__ import annotations
@@ -27,7 +28,13 @@ if TYPE_CHECKING:
 
 CURVE_IMAGES = 500
 EPS_FRACTIONS = (0.0, 0.25, 0.5, 0.75, 1.0, 1.5)
-REFERENCES = {"fashion-mnist": [("LeNet-small, Madry PGD-AT (REFERENCE.md)", 610_000, 0.885, 0.785)]}
+BASELINES = Path(__file__).parent / "assets" / "baselines"
+
+
+def baselines(dataset: str) -> List[dict]:
+    """The measured baselines drawn beside the student for ``dataset`` (none for a data set without a file)."""
+    path = BASELINES / f"{dataset}.json"
+    return json.loads(path.read_text())["rows"] if path.is_file() else []
 
 
 def robustness_curve(model, dataset, eps_values, pgd_step: float) -> Dict[str, List[float]]:
@@ -94,7 +101,7 @@ def write_report(run: Path, recipe: Recipe) -> Path:
     points = [("student (RNAS-CL)", metrics["macs"], metrics["clean_acc"], student_pgd20),
               ("teacher", teacher_cost.macs, curves["teacher"]["pgd20"][0],
                curves["teacher"]["pgd20"][at_eps])]
-    points += REFERENCES.get(arch.data["name"], [])
+    points += [(b["label"], b["macs"], b["clean_acc"], b["pgd20"]) for b in baselines(arch.data["name"])]
     for i, (label, macs, clean, adv) in enumerate(points):
         color = f"C{i}"
         ax.scatter([macs], [clean * 100], marker="o", color=color)
@@ -142,20 +149,25 @@ def write_report(run: Path, recipe: Recipe) -> Path:
              "## Student (PyTorch)", "",
              f"{metrics['n']} test images: clean {metrics['clean_acc'] * 100:.2f}%, "
              + "".join(f"{attack_label(k)} {v * 100:.2f}%, " for k, v in a.items())
-             + f"worst case {metrics['worst_case_acc'] * 100:.2f}% (robust fine-tune: {metrics['finetune']}).", "",
+             + f"worst case {metrics['worst_case_acc'] * 100:.2f}% "
+             f"(robust fine-tune: {metrics['finetune'] or 'none'}).", "",
              "## Tutor map (student tap -> teacher tap)", "", "| student tap | teacher tap |", "|---|---|"]
     lines += [f"| `{s}` | `{t}` |" for s, t in arch.tutors.items()]
-    keys = list(dict.fromkeys(k for r in verify_reports.values() for k in r["adv_acc"]))  # every engine's attacks
+    keys = list(dict.fromkeys(k for r in verify_reports.values() for k in r["figures"]["engine"]["after_pct"]))
     lines += ["", "## Engines", "",
-              "| engine | verdict | clean | " + " | ".join(attack_label(k) for k in keys)
-              + " | worst case | p50 ms (batch 1) |", "|---|---|---|" + "---|" * len(keys) + "---|---|"]
+              "The gate's figures on the engine (`verify/`): robust accuracy after each attack and every earlier one, "
+              "percent; the reference's worst case under the same attacks beside it.", "",
+              "| engine | verdict | clean | " + " | ".join(
+                  "transfer" if k == "transfer" else attack_label(k) for k in keys)
+              + " | worst case | reference worst case | p50 ms (batch 1) |",
+              "|---|---|---|" + "---|" * len(keys) + "---|---|---|"]
     for name, r in verify_reports.items():
-        adv = r["adv_acc"]
+        fig, ref = r["figures"]["engine"], r["figures"]["reference"]
         b = bench_reports.get(name, {}).get("rows", [])
-        cells = " | ".join(f"{adv[k] * 100:.2f}" if k in adv else "-" for k in keys)
+        cells = " | ".join(f"{fig['after_pct'][k]:.2f}" if k in fig["after_pct"] else "-" for k in keys)
         lines.append(f"| `{name}` ({r['engine']['precision']}) | {'PASS' if r['passed'] else 'FAIL'} | "
-                     f"{r['clean_acc'] * 100:.2f} | {cells} | {r['worst_case_acc'] * 100:.2f} | "
-                     f"{b[0]['p50_ms'] if b else '-'} |")
+                     f"{fig['clean_acc_pct']:.2f} | {cells} | {fig['worst_case_acc_pct']:.2f} | "
+                     f"{ref['worst_case_acc_pct']:.2f} | {b[0]['p50_ms'] if b else '-'} |")
     lines += ["", "## Plots", "", "![robustness against eps](plots/robustness_vs_eps.png)", "",
               "![accuracy against MACs](plots/accuracy_vs_macs.png)", "",
               "![latency against batch size](plots/latency_vs_batch.png)", ""]

@@ -158,7 +158,9 @@ def from_dict(cls: type, data: Any, where: str = "") -> Any:
     for key, value in data.items():
         path = f"{where}.{key}" if where else str(key)
         if key not in names:
-            raise RnasclError(f"unknown recipe key {path!r}; valid keys here: {', '.join(names)}")
+            retired = getattr(cls, "RETIRED", {}).get(key)  # a key an older version had: say what replaced it
+            raise RnasclError(f"recipe key {path!r} {retired}" if retired else
+                              f"unknown recipe key {path!r}; valid keys here: {', '.join(names)}")
         kwargs[key] = _coerce(value, hints[key], path)
     required = [f.name for f in dataclasses.fields(cls) if f.name not in kwargs
                 and f.default is dataclasses.MISSING and f.default_factory is dataclasses.MISSING]

@@ -148,3 +148,22 @@ def test_teacher_import_converts_state_dicts_and_refuses_code(tmp_path):
         result = run(*common, *norm)
         assert result.exit_code == 2 and message in result.output, result.output
         assert not (tmp_path / "n.safetensors").exists()
+
+
+def test_global_options_are_accepted_after_the_command_and_threads_are_bounded(trained_run):
+    from rnascl_deploy.cli import MAX_THREADS, hoist_global_options
+
+    assert hoist_global_options(["bench", "--engine", "e.onnx", "--threads", "2", "-q"]) == \
+        ["--threads", "2", "-q", "bench", "--engine", "e.onnx"]
+    assert hoist_global_options(["verify", "--", "--threads"]) == ["verify", "--", "--threads"]
+    arch = str(trained_run / "arch.json")
+    assert run("cost", arch, "--threads", "1").exit_code == 0
+    refused = run("cost", arch, "--threads", str(MAX_THREADS + 1))
+    assert refused.exit_code == 2 and f"1<=x<={MAX_THREADS}" in refused.output
+
+
+def test_version_names_the_stack():
+    result = CliRunner().invoke(main, ["--version"])
+    assert result.exit_code == 0
+    for name in ("rnascl-deploy", "python", "torch", "onnxruntime", "tensorrt", "fvcore"):
+        assert name in result.output

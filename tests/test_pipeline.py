@@ -15,7 +15,8 @@ TINY = ["--set", "data.batch_size=64", "--set", "search.epochs=1", "--set", "sea
         "--set", "search.arch_every=3", "--set", "retrain.limit=256", "--set", "retrain.train.epochs=1",
         "--set", "retrain.train.val_limit=32", "--set", "retrain.eval_limit=32", "--set", "attack.apgd_iters=3",
         "--set", "export.formats=[onnx]", "--set", "export.parity_size=64", "--set", "export.bench_batches=[1, 4]",
-        "--set", "verify.limit=32", "--set", "verify.square_queries=10", "--set", "export.calibration_size=64"]
+        "--set", "verify.limit=32", "--set", "attack.square_queries=10", "--set", "verify.min_worst_case_pct=null",
+        "--set", "export.calibration_size=64"]
 
 
 def _run(out, *extra):

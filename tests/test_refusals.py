@@ -74,7 +74,7 @@ CASES = [
      ["search.space.head.pool"]),
     ("kd weight", None, ["retrain", "{run}", "--set", "retrain.kd_weight=-1"], ["retrain.kd_weight"]),
     ("export format", None, ["retrain", "{run}", "--set", "export.formats=[tflite]"], ["export.formats", "onnx"]),
-    ("verify agreement", None, ["retrain", "{run}", "--set", "verify.min_agreement=1.5"], ["verify.min_agreement"]),
+    ("verify agreement", None, ["retrain", "{run}", "--set", "verify.min_agreement_pct=150"], ["verify.min_agreement_pct"]),
     ("widths over the recorded budget", lambda run: _edit_arch(run, widths=[24, 64, 256], macs=2_100_544,
                                                                 params=830_778),
      ["retrain", "{run}"], ["break the spec's own budget", "2.101M"]),

@@ -55,19 +55,38 @@ def test_fp32_engine_passes_with_reports(trained_run, engines, tmp_path):
     result = _verify(trained_run, engines / "student.onnx", "--json", "--junit", str(tmp_path / "j.xml"))
     assert result.exit_code == 0, result.output
     report = json.loads(result.output)
-    assert report["passed"] and report["agreement"] == 1.0 and report["n"] == 100
-    assert report["clean_acc"] > 0.6 and set(report["adv_acc"]) == {"pgd20", "apgd_ce", "square"}
-    assert report["reference"]["adv_acc"]["pgd20"] <= report["reference"]["clean_acc"]
+    eng, ref = report["figures"]["engine"], report["figures"]["reference"]
+    assert report["passed"] and report["agreement_pct"] == 100.0 and report["n"] == 100
+    assert list(eng["after_pct"]) == ["transfer", "apgd_ce", "apgd_t", "square"]
+    assert list(ref["after_pct"]) == ["apgd_ce", "apgd_t", "square"]
+    assert report["engine"]["replica"]["top1_agreement_pct"] == 100.0
+    assert report["engine"]["replica"]["max_abs_logit_diff"] < 1e-4
+    assert eng["clean_acc_pct"] > 60 and eng["worst_case_acc_pct"] <= eng["clean_acc_pct"]
+    assert list(eng["after_pct"].values()) == sorted(eng["after_pct"].values(), reverse=True)  # a cascade
+    assert abs(eng["worst_case_acc_pct"] - ref["worst_case_acc_pct"]) <= 2.0  # the same model, rounding apart
+    assert {c["unit"] for c in report["checks"]} <= {"pts", "%"} and all(
+        c["name"].endswith("_" + c["unit"].replace("%", "pct")) for c in report["checks"])
     suite = ET.parse(tmp_path / "j.xml").getroot()
     assert suite.get("failures") == "0" and int(suite.get("tests")) == len(report["checks"])
     assert (trained_run / "verify" / "student.onnx.md").read_text().startswith("# Verification: PASS")
 
 
-def test_int8_engine_is_attacked_with_the_hybrid_attack(trained_run, engines):
-    result = _verify(trained_run, engines / "student-int8.onnx", "--json")
+def test_int8_engine_is_attacked_through_its_replica(trained_run, engines, tmp_path):
+    result = _verify(trained_run, engines / "student-int8.onnx", "--json", "--out", str(tmp_path / "v"))
     report = json.loads(result.output)
-    assert "hybrid_pgd20" in report["adv_acc"] and report["engine"]["precision"] == "int8"
+    assert report["engine"]["precision"] == "int8"
+    assert report["engine"]["replica"]["graph"].endswith("student-int8.onnx")
+    assert report["engine"]["replica"]["top1_agreement_pct"] >= 99.0
+    assert report["engine"]["metadata"]["precision"] == "int8"
     assert result.exit_code == (0 if report["passed"] else 1)
+
+
+def test_a_student_without_robustness_fails_the_default_floor(trained_run, engines, tmp_path):
+    result = _verify(trained_run, engines / "student.onnx", "--out", str(tmp_path / "v"),
+                     "--set", "verify.min_worst_case_pct=25")
+    assert result.exit_code == 1, result.output
+    assert "[FAIL] worst_case_floor_pct" in result.output
+    assert "[pass] worst_case_drop_vs_reference_pts" in result.output  # export kept what little there was
 
 
 def test_damaged_engine_fails_with_exit_1(trained_run, engines, tmp_path):
@@ -93,7 +112,7 @@ def test_another_models_engine_fails_and_a_wrong_shape_is_a_usage_error(trained_
     rgb = build_model("cnn", 3, 10, 32, [0.3] * 3, [0.3] * 3, widths=[4], strides=[2], hidden=8)
     export_onnx(rgb, (3, 32, 32), tmp_path / "rgb.onnx")
     result = _verify(trained_run, vouch(tmp_path / "rgb.onnx", engines / "student.onnx"))
-    assert result.exit_code == 2 and "not an engine of this model" in result.output
+    assert result.exit_code == 2 and "not a model of this data set" in result.output
 
 
 def _refused(run, engine, *words):
@@ -104,7 +123,7 @@ def _refused(run, engine, *words):
         assert word in result.output, (word, result.output)
     recipe = load_recipe(run / "recipe.yaml")
     with pytest.raises(RnasclError):
-        verify_run(run, engine, recipe, limit=8, progress=False)
+        verify_run(engine, recipe, run=run, limit=8, progress=False)
     return result
 
 
