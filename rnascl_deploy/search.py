@@ -64,8 +64,9 @@ READS = ("runtime", "data", "teacher.checkpoint", "search")  # what of the recip
 
 @dataclass
 class SearchConfig:
-    """RNAS-CL search (REFERENCE.md section 1): weights and architecture (widths + tutors) in alternation, under
-    ``budget`` (MACs and/or parameters of the derived student, the syntax of :func:`cost.parse_budget`)."""
+    """RNAS-CL search (Nath, Wang, Yang, arXiv 2301.08092; docs/search.md): weights and architecture (widths +
+    tutors) in alternation, under ``budget`` (MACs and/or parameters of the derived student, the syntax of
+    :func:`cost.parse_budget`)."""
 
     CHECKS: ClassVar[dict] = {"budget": Parses(parse_budget), "epochs": at_least(1), "limit": LIMIT,
                               "weight_lr": positive(), "weight_decay": at_least(0), "arch_lr": positive(),

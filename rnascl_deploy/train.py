@@ -105,9 +105,17 @@ class TrainConfig:
         return None
 
 
+def warmup_steps(cfg: TrainConfig, steps_per_epoch: int) -> int:
+    """``warmup_epochs`` in steps; a warm-up as long as the training or longer (``--epochs 1`` with the default 3)
+    would never reach the learning rate, so it is scaled to the first third of the training instead."""
+    if cfg.warmup_epochs < cfg.epochs:
+        return cfg.warmup_epochs * steps_per_epoch
+    return cfg.epochs * steps_per_epoch // 3
+
+
 def lr_at(cfg: TrainConfig, step: int, steps_per_epoch: int) -> float:
-    """Linear warm-up over ``warmup_epochs``, then cosine decay to zero."""
-    warm = cfg.warmup_epochs * steps_per_epoch
+    """Linear warm-up over :func:`warmup_steps`, then cosine decay to zero."""
+    warm = warmup_steps(cfg, steps_per_epoch)
     total = cfg.epochs * steps_per_epoch
     if step < warm:
         return cfg.lr * (step + 1) / warm
@@ -173,6 +181,9 @@ class TrainLoop(EpochLoop):
         if steps == 0:
             raise RnasclError(f"the training split has {len(train_set)} images, fewer than one batch of {batch_size}")
         super().__init__(out, cfg.epochs, cfg.seed, steps, progress=progress)
+        if cfg.warmup_epochs >= cfg.epochs > 0:
+            log.info("the warm-up (%d epochs) is not shorter than the training (%d): the learning rate warms up over "
+                     "its first third instead (%d steps)", cfg.warmup_epochs, cfg.epochs, warmup_steps(cfg, steps))
         train_set, val_set = on_device(train_set, runtime.device), on_device(val_set, runtime.device)
         self.model, self.cfg, self.objective, self.save_best = model, cfg, objective, save_best
         self.train_set, self.batch_size, self.augment = train_set, batch_size, augment

@@ -70,6 +70,14 @@ def test_lr_schedule_warms_up_then_decays_to_zero():
     assert all(a >= b for a, b in zip(lrs[10:], lrs[11:])) and lrs[-1] < 0.001
 
 
+def test_a_warm_up_as_long_as_the_training_is_scaled_to_its_first_third():
+    """`retrain --epochs 1` with the default 3-epoch warm-up: the learning rate is reached, not left at a third."""
+    cfg = TrainConfig(epochs=1, lr=0.1, warmup_epochs=3)
+    lrs = [lr_at(cfg, s, 30) for s in range(30)]
+    assert lrs[9] == pytest.approx(0.1) and max(lrs) == pytest.approx(0.1) and lrs[-1] < 0.01
+    assert lr_at(TrainConfig(epochs=4, lr=0.1, warmup_epochs=3), 29, 10) == pytest.approx(0.1)  # shorter: as it was
+
+
 def test_weight_averaging_is_validated_saved_and_resumed(tmp_path, splits, monkeypatch):
     cfg = TrainConfig(epochs=2, optimizer="sgd", lr=0.05, warmup_epochs=1, adv="clean", val_limit=64, ema=0.9)
     saved = []

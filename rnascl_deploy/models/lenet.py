@@ -1,4 +1,4 @@
-"""LeNet-small (Croce, Andriushchenko & Hein, AISTATS 2019; REFERENCE.md section 4): conv 16 4x4 stride 2 pad 1,
+"""LeNet-small (Croce, Andriushchenko & Hein, AISTATS 2019): conv 16 4x4 stride 2 pad 1,
 conv 32 4x4 stride 2 pad 1, fc 100, fc 10, ReLU, no BatchNorm. At 28x28: 609,384 MACs and 166K parameters. The
 baseline a user would adversarially train instead of searching a student (``benchmarks/study.py``)."""
 from __future__ import annotations
