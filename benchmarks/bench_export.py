@@ -95,7 +95,7 @@ def main() -> None:
                "passed": report.passed, "n": report.n, "verify_seconds": round(time.perf_counter() - t0, 1),
                "engine": eng.to_dict(), "reference": ref.to_dict(), "agreement_pct": report.agreement_pct,
                "replica": report.engine["replica"], "failed_checks": [c.name for c in report.checks if not c.passed]}
-        if args.autoattack is not None:
+        if args.autoattack is not None and Path(exported.path).suffix == ".onnx":  # TensorRT: its .trt.onnx graph
             row["autoattack_pct"], row["autoattack_seconds"] = autoattack_through(
                 Path(exported.path), images, labels, report.eps, args.autoattack)
         rows.append(row)

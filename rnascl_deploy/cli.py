@@ -668,8 +668,8 @@ Examples:
   rnascl-deploy verify runs/s600k --engine runs/s600k/engines/student.onnx --limit 200 --junit verify.xml
   rnascl-deploy verify --engine model-int8.onnx --reference model.onnx --out verify-int8   # a model of your own
   rnascl-deploy verify --engine model.onnx --reference model.pt2 --set data.name=imagefolder \\
-      --set data.root=~/data/pets --set attack.eps=0.0157 --set verify.input_mean=[0.485,0.456,0.406] \\
-      --set verify.input_std=[0.229,0.224,0.225]
+      --set data.root=~/data/pets --set attack.eps=0.0157 --set verify.min_worst_case_pct=30 \\
+      --set verify.input_mean=[0.485,0.456,0.406] --set verify.input_std=[0.229,0.224,0.225]
 Exit codes: 0 robustness preserved, 1 not preserved (or below the floor), 2 refused (bad input; an engine whose
 provenance, shape or replica cannot be trusted).
 """

@@ -79,7 +79,8 @@ def stage_inputs(stage: str, run: Path, recipe: Recipe) -> str:
     if stage == "search":
         parts["teacher_sha256"] = file_sha256(resolve_path(recipe.teacher.checkpoint))
     consumed = {"retrain": ["arch.json"], "export": ["student.safetensors"],
-                "verify": ["engines", "student.safetensors"], "bench": ["engines", "student.safetensors"],
+                "verify": ["engines", "student.safetensors", "metrics.json"],
+                "bench": ["engines", "student.safetensors"],
                 "report": ["metrics.json", "verify", "bench", "arch.json"]}.get(stage, [])
     parts["files"] = _files(run, consumed)
     return _digest(parts)

@@ -98,3 +98,13 @@ def test_flags_are_recipe_keys():
         load_recipe(None, {"search.budget": "1.5Q"})
     with pytest.raises(RnasclError, match="runtime.device"):
         load_recipe(None, {"runtime.device": "tpu"})
+
+
+def test_quick_lays_its_keys_under_the_overrides_and_never_raises_a_floor():
+    from rnascl_deploy.recipe import QUICK, QUICK_FLOOR
+
+    quick = load_recipe(None, {"retrain.train.epochs": 2}, quick=True)
+    assert quick.search.epochs == QUICK["search.epochs"] and quick.verify.limit == QUICK["verify.limit"]
+    assert quick.retrain.train.epochs == 2  # --set wins
+    assert quick.verify.min_worst_case_pct == QUICK_FLOOR < Recipe().verify.min_worst_case_pct
+    assert load_recipe("recipes/cifar10-s5.yaml", quick=True).verify.min_worst_case_pct == 25.0

@@ -74,6 +74,35 @@ def test_fake_quantisation_rounds_half_to_even_and_saturates():
     assert out.tolist() == [[0.0, 1.0, 63.5, -64.0]]  # 0.5 -> 0, 1.5 -> 2 (half to even); int8 saturates
 
 
+def _against_onnxruntime(nodes, inits, x, out_shape=None):
+    """The replica of a one-input graph of ``nodes`` and onnxruntime on ``x``: (replica output, onnxruntime's)."""
+    import onnxruntime as ort
+
+    graph = helper.make_graph(nodes, "g", [helper.make_tensor_value_info("x", onnx.TensorProto.FLOAT, list(x.shape))],
+                              [helper.make_tensor_value_info("y", onnx.TensorProto.FLOAT, out_shape)], inits)
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 18)])
+    expected = ort.InferenceSession(model.SerializeToString(), providers=["CPUExecutionProvider"]).run(
+        None, {"x": x.numpy()})[0]
+    return OnnxReplica(model)(x), torch.from_numpy(expected)
+
+
+def test_quantize_linear_rounds_before_adding_an_odd_zero_point():
+    """ONNX: round(x / scale) half to even, then + zero point (3 here): ties land where onnxruntime puts them."""
+    inits = [helper.make_tensor("s", onnx.TensorProto.FLOAT, [], [0.5]),
+             helper.make_tensor("z", onnx.TensorProto.INT8, [], [3])]
+    nodes = [helper.make_node("QuantizeLinear", ["x", "s", "z"], ["q"]),
+             helper.make_node("Cast", ["q"], ["y"], to=onnx.TensorProto.FLOAT)]
+    x = torch.tensor([[0.25, 0.75, 1.25, -0.75, 70.0]])
+    ours, theirs = _against_onnxruntime(nodes, inits, x, [1, 5])
+    assert torch.equal(ours, theirs) and ours.tolist() == [[3.0, 5.0, 5.0, 1.0, 127.0]]
+
+
+def test_flatten_at_the_last_axis_keeps_every_element_in_rows():
+    x = torch.arange(8, dtype=torch.float32).reshape(2, 1, 2, 2)
+    ours, theirs = _against_onnxruntime([helper.make_node("Flatten", ["x"], ["y"], axis=4)], [], x, [8, 1])
+    assert ours.shape == theirs.shape == (8, 1) and torch.equal(ours, theirs)
+
+
 def test_an_unsupported_op_is_refused_naming_it():
     x = helper.make_tensor_value_info("x", onnx.TensorProto.FLOAT, [None, 1, 8, 8])
     y = helper.make_tensor_value_info("y", onnx.TensorProto.FLOAT, None)

@@ -98,16 +98,25 @@ def _quantize(a, x, scale, zero_point=None):
     if a.get("block_size", 0):
         raise RnasclError("blocked QuantizeLinear (block_size) is not supported by the replica")
     axis = a.get("axis", 1)
-    zp = torch.zeros((), device=x.device) if zero_point is None else zero_point.float()
-    low, high = QUANT_RANGE[a["_qtype"]]
-    v = torch.clamp(x / _axis_shape(x, scale, axis) + _axis_shape(x, zp, axis), low, high)
-    return _straight_through(v, torch.round(v))  # ONNX rounds half to even; so does torch.round
+    low, high = _quant_range(a["_qtype"])
+    v = x / _axis_shape(x, scale, axis)
+    v = _straight_through(v, torch.round(v))  # ONNX rounds half to even, then adds the zero point; so does this
+    if zero_point is not None:
+        v = v + _axis_shape(x, zero_point.float(), axis)
+    return torch.clamp(v, low, high)  # outside the range no gradient, as fake quantisation
+
+
+def _quant_range(qtype: int) -> tuple:
+    if qtype not in QUANT_RANGE:
+        raise RnasclError(f"quantisation to ONNX type {qtype} (INT4, FP8, ...) is not supported by the replica; "
+                          "it supports INT8, UINT8, INT16 and UINT16")
+    return QUANT_RANGE[qtype]
 
 
 def _fake_quantize(a, x, scale, zero_point=None):
     """QuantizeLinear then DequantizeLinear with the same scale and zero point, in one native op: the same values
     and the same straight-through gradient as the two nodes, at a fraction of their cost."""
-    low, high = QUANT_RANGE[a["_qtype"]]
+    low, high = _quant_range(a["_qtype"])
     zp = torch.zeros_like(scale) if zero_point is None else zero_point
     zp = zp.round().to(torch.int32)
     if scale.numel() == 1:
@@ -201,7 +210,14 @@ def _elementwise(fn):
     return lambda a, *xs: fn(*xs)
 
 
-for _name, _fn in {"Add": torch.add, "Sub": torch.sub, "Mul": torch.mul, "Div": torch.div, "Pow": torch.pow,
+def _div(a, x, y):
+    if x.is_floating_point() or y.is_floating_point():
+        return torch.div(x, y)
+    return torch.div(x, y, rounding_mode="trunc")  # integer Div truncates (shape arithmetic)
+
+
+OPS["Div"] = _div
+for _name, _fn in {"Add": torch.add, "Sub": torch.sub, "Mul": torch.mul, "Pow": torch.pow,
                    "MatMul": torch.matmul, "Relu": F.relu, "Sigmoid": torch.sigmoid, "Tanh": torch.tanh,
                    "Neg": torch.neg, "Abs": torch.abs, "Sqrt": torch.sqrt, "Exp": torch.exp, "Log": torch.log,
                    "Reciprocal": torch.reciprocal, "Erf": torch.erf, "Softplus": F.softplus,
@@ -248,8 +264,6 @@ def _hardsigmoid(a, x):
 
 @op("Clip")
 def _clip(a, x, low=None, high=None):
-    low = low if low is not None else a.get("min")
-    high = high if high is not None else a.get("max")
     if low is not None:
         x = torch.maximum(x, torch.as_tensor(low, dtype=x.dtype, device=x.device))
     if high is not None:
@@ -265,8 +279,9 @@ def _softmax(a, x):
 
 @op("Flatten")
 def _flatten(a, x):
-    axis = a.get("axis", 1) % max(x.dim(), 1)
-    return x.reshape(int(np.prod(x.shape[:axis])), -1)
+    axis = a.get("axis", 1)
+    axis = axis + x.dim() if axis < 0 else axis  # 0..rank: rank gives (N, 1)
+    return x.reshape(int(np.prod(x.shape[:axis])), int(np.prod(x.shape[axis:])))
 
 
 @op("Reshape")
@@ -337,7 +352,7 @@ def _slice(a, x, starts, ends, axes=None, steps=None):
 def _pad(a, x, pads=None, value=None, axes=None):
     if a.get("mode", b"constant") not in (b"constant", "constant") or axes is not None:
         raise RnasclError("only constant Pad over every axis is supported by the replica")
-    pads = [int(p) for p in (pads.tolist() if pads is not None else a["pads"])]
+    pads = [int(p) for p in pads.tolist()]
     n = len(pads) // 2
     fill = float(value.reshape(())) if value is not None and value.numel() else 0.0
     return F.pad(x, [p for i in reversed(range(n)) for p in (pads[i], pads[n + i])], value=fill)
@@ -395,14 +410,15 @@ def _output_type(node, attrs: dict, types: Sequence[Optional[int]]) -> int:
         return attrs["_qtype"]
     if node.op_type == "DequantizeLinear":
         return types[1] if types[1] is not None else FLOAT
-    if node.op_type in ("Shape", "Size"):
+    if node.op_type == "Shape":
         return INT64
     if node.op_type == "Equal":
         return BOOL
     if node.op_type == "Where":
         return types[1] if types[1] is not None else FLOAT
     if node.op_type == "ConstantOfShape":
-        return FLOAT
+        value = next((t for t in node.attribute if t.name == "value"), None)
+        return value.t.data_type if value is not None else FLOAT
     floats = [t for t in types if t in FLOATS]
     if floats:
         return floats[0]
@@ -479,18 +495,19 @@ class OnnxReplica(nn.Module):
 
         graph = model.graph
         self.name = name
-        if len(graph.input) - len({t.name for t in graph.initializer} & {i.name for i in graph.input}) != 1 \
-                or len(graph.output) != 1:
-            raise RnasclError(f"{name}: a classifier graph has one input and one output; this one has "
-                              f"{len(graph.input)} and {len(graph.output)}")
         initializers = {t.name for t in graph.initializer}
+        inputs = [i.name for i in graph.input if i.name not in initializers]
+        if len(inputs) != 1 or len(graph.output) != 1:
+            raise RnasclError(f"{name}: a classifier graph has one input and one output; this one has "
+                              f"{len(inputs)} and {len(graph.output)}")
         self.input_name = next(i.name for i in graph.input if i.name not in initializers)
         self.input_type = graph.input[[i.name for i in graph.input].index(self.input_name)].type.tensor_type.elem_type
         self.output_name = graph.output[0].name
         domains = {o.domain: o.version for o in model.opset_import}
-        if domains.get("", domains.get("ai.onnx", 0)) < 13:
-            raise RnasclError(f"{name}: opset {domains.get('', 0)} is older than the replica supports (13); export "
-                              "with a newer opset")
+        opset = domains.get("", domains.get("ai.onnx", 0))
+        if opset < 13:
+            raise RnasclError(f"{name}: opset {opset} is older than the replica supports (13); export with a newer "
+                              "opset")
         consts: Dict[str, Tuple[torch.Tensor, int]] = {t.name: _tensor(t) for t in graph.initializer}
         zero_point_type = {}  # QuantizeLinear's output type is its zero point's
         for init in graph.initializer:

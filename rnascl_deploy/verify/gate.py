@@ -4,7 +4,7 @@ Every check compares two figures in one unit: percent for accuracies and agreeme
 drops; its name says what it compares. The verdict is every check passing.
 
 Warnings (AutoAttack's ``checks.py`` is the model: one small function each, none changing a number):
-- the engine more robust than its reference beyond what rounding allows (their clean disagreement plus one point,
+- the engine more robust than its reference beyond what rounding allows (their clean disagreement plus one image,
   for a reference example that lies on the decision boundary): its gradients (the replica's) may be masked, or
   the engine rounds differently from its graph;
 - Square breaking engine points every white-box attack missed: a sign of masked gradients.
@@ -69,7 +69,7 @@ def warnings(m: Measurement) -> List[str]:
     excess = m.engine.worst_case_acc_pct - m.reference.worst_case_acc_pct
     if excess > slack + 1e-9:
         out.append(f"the engine's worst case is {excess:.2f} points above its reference's, more than rounding explains "
-                   f"(their clean disagreement plus one point: {slack:.2f}): the replica's gradients may be masked or "
+                   f"(their clean disagreement plus one image: {slack:.2f}): the replica's gradients may be masked or "
                    "the engine may round differently from its graph; trust the reference's figure")
     if m.query_only_breaks:
         out.append(f"Square broke {m.query_only_breaks} engine point(s) that every white-box attack through the "

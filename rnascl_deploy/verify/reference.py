@@ -68,17 +68,21 @@ def check_pt2(path: Path) -> None:
         raise RnasclError(f"{path} is not a torch.export archive (not a zip file)") from None
     with archive:
         names = [n for n in archive.namelist() if not n.endswith("/")]
+        lowered = [n.lower() for n in names]
+        if len(set(lowered)) != len(lowered):  # zipfile reads the last of two same-named entries, torch's own
+            raise RnasclError(f"{path} holds two entries of the same name, which a torch.export archive never "
+                              "does (this check and torch.export.load could read different ones)")  # reader maybe not
         roots = {n.split("/", 1)[0] for n in names}
         if len(roots) != 1 or any("/" not in n for n in names):
             raise RnasclError(f"{path} is not a torch.export archive (files outside one top folder)")
-        root = roots.pop()
         inner = {n.split("/", 1)[1]: n for n in names}
         odd = sorted(n for n in inner if n not in PT2_FILES and not n.startswith(PT2_DIRS))
         if odd or any(n.startswith("data/aotinductor/") for n in inner):
             raise RnasclError(f"{path} holds {odd[0] if odd else 'AOTInductor code'}, which is not part of a plain "
                               "torch.export program; save the program with torch.export.save (no AOTInductor "
                               "package) or give the reference as an ONNX file")
-        if archive.read(f"{root}/archive_format").decode(errors="replace").strip() != "pt2":
+        if "archive_format" not in inner or \
+                archive.read(inner["archive_format"]).decode(errors="replace").strip() != "pt2":
             raise RnasclError(f"{path} is not a pt2 archive (archive_format), perhaps an older torch.export file: "
                               "save it again with this torch's torch.export.save")
         for name in inner:
@@ -86,7 +90,11 @@ def check_pt2(path: Path) -> None:
                 raise RnasclError(f"{path} keeps {name} in the legacy pickled format; save it again with "
                                   "torch.export.save")
             if name.startswith(("data/weights/", "data/constants/")) and name.endswith("config.json"):
-                _check_payloads(path, name, json.loads(archive.read(inner[name])))
+                try:
+                    config = json.loads(archive.read(inner[name]))
+                except ValueError:
+                    raise RnasclError(f"{path}: {name} is not valid JSON") from None
+                _check_payloads(path, name, config)
             if name.startswith("data/sample_inputs/"):
                 try:
                     torch.load(io.BytesIO(archive.read(inner[name])), weights_only=True)

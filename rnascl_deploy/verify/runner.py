@@ -9,8 +9,9 @@ Two ways in:
 
 Before measuring, the engine's replica (``engines/replica.py``: its graph as a differentiable module) is checked
 against the engine on the clean points; one that agrees less than ``verify.min_replica_agreement_pct`` is refused
-(exit 2): its gradients would not be the engine's. Input normalisation and eps come from the engine's metadata
-(``exporters/metadata.py``), else from ``verify.input_mean``/``input_std`` and ``verify.eps``/``attack.eps``.
+(exit 2): its gradients would not be the engine's. Input normalisation comes from the engine's metadata
+(``exporters/metadata.py``), else from ``verify.input_mean``/``input_std``; eps is ``verify.eps``, else the
+metadata's, else ``attack.eps``.
 """
 from __future__ import annotations
 
@@ -18,6 +19,7 @@ import dataclasses
 import hashlib
 import json
 import logging
+import math
 import time
 from pathlib import Path
 from typing import TYPE_CHECKING, List, Optional
@@ -96,7 +98,8 @@ def _replica(engine: Engine, path: Path) -> tuple:
 
 
 def _normalization(meta: dict, cfg: VerifyConfig, path: Path):
-    """(mean, std) to apply outside the engine, or None when the graph takes [0, 1] images itself."""
+    """(mean, std) to apply outside the engine, or None when the graph takes [0, 1] images itself: the graph's
+    metadata says which; the recipe's ``verify.input_mean``/``input_std`` stand in where it says nothing."""
     norm = meta.get("normalization")
     if isinstance(norm, dict) and norm.get("in_graph") is False:
         ours = (list(norm.get("mean") or []), list(norm.get("std") or []))
@@ -109,6 +112,15 @@ def _normalization(meta: dict, cfg: VerifyConfig, path: Path):
         raise RnasclError(f"{path}'s metadata says it normalises its [0, 1] input itself; verify.input_mean/input_std "
                           "would normalise twice: drop them")
     return (list(cfg.input_mean), list(cfg.input_std)) if cfg.input_mean is not None else None
+
+
+def _reference_normalization(ref, engine_norm):
+    """What to apply outside an ONNX or .pt2 reference: its own metadata's word where it has one (a file this tool
+    wrote normalises inside), else the engine's convention (a user's pair of files shares one)."""
+    norm = ref.metadata.get("normalization") if ref.kind == "onnx" else None
+    if isinstance(norm, dict):
+        return None if norm.get("in_graph", True) else (list(norm.get("mean") or []), list(norm.get("std") or []))
+    return engine_norm
 
 
 def check_engine_provenance(run: Path, engine_path: Path, student_sha256: str) -> Optional[dict]:
@@ -130,14 +142,16 @@ def check_engine_provenance(run: Path, engine_path: Path, student_sha256: str) -
                               "or name the reference yourself with --reference") from None
 
 
-def _same_points_metrics(run: Optional[Path], n: int, run_student: bool) -> Optional[dict]:
-    """``RUN/metrics.json`` where it evaluated the run's student on these very points (the first ``n``)."""
+def _same_points_metrics(run: Optional[Path], n: int, eps: float, run_student: bool) -> Optional[dict]:
+    """``RUN/metrics.json`` where it evaluated the run's student on these very points (the first ``n``) at this
+    eps."""
     path = Path(run) / "metrics.json" if run is not None else None
     if not run_student or path is None or not path.is_file():
         return None
     metrics = json.loads(path.read_text())
-    if metrics.get("n") != n:
-        log.info("metrics.json covers %s test images, verify %d: not compared", metrics.get("n"), n)
+    if metrics.get("n") != n or not math.isclose(metrics.get("eps", -1.0), eps, rel_tol=1e-6):
+        log.info("metrics.json covers %s test images at eps %s, verify %d at %g: not compared", metrics.get("n"),
+                 metrics.get("eps"), n, eps)
         return None
     return metrics
 
@@ -196,14 +210,15 @@ def verify_run(engine_path: Path, recipe: Recipe, run: Optional[Path] = None, re
     if ref.kind == "checkpoint":  # normalises inside; placed in the memory format it computes fastest in
         reference_module = runtime.place(reference_module, info.input_shape, recipe.data.batch_size)
     else:
-        ref_norm = _normalization(ref.metadata, cfg, Path(ref.path)) if ref.metadata else norm
+        ref_norm = _reference_normalization(ref, norm)
         if ref_norm:
             reference_module = nn.Sequential(Normalize(*ref_norm), reference_module)
     reference_module = reference_module.eval().to(runtime.device)
     replica = replica.eval().to(runtime.device)
-    metrics = _same_points_metrics(run, len(test_set), run_student)
+    metrics = _same_points_metrics(run, len(test_set), eps, run_student)
     cache = reference_cache(Path(run) / "verify-cache" if run is not None else out / "reference-cache",
-                            file_sha256(ref.path), recipe, eps, len(test_set), norm)
+                            file_sha256(ref.path), recipe, eps, len(test_set),
+                            None if ref.kind == "checkpoint" else _reference_normalization(ref, norm), runtime.device)
     report = verify_engine(reference_module, predict, replica, test_set, recipe, eps, metrics, runtime.device,
                            progress, cache)
     report.engine = {**engine.describe(), "replica": {"graph": graph, **report.engine["replica"]},
@@ -262,12 +277,16 @@ def verify_engine(reference: nn.Module, engine, replica: nn.Module, dataset, rec
     return report
 
 
-def reference_cache(folder: Path, reference_sha256: str, recipe: Recipe, eps: float, n: int, norm) -> Path:
-    """Where the reference's cascade on these points is kept: named by everything its result depends on."""
+def reference_cache(folder: Path, reference_sha256: str, recipe: Recipe, eps: float, n: int, norm,
+                    device: torch.device) -> Path:
+    """Where the reference's cascade on these points is kept: named by everything its result depends on (the
+    reference file and the normalisation applied outside it, the points, the attacks and their settings, the code)."""
+    from .. import __version__
+
     a = recipe.attack
     key = {"reference": reference_sha256, "normalization": norm, "n": n, "eps": eps,
            "data": [recipe.data.name, recipe.data.root, recipe.data.image_size], "attacks": recipe.verify.attacks,
            "attack": [a.pgd_step_size, a.apgd_iters, a.square_queries, a.seed, a.batch_size],
-           "torch": torch.__version__}
+           "code": [__version__, torch.__version__, device.type]}
     digest = hashlib.sha256(json.dumps(key, sort_keys=True).encode()).hexdigest()[:20]
     return Path(folder) / f"{digest}.safetensors"
