@@ -106,11 +106,14 @@ def write_report(run: Path, recipe: Recipe) -> Path:
         color = f"C{i}"
         ax.scatter([macs], [clean * 100], marker="o", color=color)
         ax.scatter([macs], [adv * 100], marker="x", color=color)
-        ax.annotate(label, (macs, clean * 100), textcoords="offset points", xytext=(5, 5), fontsize=8, color=color)
+        ax.annotate(label, (macs, clean * 100), textcoords="offset points", xytext=(5, 5 if i % 2 == 0 else -12),
+                    fontsize=8, color=color)  # labels of neighbouring points alternate above and below
         ax.plot([macs, macs], [adv * 100, clean * 100], color=color, lw=0.6)
     ax.set_xscale("log")
     ax.set_xlabel("MACs per image (fvcore, batch 1)")
     ax.set_ylabel("accuracy (%): o clean, x PGD-20")
+    ax.text(0.01, 0.01, "baselines: measured rows of study v3 (rnascl_deploy/assets/baselines/)", fontsize=7,
+            color="grey", transform=ax.transAxes)
     ax.set_title(f"Accuracy against cost, eps {recipe.attack.eps:g}")
     ax.grid(alpha=0.3, which="both")
     fig.tight_layout()
