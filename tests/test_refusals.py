@@ -55,6 +55,7 @@ CASES = [
     ("eval eps out of range", None, ["retrain", "{run}", "--set", "attack.eps=5"], ["attack.eps", "(0, 1]"]),
     ("search epochs zero", None, ["search", "--budget", "600K", "--out", "{run}/s", "--set", "search.epochs=0"],
      ["search.epochs", ">= 1"]),
+    ("search on too few images", None, ["search", "--out", "{run}/s", "--limit", "64"], ["at least 512 images"]),
     ("negative retrain epochs", None, ["retrain", "{run}", "--set", "retrain.train.epochs=-1"],
      ["retrain.train.epochs"]),
     ("unknown objective", None, ["retrain", "{run}", "--set", "retrain.finetune.adv=mart"],
