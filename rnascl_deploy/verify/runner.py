@@ -123,6 +123,16 @@ def _reference_normalization(ref, engine_norm):
     return engine_norm
 
 
+def _placed_reference(ref, norm, runtime, input_shape, batch: int) -> nn.Module:
+    """The reference module on the run's device, in eval mode: a checkpoint normalises inside and computes in its
+    fastest memory format; another file gets ``norm`` applied in front of it when there is one."""
+    if ref.kind == "checkpoint":
+        module = runtime.place(ref.module, input_shape, batch)
+    else:
+        module = nn.Sequential(Normalize(*norm), ref.module) if norm else ref.module
+    return module.eval().to(runtime.device)
+
+
 def check_engine_provenance(run: Path, engine_path: Path, student_sha256: str) -> Optional[dict]:
     """The engine's sidecar once it proves the engine is the one exported from this run's student, in the
     precision it claims (``exporters/provenance.py``); an RnasclError saying what is wrong and what to do otherwise.
@@ -206,19 +216,12 @@ def verify_run(engine_path: Path, recipe: Recipe, run: Optional[Path] = None, re
     predict = Normalized(engine, *norm) if norm else engine
     if norm:
         replica = nn.Sequential(Normalize(*norm), replica)
-    reference_module = ref.module
-    if ref.kind == "checkpoint":  # normalises inside; placed in the memory format it computes fastest in
-        reference_module = runtime.place(reference_module, info.input_shape, recipe.data.batch_size)
-    else:
-        ref_norm = _reference_normalization(ref, norm)
-        if ref_norm:
-            reference_module = nn.Sequential(Normalize(*ref_norm), reference_module)
-    reference_module = reference_module.eval().to(runtime.device)
+    ref_norm = None if ref.kind == "checkpoint" else _reference_normalization(ref, norm)
+    reference_module = _placed_reference(ref, ref_norm, runtime, info.input_shape, recipe.data.batch_size)
     replica = replica.eval().to(runtime.device)
     metrics = _same_points_metrics(run, len(test_set), eps, run_student)
     cache = reference_cache(Path(run) / "verify-cache" if run is not None else out / "reference-cache",
-                            file_sha256(ref.path), recipe, eps, len(test_set),
-                            None if ref.kind == "checkpoint" else _reference_normalization(ref, norm), runtime.device)
+                            file_sha256(ref.path), recipe, eps, len(test_set), ref_norm, runtime.device)
     report = verify_engine(reference_module, predict, replica, test_set, recipe, eps, metrics, runtime.device,
                            progress, cache)
     report.engine = {**engine.describe(), "replica": {"graph": graph, **report.engine["replica"]},
