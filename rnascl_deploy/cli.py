@@ -719,7 +719,9 @@ def verify(ctx, run, engine_path, reference, recipe, overrides, limit, provider,
     _refuse_existing(junit, "--junit", force)
     if run is not None and reference is None:
         _run_file(run, "student.safetensors")
-    _lock(ctx, run if run is not None else (out or "verify"))
+    from .verify import reports_dir
+
+    _lock(ctx, run if run is not None else reports_dir(None, out))
     report = verify_reports(Path(engine_path), r, run=Path(run) if run is not None else None,
                             reference=Path(reference) if reference else None, provider=provider,
                             progress=ctx.obj["progress"], out=out)

@@ -165,8 +165,7 @@ def read_state(path: Path) -> dict:
 def verify_reports(engine: Path, recipe: Recipe, run: Optional[Path] = None, out: Optional[Path] = None, **kwargs):
     """:func:`verify.verify_run`, leaving no report of ``engine`` behind when it fails or is interrupted (its three
     reports are written one after another: a partial set would block the rerun)."""
-    default = Path(run) / "verify" if run is not None else Path("verify")
-    files = verify.report_files(Path(out) if out is not None else default, engine)
+    files = verify.report_files(verify.reports_dir(run, out), engine)
     before = {f for f in files if f.exists()}
     try:
         return verify.verify_run(engine, recipe, run=run, out=out, **kwargs)

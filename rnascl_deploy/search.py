@@ -313,8 +313,9 @@ def run_search(recipe: Recipe, out: Path, resume: bool = False, progress: bool =
     if steps < cfg.arch_every - 1:
         least = (cfg.arch_every - 1) * data.batch_size
         raise RnasclError(f"the training split ({len(train_set)} images) gives {steps} batches of {data.batch_size}; "
-                          f"an epoch needs at least {cfg.arch_every - 1} for one architecture step (search.arch_every): "
-                          f"search on at least {least} images (--limit {least}), or lower data.batch_size")
+                          f"an epoch needs at least {cfg.arch_every - 1} for one architecture step "
+                          f"(search.arch_every): search on at least {least} images (--limit {least}), or lower "
+                          "data.batch_size")
     if distributed.world() > 1 and len(val_set) < data.batch_size:
         raise RnasclError(f"the validation split ({len(val_set)} images) is smaller than one global batch of "
                           f"{data.batch_size}: {distributed.world()} processes need whole batches; search on more "

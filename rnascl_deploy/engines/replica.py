@@ -500,8 +500,8 @@ class OnnxReplica(nn.Module):
         if len(inputs) != 1 or len(graph.output) != 1:
             raise RnasclError(f"{name}: a classifier graph has one input and one output; this one has "
                               f"{len(inputs)} and {len(graph.output)}")
-        self.input_name = next(i.name for i in graph.input if i.name not in initializers)
-        self.input_type = graph.input[[i.name for i in graph.input].index(self.input_name)].type.tensor_type.elem_type
+        self.input_name = inputs[0]
+        self.input_type = next(i for i in graph.input if i.name == inputs[0]).type.tensor_type.elem_type
         self.output_name = graph.output[0].name
         domains = {o.domain: o.version for o in model.opset_import}
         opset = domains.get("", domains.get("ai.onnx", 0))
@@ -509,9 +509,6 @@ class OnnxReplica(nn.Module):
             raise RnasclError(f"{name}: opset {opset} is older than the replica supports (13); export with a newer "
                               "opset")
         consts: Dict[str, Tuple[torch.Tensor, int]] = {t.name: _tensor(t) for t in graph.initializer}
-        zero_point_type = {}  # QuantizeLinear's output type is its zero point's
-        for init in graph.initializer:
-            zero_point_type[init.name] = init.data_type
         types: Dict[str, Optional[int]] = {n: t for n, (_, t) in consts.items()}
         types[self.input_name] = self.input_type
         types[""] = None
@@ -531,11 +528,10 @@ class OnnxReplica(nn.Module):
                                               FLOAT if tensor.is_floating_point() else INT64)
                 else:
                     consts[node.output[0]] = _tensor(attrs["value"].t)
-                    zero_point_type[node.output[0]] = attrs["value"].t.data_type
                 types[node.output[0]] = consts[node.output[0]][1]
                 continue
-            qtype = zero_point_type.get(node.input[2]) if node.op_type == "QuantizeLinear" \
-                and len(node.input) > 2 else None
+            # QuantizeLinear's output type is its zero point's
+            qtype = types.get(node.input[2]) if node.op_type == "QuantizeLinear" and len(node.input) > 2 else None
             attrs = _attributes(node, qtype)
             out_type = _output_type(node, attrs, [types.get(i) for i in node.input])
             for out in node.output:

@@ -81,7 +81,8 @@ def export_student(run: Path, fmt: str, recipe: Recipe, device: str = "cpu", for
     base = _finished(fp32, sha, force) if path != fp32 else None
     engines.mkdir(parents=True, exist_ok=True)
     t0 = time.perf_counter()
-    common = dict(student=student, recipe=recipe, sha=sha, shape=shape, classes=classes, data=meta["data"],
+    data = {**meta["data"], "class_names": recipe.data.load("test", 1)[1].class_names}  # for every file's metadata
+    common = dict(student=student, recipe=recipe, sha=sha, shape=shape, classes=classes, data=data,
                   device="cpu" if device == "tensorrt" else device)
     if path == fp32 or base is None:  # the fp32 graph every other format starts from (kept when it is this student's)
         parity = path == fp32
@@ -173,8 +174,7 @@ def _write(path: Path, fmt: str, precision: str, produce: Callable[[Path], objec
     with atomic_path(path) as tmp:
         produce(tmp)
         if path.suffix == ".onnx":
-            class_names = recipe.data.load("test", 1)[1].class_names
-            write_metadata(tmp, model_metadata(precision, data["name"], class_names, INPUT, shape, data["mean"],
+            write_metadata(tmp, model_metadata(precision, data["name"], data["class_names"], INPUT, shape, data["mean"],
                                                data["std"], recipe.attack.eps, sha))
             found = onnx_precision(tmp)
             if found != precision:

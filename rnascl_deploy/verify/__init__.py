@@ -16,4 +16,4 @@ from __future__ import annotations
 
 from .config import READS, VerifyConfig  # noqa: F401
 from .report import VerifyReport, to_junit, to_lines, to_markdown  # noqa: F401
-from .runner import report_files, verify_engine, verify_run  # noqa: F401
+from .runner import report_files, reports_dir, verify_engine, verify_run  # noqa: F401

@@ -50,6 +50,13 @@ log = logging.getLogger(__name__)
 REPORTS = ("json", "md", "xml")
 
 
+def reports_dir(run: Optional[Path], out: Optional[Path] = None) -> Path:
+    """Where the reports of a verification go: ``out``, else ``RUN/verify/``, else ``./verify/``."""
+    if out is not None:
+        return Path(out)
+    return Path(run) / "verify" if run is not None else Path("verify")
+
+
 def report_files(out: Path, engine: Path) -> List[Path]:
     """The reports :func:`verify_run` writes for ``engine`` into ``out``."""
     return [Path(out) / f"{Path(engine).name}.{ext}" for ext in REPORTS]
@@ -173,7 +180,7 @@ def verify_run(engine_path: Path, recipe: Recipe, run: Optional[Path] = None, re
     ``out/<engine>.{json,md,xml}`` (default ``run/verify/``, else ``./verify/``). An existing report is never
     replaced: that is refused before any work."""
     engine_path = Path(engine_path)
-    out = Path(out) if out is not None else (Path(run) / "verify" if run is not None else Path("verify"))
+    out = reports_dir(run, out)
     existing = [f for f in report_files(out, engine_path) if f.exists()]
     if existing:
         raise RnasclError(f"{existing[0]} already holds a verification of {engine_path.name}; to keep both, write "
