@@ -48,15 +48,18 @@ RUN if ! command -v "python${PYTHON}" > /dev/null; then PY_DEBS="python3 python3
     && "python${PYTHON}" -m venv /opt/venv \
     && useradd --create-home --uid 1000 --shell /bin/bash rnascl
 
-# Dependencies: their own layer, before the source, so a code change reuses it. setup.py with no package beside it
-# installs nothing but the dependencies of the chosen extra (the real package replaces it below).
+# Dependencies: their own layer, before the source, so a code change reuses it. pyproject.toml with only the
+# package's __init__.py (where the version is read) installs nothing but the dependencies of the chosen extra (the
+# real package replaces it below). setuptools is the build backend of that offline install (70.1+ builds wheels
+# without the `wheel` package; a Debian venv comes with 66).
 WORKDIR /opt/rnascl-deploy
-COPY setup.py constraints.txt constraints-gpu.txt ./
+COPY pyproject.toml setup.py constraints.txt constraints-gpu.txt ./
+COPY rnascl_deploy/__init__.py ./rnascl_deploy/
 RUN --mount=type=secret,id=pipconf --mount=type=secret,id=cacert \
     if [ -s /run/secrets/pipconf ]; then export PIP_CONFIG_FILE=/run/secrets/pipconf; fi \
     && case "${VARIANT}" in \
-         cpu) pip install -c constraints.txt "torch==2.13.0+cpu" ".[cpu]" ;; \
-         gpu) pip install -c constraints-gpu.txt "torch==2.13.0" ".[onnxruntime-gpu]" ;; \
+         cpu) pip install -c constraints.txt "torch==2.13.0+cpu" setuptools ".[cpu]" ;; \
+         gpu) pip install -c constraints-gpu.txt "torch==2.13.0" setuptools ".[onnxruntime-gpu]" ;; \
          *) echo "VARIANT must be cpu or gpu, not '${VARIANT}'" >&2; exit 2 ;; \
        esac \
     && pip uninstall -y rnascl-deploy

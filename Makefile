@@ -13,7 +13,7 @@ install:
 	@PYTHONSAFEPATH=1 $(VENV)/bin/python -c "import rnascl_deploy" 2>/dev/null || rm -f $(STAMP)
 	@$(MAKE) --no-print-directory --silent $(STAMP)
 
-$(STAMP): setup.py constraints.txt scripts/install.sh
+$(STAMP): pyproject.toml setup.py constraints.txt scripts/install.sh
 	PYTHON=$(PYTHON) VENV=$(VENV) bash scripts/install.sh
 	@touch $@
 
