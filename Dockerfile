@@ -12,8 +12,8 @@
 ARG BASE=debian:bookworm-slim
 FROM ${BASE}
 
-# cpu: torch 2.13.0+cpu and onnxruntime (constraints.txt). gpu: torch 2.13.0 (CUDA 13) and onnxruntime-gpu
-# (constraints-gpu.txt), plus TensorRT from NVIDIA's index unless TENSORRT=none.
+# cpu: torch 2.13.0+cpu and onnxruntime. gpu: torch 2.13.0 (CUDA 13) and onnxruntime-gpu, plus TensorRT from
+# NVIDIA's index unless TENSORRT=none. Both pinned by constraints.txt.
 ARG VARIANT=cpu
 # What the labels say; the build-time check below fails when the installed stack disagrees.
 ARG PYTHON=3.11
@@ -53,13 +53,13 @@ RUN if ! command -v "python${PYTHON}" > /dev/null; then PY_DEBS="python3 python3
 # real package replaces it below). setuptools is the build backend of that offline install (70.1+ builds wheels
 # without the `wheel` package; a Debian venv comes with 66).
 WORKDIR /opt/rnascl-deploy
-COPY pyproject.toml setup.py constraints.txt constraints-gpu.txt ./
+COPY pyproject.toml setup.py constraints.txt ./
 COPY rnascl_deploy/__init__.py ./rnascl_deploy/
 RUN --mount=type=secret,id=pipconf --mount=type=secret,id=cacert \
     if [ -s /run/secrets/pipconf ]; then export PIP_CONFIG_FILE=/run/secrets/pipconf; fi \
     && case "${VARIANT}" in \
          cpu) pip install -c constraints.txt "torch==2.13.0+cpu" setuptools ".[cpu]" ;; \
-         gpu) pip install -c constraints-gpu.txt "torch==2.13.0" setuptools ".[onnxruntime-gpu]" ;; \
+         gpu) pip install -c constraints.txt "torch==2.13.0" setuptools ".[onnxruntime-gpu]" ;; \
          *) echo "VARIANT must be cpu or gpu, not '${VARIANT}'" >&2; exit 2 ;; \
        esac \
     && pip uninstall -y rnascl-deploy
@@ -71,7 +71,7 @@ RUN --mount=type=secret,id=pipconf --mount=type=secret,id=cacert \
     && if [ "${VARIANT}" != gpu ] || [ "${TENSORRT}" = none ]; then \
          echo "TensorRT: NOT INSTALLED (VARIANT=${VARIANT}, TENSORRT=${TENSORRT}): tensorrt-* export formats will exit 2"; \
        else \
-         pip install --extra-index-url "${TENSORRT_INDEX}" -c constraints-gpu.txt "tensorrt-cu13==${TENSORRT}"; \
+         pip install --extra-index-url "${TENSORRT_INDEX}" -c constraints.txt "tensorrt-cu13==${TENSORRT}"; \
        fi
 
 # The package itself: no network, no dependency resolution (a code-only change rebuilds this layer only).

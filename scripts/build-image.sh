@@ -184,7 +184,7 @@ build() {
       if curl -fsS -m 20 -o /dev/null "$TENSORRT_INDEX/tensorrt-cu13/"; then TENSORRT_MODE=yes; else TENSORRT_MODE=no; fi
     fi
     if [ "$TENSORRT_MODE" = yes ]; then
-      trt=$(sed -n 's/^tensorrt-cu13==//p' constraints-gpu.txt)
+      trt=$(sed -n 's/^tensorrt-cu13==//p' constraints.txt)
     else
       log "TensorRT: OFF (TENSORRT=none): $TENSORRT_INDEX is not reachable or --tensorrt no; the image has no TensorRT"
     fi

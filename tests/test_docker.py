@@ -50,13 +50,30 @@ def test_build_script_refuses_bad_options_before_building(args, message):
     assert "builder:" not in result.stderr  # refused before choosing a builder, let alone building
 
 
-def test_gpu_constraints_never_pin_the_cpu_onnxruntime():
-    gpu = (ROOT / "constraints-gpu.txt").read_text()
-    cpu = (ROOT / "constraints.txt").read_text()
-    assert re.search(r"^onnxruntime-gpu==", gpu, flags=re.M) and not re.search(r"^onnxruntime==", gpu, flags=re.M)
-    assert not re.search(r"^onnxruntime-gpu", cpu, flags=re.M)
-    for pin in ("torch==2.13.0", "fvcore==", "onnx=="):
-        assert re.search(rf"^{re.escape(pin)}", gpu, flags=re.M) and re.search(rf"^{re.escape(pin)}", cpu, flags=re.M)
+def _extra(extras, name):
+    """The requirement names an extra brings, through the extras it names of rnascl-deploy itself."""
+    names = set()
+    for req in extras[name]:
+        project, inner = re.match(r"([A-Za-z0-9_.-]+)(?:\[(.*)\])?", req).groups("")
+        if project == "rnascl-deploy":
+            names |= set().union(*(_extra(extras, e.strip()) for e in inner.split(",")))
+        else:
+            names.add(project)
+    return names
+
+
+def test_one_constraints_file_pins_both_stacks_and_the_extras_keep_them_apart():
+    """onnxruntime and onnxruntime-gpu write the same module: constraints.txt pins both, no extra asks for both."""
+    tomllib = pytest.importorskip("tomllib", reason="reading pyproject.toml needs Python 3.11")
+    pins = re.findall(r"^([A-Za-z0-9_.-]+)==", (ROOT / "constraints.txt").read_text(), flags=re.M)
+    for name in ("torch", "onnxruntime", "onnxruntime-gpu", "tensorrt-cu13", "nvidia-cudnn-cu13", "fvcore", "onnx"):
+        assert name in pins
+    extras = tomllib.loads((ROOT / "pyproject.toml").read_text())["project"]["optional-dependencies"]
+    for cpu in ("cpu", "dev"):
+        assert "onnxruntime" in _extra(extras, cpu)
+        assert not {n for n in _extra(extras, cpu) if n.startswith(("onnxruntime-gpu", "tensorrt", "nvidia"))}
+    for gpu in ("gpu", "onnxruntime-gpu"):
+        assert "onnxruntime-gpu" in _extra(extras, gpu) and "onnxruntime" not in _extra(extras, gpu)
 
 
 def test_image_check_fails_when_the_labels_disagree_with_the_stack():

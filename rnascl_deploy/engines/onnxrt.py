@@ -15,7 +15,7 @@ from ..exporters.config import TENSORRT_ONNX, ExportConfig
 from .base import Engine
 
 log = logging.getLogger(__name__)
-ORT_GPU_INSTALL = "`pip install -c constraints-gpu.txt 'rnascl-deploy[gpu]'`"  # onnxruntime-gpu, pinned
+ORT_GPU_INSTALL = "`pip install -c constraints.txt 'rnascl-deploy[gpu]'`"  # onnxruntime-gpu, pinned
 
 
 def _trt_cache_dir(path: Path) -> Path:

@@ -26,8 +26,8 @@ from .onnx_export import INPUT, onnx_io
 
 log = logging.getLogger(__name__)
 
-INSTALL = ("install it on an NVIDIA GPU machine (driver R580 or newer) with `pip install -c constraints-gpu.txt "
-           "'rnascl-deploy[gpu]'` (from a checkout: `pip install -c constraints-gpu.txt '.[gpu]'`; PyPI's tensorrt "
+INSTALL = ("install it on an NVIDIA GPU machine (driver R580 or newer) with `pip install -c constraints.txt "
+           "'rnascl-deploy[gpu]'` (from a checkout: `pip install -c constraints.txt '.[gpu]'`; PyPI's tensorrt "
            "fetches its libraries from https://pypi.nvidia.com during the install), or use the project's GPU Docker "
            "image. The ONNX formats (onnx, onnx-fp16, onnx-int8) work without it, and `export --onnx-only` writes "
            "the exact ONNX graph TensorRT would be given")
