@@ -3,8 +3,8 @@ import torch
 from torch import nn
 
 from rnascl_deploy.attacks import APGDCE, APGDT, FGSM, PGD, Square, attack_label
-from rnascl_deploy.attacks.config import AttackConfig
 from rnascl_deploy.attacks.apgd import dlr_targeted
+from rnascl_deploy.attacks.config import AttackConfig
 from rnascl_deploy.attacks.evaluate import evaluate_robustness
 from rnascl_deploy.checkpoint import load_model
 from rnascl_deploy.data import batches
@@ -43,7 +43,7 @@ def test_attacks_restore_train_eval_mode(plain_model, fmnist_test, name):
 def test_white_box_attacks_lower_accuracy_and_robust_is_at_most_clean(plain_model, fmnist_test):
     report = evaluate_robustness(plain_model, fmnist_test[0], ALL, batch_size=128, progress=False)
     assert report.clean_acc > 0.6
-    for name, acc in report.adv_acc.items():
+    for acc in report.adv_acc.values():
         assert acc <= report.clean_acc
     assert report.adv_acc["pgd10"] < report.clean_acc - 0.3  # an undefended model breaks at eps 0.1
     assert report.adv_acc["apgd_ce"] <= report.adv_acc["fgsm"]

@@ -49,8 +49,9 @@ def test_weights_of_another_architecture_are_refused(tmp_path):
     other = build_model("cnn", 1, 10, 28, [0.3], [0.3], widths=[4, 16], strides=[2, 2], hidden=16)
     foreign = save_checkpoint(tmp_path / "other.safetensors", other, "teacher", meta["model"], DATA)
     # graft the first model's weights under the second model's metadata
-    from safetensors.torch import save_file
     import json
+
+    from safetensors.torch import save_file
     save_file(state, str(tmp_path / "graft.safetensors"),
               metadata={"rnascl_deploy": json.dumps(read_checkpoint(foreign)[1])})
     with pytest.raises(RnasclError, match="does not match the architecture.*wrong shapes"):

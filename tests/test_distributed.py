@@ -12,12 +12,12 @@ import torch
 from click.testing import CliRunner
 
 from rnascl_deploy import distributed
+from rnascl_deploy.arch import ArchSpec
 from rnascl_deploy.checkpoint import load_model
 from rnascl_deploy.cli import main
 from rnascl_deploy.cost import measure
 from rnascl_deploy.data import TensorImages, batches, rank_part
 from rnascl_deploy.errors import RnasclError
-from rnascl_deploy.arch import ArchSpec
 
 
 def torchrun(*args) -> subprocess.CompletedProcess:

@@ -210,7 +210,7 @@ def test_an_out_under_a_regular_file_exits_2_naming_it(tmp_path):
     assert (tmp_path / "file").read_text() == "mine"
 
 
-# ------------------------------------------------------------------------------------------- never replace a user's file
+# ------------------------------------------------------------------------------------------ never replace a user's file
 def test_user_files_are_never_replaced_without_force(run, tmp_path):
     junit = tmp_path / "verify.xml"
     junit.write_text("mine")

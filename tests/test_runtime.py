@@ -129,10 +129,10 @@ SYNCS = ("item", "tolist", "numpy", "__bool__", "__float__", "__int__", "__index
 def test_the_training_step_never_reads_a_tensor_back(tmp_path, splits, monkeypatch):
     """Counts the package's own reads of tensor values (the host syncs on a GPU) inside TrainLoop.step, by patching
     Tensor's reading methods; torch's own internals (e.g. the optimiser's step counter) are not ours to count."""
+    from rnascl_deploy.data import FASHION_MNIST_INFO
     from rnascl_deploy.distill import Distiller
     from rnascl_deploy.distill.crosslayer import FixedPairs
     from rnascl_deploy.teacher import load_teacher
-    from rnascl_deploy.data import FASHION_MNIST_INFO
 
     teacher = load_teacher("builtin:teacher-fashion-mnist/model.safetensors", FASHION_MNIST_INFO)
     model = tiny_cnn()

@@ -9,8 +9,8 @@ import torch
 from rnascl_deploy.cost import arch_cost, expected_cost, measure
 from rnascl_deploy.distill import TutorSearch
 from rnascl_deploy.errors import RnasclError
-from rnascl_deploy.space.config import HeadConfig, SpaceConfig, StageConfig
 from rnascl_deploy.space import BLOCKS, Supernet, build_layout, materialize, student_taps
+from rnascl_deploy.space.config import HeadConfig, SpaceConfig, StageConfig
 from rnascl_deploy.taps import Taps
 
 MBCONV = dict(expansion=6, act="hardswish", head=HeadConfig("avg", [0]))
@@ -26,7 +26,8 @@ SPACES = {
     "mixed-conv-mbconv-flatten-hidden": (
         SpaceConfig(8, 2, 3, 4, "silu", [StageConfig(16, 1, 2, 3, 4, block="conv", kernel=4),
                                          StageConfig(24, 2, 1, 3, 4, kernel=5),
-                                         StageConfig(32, 1, 2, 2, 8, block="conv")], HeadConfig("flatten", [32, 16, 0])),
+                                         StageConfig(32, 1, 2, 2, 8, block="conv")],
+                    HeadConfig("flatten", [32, 16, 0])),
         (3, 16, 16)),
     "no-stem-avg-hidden": (SpaceConfig(0, 2, 3, 2, "relu", [StageConfig(12, 2, 2, 3, 2, block="conv"),
                                                             StageConfig(12, 1, 1, 2, 4)], HeadConfig("avg", [24, 8])),

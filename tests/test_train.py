@@ -7,8 +7,7 @@ import torch
 import rnascl_deploy.train as train_module
 from rnascl_deploy.data import load_split
 from rnascl_deploy.errors import RnasclError
-from rnascl_deploy.train import TrainConfig
-from rnascl_deploy.train import lr_at, train
+from rnascl_deploy.train import TrainConfig, lr_at, train
 
 from .conftest import interrupt_on_call, tiny_cnn
 
@@ -38,7 +37,8 @@ def test_resume_after_interruption_matches_uninterrupted_run(tmp_path, splits, m
     train(straight, *splits, _cfg(), tmp_path / "a", 64, augment=["flip"], progress=False)
 
     real_validate = train_module.validate
-    monkeypatch.setattr(train_module, "validate", interrupt_on_call(real_validate, 3))  # epoch 2 (validation, guard probe)
+    # the third call: epoch 2 (validation, guard probe)
+    monkeypatch.setattr(train_module, "validate", interrupt_on_call(real_validate, 3))
     with pytest.raises(KeyboardInterrupt):
         train(tiny_cnn(), *splits, _cfg(), tmp_path / "b", 64, augment=["flip"], progress=False)
     monkeypatch.setattr(train_module, "validate", real_validate)

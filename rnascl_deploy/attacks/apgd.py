@@ -2,6 +2,7 @@
 over the top non-true classes), two of AutoAttack's standard set."""
 from __future__ import annotations
 
+from functools import partial
 from typing import Callable, Optional
 
 import torch
@@ -124,8 +125,8 @@ class APGDT(APGD):
             todo = (~fooled).nonzero().squeeze(1)
             if len(todo) == 0:
                 break
-            target = ranked[todo, k]
-            result, found = self.run(model, x[todo], y[todo], lambda z, t: dlr_targeted(z, t, target), gen)
+            loss = partial(dlr_targeted, target=ranked[todo, k])
+            result, found = self.run(model, x[todo], y[todo], loss, gen)
             improve = todo[found] if k else todo  # the first run's iterate stands for points nobody fools
             x_adv[improve] = result[found] if k else result
             fooled[todo[found]] = True

@@ -25,10 +25,10 @@ from torch.utils.data import Dataset
 from .. import distributed
 from ..errors import RnasclError
 from ..schema import ANY, Each, Maybe, OneOf, at_least
-from .images import DATASETS, DatasetInfo, FileImages, TensorImages  # noqa: F401
 from . import cifar10, fashion_mnist, imagefolder  # noqa: F401,E402  (register the data sets)
 from .cifar10 import CIFAR10_INFO  # noqa: F401,E402
 from .fashion_mnist import FASHION_MNIST_INFO  # noqa: F401,E402
+from .images import DATASETS, DatasetInfo, FileImages, TensorImages  # noqa: F401
 
 log = logging.getLogger(__name__)
 

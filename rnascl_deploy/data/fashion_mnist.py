@@ -12,7 +12,6 @@ import torch
 from ..errors import RnasclError
 from .images import DATASETS, DatasetInfo, TensorImages, check_labels
 
-
 FASHION_MNIST_DIRS = ("/usr/share/datasets/fashion-mnist", "~/.cache/rnascl-deploy/fashion-mnist", "data/fashion-mnist")
 FASHION_MNIST_INFO = DatasetInfo(
     "fashion-mnist", (1, 28, 28), 10, (0.2860,), (0.3530,), (),

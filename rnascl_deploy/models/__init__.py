@@ -4,6 +4,5 @@ first layer whose mean/std are buffers), so exported graphs and attacks see the 
 Build one by name with :func:`build_model`; ``MODELS`` lists the names. Constructors take
 ``in_channels, num_classes, input_size, mean, std`` plus their own keyword arguments.
 """
+from . import cnn, lenet, resnet, student, wideresnet  # noqa: F401  (register the architectures; student: the searched ones)
 from .common import MODELS, Normalize, build_model  # noqa: F401
-from . import cnn, lenet, resnet, wideresnet  # noqa: F401  (register the architectures)
-from . import student  # noqa: F401,E402  (registers "student", the searched architectures)

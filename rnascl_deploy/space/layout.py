@@ -12,8 +12,8 @@ from dataclasses import dataclass
 from typing import List, Tuple
 
 from ..errors import RnasclError
-from .config import POOLS, SpaceConfig
 from .blocks import ACTIVATIONS, BLOCKS, conv_out
+from .config import POOLS, SpaceConfig
 
 
 @dataclass(frozen=True)
