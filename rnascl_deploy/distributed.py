@@ -22,7 +22,7 @@ import datetime
 import hashlib
 import logging
 import os
-from typing import List
+from typing import Iterable, List, TypeVar
 
 import torch
 import torch.distributed as dist
@@ -32,6 +32,7 @@ from torch.utils.data import DistributedSampler
 from .errors import RnasclError
 
 log = logging.getLogger(__name__)
+T = TypeVar("T")
 
 
 def launched() -> bool:
@@ -93,7 +94,9 @@ def shard(order: torch.Tensor) -> torch.Tensor:
     rank, rank + world, ... so that the k-th local batch is a slice of the k-th global batch."""
     if world() == 1:
         return order
-    sampler = DistributedSampler(range(len(order)), num_replicas=world(), rank=rank(), shuffle=False, drop_last=True)
+    # DistributedSampler reads only len() of its data set, which torch types as a Dataset
+    sampler: DistributedSampler[int] = DistributedSampler(
+        range(len(order)), num_replicas=world(), rank=rank(), shuffle=False, drop_last=True)  # type: ignore[arg-type]
     return order[list(sampler)]
 
 
@@ -123,7 +126,7 @@ def sync_buffers(model: nn.Module) -> None:
             dist.broadcast(buffer, 0)
 
 
-def average_gradients(params) -> None:
+def average_gradients(params: Iterable[torch.Tensor]) -> None:
     """Average the gradients of parameters that live outside a DistributedDataParallel wrapper over the ranks."""
     if world() == 1:
         return
@@ -142,7 +145,7 @@ def all_sum(values: List[float]) -> List[float]:
     return t.tolist()
 
 
-def from_main(value):
+def from_main(value: T) -> T:
     """Rank 0's ``value`` on every rank (a choice each rank measured alike but may have come to differently)."""
     if world() == 1:
         return value
@@ -164,7 +167,7 @@ def check_in_sync(model: nn.Module, where: str) -> None:
     """Refuse to go on when the ranks' models differ in any bit (weights, architecture logits, BN statistics)."""
     if world() == 1:
         return
-    digests = [None] * world()
+    digests: List[str] = [""] * world()  # filled by all_gather_object
     dist.all_gather_object(digests, digest(model))
     if len(set(digests)) > 1:
         raise RnasclError(f"{where}: the ranks' models have diverged ({', '.join(d[:12] for d in digests)}); "

@@ -21,7 +21,7 @@ the CLI take their choices from :data:`OBJECTIVES`.
 """
 from __future__ import annotations
 
-from typing import Callable, Dict, Tuple
+from typing import Any, Callable, Dict, Tuple
 
 import torch
 import torch.nn.functional as F
@@ -180,15 +180,21 @@ def rslad(model, x, y, eps, cfg, teacher) -> Tuple[torch.Tensor, Terms]:
 Objective = Callable[[nn.Module, torch.Tensor, torch.Tensor, float], Tuple[torch.Tensor, Terms]]
 
 
+class BoundObjective:
+    """A registered objective bound to its recipe section and teacher: (model, x, y, eps) -> (loss, terms).
+    ``teacher`` stays readable so that a training can switch objectives keeping its teacher."""
+
+    def __init__(self, fn: Callable[..., Tuple[torch.Tensor, Terms]], cfg: Any, teacher: Any = None):
+        self.fn, self.cfg, self.teacher = fn, cfg, teacher
+
+    def __call__(self, model: nn.Module, x: torch.Tensor, y: torch.Tensor, eps: float) -> Tuple[torch.Tensor, Terms]:
+        return self.fn(model, x, y, eps, self.cfg, self.teacher)
+
+
 def make_objective(cfg, teacher=None) -> Objective:
     """``cfg.adv``'s objective bound to ``cfg`` and ``teacher``: (model, x, y, eps) -> (loss, terms)."""
     fn = OBJECTIVES.get(cfg.adv)
     if fn.needs_teacher and teacher is None:
         raise RnasclError(f"adv {cfg.adv!r} distils a robust teacher and needs one (teacher.checkpoint)")
-
-    def bound(model, x, y, eps):
-        return fn(model, x, y, eps, cfg, teacher)
-
-    bound.teacher = teacher  # so that a training can switch objectives keeping its teacher
-    return bound
+    return BoundObjective(fn, cfg, teacher)
 

@@ -9,11 +9,14 @@ import ctypes.util
 import logging
 import sys
 import time
-from typing import Optional, Tuple
+from typing import TYPE_CHECKING, Callable, Dict, Optional, Tuple
 
 import torch
 
 from . import distributed
+
+if TYPE_CHECKING:
+    from .runtime import Runtime
 
 log = logging.getLogger(__name__)
 
@@ -37,14 +40,17 @@ def tune_cpu(threads: Optional[int] = None) -> None:
 
 def channels_last(model: torch.nn.Module) -> torch.nn.Module:
     """NHWC weights: the teachers' convolutions run 1.1-1.8x faster on the CPU (docs/performance.md)."""
-    return model.to(memory_format=torch.channels_last)
+    # Module.to(memory_format=...) is torch's documented way to convert a module's weights; its type stubs (torch
+    # 2.13) list only the device/dtype/tensor overloads, hence the ignores here and in _time_formats.
+    nhwc: torch.nn.Module = model.to(memory_format=torch.channels_last)  # type: ignore[call-overload]
+    return nhwc
 
 
 MEMORY_FORMATS = {"contiguous": torch.contiguous_format, "channels_last": torch.channels_last}
-_fastest: dict = {}  # (architecture, input, batch, device, precision, threads) -> format name, once a process
+_fastest: Dict[Tuple[object, ...], str] = {}  # (architecture, input, batch, device, precision, threads) -> format name
 
 
-def fastest_memory_format(model: torch.nn.Module, input_shape: Tuple[int, ...], batch: int, runtime,
+def fastest_memory_format(model: torch.nn.Module, input_shape: Tuple[int, ...], batch: int, runtime: Runtime,
                           rounds: int = 10) -> str:
     """The memory format (a key of :data:`MEMORY_FORMATS`) in which ``model`` takes a training step fastest on
     ``runtime``'s device in its training precision: an attack's pass (forward, gradient to the input) and a training
@@ -61,19 +67,20 @@ def fastest_memory_format(model: torch.nn.Module, input_shape: Tuple[int, ...], 
         with torch.random.fork_rng(devices=[runtime.device] if cuda else []), torch.enable_grad():
             best = _time_formats(copy.deepcopy(model).to(runtime.device).train(), input_shape, batch, runtime,
                                  rounds, torch.cuda.synchronize if cuda else (lambda: None))
-        _fastest[key] = distributed.from_main(min(best, key=best.get))  # every rank measures here, rank 0 decides
+        _fastest[key] = distributed.from_main(min(best, key=best.__getitem__))  # every rank measures, rank 0 decides
         log.info("memory format of the student: %s (an attack and a training pass took %.1f ms in NCHW, %.1f ms in "
                  "channels_last)", _fastest[key], 1e3 * best["contiguous"], 1e3 * best["channels_last"])
     return _fastest[key]
 
 
-def _time_formats(probe, input_shape, batch: int, runtime, rounds: int, sync) -> dict:
+def _time_formats(probe: torch.nn.Module, input_shape: Tuple[int, ...], batch: int, runtime: Runtime, rounds: int,
+                  sync: Callable[[], None]) -> Dict[str, float]:
     """The fastest time of an attack's and a training pass of ``probe`` in each memory format."""
     x = torch.rand(batch, *input_shape, device=runtime.device, requires_grad=True)
     best = {name: float("inf") for name in MEMORY_FORMATS}
     for r in range(rounds + 1):  # round 0 warms up
         for name, fmt in MEMORY_FORMATS.items():
-            probe = probe.to(memory_format=fmt)
+            probe = probe.to(memory_format=fmt)  # type: ignore[call-overload]
             probe.zero_grad(set_to_none=True)
             sync()
             start = time.perf_counter()

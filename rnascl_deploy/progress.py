@@ -11,6 +11,7 @@ from __future__ import annotations
 import logging
 import sys
 from time import monotonic
+from typing import Any, Iterable, Optional
 
 from tqdm import tqdm
 
@@ -22,7 +23,7 @@ LOG_EVERY = 60.0  # seconds between two log lines of one bar when stderr is not 
 class _LogLines:
     """A file for tqdm that logs its latest status line every :data:`LOG_EVERY` seconds, and at the close."""
 
-    def __init__(self):
+    def __init__(self) -> None:
         self.status = self.logged = ""
         self.when = monotonic()
 
@@ -38,7 +39,7 @@ class _LogLines:
         pass
 
 
-def progress_bar(iterable=None, *, enabled: bool = True, **kwargs) -> tqdm:
+def progress_bar(iterable: Optional[Iterable[Any]] = None, *, enabled: bool = True, **kwargs: Any) -> tqdm[Any]:
     """``tqdm(iterable, **kwargs)``: live on a terminal, a log line a minute elsewhere, nothing when not ``enabled``."""
     if not enabled:
         return tqdm(iterable, disable=True, **kwargs)

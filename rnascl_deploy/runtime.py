@@ -18,7 +18,7 @@ import logging
 import os
 import re
 from dataclasses import dataclass
-from typing import ClassVar
+from typing import Any, ClassVar, ContextManager
 
 import torch
 from torch import nn
@@ -57,7 +57,7 @@ class Runtime:
     def cuda(self) -> bool:
         return self.device.type == "cuda"
 
-    def autocast(self):
+    def autocast(self) -> ContextManager[Any]:
         """The training forward passes' autocast context (a no-op for fp32)."""
         if self.precision == "fp32":
             return contextlib.nullcontext()
@@ -79,7 +79,8 @@ class Runtime:
         """``student`` on the device in the memory format it computes in (``auto``: decided here, as
         :meth:`pin_memory_format` does)."""
         name = self.pin_memory_format(student, input_shape, batch).memory_format
-        return student.to(self.device, memory_format=MEMORY_FORMATS[name])
+        # Module.to takes memory_format; torch's type stubs leave it out of its overloads
+        return student.to(self.device, memory_format=MEMORY_FORMATS[name])  # type: ignore[call-overload]
 
 
 def no_gpu_reason() -> str:

@@ -12,10 +12,11 @@ output channels, spatial size and stride relative to the model input, measured b
 from __future__ import annotations
 
 from dataclasses import asdict, dataclass
-from typing import Dict, List, Sequence, Tuple, Type
+from typing import Any, Callable, Dict, List, Sequence, Tuple, Type
 
 import torch
 from torch import nn
+from torch.utils.hooks import RemovableHandle
 
 from .errors import RnasclError
 
@@ -27,7 +28,7 @@ class TapInfo:
     size: Tuple[int, int]
     stride: int
 
-    def to_dict(self) -> dict:
+    def to_dict(self) -> Dict[str, Any]:
         return {**asdict(self), "size": list(self.size)}
 
 
@@ -56,19 +57,19 @@ class Taps:
                               f"{[n for n in modules if n][:8]} ...")
         self.modules = [(n, modules[n]) for n in names]
         self.outputs: Dict[str, torch.Tensor] = {}
-        self._handles: list = []
+        self._handles: List[RemovableHandle] = []
 
     def __enter__(self) -> "Taps":
         for name, module in self.modules:
             self._handles.append(module.register_forward_hook(self._hook(name)))
         return self
 
-    def _hook(self, name: str):
-        def hook(_module, _inputs, output):
+    def _hook(self, name: str) -> Callable[[nn.Module, Tuple[Any, ...], torch.Tensor], None]:
+        def hook(_module: nn.Module, _inputs: Tuple[Any, ...], output: torch.Tensor) -> None:
             self.outputs[name] = output
         return hook
 
-    def __exit__(self, *exc) -> None:
+    def __exit__(self, *exc: object) -> None:
         for handle in self._handles:
             handle.remove()
         self._handles.clear()

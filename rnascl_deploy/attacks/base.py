@@ -54,6 +54,11 @@ class Attack:
     def _uniform(self, x: torch.Tensor, gen: Optional[torch.Generator]) -> torch.Tensor:
         return torch.rand(x.shape, generator=gen, device=x.device, dtype=x.dtype) * 2 - 1
 
+    def __call__(self, model: nn.Module, x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
+        """``x_adv`` for the batch (``x``, ``y``) against ``model``: see :class:`WhiteBoxAttack` and
+        :class:`QueryAttack`."""
+        raise NotImplementedError
+
     def check(self, x: torch.Tensor, x_adv: torch.Tensor) -> torch.Tensor:
         """The rules every attack's result obeys: within the eps-ball of ``x`` and in [0, 1] (a projection, so no
         host sync: training attacks run inside the step)."""

@@ -20,7 +20,6 @@ from dataclasses import dataclass
 from typing import ClassVar, List, Optional, Sequence, Tuple
 
 import torch
-from torch.utils.data import Dataset
 
 from .. import distributed
 from ..errors import RnasclError
@@ -28,7 +27,7 @@ from ..schema import ANY, Each, Maybe, OneOf, at_least
 from . import cifar10, fashion_mnist, imagefolder  # noqa: F401,E402  (register the data sets)
 from .cifar10 import CIFAR10_INFO  # noqa: F401,E402
 from .fashion_mnist import FASHION_MNIST_INFO  # noqa: F401,E402
-from .images import DATASETS, DatasetInfo, FileImages, TensorImages  # noqa: F401
+from .images import DATASETS, DatasetInfo, FileImages, Images, TensorImages  # noqa: F401
 
 log = logging.getLogger(__name__)
 
@@ -38,7 +37,7 @@ SPLIT_SEED = 0  # fixed: the validation split never depends on a run's seed
 
 # ----------------------------------------------------------------------------------------------------- splits
 def load_split(name: str, split: str, root: Optional[str] = None, val_size: int = 5000,
-               limit: Optional[int] = None, image_size: Optional[int] = None) -> Tuple[Dataset, DatasetInfo]:
+               limit: Optional[int] = None, image_size: Optional[int] = None) -> Tuple[Images, DatasetInfo]:
     """One split of a data set as a Dataset of ([0,1] float image, label), and the data set's info."""
     if split not in SPLITS:
         raise RnasclError(f"unknown split {split!r}; valid: {', '.join(SPLITS)}")
@@ -77,7 +76,7 @@ def augment_batch(x: torch.Tensor, ops: Sequence[str], generator: torch.Generato
     return x
 
 
-def batches(dataset: Dataset, batch_size: int, generator: Optional[torch.Generator] = None, workers: int = 0,
+def batches(dataset: Images, batch_size: int, generator: Optional[torch.Generator] = None, workers: int = 0,
             drop_last: bool = False, shard: bool = False, pin_memory: bool = False, indices: bool = False):
     """Iterate (images, labels) batches; shuffled by ``generator`` when given, in order otherwise.
 
@@ -105,7 +104,7 @@ def batches(dataset: Dataset, batch_size: int, generator: Optional[torch.Generat
         yield (x, y, order[start:start + batch_size]) if indices else (x, y)
 
 
-def on_device(dataset: Dataset, device: torch.device) -> Dataset:
+def on_device(dataset: Images, device: torch.device) -> Images:
     """``dataset`` where training reads it: an in-memory data set moves to a GPU whole; files stay where they are
     (their batches come through DataLoader workers and pinned memory)."""
     if isinstance(dataset, TensorImages) and device.type == "cuda":
@@ -113,7 +112,7 @@ def on_device(dataset: Dataset, device: torch.device) -> Dataset:
     return dataset
 
 
-def rank_part(dataset: Dataset) -> Dataset:
+def rank_part(dataset: Images) -> Images:
     """Images rank, rank + world, ... of ``dataset`` (all of it without torch.distributed): a sharded evaluation."""
     if distributed.world() == 1:
         return dataset
@@ -121,7 +120,7 @@ def rank_part(dataset: Dataset) -> Dataset:
     return dataset.subset(index)
 
 
-def num_batches(dataset: Dataset, batch_size: int, drop_last: bool = False) -> int:
+def num_batches(dataset: Images, batch_size: int, drop_last: bool = False) -> int:
     return len(dataset) // batch_size if drop_last else -(-len(dataset) // batch_size)
 
 
@@ -145,7 +144,7 @@ class DataConfig:
     image_size: Optional[int] = None  # ImageFolder only: images are resized to this square size
     workers: int = 0
 
-    def load(self, split: str, limit: Optional[int] = None) -> Tuple[Dataset, DatasetInfo]:
+    def load(self, split: str, limit: Optional[int] = None) -> Tuple[Images, DatasetInfo]:
         """One split of this data set (see :func:`load_split`)."""
         return load_split(self.name, split, self.root, self.val_size, limit, self.image_size)
 

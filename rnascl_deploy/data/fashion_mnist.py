@@ -53,8 +53,7 @@ def load_fashion_mnist(root: Optional[str], split: str, image_size: Optional[int
                 raise RnasclError(f"{images} / {labels}: shapes {list(x.shape)} and {list(y.shape)}, expected "
                                   "[N, 28, 28] images and [N] labels")
             check_labels(x, y, FASHION_MNIST_INFO.num_classes, f"{images} and {labels}")
-            x, y = torch.from_numpy(x.copy()).unsqueeze(1), torch.from_numpy(y)
-            return TensorImages(x, y), FASHION_MNIST_INFO
+            return TensorImages(torch.from_numpy(x.copy()).unsqueeze(1), torch.from_numpy(y)), FASHION_MNIST_INFO
     raise RnasclError(
         "Fashion-MNIST not found; looked for {p}-images-idx3-ubyte[.gz] and {p}-labels-idx1-ubyte[.gz] in: {dirs}. "
         "Install it with `apt-get install dataset-fashion-mnist` (Debian/Ubuntu) or set data.root to a directory "

@@ -1,9 +1,9 @@
 """What every data set gives: images as float tensors in [0, 1] (C, H, W), integer labels, and a :class:`DatasetInfo`.
-A data set is a loader ``(root, split, image_size) -> (Dataset, DatasetInfo)`` registered in :data:`DATASETS`."""
+A data set is a loader ``(root, split, image_size) -> (Images, DatasetInfo)`` registered in :data:`DATASETS`."""
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Callable, Dict, Optional, Sequence, Tuple
+from typing import Callable, Dict, Optional, Sequence, Tuple, Union
 
 import numpy as np
 import torch
@@ -92,5 +92,6 @@ class FileImages(Dataset):
         return FileImages([self.files[i] for i in idx], self.labels[index].tolist(), self.size, self.channels)
 
 
-Loader = Callable[[Optional[str], str, Optional[int]], Tuple[Dataset, DatasetInfo]]
+Images = Union[TensorImages, FileImages]  # the data sets this package makes: sized, with subset()
+Loader = Callable[[Optional[str], str, Optional[int]], Tuple[Images, DatasetInfo]]
 DATASETS: Registry[Loader] = Registry("data set")

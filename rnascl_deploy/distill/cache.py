@@ -54,7 +54,8 @@ class TeacherCache:
         from ..data import batches
 
         teacher = teacher.eval().to(device)
-        logits, maps = [], {t: [] for t in taps}
+        logits: List[torch.Tensor] = []
+        maps: Dict[str, List[torch.Tensor]] = {t: [] for t in taps}
         bar = progress_bar(enabled=progress, total=len(dataset), desc="teacher cache", unit="img")
         for x, _ in batches(dataset, batch_size):
             with Taps(teacher, taps) as tt:

@@ -2,7 +2,7 @@
 from __future__ import annotations
 
 import contextlib
-from typing import Dict, Mapping, Optional, Tuple
+from typing import Dict, Mapping, Optional, Tuple, Union
 
 import torch
 from torch import nn
@@ -10,7 +10,7 @@ from torch import nn
 from .. import distributed
 from ..taps import Taps
 from .cache import CleanTeacher
-from .crosslayer import FixedPairs
+from .crosslayer import FixedPairs, TutorSearch
 from .kd import KDLoss
 
 
@@ -26,8 +26,8 @@ class Distiller:
     ``kd=False`` drops the KD term for objectives that distil the teacher's outputs their own way (ARD, RSLAD).
     """
 
-    def __init__(self, teacher: nn.Module, attention: Optional[nn.Module] = None, kd_weight: float = 1.0,
-                 kd_temperature: float = 1.0, gamma: float = 1.0):
+    def __init__(self, teacher: nn.Module, attention: Optional[Union[FixedPairs, TutorSearch]] = None,
+                 kd_weight: float = 1.0, kd_temperature: float = 1.0, gamma: float = 1.0):
         self.teacher = teacher.eval().requires_grad_(False)
         self.attention = attention if attention is not None and gamma > 0 else None
         self.kd = KDLoss(kd_temperature)

@@ -27,7 +27,7 @@ from __future__ import annotations
 import math
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Callable, Dict, List, Optional, Sequence, Tuple
+from typing import Callable, Dict, List, Optional, Sequence, Tuple, Union
 
 import numpy as np
 import torch
@@ -72,7 +72,7 @@ def round_to(x: torch.Tensor, onnx_type: int) -> torch.Tensor:
 # ------------------------------------------------------------------------------------------------------ ops
 # Each op: fn(attrs, *inputs) -> tensor or tuple of tensors. Inputs are float32 tensors (whatever precision the
 # graph gives them; rounding follows each node) or integer tensors (shapes, indices); absent optional inputs None.
-Op = Callable[..., object]
+Op = Callable[..., Union[torch.Tensor, Tuple[torch.Tensor, ...]]]
 OPS: Dict[str, Op] = {}
 
 
@@ -545,7 +545,7 @@ class OnnxReplica(nn.Module):
                 continue
             self.nodes.append(entry)
         self.nodes = _fuse_quantize_dequantize(self.nodes, self.output_name)
-        self.types = {k: v for k, v in types.items() if k}
+        self.types = {k: v for k, v in types.items() if k and v is not None}  # only "" has no type
         self._const_names = {}
         for i, (key, (value, _)) in enumerate(consts.items()):
             self.register_buffer(f"c{i}", value, persistent=False)

@@ -30,7 +30,8 @@ def export_onnx(model: nn.Module, input_shape, path: Path, opset: int = OPSET) -
     """Export ``model`` (eval mode, CPU, fp32) to ``path`` atomically and check the file."""
     if opset < 18:
         raise RnasclError(f"opset {opset} is too old: the dynamo exporter needs opset 18 or newer")
-    model = model.eval().cpu().to(memory_format=torch.contiguous_format)
+    # Module.to takes memory_format; torch's type stubs leave it out of its overloads
+    model = model.eval().cpu().to(memory_format=torch.contiguous_format)  # type: ignore[call-overload]
     example = torch.rand(2, *input_shape)
     batch = torch.export.Dim("batch", min=1, max=MAX_BATCH)
     forward_arg = next(iter(inspect.signature(model.forward).parameters))
@@ -44,6 +45,7 @@ def export_onnx(model: nn.Module, input_shape, path: Path, opset: int = OPSET) -
         program = torch.onnx.export(model, (example,), None, dynamo=True, opset_version=opset, verbose=False,
                                     dynamic_shapes={forward_arg: {0: batch}}, input_names=[INPUT],
                                     output_names=[OUTPUT])
+    assert program is not None  # the dynamo exporter returns its ONNXProgram
     with atomic_path(Path(path)) as tmp:
         program.save(str(tmp), external_data=False)
         onnx.checker.check_model(onnx.load(str(tmp)), full_check=True)

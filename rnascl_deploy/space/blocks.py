@@ -76,7 +76,9 @@ def copy_conv_bn(dst: ConvBNAct, src: ConvBNAct, out: int, inp: Optional[int]) -
     dst.conv.weight.copy_(weight)
     for name in ("weight", "bias", "running_mean", "running_var"):
         getattr(dst.bn, name).copy_(getattr(src.bn, name)[:out])
-    dst.bn.num_batches_tracked.copy_(src.bn.num_batches_tracked)
+    tracked, src_tracked = dst.bn.num_batches_tracked, src.bn.num_batches_tracked
+    assert tracked is not None and src_tracked is not None  # ConvBNAct's BatchNorm2d tracks running statistics
+    tracked.copy_(src_tracked)
 
 
 @dataclass(frozen=True)

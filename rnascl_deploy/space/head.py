@@ -41,6 +41,8 @@ class Head(nn.Module):
 
 
 class SearchHead(nn.Module):
+    masks: torch.Tensor  # buffer (options, widest): the hidden layer's prefix masks
+
     def __init__(self, cin: int, head, num_classes: int, act: str):
         super().__init__()
         self.pool_kind = head.pool
@@ -53,15 +55,19 @@ class SearchHead(nn.Module):
         if widest:
             self.register_buffer("masks", prefix_masks(head.options, widest), persistent=False)
 
-    def forward(self, x, w_in=None, w_out: Optional[torch.Tensor] = None):
+    def forward(self, x: torch.Tensor, w_in: Optional[torch.Tensor] = None,
+                w_out: Optional[torch.Tensor] = None) -> torch.Tensor:
         h = pool(x, self.pool_kind)
-        if self.fc is None:
+        if self.fc is None:  # 0 is the only option: the direct classifier alone
+            assert self.direct is not None
             return self.direct(h)
+        assert w_out is not None, "the supernet's head computes under its width sample w_out"
+        assert self.classifier is not None  # made with the hidden layer
         mask = w_out @ self.masks  # option 0 contributes an all-zero row
         hidden = self.fc(h) * mask
         p_hidden = 1.0 if self.zero is None else 1.0 - w_out[self.zero]
         logits = F.linear(hidden, self.classifier.weight) + p_hidden * self.classifier.bias
-        if self.direct is not None:
+        if self.direct is not None and self.zero is not None:  # both exist when 0 is an option
             logits = logits + w_out[self.zero] * self.direct(h)
         return logits
 
@@ -70,23 +76,27 @@ class HeadKind:
     """The head as a searchable unit, with the same methods as a block kind (see :mod:`.blocks`)."""
 
     @staticmethod
-    def searchable(cin_options: Tuple[int, ...], head, num_classes: int, act: str) -> nn.Module:
+    def searchable(cin_options: Tuple[int, ...], head, num_classes: int, act: str) -> SearchHead:
         return SearchHead(cin_options[0], head, num_classes, act)
 
     @staticmethod
-    def plain(cin: int, hidden: int, head, num_classes: int, act: str) -> nn.Module:
+    def plain(cin: int, hidden: int, head, num_classes: int, act: str) -> Head:
         return Head(cin, hidden, head, num_classes, act)
 
     @staticmethod
     @torch.no_grad()
     def slice(dst: Head, src: SearchHead, cin: int, hidden: int, head) -> None:
         n = features(cin, head)  # flatten: the first cin channels are the first cin * H * W features
-        if hidden:
-            dst.fc[0].weight.copy_(src.fc[0].weight[:hidden, :n])
-            dst.fc[0].bias.copy_(src.fc[0].bias[:hidden])
+        if hidden:  # both heads have the hidden layer, and the supernet's its classifier
+            assert dst.fc is not None and src.fc is not None and src.classifier is not None
+            dst_fc, src_fc = dst.fc[0], src.fc[0]
+            assert isinstance(dst_fc, nn.Linear) and isinstance(src_fc, nn.Linear)
+            dst_fc.weight.copy_(src_fc.weight[:hidden, :n])
+            dst_fc.bias.copy_(src_fc.bias[:hidden])
             dst.classifier.weight.copy_(src.classifier.weight[:, :hidden])
             dst.classifier.bias.copy_(src.classifier.bias)
-        else:
+        else:  # width 0 is an option, so the supernet has the direct classifier
+            assert src.direct is not None
             dst.classifier.weight.copy_(src.direct.weight[:, :n])
             dst.classifier.bias.copy_(src.direct.bias)
 

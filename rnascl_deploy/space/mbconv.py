@@ -8,7 +8,7 @@ output width, which is what the masks compute.
 """
 from __future__ import annotations
 
-from typing import List, Optional, Tuple
+from typing import List, Optional, Tuple, Union
 
 import torch
 import torch.nn.functional as F
@@ -42,6 +42,9 @@ class InvertedResidual(nn.Module):
 
 
 class SearchInvertedResidual(InvertedResidual):
+    out_masks: torch.Tensor  # buffers: (options, cout) and (input options, hidden) prefix masks
+    hidden_masks: torch.Tensor
+
     def __init__(self, cin_options: Tuple[int, ...], block, act: str):
         super().__init__(cin_options[0], block.options[0], block, act)
         hidden = cin_options[0] * block.expansion
@@ -55,6 +58,7 @@ class SearchInvertedResidual(InvertedResidual):
         y = self.project(self.dw(h, hidden_mask))
         if self.residual:
             y = y + x
+        assert w_out is not None, "a supernet block computes under its width sample w_out"
         return y * mask_of(w_out, self.out_masks)
 
 
@@ -79,7 +83,8 @@ class MBConv(BlockKind):
     @staticmethod
     def cost(cin: Moments, cout: Moments, block):
         e, hidden = block.expansion, block.expansion * cin.m1  # E[hidden]
-        macs = params = 0
+        macs: Union[int, torch.Tensor] = 0
+        params: Union[int, torch.Tensor] = 0
         if e != 1:  # 1x1 expand: c_in -> e * c_in, E[c_in * e c_in] = e E[c_in^2]
             macs, params = conv_bn_cost(e * cin.m2, hidden, 1, block.size_in ** 2)
         for m, p in (conv_bn_cost(hidden, hidden, block.kernel, block.size_out ** 2),  # depthwise: one input each

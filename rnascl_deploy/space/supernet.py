@@ -81,7 +81,8 @@ def materialize(layout: Layout, widths: Sequence[int], mean, std, supernet: Opti
     student = Student(layout, list(widths), mean, std)
     if supernet is None:
         return student
-    if layout.stem_channels:
+    if layout.stem_channels:  # both have a ConvBNAct stem
+        assert isinstance(student.stem, ConvBNAct) and isinstance(supernet.stem, ConvBNAct)
         copy_conv_bn(student.stem, supernet.stem, layout.stem_channels, None)
     for i, b in enumerate(layout.blocks):
         BLOCKS.get(b.kind).slice(student.blocks[i], supernet.blocks[i], layout.in_width(widths, i), widths[i], b)
