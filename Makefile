@@ -5,7 +5,7 @@ PYTHON ?= python3
 VENV ?= .venv
 STAMP := $(VENV)/.installed
 
-.PHONY: install run test image
+.PHONY: install run test lint image
 # The stamp means "installed into $(VENV)": where the environment cannot import the package (a fresh machine, or an
 # environment made elsewhere), the stamp goes and the install runs again. PYTHONSAFEPATH keeps the source folder
 # itself from passing for an install.
@@ -24,6 +24,11 @@ run: install
 
 test: install
 	$(VENV)/bin/python -m pytest
+
+# What CI runs before the tests (.ci/run), configured in pyproject.toml; .pre-commit-config.yaml runs the same.
+lint: install
+	$(VENV)/bin/ruff check
+	$(VENV)/bin/mypy
 
 # The CI image (Dockerfile) and its smoke job; never part of `make test` (it downloads gigabytes). docs/ci.md.
 # `make image VARIANT=gpu` builds the GPU image.
