@@ -26,6 +26,7 @@ def torchrun(*args) -> subprocess.CompletedProcess:
     return subprocess.run(cmd, capture_output=True, text=True, timeout=300)
 
 
+@pytest.mark.slow  # about 37 s on 2 cores: two processes search and retrain
 def test_torchrun_search_and_retrain_on_two_gloo_processes(tmp_path):
     run = tmp_path / "run"
     search = torchrun("search", "--budget", "600K", "--out", str(run), "--epochs", "2", "--limit", "512")

@@ -29,6 +29,7 @@ def test_shipped_teacher_loads_with_its_taps_and_recipe(name, fmnist_test):
     load_recipe(shipped / "recipe.yaml")  # the recipe that trained it still loads
 
 
+@pytest.mark.slow  # 10-25 s each on 2 shared cores: the whole test set through each teacher
 @pytest.mark.parametrize("name", list(TEACHERS))
 def test_shipped_evaluation_is_of_this_checkpoint_and_its_clean_accuracy_reproduces(name):
     """eval.json (`teacher eval` on the full test set) belongs to the shipped weights; its clean accuracy, the one
