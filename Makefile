@@ -31,7 +31,8 @@ lint: install
 	$(VENV)/bin/mypy
 
 # The CI image (Dockerfile) and its smoke job; never part of `make test` (it downloads gigabytes). docs/ci.md.
-# `make image VARIANT=gpu` builds the GPU image.
+# `make image VARIANT=gpu` builds the GPU image. Missing tools (buildah; debootstrap where the base must be made) are
+# all named before any work (exit 2); `RNASCL_INSTALL_PREREQS=1 make image` installs them with apt-get first (root).
 VARIANT ?= cpu
 image:
 	bash scripts/build-image.sh --variant $(VARIANT)

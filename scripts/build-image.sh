@@ -12,7 +12,11 @@ Build the rnascl-deploy image (Dockerfile) with `docker build` where a Docker da
 The host's pip configuration (`pip config list`: indexes, find-links, constraints) and CA bundle go into the
 build as build secrets, never into a layer; local directories it names are mounted read-only (buildah only).
 Where the base image cannot be pulled, a debian:bookworm* base is made from Debian's packages
-(debootstrap --variant=minbase) and imported under the base's name.
+(debootstrap --variant=minbase) and imported under the base's name (buildah from scratch + commit, or docker import).
+
+Prerequisites are checked before any work, and every missing one is named in one message with the Debian package
+that provides it (exit 2): buildah (or a Docker daemon), python3, debootstrap and root (only to make the base),
+git (--git), curl (GPU variant, --tensorrt auto). --install-prereqs installs them with apt-get first (as root).
 
 Smoke job (the run directory is mounted from the host at /runs): `rnascl-deploy run` on a tiny recipe must exit
 0 and leave report.md and the verify JUnit file on the host; `verify --junit` must exit 0; a bad budget must exit
@@ -34,9 +38,13 @@ Options:
   --smoke-only            skip the build; run the smoke job on an existing image
   --ca-bundle FILE        CA bundle for pip in the build (default: pip's `cert`, else $SSL_CERT_FILE, else
                           /etc/ssl/certs/ca-certificates.crt)
+  --check                 check the prerequisites of this build and exit (0: all present, 2: some missing)
+  --install-prereqs       install missing prerequisites with apt-get before building (root only; also
+                          RNASCL_INSTALL_PREREQS=1, e.g. `RNASCL_INSTALL_PREREQS=1 make image`)
   -h, --help              show this help
 
-Exit codes: 0 built and smoke job passed; 1 a build or smoke step failed; 2 bad option.
+Exit codes: 0 built and smoke job passed (--check: prerequisites present); 1 a build or smoke step failed; 2 bad
+option or missing prerequisite.
 EOF
 }
 
@@ -44,7 +52,8 @@ die_usage() { echo "build-image: $1 (see --help)" >&2; exit 2; }
 log() { echo "build-image: $*" >&2; }
 
 VARIANT=cpu TAG="" BASE=debian:bookworm-slim TENSORRT_MODE=auto TENSORRT_INDEX=https://pypi.nvidia.com
-BUILDER=auto RUNS="" SMOKE=1 BUILD=1 CA_BUNDLE="" GIT_REV=""
+BUILDER=auto RUNS="" SMOKE=1 BUILD=1 CA_BUNDLE="" GIT_REV="" CHECK_ONLY=0
+INSTALL_PREREQS=${RNASCL_INSTALL_PREREQS:-0}
 while [ $# -gt 0 ]; do
   case "$1" in
     --variant) [ $# -ge 2 ] || die_usage "--variant needs a value"; VARIANT=$2; shift 2 ;;
@@ -58,6 +67,8 @@ while [ $# -gt 0 ]; do
     --git) [ $# -ge 2 ] || die_usage "--git needs a value"; GIT_REV=$2; shift 2 ;;
     --no-smoke) SMOKE=0; shift ;;
     --smoke-only) BUILD=0; shift ;;
+    --check) CHECK_ONLY=1; shift ;;
+    --install-prereqs) INSTALL_PREREQS=1; shift ;;
     -h|--help) usage; exit 0 ;;
     *) die_usage "unknown option '$1'" ;;
   esac
@@ -65,18 +76,104 @@ done
 case "$VARIANT" in cpu|gpu) ;; *) die_usage "--variant must be cpu or gpu, not '$VARIANT'" ;; esac
 case "$TENSORRT_MODE" in auto|yes|no) ;; *) die_usage "--tensorrt must be auto, yes or no, not '$TENSORRT_MODE'" ;; esac
 case "$BUILDER" in auto|docker|buildah) ;; *) die_usage "--builder must be auto, docker or buildah, not '$BUILDER'" ;; esac
+case "$INSTALL_PREREQS" in 0|1) ;; *) die_usage "RNASCL_INSTALL_PREREQS must be 0 or 1, not '$INSTALL_PREREQS'" ;; esac
 TAG=${TAG:-rnascl-deploy:$VARIANT}
 RUNS=${RUNS:-/var/tmp/rnascl-image/runs-$VARIANT}
 cd "$(dirname "$0")/.."
 
-if [ "$BUILDER" = auto ]; then
-  if command -v docker >/dev/null 2>&1 && docker info >/dev/null 2>&1; then BUILDER=docker
-  elif command -v buildah >/dev/null 2>&1; then BUILDER=buildah
-  else
-    log "neither a Docker daemon nor buildah is available: start Docker, or apt-get install buildah"; exit 1
+image_exists() {
+  if [ "$BUILDER" = docker ]; then docker image inspect "$1" >/dev/null 2>&1
+  else buildah inspect --type image "$1" >/dev/null 2>&1; fi
+}
+
+have() { command -v "$1" >/dev/null 2>&1; }
+
+# Prerequisites, every one checked before any work. PROBLEMS collects "TOOL|DEBIAN PACKAGE|what it is needed for".
+PROBLEMS=()
+need() { have "$1" || PROBLEMS+=("$1|$2|$3"); }
+
+# Whether Docker Hub answers (through the proxy settings, as a pull would): a 401 is an answer.
+registry_answers() {
+  local url=https://registry-1.docker.io/v2/
+  if have curl; then curl -sS -m 10 -o /dev/null "$url" 2>/dev/null
+  elif have python3; then
+    python3 -c 'import sys, urllib.error, urllib.request
+try:
+    urllib.request.urlopen(sys.argv[1], timeout=10)
+except urllib.error.HTTPError:
+    pass' "$url" 2>/dev/null
+  else return 1; fi
+}
+
+check_prereqs() {
+  PROBLEMS=()
+  if [ "$BUILDER" = auto ]; then
+    if have docker && docker info >/dev/null 2>&1; then BUILDER=docker; else BUILDER=buildah; fi
   fi
-fi
-log "builder: $BUILDER"
+  if [ "$BUILDER" = buildah ]; then
+    need buildah buildah "builds the image (buildah bud --isolation chroot), runs the smoke job (or start Docker)"
+  elif ! have docker; then
+    PROBLEMS+=("docker|docker.io|builds the image and runs the smoke job (--builder docker)")
+  elif ! docker info >/dev/null 2>&1; then
+    PROBLEMS+=("docker daemon|-|does not answer \`docker info\`: start it, or use --builder buildah")
+  fi
+  [ "$BUILD" = 1 ] || return 0
+  need python3 python3 "writes the build's pip configuration"
+  [ -z "$GIT_REV" ] || need git git "exports the build context (--git $GIT_REV)"
+  if [ "$VARIANT" = gpu ] && [ "$TENSORRT_MODE" = auto ]; then
+    need curl curl "asks NVIDIA's index whether to install TensorRT (--tensorrt auto)"
+  fi
+  # The base: made with debootstrap (as root) only where it is in no local storage and Docker Hub does not answer.
+  case "$BASE" in debian:bookworm*|docker.io/library/debian:bookworm*) ;; *) return 0 ;; esac
+  if have "$BUILDER" && image_exists "$BASE"; then return 0; fi
+  if have debootstrap && [ "$(id -u)" -eq 0 ]; then return 0; fi
+  registry_answers && return 0
+  local why="makes the base $BASE (in no local storage; registry-1.docker.io does not answer)"
+  need debootstrap debootstrap "$why"
+  [ "$(id -u)" -eq 0 ] || PROBLEMS+=("root|-|debootstrap runs only as root: it $why")
+}
+
+# The Debian packages of the problems that a package fixes, one each.
+missing_packages() {
+  local entry tool pkg why
+  for entry in "${PROBLEMS[@]}"; do IFS='|' read -r tool pkg why <<<"$entry"; [ "$pkg" = - ] || echo "$pkg"; done \
+    | awk '!seen[$0]++' | tr '\n' ' ' | sed 's/ $//'
+}
+
+report_problems() {
+  local entry tool pkg why pkgs
+  log "missing prerequisites of this build (nothing was done):"
+  for entry in "${PROBLEMS[@]}"; do
+    IFS='|' read -r tool pkg why <<<"$entry"
+    printf '    %-14s %s\n' "$tool" "$why" >&2
+  done
+  pkgs=$(missing_packages)
+  if [ -n "$pkgs" ]; then
+    log "install them: apt-get install $pkgs (as root; or rerun with --install-prereqs, or RNASCL_INSTALL_PREREQS=1)"
+  fi
+}
+
+install_prereqs() {
+  local pkgs
+  pkgs=$(missing_packages)
+  [ -n "$pkgs" ] || { report_problems; exit 2; }
+  if [ "$(id -u)" -ne 0 ]; then
+    report_problems; log "--install-prereqs: not root; install them with: sudo apt-get install $pkgs"; exit 2
+  fi
+  if ! have apt-get; then
+    report_problems; log "--install-prereqs: no apt-get here; install $pkgs with this system's package manager"; exit 2
+  fi
+  log "installing prerequisites: apt-get install $pkgs"
+  # shellcheck disable=SC2086
+  { apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq $pkgs; } >&2 \
+    || { log "apt-get install $pkgs failed"; exit 2; }
+}
+
+check_prereqs
+if [ "${#PROBLEMS[@]}" -gt 0 ] && [ "$INSTALL_PREREQS" = 1 ]; then install_prereqs; check_prereqs; fi
+if [ "${#PROBLEMS[@]}" -gt 0 ]; then report_problems; exit 2; fi
+log "builder: $BUILDER; prerequisites present"
+[ "$CHECK_ONLY" = 0 ] || exit 0
 
 WORK=$(mktemp -d "${TMPDIR:-/var/tmp}/rnascl-image.XXXXXX")
 CTR=""
@@ -85,11 +182,6 @@ cleanup() {
   rm -rf "$WORK"
 }
 trap cleanup EXIT
-
-image_exists() {
-  if [ "$BUILDER" = docker ]; then docker image inspect "$1" >/dev/null 2>&1
-  else buildah inspect --type image "$1" >/dev/null 2>&1; fi
-}
 
 # The base: present, pulled, or made from Debian's packages under the base's name.
 ensure_base() {
@@ -102,7 +194,10 @@ ensure_base() {
     *) log "base $BASE cannot be pulled, and only a debian:bookworm base can be made here (use --base debian:bookworm-slim)"
        exit 1 ;;
   esac
-  command -v debootstrap >/dev/null 2>&1 || { log "base $BASE cannot be pulled; apt-get install debootstrap to make it"; exit 1; }
+  # Reached where the prerequisite check saw Docker Hub answer, and the pull failed all the same.
+  if ! have debootstrap || [ "$(id -u)" -ne 0 ]; then
+    log "base $BASE cannot be pulled; making it needs debootstrap (apt-get install debootstrap), run as root"; exit 2
+  fi
   local root="$WORK/rootfs" name="docker.io/library/${BASE#docker.io/library/}"
   log "base $BASE cannot be pulled: making it with debootstrap --variant=minbase bookworm (Debian's packages)"
   local t0=$SECONDS
@@ -114,9 +209,18 @@ deb http://deb.debian.org/debian bookworm-updates main
 deb http://deb.debian.org/debian-security bookworm-security main
 EOF
   rm -rf "$root"/var/cache/apt/archives/*.deb "$root"/var/lib/apt/lists/*
-  if [ "$BUILDER" = docker ]; then tar -C "$root" -c . | docker import --change 'CMD ["bash"]' - "$name" >/dev/null
-  else tar -C "$root" -c . | podman import --change 'CMD ["bash"]' - "$name" >/dev/null; fi
-  rm -rf "$root"
+  tar -C "$root" -c -f "$WORK/rootfs.tar" . && rm -rf "$root"
+  if [ "$BUILDER" = docker ]; then docker import --change 'CMD ["bash"]' "$WORK/rootfs.tar" "$name" >/dev/null
+  else
+    # buildah alone imports it: `buildah add` extracts a tarball keeping its owners and modes (adding the directory
+    # itself would give every file to root:root, /etc/shadow's group shadow included).
+    CTR=$(buildah from scratch)
+    buildah add --quiet "$CTR" "$WORK/rootfs.tar" / >/dev/null
+    buildah config --cmd '["bash"]' "$CTR"
+    buildah commit --quiet --rm "$CTR" "$name" >/dev/null
+    CTR=""
+  fi
+  rm -f "$WORK/rootfs.tar"
   log "base $name: made from Debian bookworm in $((SECONDS - t0)) s"
 }
 

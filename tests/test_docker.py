@@ -25,8 +25,9 @@ def test_dockerfile_copies_files_that_exist():
             assert (ROOT / name).exists(), f"Dockerfile copies {name}, which does not exist"
 
 
-def build_script(*args):
-    return subprocess.run(["bash", str(BUILD), *args], capture_output=True, text=True, timeout=30)
+def build_script(*args, env=None):
+    bash = shutil.which("bash")  # by its path: a test's PATH may hold only the tools under test
+    return subprocess.run([bash, str(BUILD), *args], capture_output=True, text=True, timeout=30, env=env)
 
 
 def test_build_script_help_lists_its_options():
@@ -48,6 +49,71 @@ def test_build_script_refuses_bad_options_before_building(args, message):
     assert result.returncode == 2
     assert message in result.stderr
     assert "builder:" not in result.stderr  # refused before choosing a builder, let alone building
+
+
+# What the script runs besides its prerequisites (coreutils and friends, on every Debian machine).
+_BASICS = ("dirname", "awk", "tr", "sed", "id")
+
+
+def _env_with_only(tmp_path, fakes=(), links=()):
+    """An environment whose PATH holds the basics, ``links`` (name -> real program) and ``fakes`` (name -> script)."""
+    bin_dir = tmp_path / "bin"
+    bin_dir.mkdir()
+    fakes = dict(fakes)
+    for name, target in {**{n: shutil.which(n) for n in _BASICS if n not in fakes}, **dict(links)}.items():
+        (bin_dir / name).symlink_to(target)
+    for name, body in fakes.items():
+        (bin_dir / name).write_text(f"#!/bin/sh\n{body}\n")
+        (bin_dir / name).chmod(0o755)
+    return {"PATH": str(bin_dir), "HOME": str(tmp_path)}
+
+
+def test_build_script_names_every_missing_prerequisite_in_one_message(tmp_path):
+    """A fresh machine (no buildah, debootstrap, python3, git, curl): one refusal names them all, exit 2, no work."""
+    env = _env_with_only(tmp_path)
+    result = build_script("--variant", "gpu", "--git", "HEAD", env=env)
+    assert result.returncode == 2, result.stderr
+    listed = re.findall(r"^    (\S+) ", result.stderr, flags=re.M)
+    assert sorted(listed) == ["buildah", "curl", "debootstrap", "git", "python3"], result.stderr
+    assert "apt-get install buildah python3 git curl debootstrap " in result.stderr
+    assert "nothing was done" in result.stderr and "builder:" not in result.stderr
+
+
+def test_podman_is_not_a_prerequisite(tmp_path):
+    """buildah alone imports the debootstrapped base: with buildah and debootstrap, and no podman, the check passes."""
+    assert not re.search(r"^[^#]*\bpodman\b", BUILD.read_text(), flags=re.M), "the script still calls podman"
+    env = _env_with_only(tmp_path, fakes={"buildah": "exit 1",  # `buildah inspect`: no base in storage
+                                          "debootstrap": "exit 0", "id": "echo 0"},  # so root makes it
+                         links={"python3": sys.executable})
+    result = build_script("--check", env=env)
+    assert result.returncode == 0, result.stderr
+    assert "builder: buildah; prerequisites present" in result.stderr
+    assert "podman" not in result.stderr
+
+
+def test_debootstrap_is_needed_only_to_make_a_missing_base(tmp_path):
+    env = _env_with_only(tmp_path, fakes={"buildah": "exit 0"},  # `buildah inspect` finds the base
+                         links={"python3": sys.executable})
+    result = build_script("--check", env=env)
+    assert result.returncode == 0, result.stderr
+
+
+def test_making_the_base_needs_root(tmp_path):
+    """debootstrap runs only as root: without the base and without root, the check says so before any work."""
+    env = _env_with_only(tmp_path, fakes={"buildah": "exit 1", "debootstrap": "exit 0", "id": "echo 1000"})
+    result = build_script(env=env)
+    assert result.returncode == 2, result.stderr
+    assert "root" in re.findall(r"^    (\S+) ", result.stderr, flags=re.M), result.stderr
+    assert "debootstrap runs only as root" in result.stderr
+
+
+def test_install_prereqs_needs_root_and_apt(tmp_path):
+    """Opting in to installing (by the environment variable) where apt-get is missing: refused, nothing installed."""
+    env = {**_env_with_only(tmp_path), "RNASCL_INSTALL_PREREQS": "1"}
+    result = build_script("--check", env=env)
+    assert result.returncode == 2, result.stderr
+    assert "no apt-get here" in result.stderr or "not root" in result.stderr
+    assert "installing prerequisites" not in result.stderr
 
 
 def _extra(extras, name):
