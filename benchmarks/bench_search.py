@@ -20,13 +20,13 @@ from pathlib import Path
 import torch
 import torch.nn.functional as F
 
+from rnascl_deploy.arch import ArchSpec
 from rnascl_deploy.cost import parse_budget
 from rnascl_deploy.data import batches, load_split
 from rnascl_deploy.perf import channels_last, tune_cpu
 from rnascl_deploy.recipe import load_recipe
 from rnascl_deploy.search import run_search
 from rnascl_deploy.space import build_layout, materialize
-from rnascl_deploy.arch import ArchSpec
 
 
 def plain_step_seconds(recipe, steps: int = 30) -> float:
@@ -51,9 +51,9 @@ def tutor_distances(run: Path, images: int = 512):
     """Mean attention distance of every student tap (final supernet, soft samples at the final tau) to every
     teacher tap on validation images: the searched tutor should be the row's argmin if the loss chose it."""
     from rnascl_deploy.distill import TutorSearch
-    from rnascl_deploy.teacher import load_teacher
     from rnascl_deploy.space import Supernet, student_taps
     from rnascl_deploy.taps import Taps, conv_taps
+    from rnascl_deploy.teacher import load_teacher
 
     recipe = load_recipe(run / "recipe.yaml")
     val, info = load_split(recipe.data.name, "val", recipe.data.root, recipe.data.val_size, images)

@@ -13,11 +13,11 @@ validation histories and replays the study's rule (the best epoch, ``keep_within
 import sys
 
 import torch
+from study import ROWS, evaluate, finished, run_paths
 
 from rnascl_deploy.checkpoint import load_model
 from rnascl_deploy.perf import tune_cpu
 from rnascl_deploy.train import keeps
-from study import ROWS, evaluate, finished, run_paths
 
 
 def kept_epoch(history, key: str, keep_within, n: int = 1000) -> int:

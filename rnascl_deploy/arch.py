@@ -37,6 +37,7 @@ from .cost import Budget, arch_cost, check_budget
 from .errors import RnasclError
 from .fileio import atomic_write_json
 from .models.student import check_space
+from .rundir import RunDir
 from .space import Layout, Student, build_layout, student_taps
 from .space.config import parse_space, upgrade_space
 
@@ -135,7 +136,7 @@ class ArchSpec:
         """Read and check an arch.json (or RUN/arch.json for a directory); version 1 files come back as version 2."""
         path = Path(path)
         if path.is_dir():
-            path = path / "arch.json"
+            path = RunDir(path).arch
         if not path.is_file():
             raise RnasclError(f"architecture spec {str(path)!r} not found; `rnascl-deploy search` writes "
                               "RUN/arch.json")
@@ -170,3 +171,20 @@ class ArchSpec:
             raise RnasclError(f"{where}: widths {list(self.widths)} break the spec's own budget ({over}); search "
                               "again under that budget")
 
+
+
+def measure_file(path: Path):
+    """MACs and parameters (:class:`~rnascl_deploy.cost.Cost`) of an architecture spec (an arch.json, or a run
+    directory's) or a checkpoint; an exported engine is refused: its cost is the model it came from."""
+    from .checkpoint import load_model
+    from .cost import measure
+
+    path = Path(path)
+    if path.suffix in (".onnx", ".engine", ".plan"):
+        raise RnasclError(f"{path} is an exported engine; cost measures the PyTorch model it came from: give "
+                          "RUN/student.safetensors or the run directory")
+    if path.suffix == ".json" or path.is_dir():
+        arch = ArchSpec.load(path)
+        return measure(arch.build_student(), arch.input_shape)
+    model, meta = load_model(path)
+    return measure(model, meta["data"]["input_shape"])

@@ -25,7 +25,11 @@ import torch
 
 from .engines import Engine
 from .errors import RnasclError
-from .fileio import atomic_path, atomic_write_set
+from .fileio import atomic_path, atomic_write_set, refuse_existing
+
+READS = ("export",)  # the recipe's section `run`'s bench step reads (export.bench_batches)
+CONSUMES = ("engines", "student")  # the run directory's files it reads (rundir.RunDir attributes)
+WRITES = ("bench",)
 
 
 @dataclass
@@ -133,7 +137,7 @@ def plot(report: BenchReport, path) -> None:
     for label, rows in series:
         b = [r.batch for r in rows]
         p50 = [r.p50_ms for r in rows]
-        ax.errorbar(b, p50, yerr=[[0] * len(rows), [r.p90_ms - r.p50_ms for r in rows]], marker="o", capsize=3,
+        ax.errorbar(b, p50, yerr=[[0.0] * len(rows), [r.p90_ms - r.p50_ms for r in rows]], marker="o", capsize=3,
                     label=label)
     ax.set_xscale("log", base=2)
     ax.set_yscale("log")
@@ -152,18 +156,17 @@ def bench_files(directory, name: str) -> List[Path]:
     return [Path(directory) / f"{name}.{ext}" for ext in ("json", "csv", "png")]
 
 
-def refuse_existing(directory, name: str, force: bool = False) -> None:
+def refuse_earlier_results(directory, name: str, force: bool = False) -> None:
     """Refuse, before any timing, to write where earlier results of ``name`` lie (unless ``force``)."""
-    existing = [p for p in bench_files(directory, name) if p.exists()]
-    if existing and not force:
-        raise RnasclError(f"{existing[0]} already holds bench results of {name}; earlier results are never replaced: "
-                          "write these elsewhere (--out DIR), move the old ones away, or pass --force to replace them")
+    if not force:
+        refuse_existing(bench_files(directory, name), f"already holds bench results of {name}",
+                        "write these elsewhere (--out DIR), move the old ones away, or pass --force to replace them")
 
 
 def write_bench(report: BenchReport, directory, name: str, force: bool = False) -> None:
     """``<name>.json``, ``<name>.csv`` and the ``<name>.png`` latency plot in ``directory``, each atomically.
     Earlier results there are refused (RnasclError naming the file) unless ``force``."""
-    refuse_existing(directory, name, force)
+    refuse_earlier_results(directory, name, force)
     directory = Path(directory)
     atomic_write_set({directory / f"{name}.json": json.dumps(report.to_dict(), indent=2) + "\n",
                       directory / f"{name}.csv": report.to_csv()})

@@ -35,7 +35,7 @@ VERSION = 1
 META_KEY = "rnascl_deploy"
 
 
-def file_sha256(path: Path) -> str:
+def file_sha256(path: Path | str) -> str:
     digest = hashlib.sha256()
     with open(path, "rb") as f:
         for chunk in iter(lambda: f.read(1 << 20), b""):

@@ -4,8 +4,10 @@ Units: MACs per image at batch 1 at the model's input size, fvcore's convention 
 MAC; fvcore calls it a "flop"); parameters counted with ``numel``. Element-wise ops (add, mul, max_pool, ...) count
 0 in fvcore and are reported by name in ``uncounted`` so a user sees what the figure leaves out.
 
-Budgets: ``600K``, ``1.5M``, ``2G`` (MACs), ``params=150K``, ``macs=1M,params=100K``. Suffixes K/M/G are powers of
-1000 and case-insensitive; values must be positive and at least one.
+Budgets: ``600K``, ``1.5M``, ``2G`` or a plain number (MACs), ``params=150K``, ``macs=1M,params=100K``. Suffixes
+K/M/G are powers of 1000 and case-insensitive; values must be positive and at least one. A recipe holds a budget in
+one normal form (:func:`normalize_budget`, applied as the recipe is read): ``600K``, ``macs=600K`` and ``600000`` are
+the same budget, written, hashed and compared as ``600K``.
 """
 from __future__ import annotations
 
@@ -13,6 +15,7 @@ import logging
 import re
 import warnings
 from dataclasses import dataclass
+from decimal import Decimal
 from typing import Dict, Optional, Tuple
 
 import torch
@@ -32,7 +35,11 @@ class Budget:
     params: Optional[int] = None
 
     def __str__(self) -> str:
-        return ",".join(f"{k}={human(v)}" for k, v in (("macs", self.macs), ("params", self.params)) if v is not None)
+        """The normal form, exact: ``600K`` for MACs alone, else ``macs=1.2M,params=40K`` (:func:`parse_budget`
+        reads it back to this budget)."""
+        if self.params is None and self.macs is not None:
+            return exact(self.macs)
+        return ",".join(f"{k}={exact(v)}" for k, v in (("macs", self.macs), ("params", self.params)) if v is not None)
 
     def to_dict(self) -> dict:
         return {"macs": self.macs, "params": self.params}
@@ -55,6 +62,14 @@ def human(n: float) -> str:
     return str(int(n))
 
 
+def exact(n: int) -> str:
+    """``n`` with the largest K/M/G suffix it reaches, every digit kept: 600000 -> 600K, 1234567 -> 1.234567M."""
+    for suffix, scale in (("G", 10 ** 9), ("M", 10 ** 6), ("K", 10 ** 3)):
+        if n >= scale:
+            return format((Decimal(n) / scale).normalize(), "f") + suffix
+    return str(n)
+
+
 def parse_amount(text: str, what: str = "budget") -> int:
     match = re.fullmatch(r"\s*(\d+(?:\.\d*)?|\.\d+)\s*([kKmMgG]?)\s*", text)
     if not match:
@@ -64,6 +79,16 @@ def parse_amount(text: str, what: str = "budget") -> int:
     if value < 1:
         raise RnasclError(f"{what} {text!r} must be at least 1")
     return int(round(value))
+
+
+def normalize_budget(value) -> str:
+    """A budget as a recipe holds it: its normal form (``str(Budget)``), from the budget syntax or a plain number
+    of MACs (YAML reads ``600000`` as a number)."""
+    if isinstance(value, (int, float)) and not isinstance(value, bool) and float(value).is_integer():
+        value = str(int(value))
+    if not isinstance(value, str):
+        raise RnasclError(f"expected a budget such as 600K, params=150K or macs=1M,params=100K, got {value!r}")
+    return str(parse_budget(value))
 
 
 def parse_budget(text: str) -> Budget:

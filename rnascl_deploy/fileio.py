@@ -3,7 +3,8 @@
 Artifacts get the usual permissions (0666 less the umask, like any file the user creates), checkpoints included.
 A write that fails (a full or read-only disk) leaves no temporary behind and raises an ``OSError`` naming the
 target, which the CLI turns into exit 2 with that path. :func:`atomic_write_set` writes several files as one:
-all of them or none (a verification's JSON, Markdown and JUnit reports)."""
+all of them or none (a verification's JSON, Markdown and JUnit reports). :func:`refuse_existing` is the one
+refusal to replace a finished file, checked before any work."""
 from __future__ import annotations
 
 import json
@@ -11,7 +12,17 @@ import os
 import tempfile
 from contextlib import ExitStack, contextmanager
 from pathlib import Path
-from typing import Dict, Iterator
+from typing import Dict, Iterable, Iterator
+
+from .errors import RnasclError
+
+
+def refuse_existing(paths: Iterable[Path], what: str, hint: str) -> None:
+    """Refuse (an :class:`RnasclError` naming the first) where any of ``paths`` exists: nothing finished is replaced.
+    ``what`` says what the file holds, ``hint`` what to do instead."""
+    existing = [Path(p) for p in paths if Path(p).exists()]
+    if existing:
+        raise RnasclError(f"{existing[0]} {what}; nothing is replaced: {hint}")
 
 
 @contextmanager

@@ -10,7 +10,7 @@ invariants, a subclass supplies the step).
   tensors summed on their device and read once every ``log_every`` steps, so a step never waits for the device;
   a term that is not finite then stops the run (training diverged);
 - under torchrun: BatchNorm buffers broadcast from rank 0 and a bit-for-bit rank consistency check every epoch;
-- the state file (written atomically each epoch, rank 0 alone) and ``history.jsonl`` (one row per epoch).
+- the state file (written atomically each epoch, rank 0 alone) and the history file (one row per epoch).
 
 A subclass supplies ``batches``, ``step`` (one optimiser step, returning named scalar terms), ``end_epoch`` (the
 history row: validation, schedules) and ``state_dict``/``load_state_dict`` (what it needs to resume: models,
@@ -39,10 +39,10 @@ class EpochLoop:
     desc = "epoch"  # progress-bar label
     log_every = 25  # steps between reads of the running terms (progress bar, divergence check)
 
-    def __init__(self, out: Path, epochs: int, seed: int, steps_per_epoch: int, state_name: str = "state.pt",
-                 history_name: str = "history.jsonl", progress: bool = True):
-        self.out, self.epochs, self.seed, self.steps = Path(out), epochs, seed, steps_per_epoch
-        self.state_path, self.history_path = self.out / state_name, self.out / history_name
+    def __init__(self, state_path: Path, history_path: Path, epochs: int, seed: int, steps_per_epoch: int,
+                 progress: bool = True):
+        self.epochs, self.seed, self.steps = epochs, seed, steps_per_epoch
+        self.state_path, self.history_path = Path(state_path), Path(history_path)
         self.progress = progress
         self.history: List[dict] = []
         self.elapsed = 0.0

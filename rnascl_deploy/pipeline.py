@@ -3,13 +3,17 @@
 Stages over one run directory, each the same library call as its own command:
 search -> retrain -> export -> verify -> bench -> report.
 
-``RUN/pipeline.json`` records, per stage, a content hash of its inputs (the recipe sections it reads, declared by
-the stage's module as ``READS``, less the keys that say where it computes, ``rundir.PLACEMENT``; and the sha256 of
-the files it consumes) and whether it finished. A run finished on a GPU is finished on the CPU. Running again:
+Each stage's module declares what it reads of the recipe (``READS``), which files of the run directory it consumes
+(``CONSUMES``) and which it writes (``WRITES``), the latter two as names of :class:`~rnascl_deploy.rundir.RunDir`
+attributes. ``RUN/pipeline.json`` records, per stage, a content hash of its inputs (its ``READS`` less the keys that
+say where it computes, ``rundir.PLACEMENT``; the sha256 of every file it consumes) and whether it finished. A run
+finished on a GPU is finished on the CPU. Running again:
 - skips a finished stage whose inputs are unchanged;
 - resumes a stage that was interrupted (its own per-epoch state), never starting it over;
 - re-runs a stage whose inputs changed, and everything after it; ``--from STAGE`` forces that.
-Outputs a stage is about to replace are moved to ``RUN/superseded/<time>/``, never deleted.
+Outputs a stage is about to replace (its ``WRITES``) are moved to ``RUN/superseded/<time>/``, never deleted.
+Every run writes its resolved recipe to ``RUN/recipe.yaml`` first (a user's own file there is refused, not
+replaced), so that ``run --recipe RUN/recipe.yaml`` reproduces what the directory holds.
 The verdict is the verification of every engine: all pass -> exit 0, any fails -> exit 1.
 
 Resuming needs no flag, whichever stage was interrupted (Ctrl-C, SIGTERM, or killed outright): search and retrain
@@ -32,23 +36,20 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Callable, Dict, List, Optional
 
-from . import retrain, search, verify
+from . import bench, report, retrain, search, verify
 from .checkpoint import file_sha256
 from .errors import RnasclError
 from .exporters import config as export_config
 from .fileio import atomic_write_json
 from .recipe import Recipe, recipe_to_dict
-from .rundir import stage_keys
+from .rundir import RunDir, recipe_text, refuse_foreign_recipe, save_recipe, stage_keys
 from .schema import resolve_path
 
 log = logging.getLogger(__name__)
 
-STAGES = ("search", "retrain", "export", "verify", "bench", "report")
-OUTPUTS = {"search": ["arch.json", "search_state.pt", "search_history.jsonl", "search.log"],
-           "retrain": ["retrain", "finetune", "student.safetensors", "metrics.json"],
-           "export": ["engines"], "verify": ["verify"], "bench": ["bench"], "report": ["report.md", "plots"]}
-READS = {"search": search.READS, "retrain": retrain.READS, "export": export_config.READS, "verify": verify.READS,
-         "bench": ("export",), "report": ("attack",)}  # bench and report are this module's own steps
+# stage -> the module that declares its READS, CONSUMES and WRITES
+STAGES = {"search": search, "retrain": retrain, "export": export_config, "verify": verify, "bench": bench,
+          "report": report}
 
 
 @dataclass
@@ -63,64 +64,69 @@ def _digest(obj) -> str:
     return hashlib.sha256(json.dumps(obj, sort_keys=True, default=str).encode()).hexdigest()
 
 
-def _files(run: Path, names) -> Dict[str, str]:
+def _files(run: RunDir, names) -> Dict[str, str]:
     out = {}
     for name in names:
-        path = run / name
+        path = run.path(name)
         for f in sorted(path.rglob("*") if path.is_dir() else [path]):
             if f.is_file() and not f.name.endswith(".tmp"):
-                out[str(f.relative_to(run))] = file_sha256(f)
+                out[str(f.relative_to(run.root))] = file_sha256(f)
     return out
 
 
-def stage_inputs(stage: str, run: Path, recipe: Recipe) -> str:
+def stage_inputs(stage: str, run: RunDir, recipe: Recipe) -> str:
     """Content hash of everything ``stage`` reads."""
-    parts = stage_keys(recipe_to_dict(recipe), READS[stage])
+    parts = stage_keys(recipe_to_dict(recipe), STAGES[stage].READS)
     if stage == "search":
         parts["teacher_sha256"] = file_sha256(resolve_path(recipe.teacher.checkpoint))
-    consumed = {"retrain": ["arch.json"], "export": ["student.safetensors"],
-                "verify": ["engines", "student.safetensors", "metrics.json"],
-                "bench": ["engines", "student.safetensors"],
-                "report": ["metrics.json", "verify", "bench", "arch.json"]}.get(stage, [])
-    parts["files"] = _files(run, consumed)
+    parts["files"] = _files(run, STAGES[stage].CONSUMES)
     return _digest(parts)
 
 
-def _supersede(run: Path, stages) -> None:
-    _move_aside(run, [run / name for stage in stages for name in OUTPUTS[stage]])
+def _supersede(run: RunDir, stage: str) -> None:
+    _move_aside(run, [run.path(name) for name in STAGES[stage].WRITES])
 
 
-def _move_aside(run: Path, paths) -> None:
+def _move_aside(run: RunDir, paths) -> None:
     stamp = datetime.datetime.now().strftime("%Y%m%d-%H%M%S")
     for path in paths:
         if path.exists():
-            target = run / "superseded" / stamp / path.relative_to(run)
+            target = run.superseded / stamp / path.relative_to(run.root)
             target.parent.mkdir(parents=True, exist_ok=True)
             shutil.move(str(path), str(target))
             log.info("moved %s aside to %s", path, target)
 
 
+def _write_recipe(run: RunDir, recipe: Recipe) -> None:
+    """``RUN/recipe.yaml`` := this run's resolved recipe, replacing the earlier run's of this directory; a file no
+    run of this tool wrote (no ``pipeline.json``, no search state beside it) is refused, never replaced."""
+    if run.recipe.exists() and run.recipe.read_text(errors="replace") != recipe_text(recipe) \
+            and not run.pipeline.exists():
+        refuse_foreign_recipe(run, recipe)
+    save_recipe(run.recipe, recipe)
+
+
 def run_pipeline(recipe: Recipe, run: Path, start: Optional[str] = None, progress: bool = True) -> PipelineResult:
-    run = Path(run)
+    rundir = RunDir(run)
     if start is not None and start not in STAGES:
         raise RnasclError(f"unknown stage {start!r}; valid: {', '.join(STAGES)}")
-    run.mkdir(parents=True, exist_ok=True)
-    state_path = run / "pipeline.json"
+    state_path = rundir.pipeline
     state = read_state(state_path)
+    _write_recipe(rundir, recipe)
     provider = functools.cache(lambda: _provider(recipe))  # decided (and its warning given) once per run
     steps: Dict[str, Callable[[bool], None]] = {
-        "search": lambda resume: _search(recipe, run, resume, progress),
-        "retrain": lambda resume: _retrain(recipe, run, resume, progress),
-        "export": lambda resume: _export(recipe, run),
-        "verify": lambda resume: _verify(recipe, run, resume, progress, provider()),
-        "bench": lambda resume: _bench(recipe, run, resume, provider()),
-        "report": lambda resume: _report(recipe, run),
+        "search": lambda resume: _search(recipe, rundir, resume, progress),
+        "retrain": lambda resume: _retrain(recipe, rundir, resume, progress),
+        "export": lambda resume: _export(recipe, rundir),
+        "verify": lambda resume: _verify(recipe, rundir, resume, progress, provider()),
+        "bench": lambda resume: _bench(recipe, rundir, resume, provider()),
+        "report": lambda resume: _report(recipe, rundir),
     }
     result = PipelineResult(passed=False)
-    forced = STAGES.index(start) if start else len(STAGES)
+    forced = list(STAGES).index(start) if start else len(STAGES)
     invalid = False
     for i, stage in enumerate(STAGES):
-        digest = stage_inputs(stage, run, recipe)
+        digest = stage_inputs(stage, rundir, recipe)
         record = state["stages"].get(stage, {})
         if not invalid and i < forced and record.get("done") and record.get("inputs") == digest:
             result.skipped.append(stage)
@@ -128,7 +134,7 @@ def run_pipeline(recipe: Recipe, run: Path, start: Optional[str] = None, progres
         resume = not invalid and i < forced and record.get("inputs") == digest and not record.get("done")
         if not resume:
             invalid = True
-            _supersede(run, [stage])
+            _supersede(rundir, stage)
         state["stages"][stage] = {"inputs": digest, "done": False}
         atomic_write_json(state_path, state)
         log.info("stage %s: %s", stage, "resuming" if resume else "running")
@@ -138,9 +144,9 @@ def run_pipeline(recipe: Recipe, run: Path, start: Optional[str] = None, progres
                                   "finished": datetime.datetime.now().isoformat(timespec="seconds")}
         atomic_write_json(state_path, state)
         result.ran.append(stage)
-    result.verify = {p.name[:-len(".json")]: json.loads(p.read_text())["passed"]
-                     for p in sorted((run / "verify").glob("*.json"))}
-    result.passed = bool(result.verify) and all(result.verify.values())
+    reports = verify.read_reports(rundir.verify)
+    result.verify = {name: r["passed"] for name, r in reports.items()}
+    result.passed = verify.verdict(reports)
     return result
 
 
@@ -176,28 +182,28 @@ def verify_reports(engine: Path, recipe: Recipe, run: Optional[Path] = None, out
         raise
 
 
-def _search(recipe, run, resume, progress):
-    if resume and (run / "arch.json").exists():  # finished before the pipeline could record it
+def _search(recipe, run: RunDir, resume, progress):
+    if resume and run.arch.exists():  # finished before the pipeline could record it
         return
-    search.run_search(recipe, run, resume=resume and (run / search.STATE).exists(), progress=progress)
+    search.run_search(recipe, run.root, resume=resume and run.search_state.exists(), progress=progress)
 
 
-def _retrain(recipe, run, resume, progress):
-    if resume and (run / "student.safetensors").exists() and (run / "metrics.json").exists():
+def _retrain(recipe, run: RunDir, resume, progress):
+    if resume and run.student.exists() and run.metrics.exists():
         return
-    retrain.run_retrain(run, recipe, resume=resume and (run / "retrain").exists(), progress=progress)
+    retrain.run_retrain(run.root, recipe, resume=resume and run.retrain.root.exists(), progress=progress)
 
 
-def engine_files(run: Path) -> List[Path]:
-    files = [run / "engines" / name for name, _ in export_config.FORMATS.values()]
+def engine_files(run: RunDir) -> List[Path]:
+    files = [run.engine(name) for name, _ in export_config.FORMATS.values()]
     return [f for f in files if f.exists()]
 
 
-def _export(recipe, run):
+def _export(recipe, run: RunDir):
     from .exporters.export import export_student
 
     for fmt in recipe.export.formats:
-        export_student(run, fmt, recipe)
+        export_student(run.root, fmt, recipe)
 
 
 def _provider(recipe) -> str:
@@ -209,29 +215,27 @@ def _provider(recipe) -> str:
     return onnx_provider(resolve(recipe.runtime).device)
 
 
-def _verify(recipe, run, resume, progress, provider):
+def _verify(recipe, run: RunDir, resume, progress, provider):
     for engine in engine_files(run):
-        files = verify.report_files(run / "verify", engine)
+        files = verify.report_files(run.verify, engine)
         present = [f for f in files if f.exists()]
         if resume and len(present) == len(files):  # verified before the interruption, with these same inputs
             log.info("%s: verified before the interruption; kept", engine.name)
             continue
         if present:  # an incomplete set (a process killed while writing it): never trusted, never deleted
             _move_aside(run, present)
-        verify_reports(engine, recipe, run=run, provider=provider, progress=progress)
+        verify_reports(engine, recipe, run=run.root, provider=provider, progress=progress)
 
 
-def _bench(recipe, run, resume, provider):
-    from .bench import bench, write_bench
+def _bench(recipe, run: RunDir, resume, provider):
     from .engines import open_engine
 
-    reference = open_engine(run / "student.safetensors", provider)
+    reference = open_engine(run.student, provider)
     for path in engine_files(run):  # a resumed stage replaces the results of its own interrupted run
-        write_bench(bench(open_engine(path, provider), recipe.export.bench_batches, reference), run / "bench",
-                    path.name, force=resume)
+        engine = open_engine(path, provider, cache_dir=run.trt_cache)
+        bench.write_bench(bench.bench(engine, recipe.export.bench_batches, reference), run.bench, path.name,
+                          force=resume)
 
 
-def _report(recipe, run):
-    from .report import write_report
-
-    write_report(run, recipe)
+def _report(recipe, run: RunDir):
+    report.write_report(run.root, recipe)

@@ -39,14 +39,12 @@ from .attacks.config import AttackConfig
 from .data import DataConfig
 from .errors import RnasclError
 from .exporters.config import ExportConfig
-from .fileio import atomic_write_text
 from .retrain import RetrainConfig
 from .runtime import RuntimeConfig
 from .schema import ANY, check_values, from_dict, merge, nest, parse_override
 from .search import SearchConfig
 from .teacher import TeacherConfig
 from .verify import VerifyConfig
-
 
 # `run --quick`: every stage end to end in about two minutes on 2 CPU cores, a run to read and to check an install
 # with, which passes its own gate. Laid over the recipe file and under the --set overrides, so a quick run's
@@ -122,6 +120,23 @@ def parse_overrides(texts: Iterable[str]) -> Dict[str, Any]:
     return dict(parse_override(t) for t in texts)
 
 
-def dump_recipe(recipe: Recipe, path: Path) -> None:
-    """Write the resolved recipe atomically."""
-    atomic_write_text(path, yaml.safe_dump(recipe_to_dict(recipe), sort_keys=False))
+
+def check_model_sizes(recipe: Recipe, space: bool = False, teacher_model: bool = False) -> None:
+    """The recipe's models within the size ceilings (models/size.py), before any data is read or model built:
+    ``search.space`` (its largest student) and ``teacher.model``."""
+    from .models.size import SIZES, check_size
+    from .models.student import check_space
+
+    shape, classes = recipe.data.declared_input()
+    try:
+        if space:
+            check_space(dataclasses.asdict(recipe.search.space), shape, classes)
+    except (TypeError, ValueError) as exc:
+        raise RnasclError(f"search.space: {exc}") from None
+    model = recipe.teacher.model
+    if teacher_model and model.name in SIZES:
+        try:
+            check_size("teacher.model", SIZES[model.name](in_channels=shape[0], num_classes=classes,
+                                                          input_size=shape[1], **model.kwargs))
+        except (RnasclError, TypeError, ValueError) as exc:
+            raise RnasclError(f"teacher.model {model.name} {model.kwargs}: {exc}") from None

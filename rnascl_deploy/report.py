@@ -20,11 +20,17 @@ from .checkpoint import load_model
 from .cost import human, measure
 from .fileio import atomic_path, atomic_write_json, atomic_write_text
 from .perf import channels_last
+from .rundir import RunDir
 from .runtime import resolve
 from .schema import resolve_path
+from .verify import read_reports, verdict
 
 if TYPE_CHECKING:
     from .recipe import Recipe
+
+READS = ("attack",)  # the recipe's section the run report reads
+CONSUMES = ("metrics", "verify", "bench", "arch")  # the run directory's files it reads (RunDir attributes)
+WRITES = ("report", "plots")
 
 CURVE_IMAGES = 500
 EPS_FRACTIONS = (0.0, 0.25, 0.5, 0.75, 1.0, 1.5)
@@ -63,10 +69,10 @@ def _save(fig, path: Path) -> None:
 
 
 def write_report(run: Path, recipe: Recipe) -> Path:
-    run = Path(run)
-    arch = ArchSpec.load(run / "arch.json")
-    metrics = json.loads((run / "metrics.json").read_text())
-    student, _ = load_model(run / "student.safetensors", kind="student")
+    rundir = RunDir(run)
+    arch = ArchSpec.load(rundir.arch)
+    metrics = json.loads(rundir.metrics.read_text())
+    student, _ = load_model(rundir.student, kind="student")
     teacher_path = resolve_path(arch.teacher.checkpoint)
     teacher, _ = load_model(teacher_path)
     teacher_cost = measure(teacher, arch.input_shape)
@@ -77,7 +83,6 @@ def write_report(run: Path, recipe: Recipe) -> Path:
               "teacher": channels_last(teacher).to(runtime.device)}
     curves = {name: robustness_curve(model, test, eps_values, recipe.attack.pgd_step_size)
               for name, model in placed.items()}
-    plots = run / "plots"
     plt = _figure()
 
     fig, ax = plt.subplots(figsize=(6, 4))
@@ -92,7 +97,7 @@ def write_report(run: Path, recipe: Recipe) -> Path:
     ax.grid(alpha=0.3)
     ax.legend()
     fig.tight_layout()
-    _save(fig, plots / "robustness_vs_eps.png")
+    _save(fig, rundir.robustness_plot)
     plt.close(fig)
 
     fig, ax = plt.subplots(figsize=(6, 4))
@@ -117,11 +122,11 @@ def write_report(run: Path, recipe: Recipe) -> Path:
     ax.set_title(f"Accuracy against cost, eps {recipe.attack.eps:g}")
     ax.grid(alpha=0.3, which="both")
     fig.tight_layout()
-    _save(fig, plots / "accuracy_vs_macs.png")
+    _save(fig, rundir.accuracy_plot)
     plt.close(fig)
 
     bench_reports = {p.name[:-len(".json")]: json.loads(p.read_text())
-                     for p in sorted((run / "bench").glob("*.json"))}
+                     for p in sorted(rundir.bench.glob("*.json"))}
     fig, ax = plt.subplots(figsize=(6, 4))
     for name, rep in bench_reports.items():
         ax.plot([r["batch"] for r in rep["rows"]], [r["p50_ms"] for r in rep["rows"]], "o-",
@@ -138,12 +143,11 @@ def write_report(run: Path, recipe: Recipe) -> Path:
     ax.grid(alpha=0.3, which="both")
     ax.legend(fontsize=8)
     fig.tight_layout()
-    _save(fig, plots / "latency_vs_batch.png")
+    _save(fig, rundir.latency_plot)
     plt.close(fig)
 
-    verify_reports = {p.name[:-len(".json")]: json.loads(p.read_text())
-                      for p in sorted((run / "verify").glob("*.json"))}
-    passed = bool(verify_reports) and all(r["passed"] for r in verify_reports.values())
+    verify_reports = read_reports(rundir.verify)
+    passed = verdict(verify_reports)
     a = metrics["adv_acc"]
     lines = [f"# rnascl-deploy run: {'PASS' if passed else 'FAIL'}", "",
              f"Data set {arch.data['name']}, Linf eps {recipe.attack.eps:g}. Budget {arch.budget}; student "
@@ -171,10 +175,12 @@ def write_report(run: Path, recipe: Recipe) -> Path:
         lines.append(f"| `{name}` ({r['engine']['precision']}) | {'PASS' if r['passed'] else 'FAIL'} | "
                      f"{fig['clean_acc_pct']:.2f} | {cells} | {fig['worst_case_acc_pct']:.2f} | "
                      f"{ref['worst_case_acc_pct']:.2f} | {b[0]['p50_ms'] if b else '-'} |")
-    lines += ["", "## Plots", "", "![robustness against eps](plots/robustness_vs_eps.png)", "",
-              "![accuracy against MACs](plots/accuracy_vs_macs.png)", "",
-              "![latency against batch size](plots/latency_vs_batch.png)", ""]
-    atomic_write_text(run / "report.md", "\n".join(lines))
-    atomic_write_json(plots / "curves.json", {"curves": curves, "teacher_macs": teacher_cost.macs,
-                                              "teacher_checkpoint": str(teacher_path)})
-    return run / "report.md"
+    lines += ["", "## Plots", ""]
+    for title, plot in (("robustness against eps", rundir.robustness_plot),
+                        ("accuracy against MACs", rundir.accuracy_plot),
+                        ("latency against batch size", rundir.latency_plot)):
+        lines += [f"![{title}]({plot.relative_to(rundir.root).as_posix()})", ""]
+    atomic_write_text(rundir.report, "\n".join(lines))
+    atomic_write_json(rundir.curves, {"curves": curves, "teacher_macs": teacher_cost.macs,
+                                   "teacher_checkpoint": str(teacher_path)})
+    return rundir.report

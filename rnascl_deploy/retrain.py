@@ -26,6 +26,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, ClassVar, Optional
 
 import torch
+from torch import nn
 
 from . import distributed
 from .arch import ArchSpec
@@ -37,7 +38,7 @@ from .distill.cache import CleanTeacher, TeacherCache
 from .errors import RnasclError
 from .fileio import atomic_write_json
 from .objectives import make_objective, needs_teacher
-from .rundir import RunLog, check_same_recipe, load_state, save_recipe
+from .rundir import RunDir, RunLog, TrainDir, check_resume, check_same_recipe, save_recipe
 from .runtime import Runtime, resolve
 from .schema import LIMIT, at_least, positive
 from .teacher import load_teacher
@@ -48,7 +49,9 @@ if TYPE_CHECKING:
 
 log = logging.getLogger(__name__)
 
-READS = ("runtime", "data", "attack", "retrain")  # the recipe sections retraining reads (and arch.json)
+READS = ("runtime", "data", "attack", "retrain")  # the recipe sections retraining reads
+CONSUMES = ("arch",)  # the run directory's files it reads (RunDir attributes)
+WRITES = ("retrain", "finetune", "student", "metrics")
 
 
 @dataclass
@@ -70,19 +73,19 @@ class RetrainConfig:
     eval_limit: Optional[int] = 1000  # test images of the final evaluation (null: all)
 
 
-def _phase(name: str, cfg: TrainConfig, student, arch: ArchSpec, recipe: Recipe, out: Path, train_set, val_set, info,
-           distiller: Optional[Distiller], progress: bool, runtime: Runtime,
+def _phase(name: str, cfg: TrainConfig, student, arch: ArchSpec, recipe: Recipe, out: TrainDir, train_set, val_set,
+           info, distiller: Optional[Distiller], progress: bool, runtime: Runtime,
            cache: Optional[TeacherCache] = None) -> Path:
-    """Train one phase into ``out``; returns its ``model.safetensors`` (the kept epoch), reusing a finished one."""
-    final = out / "model.safetensors"
+    """Train one phase into ``out``; returns its kept model, reusing a finished one."""
+    final = out.model
     if final.exists():
         log.info("%s: finished earlier (%s)", name, final)
         return final
-    resuming = (out / "state.pt").exists()  # run_retrain already refused a restart without --resume
+    resuming = out.state.exists()  # run_retrain already refused a restart without --resume
     distributed.barrier()  # every rank has looked before rank 0 writes
     if distributed.is_main():
-        out.mkdir(parents=True, exist_ok=True)
-    best = out / "best.safetensors"
+        out.root.mkdir(parents=True, exist_ok=True)
+    best = out.best
     spec, data, resolved = arch.model_spec(), info.to_dict(), dataclasses.asdict(recipe)
     if distiller is not None:  # the teacher's terms on the clean images (cached when possible) or on the attack's
         distiller.clean = CleanTeacher(cache) if cfg.teacher_input == "clean" else None
@@ -90,12 +93,12 @@ def _phase(name: str, cfg: TrainConfig, student, arch: ArchSpec, recipe: Recipe,
     def save_best(model, metrics):
         save_checkpoint(best, model, "student", spec, data, resolved, {**metrics, "phase": name})
 
-    with RunLog(out / "train.log"):
+    with RunLog(out.log):
         log.info("%s: %d epochs, adv=%s, %s; %s, %s, student in %s", name, cfg.epochs, cfg.adv,
                  "no teacher" if distiller is None else f"kd_weight={distiller.kd_weight:g}, "
                  f"gamma={distiller.gamma:g} over {len(distiller.student_taps)} pairs", runtime.device,
                  runtime.precision, runtime.memory_format)
-        train(student, train_set, val_set, cfg, out, recipe.data.batch_size, recipe.data.augmentation(info),
+        train(student, train_set, val_set, cfg, out.root, recipe.data.batch_size, recipe.data.augmentation(info),
               objective=make_objective(cfg, distiller), resume=resuming, progress=progress, save_best=save_best,
               runtime=runtime, workers=recipe.data.workers)
         if distributed.is_main():
@@ -110,23 +113,16 @@ def run_retrain(run: Path, recipe: Recipe, resume: bool = False, progress: bool 
 
     Under torchrun every rank trains (DistributedDataParallel); rank 0 alone evaluates and writes the student and
     its metrics, the other ranks return None once training is done."""
-    run = Path(run)
-    arch = ArchSpec.load(run / "arch.json")
-    final = run / "student.safetensors"
-    if final.exists() and (run / "metrics.json").exists():
+    rundir = RunDir(run)
+    arch = ArchSpec.load(rundir.arch)
+    final = rundir.student
+    if final.exists() and rundir.metrics.exists():
         raise RnasclError(f"{final} already exists: this run is retrained (nothing finished is replaced). To retrain "
-                          f"the same student again (another objective, a fine-tune), copy {run / 'arch.json'} and "
-                          f"{run / 'recipe.yaml'} into a new directory NEW and run `rnascl-deploy retrain NEW`")
-    started = (run / "retrain").exists()
-    if started and not resume:
-        raise RnasclError(f"{run} already holds a retraining (retrain/); pass --resume to continue it")
-    if resume and not started:
-        raise RnasclError(f"nothing to resume in {run}: no retrain/ directory (start without --resume)")
-    if started:
-        check_same_recipe(run / "retrain", recipe, READS)
-        for phase in ("retrain", "finetune"):  # unreadable resume state is refused before anything is written
-            if (run / phase / "state.pt").exists():
-                load_state(run / phase / "state.pt")
+                          f"the same student again (another objective, a fine-tune), copy {rundir.arch} and "
+                          f"{rundir.recipe} into a new directory NEW and run `rnascl-deploy retrain NEW`")
+    # unreadable resume state of either phase is refused before anything is written
+    if check_resume(rundir.retrain.root, resume, states=(rundir.retrain.state, rundir.finetune.state)):
+        check_same_recipe(rundir.retrain.recipe, recipe, READS)
     distributed.barrier()  # every rank has read the run directory before rank 0 writes to it
     cfg, data = recipe.retrain, recipe.data
     if data.name != arch.data["name"]:
@@ -149,28 +145,28 @@ def run_retrain(run: Path, recipe: Recipe, resume: bool = False, progress: bool 
             key = TeacherCache.key(teacher=arch.teacher.sha256, data=[data.name, data.root, data.val_size, cfg.limit,
                                                                          data.image_size],
                                    taps=distiller.teacher_taps, size=cfg.attention_size)
-            cache = TeacherCache.load_or_build(run / "teacher-cache", key, distiller.teacher, train_set,
+            cache = TeacherCache.load_or_build(rundir.teacher_cache, key, distiller.teacher, train_set,
                                                distiller.teacher_taps, cfg.attention_size, runtime.device, progress)
-    save_recipe(run / "retrain", recipe)
+    save_recipe(rundir.retrain.recipe, recipe)
     torch.manual_seed(cfg.train.seed)
     with runtime.device:  # built where it trains
-        student = arch.build_student()
+        student: nn.Module = arch.build_student()
     shape, batch = info.input_shape, distributed.local_batch(recipe.data.batch_size)
     runtime = runtime.pin_memory_format(student, shape, batch)  # one format for every phase and the evaluation
     student = runtime.place(student, shape, batch)
-    phase1 = _phase("retrain", cfg.train, student, arch, recipe, run / "retrain", train_set, val_set, info,
+    phase1 = _phase("retrain", cfg.train, student, arch, recipe, rundir.retrain, train_set, val_set, info,
                     distiller, progress, runtime, cache)
     result = phase1
     if cfg.finetune is not None:
         student, _ = load_model(phase1, kind="student")
         student = runtime.place(student, shape, batch)
-        result = _phase("finetune", cfg.finetune, student, arch, recipe, run / "finetune", train_set, val_set,
+        result = _phase("finetune", cfg.finetune, student, arch, recipe, rundir.finetune, train_set, val_set,
                         info, distiller, progress, runtime, cache)
     if not distributed.is_main():
         return None
     student, meta = load_model(result, kind="student")
     test_set, _ = data.load("test", cfg.eval_limit)
-    with RunLog(run / "retrain" / "train.log"):
+    with RunLog(rundir.retrain.log):
         student = runtime.place(student, shape, batch)
         report = evaluate_robustness(student, test_set, recipe.attack.build(), recipe.attack.batch_size, progress)
         cost = measure(student, info.input_shape)
@@ -181,7 +177,7 @@ def run_retrain(run: Path, recipe: Recipe, resume: bool = False, progress: bool 
                    "best_epoch": meta["metrics"]}
         save_checkpoint(final, student, "student", arch.model_spec(), info.to_dict(), dataclasses.asdict(recipe),
                         metrics)
-        atomic_write_json(run / "metrics.json", metrics)
+        atomic_write_json(rundir.metrics, metrics)
         log.info("student %s: clean %.4f, %s, worst case %.4f on %d test images -> %s", list(arch.widths),
                  report.clean_acc, report.adv_acc, report.worst_case_acc, report.n, final)
     return metrics

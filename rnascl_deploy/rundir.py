@@ -1,4 +1,9 @@
-"""Run directories: the rules every stage follows so that it can be resumed and never overwrites a result.
+"""Run directories: the one place that knows their files, and the rules every stage follows so that it can be
+resumed and never overwrites a result.
+
+:class:`RunDir` names every file of a run (what ``search``, ``retrain``, ``export``, ``verify``, ``bench`` and
+``report`` write) and :class:`TrainDir` every file of one training loop's folder (``retrain/``, ``finetune/``, a
+teacher's ``--out``): no other module spells a run's file names.
 
 - A stage keeps its resumable state in one file (``state.pt`` or ``search_state.pt``). Starting a stage where that
   file exists is refused unless ``resume`` is asked for; asking to resume where it does not exist is refused too.
@@ -14,6 +19,7 @@ import dataclasses
 import io
 import json
 import logging
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Iterable, List
 
@@ -26,17 +32,181 @@ from .fileio import atomic_path, atomic_write_text
 from .schema import flatten
 
 
-def check_resume(state: Path, resume: bool) -> bool:
-    """True when there is a run to resume; errors on a refused restart, a resume with nothing to resume, or a
-    state file that cannot be read (checked here, before the stage writes anything)."""
-    if state.exists() and not resume:
-        raise RnasclError(f"{state.parent} already holds a run ({state.name}); pass --resume to continue it, or "
-                          "choose another --out")
-    if resume and not state.exists():
-        raise RnasclError(f"nothing to resume in {state.parent}: no {state.name} (start a new run without --resume)")
-    if state.exists():
+@dataclass(frozen=True)
+class TrainDir:
+    """The folder one training loop writes: its resumable state each epoch, the history (a row per epoch), the
+    weights of the epoch kept so far, the kept model once the loop finished, the log and the resolved recipe."""
+
+    root: Path
+
+    @property
+    def state(self) -> Path:
+        return self.root / "state.pt"
+
+    @property
+    def history(self) -> Path:
+        return self.root / "history.jsonl"
+
+    @property
+    def best(self) -> Path:
+        return self.root / "best.safetensors"
+
+    @property
+    def model(self) -> Path:
+        return self.root / "model.safetensors"
+
+    @property
+    def log(self) -> Path:
+        return self.root / "train.log"
+
+    @property
+    def recipe(self) -> Path:
+        return self.root / "recipe.yaml"
+
+
+@dataclass(frozen=True)
+class RunDir:
+    """Every file of a run directory, by what it holds. Stages declare what they consume and write as names of
+    these attributes (``CONSUMES``/``WRITES`` beside their ``READS``); :meth:`path` turns such a name into the
+    path."""
+
+    root: Path
+
+    def __post_init__(self):
+        object.__setattr__(self, "root", Path(self.root))
+
+    def path(self, name: str) -> Path:
+        """The path of the attribute ``name`` (a :class:`TrainDir` gives its folder)."""
+        value = getattr(self, name)
+        return value.root if isinstance(value, TrainDir) else value
+
+    # the resolved recipe of the run: `run --recipe RUN/recipe.yaml` reproduces the directory
+    @property
+    def recipe(self) -> Path:
+        return self.root / "recipe.yaml"
+
+    @property
+    def pipeline(self) -> Path:  # which stages of `run` finished, on which inputs
+        return self.root / "pipeline.json"
+
+    @property
+    def superseded(self) -> Path:  # outputs a rerun replaced, moved aside by time
+        return self.root / "superseded"
+
+    # search
+    @property
+    def arch(self) -> Path:
+        return self.root / "arch.json"
+
+    @property
+    def search_state(self) -> Path:
+        return self.root / "search_state.pt"
+
+    @property
+    def search_history(self) -> Path:
+        return self.root / "search_history.jsonl"
+
+    @property
+    def search_log(self) -> Path:
+        return self.root / "search.log"
+
+    # retrain
+    @property
+    def retrain(self) -> TrainDir:
+        return TrainDir(self.root / "retrain")
+
+    @property
+    def finetune(self) -> TrainDir:
+        return TrainDir(self.root / "finetune")
+
+    def phase(self, name: str) -> TrainDir:
+        """The training folder of a retraining phase: ``retrain`` or ``finetune``."""
+        return TrainDir(self.root / name)
+
+    @property
+    def teacher_cache(self) -> Path:  # the teacher's terms on the clean training images
+        return self.root / "teacher-cache"
+
+    @property
+    def student(self) -> Path:
+        return self.root / "student.safetensors"
+
+    @property
+    def metrics(self) -> Path:
+        return self.root / "metrics.json"
+
+    # export, verify, bench, report
+    @property
+    def engines(self) -> Path:
+        return self.root / "engines"
+
+    def engine(self, filename: str) -> Path:
+        return self.engines / filename
+
+    @property
+    def trt_cache(self) -> Path:  # onnxruntime's TensorRT engine cache, out of engines/ (whose files are hashed)
+        return self.root / "trt-cache"
+
+    @property
+    def verify(self) -> Path:  # the reports of `verify`, three per engine
+        return self.root / "verify"
+
+    @property
+    def verify_cache(self) -> Path:  # the reference's cascade, reused by every engine of the student
+        return self.root / "verify-cache"
+
+    @property
+    def bench(self) -> Path:
+        return self.root / "bench"
+
+    @property
+    def report(self) -> Path:
+        return self.root / "report.md"
+
+    @property
+    def plots(self) -> Path:
+        return self.root / "plots"
+
+    @property
+    def robustness_plot(self) -> Path:
+        return self.plots / "robustness_vs_eps.png"
+
+    @property
+    def accuracy_plot(self) -> Path:
+        return self.plots / "accuracy_vs_macs.png"
+
+    @property
+    def latency_plot(self) -> Path:
+        return self.plots / "latency_vs_batch.png"
+
+    @property
+    def curves(self) -> Path:  # the robustness curves the plots draw
+        return self.plots / "curves.json"
+
+    def require(self, name: str, stage: str) -> Path:
+        """The path of ``name``, refused when missing with the stage that writes it (a wrong directory, or a stage
+        not run yet)."""
+        path = self.path(name)
+        if not path.exists():
+            hint = f"run `{stage}` first" if stage == "search" else f"run `rnascl-deploy {stage} {self.root}` first"
+            raise RnasclError(f"{self.root} has no {path.name}: give a run directory that `rnascl-deploy {stage}` "
+                              f"has written (or {hint})")
+        return path
+
+
+def check_resume(started: Path, resume: bool, states: Iterable[Path] = ()) -> bool:
+    """True when there is a run to resume: ``started`` exists (a stage's state file, or the folder it fills).
+    Errors on a refused restart, a resume with nothing to resume, or a state file that cannot be read (``started``
+    when it is a file, and those of ``states`` that exist; checked here, before the stage writes anything)."""
+    name = started.name + "/" * started.is_dir()
+    if started.exists() and not resume:
+        raise RnasclError(f"{started.parent} already holds a run ({name}); pass --resume to continue it, or choose "
+                          "another directory")
+    if resume and not started.exists():
+        raise RnasclError(f"nothing to resume in {started.parent}: no {name} (start a new run without --resume)")
+    for state in ([started] if started.is_file() else []) + [s for s in states if s.exists()]:
         load_state(state)
-    return state.exists()
+    return started.exists()
 
 
 def _changed(saved: dict, now: dict) -> list:
@@ -68,10 +238,10 @@ def stage_keys(recipe: dict, sections: Iterable[str]) -> dict:
             if (k in sections or k.startswith(prefixes)) and k not in PLACEMENT}
 
 
-def check_same_recipe(out: Path, recipe, sections: Iterable[str]) -> None:
-    """Refuse to resume with a recipe that differs from the saved ``recipe.yaml`` in ``sections`` (the stage's
+def check_same_recipe(path: Path, recipe, sections: Iterable[str]) -> None:
+    """Refuse to resume with a recipe that differs from the one saved at ``path`` in ``sections`` (the stage's
     ``READS``), naming every changed key."""
-    path = out / "recipe.yaml"
+    out = Path(path).parent
     if not path.exists():
         return
     try:
@@ -93,11 +263,11 @@ def recipe_text(recipe) -> str:
     return yaml.safe_dump(dataclasses.asdict(recipe), sort_keys=False)
 
 
-def refuse_foreign_recipe(out: Path, recipe) -> None:
-    """Refuse to start a stage in ``out`` where a ``recipe.yaml`` lies that this stage would replace with other
-    content and that no interrupted stage left (no state file): a user's own file is never replaced."""
-    path = Path(out) / "recipe.yaml"
-    if not path.is_file() or any((Path(out) / name).exists() for name in ("search_state.pt", "state.pt")):
+def refuse_foreign_recipe(run: RunDir, recipe) -> None:
+    """Refuse to start a search in ``run`` where a recipe lies that it would replace with other content and that
+    no interrupted search left (no state file): a user's own file is never replaced."""
+    path = run.recipe
+    if not path.is_file() or run.search_state.exists():
         return
     if path.read_text(errors="replace") != recipe_text(recipe):
         raise RnasclError(f"{path} exists and is not the recipe this command would write there (a file of your own, "
@@ -105,12 +275,12 @@ def refuse_foreign_recipe(out: Path, recipe) -> None:
                           "--force to replace it")
 
 
-def save_recipe(out: Path, recipe) -> None:
-    """Write the resolved recipe (a :class:`~rnascl_deploy.recipe.Recipe`) to ``out/recipe.yaml``, atomically."""
+def save_recipe(path: Path, recipe) -> None:
+    """Write the resolved recipe (a :class:`~rnascl_deploy.recipe.Recipe`) to ``path``, atomically."""
     if not distributed.is_main():
         return
-    out.mkdir(parents=True, exist_ok=True)
-    atomic_write_text(out / "recipe.yaml", recipe_text(recipe))
+    Path(path).parent.mkdir(parents=True, exist_ok=True)
+    atomic_write_text(Path(path), recipe_text(recipe))
 
 
 def cpu_copy(state):

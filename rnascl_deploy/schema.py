@@ -5,7 +5,8 @@ its ``TrainConfig``, and so on); ``rnascl_deploy.recipe`` assembles them into th
 declares the valid values of its fields in ``CHECKS`` (one :class:`Check` per field) and may add a ``validate()``
 method for rules that span fields. :func:`from_dict` builds a section from a mapping: an unknown key is an error
 naming the valid ones, a value of the wrong type is an error naming the type. :func:`check_values` then applies the
-declared checks, recursively.
+declared checks, recursively. A section may also declare ``NORMALIZE`` (field -> function): a value that can be
+written several ways is turned into its one normal form as it is read (a budget: ``600K``, ``macs=600K``, ``600000``).
 
 Values merge key by key (:func:`merge`): a recipe file or a ``--set`` override replaces only the keys it names,
 so a section is never rebuilt from anything but the embedded default recipe.
@@ -127,7 +128,7 @@ def _coerce(value: Any, tp: Any, where: str) -> Any:
         if value is None:
             return None
         return _coerce(value, args[0], where)
-    if dataclasses.is_dataclass(tp):
+    if dataclasses.is_dataclass(tp) and isinstance(tp, type):
         return from_dict(tp, value, where)
     if origin in (list, List):
         if not isinstance(value, list):
@@ -161,6 +162,12 @@ def from_dict(cls: type, data: Any, where: str = "") -> Any:
             retired = getattr(cls, "RETIRED", {}).get(key)  # a key an older version had: say what replaced it
             raise RnasclError(f"recipe key {path!r} {retired}" if retired else
                               f"unknown recipe key {path!r}; valid keys here: {', '.join(names)}")
+        normalize = getattr(cls, "NORMALIZE", {}).get(key)
+        if normalize is not None:  # one normal form for values written several ways (a budget)
+            try:
+                value = normalize(value)
+            except RnasclError as exc:
+                raise RnasclError(f"recipe key {path!r} is {value!r}: {exc}") from None
         kwargs[key] = _coerce(value, hints[key], path)
     required = [f.name for f in dataclasses.fields(cls) if f.name not in kwargs
                 and f.default is dataclasses.MISSING and f.default_factory is dataclasses.MISSING]
@@ -241,7 +248,7 @@ def parse_override(text: str) -> tuple:
 
 def flatten(d: dict, prefix: str = "") -> dict:
     """``{a: {b: 1}}`` -> ``{"a.b": 1}``."""
-    out = {}
+    out: dict = {}
     for k, v in d.items():
         key = f"{prefix}.{k}" if prefix else str(k)
         out.update(flatten(v, key) if isinstance(v, dict) and v else {key: v})

@@ -39,13 +39,13 @@ from torch.optim.swa_utils import update_bn
 from . import distributed
 from .arch import ArchSpec, TeacherRef
 from .checkpoint import file_sha256
-from .cost import Budget, arch_cost, check_budget, expected_cost, human, measure, parse_budget
+from .cost import Budget, arch_cost, check_budget, expected_cost, human, measure, normalize_budget, parse_budget
 from .data import augment_batch, batches, num_batches, on_device
 from .distill import Distiller, TutorSearch
 from .errors import RnasclError
 from .loop import EpochLoop
 from .models.student import check_space
-from .rundir import RunLog, check_resume, check_same_recipe, save_recipe
+from .rundir import RunDir, RunLog, check_resume, check_same_recipe, save_recipe
 from .runtime import Runtime, resolve
 from .schema import LIMIT, SEED, Parses, at_least, between, positive, resolve_path
 from .space import Layout, Supernet, build_layout, materialize, student_taps
@@ -58,8 +58,9 @@ if TYPE_CHECKING:
 
 log = logging.getLogger(__name__)
 
-STATE = "search_state.pt"
 READS = ("runtime", "data", "teacher.checkpoint", "search")  # what of the recipe the search reads
+CONSUMES: tuple = ()  # the run directory's files it reads (RunDir attributes)
+WRITES = ("arch", "search_state", "search_history", "search_log")
 
 
 @dataclass
@@ -68,6 +69,7 @@ class SearchConfig:
     tutors) in alternation, under ``budget`` (MACs and/or parameters of the derived student, the syntax of
     :func:`cost.parse_budget`)."""
 
+    NORMALIZE: ClassVar[dict] = {"budget": normalize_budget}  # 600K, macs=600K and 600000 are one budget
     CHECKS: ClassVar[dict] = {"budget": Parses(parse_budget), "epochs": at_least(1), "limit": LIMIT,
                               "weight_lr": positive(), "weight_decay": at_least(0), "arch_lr": positive(),
                               "arch_every": at_least(2), "tau0": positive(), "tau_decay": at_least(0),
@@ -76,7 +78,7 @@ class SearchConfig:
                               "cost_floor": between(0, 1), "seed": SEED}
 
     space: SpaceConfig = field(default_factory=SpaceConfig)
-    budget: str = "600K"  # 600K, 1.5M (MACs), params=150K, macs=1M,params=100K
+    budget: str = "600K"  # 600K, 1.5M (MACs), params=150K, macs=1M,params=100K; held in cost.normalize_budget's form
     epochs: int = 3
     limit: Optional[int] = 8192  # training images searched on (validation: a quarter as many); null: all
     weight_lr: float = 4e-3  # Adam, cosine
@@ -185,11 +187,10 @@ class SearchLoop(EpochLoop):
     desc = "search"
 
     def __init__(self, cfg: SearchConfig, layout: Layout, supernet: Supernet, tutor: TutorSearch,
-                 distiller: Distiller, budget: Budget, train_set, val_set, batch_size: int, augment, out: Path,
+                 distiller: Distiller, budget: Budget, train_set, val_set, batch_size: int, augment, run: RunDir,
                  progress: bool, runtime: Runtime, workers: int = 0):
         steps = num_batches(train_set, batch_size, drop_last=True)
-        super().__init__(out, cfg.epochs, cfg.seed, steps, state_name=STATE, history_name="search_history.jsonl",
-                         progress=progress)
+        super().__init__(run.search_state, run.search_history, cfg.epochs, cfg.seed, steps, progress=progress)
         self.cfg, self.layout, self.supernet, self.tutor, self.distiller = cfg, layout, supernet, tutor, distiller
         self.budget, self.batch_size, self.augment = budget, batch_size, augment
         self.runtime, self.dev, self.workers = runtime, runtime.device, workers
@@ -215,6 +216,7 @@ class SearchLoop(EpochLoop):
 
     def _update(self, x, y, arch: bool):
         x, y = x.to(self.dev, non_blocking=True), y.to(self.dev, non_blocking=True)
+        assert self.net is not None  # made by batches() before the first step
         with self.runtime.autocast():
             logits, distill, terms = self.distiller(self.net, x)
             ce = F.cross_entropy(logits, y)
@@ -284,13 +286,13 @@ class SearchLoop(EpochLoop):
 def run_search(recipe: Recipe, out: Path, resume: bool = False, progress: bool = True) -> ArchSpec:
     """Search under ``search.budget`` on ``search.limit`` training images, then write ``out/arch.json``
     (returned) and ``out/recipe.yaml``; resumable per epoch."""
-    out = Path(out)
+    run = RunDir(out)
     cfg, data = recipe.search, recipe.data
     budget, limit = parse_budget(cfg.budget), cfg.limit
-    if (out / "arch.json").exists():
-        raise RnasclError(f"{out / 'arch.json'} already exists: this search is finished. Choose another --out")
-    if check_resume(out / STATE, resume):
-        check_same_recipe(out, recipe, READS)
+    if run.arch.exists():
+        raise RnasclError(f"{run.arch} already exists: this search is finished. Choose another --out")
+    if check_resume(run.search_state, resume):
+        check_same_recipe(run.recipe, recipe, READS)
     train_set, info = data.load("train", limit)
     val_set, _ = data.load("val", None if limit is None else max(1, limit // 4))
     try:  # bounded before it is laid out
@@ -321,7 +323,7 @@ def run_search(recipe: Recipe, out: Path, resume: bool = False, progress: bool =
                           f"{data.batch_size}: {distributed.world()} processes need whole batches; search on more "
                           "images (--limit)")
     distributed.barrier()  # every rank has read the run directory before rank 0 writes to it
-    save_recipe(out, recipe)
+    save_recipe(run.recipe, recipe)
     teacher = teacher.to(runtime.device)
 
     torch.manual_seed(cfg.seed)
@@ -330,8 +332,8 @@ def run_search(recipe: Recipe, out: Path, resume: bool = False, progress: bool =
         tutor = TutorSearch(s_taps, t_taps, cfg.attention_size)
     distiller = Distiller(teacher, tutor, cfg.kd_weight, cfg.kd_temperature, cfg.gamma)
     loop = SearchLoop(cfg, layout, supernet, tutor, distiller, budget, train_set, val_set, data.batch_size,
-                      data.augmentation(info), out, progress, runtime, data.workers)
-    with RunLog(out / "search.log"):
+                      data.augmentation(info), run, progress, runtime, data.workers)
+    with RunLog(run.search_log):
         log.info("searching %d units (%s .. %s MACs) with %d student taps x %d teacher taps under budget %s on "
                  "%d train / %d val images", len(layout.units), human(arch_cost(layout, layout.min_widths).macs),
                  human(arch_cost(layout, layout.max_widths).macs), len(s_taps), len(t_taps), budget,
@@ -362,10 +364,10 @@ def run_search(recipe: Recipe, out: Path, resume: bool = False, progress: bool =
                     "tutor_probs": {s: [round(v, 4) for v in probs[i].tolist()] for i, s in enumerate(s_taps)},
                     "notes": notes})
         if distributed.is_main():
-            arch.save(out / "arch.json")
+            arch.save(run.arch)
         distributed.barrier()  # arch.json exists when any rank returns
         log.info("derived widths %s: %s MACs, %s params (budget %s); tutors %s -> %s", widths, human(measured.macs),
-                 human(measured.params), budget, arch.tutors, out / "arch.json")
+                 human(measured.params), budget, arch.tutors, run.arch)
     return arch
 
 

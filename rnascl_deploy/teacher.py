@@ -29,7 +29,7 @@ from .errors import RnasclError
 from .models import MODELS, build_model
 from .objectives import make_objective, needs_teacher
 from .perf import channels_last
-from .rundir import RunLog, check_resume, check_same_recipe, save_recipe
+from .rundir import RunLog, TrainDir, check_resume, check_same_recipe, save_recipe
 from .runtime import RuntimeConfig, resolve
 from .schema import ANY, LIMIT, OneOf, resolve_path
 from .train import TrainConfig, TrainResult, train
@@ -92,13 +92,13 @@ def train_teacher(recipe: Recipe, out: Path, resume: bool = False, progress: boo
 
     With a distillation objective (``teacher.train.adv`` ard or rslad) the model learns from the robust teacher at
     ``teacher.checkpoint``: a way to distil one robust network into another architecture."""
-    out = Path(out)
-    final = out / "model.safetensors"
+    folder = TrainDir(Path(out))
+    final = folder.model
     if final.exists():
         raise RnasclError(f"{final} already exists: this run is finished. Choose another --out to train again")
     data, cfg = recipe.data, recipe.teacher
-    if check_resume(out / "state.pt", resume):
-        check_same_recipe(out, recipe, READS)
+    if check_resume(folder.state, resume):
+        check_same_recipe(folder.recipe, recipe, READS)
     train_set, info = data.load("train", cfg.limit)
     val_set, _ = data.load("val")
     spec = dataclasses.asdict(cfg.model)
@@ -115,13 +115,13 @@ def train_teacher(recipe: Recipe, out: Path, resume: bool = False, progress: boo
     if needs_teacher(cfg.train.adv):  # robust distillation from the recipe's teacher checkpoint
         distiller = Distiller(load_teacher(cfg.checkpoint, info).to(runtime.device), None, kd_weight=0.0, gamma=0.0)
         distiller.clean = CleanTeacher() if cfg.train.teacher_input == "clean" else None
-    save_recipe(out, recipe)
-    best = out / "best.safetensors"
+    save_recipe(folder.recipe, recipe)
+    best = folder.best
 
     def save_best(m, metrics):
         save_checkpoint(best, m, "teacher", spec, info.to_dict(), dataclasses.asdict(recipe), metrics)
 
-    with RunLog(out / "train.log"):
+    with RunLog(folder.log):
         log.info("training teacher %s on %s (%d train / %d val images) into %s", spec, info.name, len(train_set),
                  len(val_set), out)
         result = train(model, train_set, val_set, cfg.train, out, data.batch_size, data.augmentation(info),
@@ -150,3 +150,33 @@ def evaluate_checkpoint(path: Path, data: DataConfig, attack: AttackConfig, limi
                           f"{list(info.input_shape)}")
     report: RobustnessReport = evaluate_robustness(model, test_set, attack.build(attacks), attack.batch_size, progress)
     return {**report.to_dict(), "checkpoint": str(path), "sha256": file_sha256(Path(path)), "dataset": name}
+
+
+def import_teacher(state_dict: Path, model_name: str, kwargs: dict, dataset: str, data_root: Optional[str],
+                   mean: Optional[List[float]], std: Optional[List[float]], out: Path) -> None:
+    """A foreign PyTorch state dict (e.g. a RobustBench .pt) as a teacher checkpoint at ``out``: the architecture
+    ``model_name(**kwargs)`` of the data set's shape, normalising with ``mean``/``std`` (default: the data set's).
+    The file is read with ``weights_only=True``: a pickle that carries code is refused, never run."""
+    from .checkpoint import import_state_dict
+    from .data import load_split
+    from .fileio import refuse_existing
+
+    refuse_existing([out], "exists", "choose another --out")
+    _, info = load_split(dataset, "test", data_root, limit=1)
+    data = info.to_dict()
+    channels = info.input_shape[0]
+    for key, values in (("mean", mean), ("std", std)):
+        if values is None:
+            continue
+        if len(values) != channels:
+            raise RnasclError(f"--{key} has {len(values)} values; the data set's images have {channels} "
+                              f"channel{'s' * (channels != 1)}, so give {channels}")
+        data[key] = list(values)
+    try:
+        model = build_model(model_name, channels, info.num_classes, info.input_shape[1], data["mean"], data["std"],
+                            **kwargs)
+    except (TypeError, ValueError) as exc:
+        raise RnasclError(f"cannot build {model_name} with {kwargs}: {exc}") from None
+    import_state_dict(state_dict, model)
+    save_checkpoint(Path(out), model, "teacher", {"name": model_name, "kwargs": kwargs}, data,
+                    metrics={"imported_from": str(state_dict)})

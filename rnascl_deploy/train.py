@@ -12,9 +12,9 @@ falls by more than ``collapse_drop`` below its best so far, the run says so in p
 the collapse stays the result, and ``on_collapse`` decides the rest: ``stop``, or ``pgd`` (continue from that
 epoch's weights with PGD-AT, ``steps`` and ``step_size`` of the same section, keeping the teacher's terms).
 
-Run directory (``out``): ``state.pt`` (model + optimiser + history, written each epoch, read with
-``weights_only=True``), ``history.jsonl`` (one line per epoch), ``train.log``, ``recipe.yaml``, and when finished
-``model.safetensors``: the kept epoch, the latest whose validation robust accuracy (PGD-10 at the training eps;
+Training folder (``out``, :class:`~rnascl_deploy.rundir.TrainDir`): the state (model + optimiser + history,
+written each epoch, read with ``weights_only=True``), the history (one line per epoch), the log, the recipe, and when
+finished the model: the kept epoch, the latest whose validation robust accuracy (PGD-10 at the training eps;
 clean accuracy for ``adv: clean``) is within ``keep_within`` of the best so far, a guard against robust overfitting
 (Rice et al. 2020) that does not pick among the last epochs by the validation set's noise (by default the margin is
 one standard error of that accuracy on ``val_limit`` images: 1.4 points at 75% on 1,000; 0 keeps the best epoch).
@@ -39,7 +39,7 @@ from .data import augment_batch, batches, num_batches, on_device, rank_part
 from .errors import RnasclError
 from .loop import EpochLoop
 from .objectives import OBJECTIVES, Objective, make_objective, mixes
-from .rundir import cpu_copy
+from .rundir import TrainDir, cpu_copy
 from .runtime import Runtime
 from .schema import SEED, Maybe, OneOf, at_least, between, positive
 
@@ -153,10 +153,10 @@ def validate(model: nn.Module, val_set, eps: float, batch_size: int = 500) -> Di
             if attack is not None:
                 with torch.no_grad():
                     robust += (ok & (model(attack(model, x, y)).argmax(1) == y)).sum()
-    correct, robust = distributed.all_sum([int(correct), int(robust)])
-    out = {"val_clean": correct / len(val_set)}
+    n_correct, n_robust = distributed.all_sum([int(correct), int(robust)])
+    out = {"val_clean": n_correct / len(val_set)}
     if attack is not None:
-        out["val_pgd10"] = robust / len(val_set)
+        out["val_pgd10"] = n_robust / len(val_set)
     return out
 
 
@@ -180,7 +180,8 @@ class TrainLoop(EpochLoop):
         steps = num_batches(train_set, batch_size, drop_last=True)
         if steps == 0:
             raise RnasclError(f"the training split has {len(train_set)} images, fewer than one batch of {batch_size}")
-        super().__init__(out, cfg.epochs, cfg.seed, steps, progress=progress)
+        folder = TrainDir(Path(out))
+        super().__init__(folder.state, folder.history, cfg.epochs, cfg.seed, steps, progress=progress)
         if cfg.warmup_epochs >= cfg.epochs > 0:
             log.info("the warm-up (%d epochs) is not shorter than the training (%d): the learning rate warms up over "
                      "its first third instead (%d steps)", cfg.warmup_epochs, cfg.epochs, warmup_steps(cfg, steps))
@@ -192,6 +193,7 @@ class TrainLoop(EpochLoop):
         self.runtime, self.dev, self.workers = runtime, runtime.device, workers
         self.scaler = runtime.grad_scaler()
         model.to(self.dev)
+        self.opt: torch.optim.Optimizer
         if cfg.optimizer == "adam":
             self.opt = torch.optim.Adam(model.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay)
         else:
@@ -242,11 +244,12 @@ class TrainLoop(EpochLoop):
     def update_ema(self, step: int) -> None:
         """EMA of the parameters with the decay warmed up as min(ema, (1 + t) / (10 + t)); buffers (BN statistics)
         are copied from the live model."""
+        assert self.ema is not None  # called only with weight averaging on
         decay = min(self.cfg.ema, (1 + step) / (10 + step))
         for avg, live in zip(self.ema.parameters(), self.model.parameters()):
             avg.mul_(decay).add_(live.detach(), alpha=1 - decay)
-        for avg, live in zip(self.ema.buffers(), self.model.buffers()):
-            avg.copy_(live)
+        for buffer, live_buffer in zip(self.ema.buffers(), self.model.buffers()):
+            buffer.copy_(live_buffer)
 
     def postfix(self, means):
         return {k: f"{v:.3f}" for k, v in means.items()} | {"lr": f"{self.lr:.3g}", "eps": f"{self.eps:.3g}"}
@@ -300,6 +303,7 @@ class TrainLoop(EpochLoop):
         return f"pgd from epoch {best}"
 
     def _switch_to_pgd(self) -> None:
+        assert self.best_state is not None  # a collapse continues only from a kept epoch
         self.model.load_state_dict(self.best_state["model"])
         if self.ema is not None:
             self.ema.load_state_dict(self.best_state["ema"])
@@ -340,8 +344,9 @@ def train(model: nn.Module, train_set, val_set, cfg: TrainConfig, out: Path, bat
           augment=(), objective: Optional[Objective] = None, resume: bool = False, progress: bool = True,
           save_best: Optional[Callable[[nn.Module, Dict[str, float]], None]] = None,
           runtime: Optional[Runtime] = None, workers: int = 0) -> TrainResult:
-    """Train ``model`` in place; checkpoint each epoch to ``out/state.pt``; call ``save_best`` with each epoch that
-    becomes the kept one (``keep_within``); the result's ``best_epoch`` and ``best_metrics`` are the kept epoch's.
+    """Train ``model`` in place; checkpoint each epoch into the training folder ``out``; call ``save_best`` with
+    each epoch that becomes the kept one (``keep_within``); the result's ``best_epoch`` and ``best_metrics`` are the
+    kept epoch's.
 
     ``resume=False`` refuses a directory that already holds a run (nothing is overwritten); ``resume=True``
     continues from the last completed epoch. Under torchrun the model is trained with DistributedDataParallel
@@ -351,6 +356,7 @@ def train(model: nn.Module, train_set, val_set, cfg: TrainConfig, out: Path, bat
                      objective or make_objective(cfg), progress, save_best, runtime or Runtime(torch.device("cpu")),
                      workers)
     loop.run(resume)
+    assert loop.best is not None  # every epoch is validated, the first one kept
     if loop.ema is not None:  # the caller's model ends with the averaged weights
         model.load_state_dict(loop.ema.state_dict())
     return TrainResult(best_epoch=loop.best["epoch"], best_metrics=loop.best["metrics"],

@@ -60,9 +60,8 @@ def plain_model(fmnist_train):
 def trained_run(tmp_path_factory, fmnist_train):
     """A run directory with arch.json, recipe.yaml and a student trained for two clean epochs (~80% accuracy):
     what `export` and `verify` read. Built without a teacher so it takes seconds."""
-    import json
-
     import dataclasses
+    import json
 
     from rnascl_deploy.arch import FORMAT, VERSION, ArchSpec
     from rnascl_deploy.checkpoint import save_checkpoint
@@ -86,7 +85,7 @@ def trained_run(tmp_path_factory, fmnist_train):
            "teacher": {"checkpoint": "", "sha256": "", "taps": []}, "seed": 0, "search": {}}
     (run / "arch.json").write_text(json.dumps(doc))
     arch = ArchSpec.load(run / "arch.json")
-    save_recipe(run, recipe)
+    save_recipe(run / "recipe.yaml", recipe)
     torch.manual_seed(0)
     student = fit(arch.build_student(), fmnist_train)
     save_checkpoint(run / "student.safetensors", student, "student", arch.model_spec(), FASHION_MNIST_INFO.to_dict())

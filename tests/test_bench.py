@@ -44,8 +44,9 @@ def test_bench_rows_are_ordered_percentiles_with_a_pytorch_reference(trained_run
 def test_bench_cli_writes_json_csv_and_plot(trained_run):
     export_student(trained_run, "onnx", load_recipe(trained_run / "recipe.yaml"))
     engine = trained_run / "engines" / "student.onnx"
-    result = CliRunner().invoke(main, ["-q", "--threads", "1", "bench", "--engine", str(engine), "--batch", "1,2",
-                                       "--warmup", "1", "--min-iters", "3", "--min-seconds", "0", "--json"])
+    result = CliRunner().invoke(main, ["-q", "--threads", "1", "bench", str(trained_run), "--engine", str(engine),
+                                       "--batch", "1,2", "--warmup", "1", "--min-iters", "3", "--min-seconds", "0",
+                                       "--json"])
     assert result.exit_code == 0, result.output
     report = json.loads(result.output)
     assert [r["batch"] for r in report["rows"]] == [1, 2] and report["threads"] == 1
@@ -53,8 +54,11 @@ def test_bench_cli_writes_json_csv_and_plot(trained_run):
     assert (out / "student.onnx.json").exists() and (out / "student.onnx.csv").exists()
     assert (out / "student.onnx.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
     kept = (out / "student.onnx.json").read_bytes()
-    again = CliRunner().invoke(main, ["-q", "bench", "--engine", str(engine), "--batch", "1", "--warmup", "0",
-                                      "--min-iters", "1", "--min-seconds", "0"])
+    again = CliRunner().invoke(main, ["-q", "bench", str(trained_run), "--engine", str(engine), "--batch", "1",
+                                      "--warmup", "0", "--min-iters", "1", "--min-seconds", "0"])
+    alone = CliRunner().invoke(main, ["-q", "bench", "--engine", str(engine), "--batch", "1", "--warmup", "0",
+                                      "--min-iters", "1", "--min-seconds", "0", "--json"])  # no RUN: no files
+    assert alone.exit_code == 0 and json.loads(alone.output)["reference_rows"] == []
     assert again.exit_code == 2 and "already holds bench results" in again.output
     assert (out / "student.onnx.json").read_bytes() == kept
     bad = CliRunner().invoke(main, ["bench", "--engine", str(engine), "--batch", "0,x"])

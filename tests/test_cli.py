@@ -10,7 +10,8 @@ from rnascl_deploy.cost import measure
 from rnascl_deploy.schema import resolve_path
 
 TEACHER = "builtin:teacher-fashion-mnist/model.safetensors"
-TINY = ["--set", "teacher.model.name=cnn", "--set", "teacher.model.kwargs={widths: [4, 8], strides: [2, 2], hidden: 16}",
+TINY = ["--set", "teacher.model.name=cnn",
+        "--set", "teacher.model.kwargs={widths: [4, 8], strides: [2, 2], hidden: 16}",
         "--set", "teacher.train.val_limit=32", "--set", "teacher.train.steps=1"]
 
 
@@ -44,9 +45,9 @@ def test_every_commands_help_answers_without_importing_torch():
 
 
 def test_the_objectives_named_in_help_are_the_registrys():
-    from rnascl_deploy.cli import OBJECTIVE_NAMES, _objective_names
+    from rnascl_deploy.cli.options import OBJECTIVE_NAMES, objective_names
 
-    assert sorted(OBJECTIVE_NAMES.split(", ")) == sorted(_objective_names())
+    assert sorted(OBJECTIVE_NAMES.split(", ")) == sorted(objective_names())
 
 
 def test_teacher_eval_json(tmp_path):
@@ -151,7 +152,7 @@ def test_teacher_import_converts_state_dicts_and_refuses_code(tmp_path):
 
 
 def test_global_options_are_accepted_after_the_command_and_threads_are_bounded(trained_run):
-    from rnascl_deploy.cli import MAX_THREADS, hoist_global_options
+    from rnascl_deploy.cli.app import MAX_THREADS, hoist_global_options
 
     assert hoist_global_options(["bench", "--engine", "e.onnx", "--threads", "2", "-q"]) == \
         ["--threads", "2", "-q", "bench", "--engine", "e.onnx"]

@@ -9,8 +9,8 @@ import torch
 from click.testing import CliRunner
 
 from rnascl_deploy.checkpoint import file_sha256, load_model
-from rnascl_deploy.data import batches, load_split
 from rnascl_deploy.cli import main
+from rnascl_deploy.data import batches, load_split
 from rnascl_deploy.engines import OnnxRuntimeEngine, TorchEngine, open_engine
 from rnascl_deploy.errors import RnasclError
 from rnascl_deploy.exporters.export import export_student
@@ -300,8 +300,8 @@ def test_onnxruntime_tensorrt_options_name_the_profile_and_a_cache_per_graph_and
     path.parent.mkdir()
     path.write_bytes((trained_run / "engines" / "student.onnx").read_bytes())
 
-    def options(max_batch=64, opt_batch=8):
-        return engine._tensorrt_options(path, "images", [1, 28, 28], None, max_batch, opt_batch, None)
+    def options(max_batch=64, opt_batch=8, cache_dir=tmp_path / "trt-cache"):
+        return engine._tensorrt_options(path, "images", [1, 28, 28], None, max_batch, opt_batch, cache_dir)
 
     first = options()
     assert first["trt_profile_min_shapes"] == "images:1x1x28x28"
@@ -309,6 +309,7 @@ def test_onnxruntime_tensorrt_options_name_the_profile_and_a_cache_per_graph_and
     assert first["trt_profile_max_shapes"] == "images:64x1x28x28" and engine.max_batch == 64
     cache = Path(first["trt_engine_cache_path"])
     assert cache.is_dir() and cache.parent == tmp_path / "trt-cache"
+    assert Path(options(cache_dir=None)["trt_engine_cache_path"]).parent == path.parent / "trt-cache"  # no run
     assert options()["trt_engine_cache_path"] == str(cache)  # the same graph and profile: the same cache
     assert options(max_batch=128)["trt_engine_cache_path"] != str(cache)
     model = onnx.load(str(path))  # re-exported after more training: the same names, other weights

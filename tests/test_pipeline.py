@@ -8,6 +8,7 @@ import rnascl_deploy.train as train_module
 from rnascl_deploy.cli import main
 from rnascl_deploy.pipeline import stage_inputs
 from rnascl_deploy.recipe import load_recipe
+from rnascl_deploy.rundir import RunDir
 
 from .conftest import interrupt_on_call
 
@@ -51,6 +52,11 @@ def test_run_end_to_end_then_skips_everything(tmp_path):
 
     changed = json.loads(_run(out, "--json", "--set", "retrain.train.lr=0.02").output)
     assert changed["skipped"] == ["search"] and changed["ran"][0] == "retrain"
+    # RUN/recipe.yaml is the last run's resolved recipe: run from it alone, everything is as the directory holds it
+    assert load_recipe(out / "recipe.yaml").retrain.train.lr == 0.02
+    again = CliRunner().invoke(main, ["-q", "run", "--recipe", str(out / "recipe.yaml"), "--out", str(out), "--json"],
+                               catch_exceptions=False)
+    assert json.loads(again.output)["ran"] == []
 
     # the resolved recipe in the run directory is the whole input: searching with it alone finds the same spec
     again = CliRunner().invoke(main, ["-q", "search", "--recipe", str(out / "recipe.yaml"), "--out",
@@ -81,11 +87,11 @@ def test_a_stage_is_invalidated_by_what_it_reads_only(tmp_path):
     """The search reads the teacher's checkpoint, not how teachers are trained: a teacher.train key (such as one a
     newer version adds) leaves a finished search valid; a search key does not."""
     def digest(**over):
-        return stage_inputs("search", tmp_path, load_recipe(None, over))
+        return stage_inputs("search", RunDir(tmp_path), load_recipe(None, over))
 
     base = digest()
     assert digest(**{"teacher.train.epochs": 3, "teacher.limit": 64}) == base
     assert digest(**{"runtime.memory_format": "channels_last", "runtime.device": "cpu"}) == base  # where, not what
     assert digest(**{"search.epochs": 2}) != base
-    assert stage_inputs("retrain", tmp_path, load_recipe(None, {"retrain.train.keep_within": 0.0})) != \
-        stage_inputs("retrain", tmp_path, load_recipe(None))
+    assert stage_inputs("retrain", RunDir(tmp_path), load_recipe(None, {"retrain.train.keep_within": 0.0})) != \
+        stage_inputs("retrain", RunDir(tmp_path), load_recipe(None))

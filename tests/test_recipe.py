@@ -1,9 +1,10 @@
+import dataclasses
+
 import pytest
 import yaml
 
+from rnascl_deploy.cost import Budget, parse_budget
 from rnascl_deploy.errors import RnasclError
-import dataclasses
-
 from rnascl_deploy.recipe import Recipe, load_recipe, recipe_to_dict
 from rnascl_deploy.rundir import save_recipe
 from rnascl_deploy.schema import parse_override, resolve_path
@@ -48,7 +49,7 @@ def test_overrides_win_and_ints_widen_to_float():
 
 def test_resolved_dump_round_trips(tmp_path):
     r = load_recipe(RECIPE, {"data.batch_size": 7})
-    save_recipe(tmp_path, r)
+    save_recipe(tmp_path / "recipe.yaml", r)
     assert load_recipe(tmp_path / "recipe.yaml") == r
     assert yaml.safe_load((tmp_path / "recipe.yaml").read_text())["data"]["batch_size"] == 7
 
@@ -108,3 +109,17 @@ def test_quick_lays_its_keys_under_the_overrides_and_never_raises_a_floor():
     assert quick.retrain.train.epochs == 2  # --set wins
     assert quick.verify.min_worst_case_pct == QUICK_FLOOR < Recipe().verify.min_worst_case_pct
     assert load_recipe("recipes/cifar10-s5.yaml", quick=True).verify.min_worst_case_pct == 25.0
+
+
+@pytest.mark.parametrize("written", ["600K", "macs=600K", "600k", 600000, "0.6M", " macs = 600000 "])
+def test_a_budget_has_one_normal_form_however_it_is_written(written, tmp_path):
+    """The budget is normalised as the recipe is read: every way of writing 600K MACs is the same recipe (the same
+    search to the pipeline's hash), written back as 600K; numbers are accepted from YAML and --set."""
+    r = load_recipe(None, {"search.budget": written})
+    assert r.search.budget == "600K" and r == load_recipe(None)
+    (tmp_path / "r.yaml").write_text(f"search:\n  budget: {written}\n")
+    assert load_recipe(tmp_path / "r.yaml").search.budget == "600K"
+    both = load_recipe(None, {"search.budget": "params=40000,macs=1.2M"}).search.budget
+    assert both == "macs=1.2M,params=40K" and parse_budget(both) == Budget(macs=1_200_000, params=40_000)
+    with pytest.raises(RnasclError, match="search.budget"):
+        load_recipe(None, {"search.budget": "-5"})

@@ -20,6 +20,7 @@ import rnascl_deploy.pipeline as pipeline
 import rnascl_deploy.train as train_module
 from rnascl_deploy.cli import main
 from rnascl_deploy.lock import LOCK_NAME, run_lock
+from rnascl_deploy.rundir import RunDir
 
 from .test_refusals import copy_files, snapshot
 
@@ -45,7 +46,7 @@ WRITERS = {
     "retrain": ["retrain", "{run}"],
     "export": ["export", "{run}", "--format", "onnx"],
     "verify": ["verify", "{run}", "--engine", "{run}/student.safetensors"],
-    "bench": ["bench", "--engine", "{run}/engines/student.onnx"],
+    "bench": ["bench", "{run}", "--engine", "{run}/engines/student.onnx"],
     "run": ["run", "--out", "{run}"],
     "teacher train": ["teacher", "train", "--out", "{run}"],
 }
@@ -259,7 +260,7 @@ def test_run_resumes_verify_between_engines(run, monkeypatch):
     (run / "verify" / "student-int8.onnx.json").write_text("partial")
     verified = []
     monkeypatch.setattr(pipeline.verify, "verify_run", lambda engine, *a, **k: verified.append(engine.name))
-    pipeline._verify(None, run, resume=True, progress=False, provider="cpu")
+    pipeline._verify(None, RunDir(run), resume=True, progress=False, provider="cpu")
     assert verified == ["student-int8.onnx"]
     assert (run / "verify" / "student.onnx.json").read_text() == "kept"
     assert [p.read_text() for p in run.glob("superseded/*/verify/student-int8.onnx.json")] == ["partial"]

@@ -5,13 +5,13 @@ import pytest
 import torch
 
 import rnascl_deploy.train as train_module
+from rnascl_deploy.arch import ArchSpec
 from rnascl_deploy.checkpoint import load_model
 from rnascl_deploy.distill import Distiller
 from rnascl_deploy.errors import RnasclError
 from rnascl_deploy.recipe import load_recipe
 from rnascl_deploy.retrain import run_retrain
 from rnascl_deploy.search import run_search
-from rnascl_deploy.arch import ArchSpec
 from rnascl_deploy.taps import Taps
 
 from .conftest import interrupt_on_call

@@ -5,10 +5,10 @@ import torch
 from click.testing import CliRunner
 
 import rnascl_deploy.search as search_module
+from rnascl_deploy.arch import ArchSpec
 from rnascl_deploy.cli import main
 from rnascl_deploy.cost import Budget, arch_cost, measure
 from rnascl_deploy.errors import RnasclError
-from rnascl_deploy.arch import ArchSpec
 from rnascl_deploy.recipe import load_recipe
 from rnascl_deploy.search import budget_range, derive_widths, run_search
 from rnascl_deploy.space import build_layout, materialize

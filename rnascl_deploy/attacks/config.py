@@ -6,6 +6,7 @@ from typing import ClassVar, Dict, List, Optional
 
 from ..schema import SEED, Each, Parses, at_least, between
 from . import registry
+from .base import Attack
 
 ATTACK = Parses(registry.parse)  # a registered attack's name
 
@@ -26,6 +27,6 @@ class AttackConfig:
     batch_size: int = 500
     seed: int = 0
 
-    def build(self, names: Optional[List[str]] = None) -> Dict[str, object]:
+    def build(self, names: Optional[List[str]] = None) -> Dict[str, Attack]:
         """The attacks ``names`` (default: this section's ``attacks``), configured by this section, by name."""
         return {name: registry.build(name, self) for name in (names or self.attacks)}

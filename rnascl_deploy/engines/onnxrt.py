@@ -18,14 +18,6 @@ log = logging.getLogger(__name__)
 ORT_GPU_INSTALL = "`pip install -c constraints.txt 'rnascl-deploy[gpu]'`"  # onnxruntime-gpu, pinned
 
 
-def _trt_cache_dir(path: Path) -> Path:
-    """Engine cache of onnxruntime's TensorRT provider: ``RUN/trt-cache/`` for an engine in ``RUN/engines/`` (kept
-    out of ``engines/``, whose files the pipeline hashes), else ``trt-cache/`` beside the engine."""
-    path = Path(path).resolve()
-    root = path.parent.parent if path.parent.name == "engines" else path.parent
-    return root / "trt-cache"
-
-
 def _trt_cache_key(path: Path, low: int, opt: int, high: int) -> str:
     """The cache's subfolder for one graph and profile. onnxruntime keys its cached engines by the file's name and
     the graph's node and tensor names only, not the weights or the profile, so a re-exported student of the same
@@ -35,7 +27,8 @@ def _trt_cache_key(path: Path, low: int, opt: int, high: int) -> str:
 
 class OnnxRuntimeEngine(Engine):
     """An ONNX graph run by onnxruntime. ``device``: ``cpu``, ``cuda`` or ``tensorrt`` (onnxruntime's TensorRT
-    execution provider, with an explicit min/opt/max batch profile and an engine cache in ``cache_dir``)."""
+    execution provider, with an explicit min/opt/max batch profile and an engine cache in ``cache_dir``: the run's
+    ``RunDir.trt_cache`` where the caller knows the run, else ``trt-cache/`` beside the engine)."""
 
     PROVIDERS = {"cpu": ["CPUExecutionProvider"], "cuda": ["CUDAExecutionProvider", "CPUExecutionProvider"],
                  "tensorrt": ["TensorrtExecutionProvider", "CUDAExecutionProvider", "CPUExecutionProvider"]}
@@ -108,7 +101,7 @@ class OnnxRuntimeEngine(Engine):
         def dims(batch):
             return f"{name}:{'x'.join(str(d) for d in (batch, *shape))}"
 
-        cache = (Path(cache_dir) if cache_dir is not None else _trt_cache_dir(Path(path))) / \
+        cache = (Path(cache_dir) if cache_dir is not None else Path(path).resolve().parent / "trt-cache") / \
             _trt_cache_key(Path(path), low, opt, high)
         cache.mkdir(parents=True, exist_ok=True)
         options = {"trt_profile_min_shapes": dims(low), "trt_profile_opt_shapes": dims(opt),

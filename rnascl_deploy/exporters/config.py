@@ -6,7 +6,9 @@ from typing import ClassVar, List
 
 from ..schema import ANY, Each, OneOf, at_least, between
 
-READS = ("data", "export", "attack.eps")  # what `export` reads (and RUN/student.safetensors); eps: the metadata
+READS = ("data", "export", "attack.eps")  # the recipe's keys `export` reads; eps: the metadata
+CONSUMES = ("student",)  # the run directory's files it reads (rundir.RunDir attributes)
+WRITES = ("engines",)
 
 # format -> (engine file in RUN/engines/, precision)
 FORMATS = {"onnx": ("student.onnx", "fp32"), "onnx-fp16": ("student-fp16.onnx", "fp16"),

@@ -15,6 +15,7 @@ from ..checkpoint import file_sha256, load_model
 from ..data import batches
 from ..errors import RnasclError
 from ..fileio import atomic_path, atomic_write_json
+from ..rundir import RunDir
 from .config import FORMATS, TENSORRT_ONNX
 from .metadata import model_metadata, write_metadata
 from .onnx_export import INPUT, export_onnx, max_abs_diff
@@ -64,14 +65,14 @@ def export_student(run: Path, fmt: str, recipe: Recipe, device: str = "cpu", for
         from .tensorrt import require_tensorrt
 
         require_tensorrt()  # before any work: a clear refusal where TensorRT or a GPU is missing
-    run, cfg = Path(run), recipe.export
-    source = run / "student.safetensors"
+    rundir, cfg = RunDir(run), recipe.export
+    source = rundir.student
     student, meta = load_model(source, kind="student")
     sha = file_sha256(source)
     shape, classes = meta["data"]["input_shape"], meta["data"]["num_classes"]
-    engines = run / "engines"
-    fp32 = engines / FORMATS["onnx"][0]
-    path = engines / (TENSORRT_ONNX[fmt] if trt and onnx_only else FORMATS[fmt][0])
+    engines = rundir.engines
+    fp32 = rundir.engine(FORMATS["onnx"][0])
+    path = rundir.engine(TENSORRT_ONNX[fmt] if trt and onnx_only else FORMATS[fmt][0])
     precision = FORMATS[fmt][1]
     side = _finished(path, sha, force)
     if side is not None and side.get("max_abs_diff") is not None and not force:
@@ -104,7 +105,7 @@ def export_student(run: Path, fmt: str, recipe: Recipe, device: str = "cpu", for
             return _result(fmt, graph, precision, side["max_abs_diff"], cfg.parity_size, t0, sha, onnx_only=True)
         from .tensorrt import build_engine
 
-        record = {}
+        record: dict = {}
 
         def build(out):
             record.update(build_engine(graph, out, cfg.max_batch, cfg.opt_batch),

@@ -31,6 +31,7 @@ from typing import Optional
 
 from ..checkpoint import file_sha256
 from ..errors import RnasclError
+from ..rundir import RunDir
 from .config import FORMATS, TENSORRT_ONNX
 
 REQUIRED = ("format", "precision", "engine_sha256", "student_sha256", "input_shape", "num_classes")
@@ -148,7 +149,8 @@ def reexport_hint(run: Path, path: Path, foreign: bool = False) -> str:
         return (f"verify only engines that `rnascl-deploy export` wrote (RUN/engines/); export this run's student "
                 f"with `rnascl-deploy export {run} --format F`")
     only = " --onnx-only" if Path(path).name in TENSORRT_ONNX.values() else ""
-    if foreign and Path(path).resolve().parent != (Path(run) / "engines").resolve():  # another run's engine
+    engines = RunDir(run).engines
+    if foreign and Path(path).resolve().parent != engines.resolve():  # another run's engine
         return (f"verify it with the run directory it was exported from, or export this run's student "
-                f"(`rnascl-deploy export {run} --format {fmt}{only}`, into {Path(run) / 'engines'}) and verify that")
+                f"(`rnascl-deploy export {run} --format {fmt}{only}`, into {engines}) and verify that")
     return f"export it again: `rnascl-deploy export {run} --format {fmt}{only} --force`"

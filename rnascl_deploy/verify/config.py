@@ -10,7 +10,9 @@ from typing import ClassVar, List, Optional
 from ..attacks.config import ATTACK
 from ..schema import ANY, LIMIT, Each, Maybe, at_least, between
 
-READS = ("data", "attack", "verify")  # the recipe sections `verify` reads (and the engines, the reference)
+READS = ("data", "attack", "verify")  # the recipe sections `verify` reads
+CONSUMES = ("engines", "student", "metrics")  # the run directory's files it reads (rundir.RunDir attributes)
+WRITES = ("verify",)
 
 
 @dataclass

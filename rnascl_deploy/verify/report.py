@@ -2,8 +2,10 @@
 lines the command prints."""
 from __future__ import annotations
 
+import json
 from dataclasses import asdict, dataclass, field
-from typing import List, Optional
+from pathlib import Path
+from typing import Dict, List, Mapping, Optional
 from xml.sax.saxutils import escape, quoteattr
 
 from ..attacks import attack_label
@@ -38,6 +40,16 @@ class VerifyReport:
         out = asdict(self)
         out["figures"] = {k: (v.to_dict() if isinstance(v, Figures) else v) for k, v in self.figures.items()}
         return out
+
+
+def read_reports(folder: Path) -> Dict[str, dict]:
+    """The JSON reports in ``folder`` (``RUN/verify/``), by engine file name."""
+    return {p.name[:-len(".json")]: json.loads(p.read_text()) for p in sorted(Path(folder).glob("*.json"))}
+
+
+def verdict(reports: Mapping[str, dict]) -> bool:
+    """A run's verdict: at least one engine verified, and every one passed."""
+    return bool(reports) and all(r["passed"] for r in reports.values())
 
 
 def _row_label(key: str) -> str:

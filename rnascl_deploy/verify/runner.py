@@ -34,8 +34,9 @@ from ..engines.replica import agreement, load_replica
 from ..errors import RnasclError
 from ..exporters.metadata import eps_of, read_metadata
 from ..exporters.provenance import ForeignEngine, UntrustedEngine, check_provenance, read_sidecar, reexport_hint
-from ..fileio import atomic_write_set
+from ..fileio import atomic_write_set, refuse_existing
 from ..layers import Normalize
+from ..rundir import RunDir
 from ..runtime import resolve
 from .config import VerifyConfig
 from .gate import checks, warnings
@@ -54,7 +55,7 @@ def reports_dir(run: Optional[Path], out: Optional[Path] = None) -> Path:
     """Where the reports of a verification go: ``out``, else ``RUN/verify/``, else ``./verify/``."""
     if out is not None:
         return Path(out)
-    return Path(run) / "verify" if run is not None else Path("verify")
+    return RunDir(run).verify if run is not None else Path("verify")
 
 
 def report_files(out: Path, engine: Path) -> List[Path]:
@@ -110,7 +111,7 @@ def _normalization(meta: dict, cfg: VerifyConfig, path: Path):
     norm = meta.get("normalization")
     if isinstance(norm, dict) and norm.get("in_graph") is False:
         ours = (list(norm.get("mean") or []), list(norm.get("std") or []))
-        if cfg.input_mean is not None and (list(cfg.input_mean), list(cfg.input_std)) != ours:
+        if cfg.input_mean is not None and (list(cfg.input_mean), list(cfg.input_std or [])) != ours:
             raise RnasclError(f"{path}'s metadata says it takes input normalised with mean {ours[0]}, std {ours[1]}; "
                               f"the recipe says verify.input_mean {cfg.input_mean}, input_std {cfg.input_std}: drop "
                               "the recipe's keys or fix the file's metadata")
@@ -118,7 +119,7 @@ def _normalization(meta: dict, cfg: VerifyConfig, path: Path):
     if isinstance(norm, dict) and cfg.input_mean is not None:
         raise RnasclError(f"{path}'s metadata says it normalises its [0, 1] input itself; verify.input_mean/input_std "
                           "would normalise twice: drop them")
-    return (list(cfg.input_mean), list(cfg.input_std)) if cfg.input_mean is not None else None
+    return (list(cfg.input_mean), list(cfg.input_std or [])) if cfg.input_mean is not None else None
 
 
 def _reference_normalization(ref, engine_norm):
@@ -148,7 +149,7 @@ def check_engine_provenance(run: Path, engine_path: Path, student_sha256: str) -
         raise RnasclError(f"engine {str(engine_path)!r} not found")
     if Path(engine_path).suffix == ".safetensors":
         if file_sha256(engine_path) != student_sha256:
-            raise RnasclError(f"{engine_path} is not {run / 'student.safetensors'} (another checkpoint): verify "
+            raise RnasclError(f"{engine_path} is not {RunDir(run).student} (another checkpoint): verify "
                               "compares an engine with the student it was exported from, or with --reference")
         return None
     try:
@@ -162,7 +163,7 @@ def check_engine_provenance(run: Path, engine_path: Path, student_sha256: str) -
 def _same_points_metrics(run: Optional[Path], n: int, eps: float, run_student: bool) -> Optional[dict]:
     """``RUN/metrics.json`` where it evaluated the run's student on these very points (the first ``n``) at this
     eps."""
-    path = Path(run) / "metrics.json" if run is not None else None
+    path = RunDir(run).metrics if run is not None else None
     if not run_student or path is None or not path.is_file():
         return None
     metrics = json.loads(path.read_text())
@@ -181,31 +182,33 @@ def verify_run(engine_path: Path, recipe: Recipe, run: Optional[Path] = None, re
     replaced: that is refused before any work."""
     engine_path = Path(engine_path)
     out = reports_dir(run, out)
-    existing = [f for f in report_files(out, engine_path) if f.exists()]
-    if existing:
-        raise RnasclError(f"{existing[0]} already holds a verification of {engine_path.name}; to keep both, write "
-                          "this one elsewhere with --out DIR (or move the old report away)")
+    refuse_existing(report_files(out, engine_path), f"already holds a verification of {engine_path.name}",
+                    "to keep both, write this one elsewhere with --out DIR (or move the old report away)")
     if reference is None and run is None:
         raise RnasclError("verify needs a reference: a run directory (its student.safetensors) or --reference REF "
                           "(an fp32 .onnx, a torch.export .pt2, or a .safetensors checkpoint of this tool)")
     if not engine_path.is_file():
         raise RnasclError(f"engine {str(engine_path)!r} not found")
+    rundir = RunDir(run) if run is not None else None
     run_student = reference is None
-    ref = load_reference(Path(run) / "student.safetensors" if run_student else reference)
     provenance = None
-    if run_student:
-        provenance = check_engine_provenance(Path(run), engine_path, file_sha256(ref.path))
+    if reference is None:
+        assert run is not None  # refused above
+        ref = load_reference(RunDir(run).student)
+        provenance = check_engine_provenance(run, engine_path, file_sha256(ref.path))
+    else:
+        ref = load_reference(reference)
     engine = open_engine(engine_path, provider, spinning=False, max_batch=recipe.export.max_batch,
-                         opt_batch=recipe.export.opt_batch)
+                         opt_batch=recipe.export.opt_batch, cache_dir=rundir.trt_cache if rundir else None)
     if engine.min_batch > 1:
-        hint = (reexport_hint(Path(run), engine_path) if provenance else
+        hint = (reexport_hint(run, engine_path) if provenance and run is not None else
                 "export it with a dynamic batch axis (torch.onnx.export's dynamic_shapes)")
         raise RnasclError(f"engine {engine_path} runs only batches of {engine.batch_range()} images; verification "
                           "feeds batches of any size from 1 (attacks shrink them), so it needs an engine with a "
                           f"dynamic batch; {hint}")
     if provenance and engine.precision not in ("unknown", provenance["precision"]):
         raise RnasclError(f"engine {engine_path} reads as {engine.precision} but its sidecar says "
-                          f"{provenance['precision']}; {reexport_hint(Path(run), engine_path)}")
+                          f"{provenance['precision']}; {reexport_hint(Path(run or '.'), engine_path)}")
     cfg = recipe.verify
     meta = _engine_metadata(engine, engine_path)
     eps = cfg.eps if cfg.eps is not None else (eps_of(meta) or recipe.attack.eps)
@@ -227,7 +230,7 @@ def verify_run(engine_path: Path, recipe: Recipe, run: Optional[Path] = None, re
     reference_module = _placed_reference(ref, ref_norm, runtime, info.input_shape, recipe.data.batch_size)
     replica = replica.eval().to(runtime.device)
     metrics = _same_points_metrics(run, len(test_set), eps, run_student)
-    cache = reference_cache(Path(run) / "verify-cache" if run is not None else out / "reference-cache",
+    cache = reference_cache(rundir.verify_cache if rundir is not None else out / "reference-cache",
                             file_sha256(ref.path), recipe, eps, len(test_set), ref_norm, runtime.device)
     report = verify_engine(reference_module, predict, replica, test_set, recipe, eps, metrics, runtime.device,
                            progress, cache)

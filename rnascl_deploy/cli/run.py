@@ -1,0 +1,89 @@
+"""``rnascl-deploy run`` (every stage, one verdict) and ``cost`` (MACs and parameters of a model)."""
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+
+import click
+
+from . import text
+from .app import lock, main
+from .options import PathType, device_option, json_option, load_recipe, recipe_option, set_option
+
+EPILOG_RUN = """\b
+Examples:
+  rnascl-deploy run --recipe recipes/fashion-mnist.yaml --budget 600K --out runs/fmnist-600k
+  rnascl-deploy run --recipe recipes/fashion-mnist.yaml --budget 600K --out runs/fmnist-600k   # skips what is done
+  rnascl-deploy run --recipe recipes/fashion-mnist.yaml --budget 600K --out runs/fmnist-600k --from export
+  rnascl-deploy run --recipe runs/fmnist-600k/recipe.yaml --out runs/again   # the same run again
+  rnascl-deploy run --quick --out runs/quick     # every stage in about two minutes: a run to read, an install check
+Exit codes: 0 every engine verified, 1 an engine failed verification, 2 usage error.
+"""
+EPILOG_COST = """\b
+Examples:
+  rnascl-deploy cost runs/s600k                        # the searched student (its arch.json)
+  rnascl-deploy cost runs/s600k/student.safetensors --budget 600K --json
+  rnascl-deploy cost builtin:teacher-resnet-fashion-mnist/model.safetensors
+"""
+
+
+@main.command("run", epilog=EPILOG_RUN)
+@recipe_option
+@set_option
+@click.option("--budget", "-b", help="search.budget: MACs and/or parameters, 600K, 1.5M, params=150K, ... "
+                                     "(default: the recipe's, 600K).")
+@click.option("--out", "-o", type=PathType(file_okay=False), required=True, help="Run directory.")
+@click.option("--from", "start", type=click.Choice(["search", "retrain", "export", "verify", "bench", "report"]),
+              help="Force this stage and every later one to run again (their old outputs move to RUN/superseded/).")
+@click.option("--quick", is_flag=True, help="Every stage in about two minutes on 2 cores: 1 search epoch, 3 "
+                                            "retraining epochs on 8,192 images, the gate on 500 test images with "
+                                            "shorter attacks (the keys: rnascl_deploy/recipe.py QUICK; --set wins).")
+@device_option
+@json_option
+@click.pass_context
+def run_command(ctx, recipe, overrides, budget, out, start, quick, device, as_json):
+    """Recipe to verified, benchmarked engines: search, retrain, export, verify, bench, report.
+
+    Finished stages whose inputs (the recipe sections they read, their files) are unchanged are skipped; an
+    interrupted stage resumes; RUN/report.md and RUN/plots/ summarise the run, and RUN/recipe.yaml holds the
+    resolved recipe of the last run (`run --recipe RUN/recipe.yaml` reproduces it). The exit code is the
+    verification verdict.
+    """
+    from ..pipeline import run_pipeline
+    from ..recipe import check_model_sizes
+    from ..rundir import RunDir
+
+    r = load_recipe(recipe, overrides, quick, **{"search.budget": budget, "runtime.device": device})
+    check_model_sizes(r, space=True)
+    lock(ctx, out)
+    result = run_pipeline(r, Path(out), start, ctx.obj["progress"])
+    report = RunDir(out).report
+    text.emit({"passed": result.passed, "ran": result.ran, "skipped": result.skipped, "verify": result.verify,
+               "report": str(report)}, as_json, text.pipeline(result, report))
+    sys.exit(0 if result.passed else 1)
+
+
+@main.command(epilog=EPILOG_COST)
+@click.argument("target", type=PathType())
+@click.option("--budget", "-b",
+              help="Also check TARGET against a budget: 600K, 1.5M, params=150K, macs=1M,params=100K.")
+@json_option
+def cost(target, budget, as_json):
+    """MACs (fvcore, batch 1, one multiply-add = one MAC) and parameters of a checkpoint or architecture spec.
+
+    TARGET is a .safetensors checkpoint, builtin:NAME, or an arch.json written by `search` (or its run
+    directory). With --budget the exit code is 1 when it does not fit.
+    """
+    from ..arch import measure_file
+    from ..cost import check_budget, parse_budget
+    from ..schema import resolve_path
+
+    limit = parse_budget(budget) if budget is not None else None
+    c = measure_file(resolve_path(target))
+    result = c.to_dict()
+    over = check_budget(c, limit) if limit else None
+    if limit:
+        result.update(budget=limit.to_dict(), fits=over is None)
+    text.emit(result, as_json, text.cost(target, c, limit, over))
+    if over:
+        sys.exit(1)
