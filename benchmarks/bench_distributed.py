@@ -1,6 +1,6 @@
 """Throughput of search and retrain under torchrun with 1 and with N processes, in the same run.
 
-    python benchmarks/bench_distributed.py [--procs 1,2] [--limit 8192] [--out runs/bench-distributed]
+    python benchmarks/bench_distributed.py [--procs 1,2] [--train-limit 8192] [--out runs/bench-distributed]
 
 For each process count: ``torchrun --standalone --nproc_per_node N -m rnascl_deploy search`` (1 epoch on
 ``limit`` training images) and then ``retrain`` of that search's student (1 epoch, no fine-tune, 100 test images).
@@ -43,10 +43,10 @@ def measure(procs: int, limit: int, out: Path) -> dict:
     run = out / f"procs-{procs}"
     shutil.rmtree(run, ignore_errors=True)
     search_wall = torchrun(procs, "search", "--budget", "600K", "--out", str(run), "--epochs", "1",
-                           "--limit", str(limit))
+                           "--train-limit", str(limit))
     search = last_epoch(run / "search_history.jsonl")
     retrain_wall = torchrun(procs, "retrain", str(run), "--epochs", "1", "--train-limit", str(limit),
-                            "--limit", "100")
+                            "--test-limit", "100")
     retrain = last_epoch(run / "retrain" / "history.jsonl")
     batch = load_recipe(run / "recipe.yaml").data.batch_size  # the global batch the runs trained with
     return {"procs": procs,
@@ -59,7 +59,8 @@ def measure(procs: int, limit: int, out: Path) -> dict:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--procs", default="1,2", help="process counts to compare (default: 1,2)")
-    parser.add_argument("--limit", type=int, default=8192, help="training images per epoch (default: 8192)")
+    parser.add_argument("--train-limit", dest="limit", type=int, default=8192,
+                        help="training images per epoch (default: 8192)")
     parser.add_argument("--out", default="runs/bench-distributed")
     args = parser.parse_args()
     out = Path(args.out)

@@ -1,10 +1,10 @@
 """Export a retrained student to every ONNX format, verify each engine, and hold the gate against AutoAttack.
 
-    python benchmarks/bench_export.py RUN [--limit 1000] [--autoattack DIR] [--formats onnx,onnx-fp16,onnx-int8]
+    python benchmarks/bench_export.py RUN [--test-limit 1000] [--autoattack DIR] [--formats onnx,onnx-fp16,onnx-int8]
 
 RUN holds ``student.safetensors`` (``rnascl-deploy retrain``; ``make run`` writes runs/fashion-mnist-600k). For each
 format: the largest absolute logit difference against PyTorch on the whole test set, then the default ``verify``
-on the first ``--limit`` test images, timed (its reports go to RUN/export-bench/<time>/; the reference's cascade is
+on the first ``--test-limit`` test images, timed (its reports go to RUN/export-bench/<time>/; the reference's cascade is
 computed by the first engine's verify and reused by the others, as in ``run``, unless ``--cold``).
 
 ``--autoattack DIR`` (a checkout of https://github.com/fra31/auto-attack, which is not on PyPI) adds the
@@ -58,7 +58,7 @@ def autoattack_through(engine_path: Path, images: torch.Tensor, labels: torch.Te
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("run", type=Path)
-    parser.add_argument("--limit", type=int, default=1000, help="test images verified per engine")
+    parser.add_argument("--test-limit", dest="limit", type=int, default=1000, help="test images verified per engine")
     parser.add_argument("--formats", default="onnx,onnx-fp16,onnx-int8,tensorrt-fp16,tensorrt-int8")
     parser.add_argument("--autoattack", type=Path, help="a checkout of fra31/auto-attack (its folder holding "
                                                         "autoattack/)")

@@ -316,12 +316,12 @@ def run_search(recipe: Recipe, out: Path, resume: bool = False, progress: bool =
         least = (cfg.arch_every - 1) * data.batch_size
         raise RnasclError(f"the training split ({len(train_set)} images) gives {steps} batches of {data.batch_size}; "
                           f"an epoch needs at least {cfg.arch_every - 1} for one architecture step "
-                          f"(search.arch_every): search on at least {least} images (--limit {least}), or lower "
+                          f"(search.arch_every): search on at least {least} images (--train-limit {least}), or lower "
                           "data.batch_size")
     if distributed.world() > 1 and len(val_set) < data.batch_size:
         raise RnasclError(f"the validation split ({len(val_set)} images) is smaller than one global batch of "
                           f"{data.batch_size}: {distributed.world()} processes need whole batches; search on more "
-                          "images (--limit)")
+                          "images (--train-limit)")
     distributed.barrier()  # every rank has read the run directory before rank 0 writes to it
     save_recipe(run.recipe, recipe)
     teacher = teacher.to(runtime.device)

@@ -54,10 +54,10 @@ print('gpu', torch.cuda.get_device_name(0) if torch.cuda.is_available() else Non
 print('onnxruntime', onnxruntime.__version__, onnxruntime.get_available_providers())
 assert '$dev' == 'cpu' or torch.cuda.is_available(), 'no GPU visible'"
   step "teacher eval ($dev)" "${cli[@]}" teacher eval builtin:teacher-resnet-fashion-mnist/model.safetensors \
-    --limit 2000 --attacks fgsm,pgd20,apgd-ce --device "$dev" "${data[@]}" --out "$OUT/teacher-eval.json"
-  step "search ($dev, bf16)" "${cli[@]}" search --out "$work" --device "$dev" --limit 4096 --epochs 1 \
+    --test-limit 2000 --attacks fgsm,pgd20,apgd-ce --device "$dev" "${data[@]}" --out "$OUT/teacher-eval.json"
+  step "search ($dev, bf16)" "${cli[@]}" search --out "$work" --device "$dev" --train-limit 4096 --epochs 1 \
     --set runtime.precision=bf16 "${data[@]}"
-  step "retrain ($dev, bf16)" "${cli[@]}" retrain "$work" --epochs 2 --train-limit 16384 --limit 1000 \
+  step "retrain ($dev, bf16)" "${cli[@]}" retrain "$work" --epochs 2 --train-limit 16384 --test-limit 1000 \
     --set runtime.precision=bf16 --set retrain.train.adv=n-fgsm --device "$dev"
   step "export onnx, onnx-fp16" "${cli[@]}" export "$work" --format onnx --format onnx-fp16 --device "$dev"
   step "export TensorRT graphs (--onnx-only)" "${cli[@]}" export "$work" --format tensorrt-fp16 \
@@ -65,7 +65,7 @@ assert '$dev' == 'cpu' or torch.cuda.is_available(), 'no GPU visible'"
   if python3 -c "import tensorrt" 2>/dev/null; then
     step "export TensorRT engines" "${cli[@]}" export "$work" --format tensorrt-fp16 --format tensorrt-int8
     step "verify TensorRT fp16" "${cli[@]}" verify "$work" --engine "$work/engines/student-fp16.engine" \
-      --limit 500 --device "$dev" --junit "$OUT/verify-trt.xml"
+      --test-limit 500 --device "$dev" --junit "$OUT/verify-trt.xml"
   else
     skip "TensorRT engines" "tensorrt does not import"
   fi
@@ -73,9 +73,9 @@ assert '$dev' == 'cpu' or torch.cuda.is_available(), 'no GPU visible'"
   python3 -c "import onnxruntime as o; assert 'CUDAExecutionProvider' in o.get_available_providers()" 2>/dev/null \
     && provider=cuda
   step "verify student.onnx ($dev, onnxruntime $provider)" "${cli[@]}" verify "$work" \
-    --engine "$work/engines/student.onnx" --limit 500 --device "$dev" --provider "$provider" --junit "$OUT/verify.xml"
+    --engine "$work/engines/student.onnx" --test-limit 500 --device "$dev" --provider "$provider" --junit "$OUT/verify.xml"
   step "verify student-fp16.onnx" "${cli[@]}" verify "$work" --engine "$work/engines/student-fp16.onnx" \
-    --limit 500 --device "$dev" --provider "$provider"
+    --test-limit 500 --device "$dev" --provider "$provider"
   step "bench PyTorch student ($dev, CUDA events)" "${cli[@]}" bench --engine "$work/student.safetensors" \
     --batch 1,64,1024 --provider "$([ "$dev" = cpu ] && echo cpu || echo cuda)" --json --out "$OUT/bench"
   step "train speed fp32 vs bf16 ($dev)" python3 benchmarks/bench_train_speed.py --only objectives --device "$dev" \

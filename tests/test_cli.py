@@ -51,7 +51,7 @@ def test_the_objectives_named_in_help_are_the_registrys():
 
 
 def test_teacher_eval_json(tmp_path):
-    result = run("teacher", "eval", TEACHER, "--limit", "64", "--attacks", "fgsm,pgd5", "--json",
+    result = run("teacher", "eval", TEACHER, "--test-limit", "64", "--attacks", "fgsm,pgd5", "--json",
                  "--out", str(tmp_path / "r.json"))
     assert result.exit_code == 0, result.output
     report = json.loads(result.output)
@@ -100,14 +100,14 @@ def test_missing_data_exits_2(tmp_path):
 
 def test_teacher_train_end_to_end_and_never_overwrites(tmp_path):
     out = tmp_path / "run"
-    result = run("teacher", "train", *TINY, "--limit", "256", "--epochs", "1", "--out", str(out))
+    result = run("teacher", "train", *TINY, "--train-limit", "256", "--epochs", "1", "--out", str(out))
     assert result.exit_code == 0, result.output
     model = out / "model.safetensors"
     _, meta = load_model(model, kind="teacher")
     assert meta["recipe"]["teacher"]["train"]["epochs"] == 1 and "val_pgd10" in meta["metrics"]
     assert {p.name for p in out.iterdir()} >= {"recipe.yaml", "history.jsonl", "train.log", "state.pt"}
     before = model.read_bytes()
-    again = run("teacher", "train", *TINY, "--limit", "256", "--epochs", "1", "--out", str(out))
+    again = run("teacher", "train", *TINY, "--train-limit", "256", "--epochs", "1", "--out", str(out))
     assert again.exit_code == 2 and "already exists" in again.output
     assert model.read_bytes() == before
 
@@ -168,3 +168,16 @@ def test_version_names_the_stack():
     assert result.exit_code == 0
     for name in ("rnascl-deploy", "python", "torch", "onnxruntime", "tensorrt", "fvcore"):
         assert name in result.output
+
+
+@pytest.mark.parametrize("command, named, key", [
+    (["search"], "--train-limit", "search.limit"), (["teacher", "train"], "--train-limit", "teacher.limit"),
+    (["retrain"], "--train-limit", "retrain.limit"), (["retrain"], "--test-limit", "retrain.eval_limit"),
+    (["verify"], "--test-limit", "verify.limit"), (["teacher", "eval"], "--test-limit", "the first N test images")])
+def test_limits_are_named_by_what_they_limit_in_every_command(command, named, key):
+    """--train-limit is training images and --test-limit test images wherever they appear; the old --limit, which
+    meant one in some commands and the other in the rest, is refused (exit 2) saying what it became."""
+    helptext = CliRunner().invoke(main, [*command, "--help"]).output
+    assert named in helptext and key in " ".join(helptext.split())
+    old = CliRunner().invoke(main, [*command, "--limit", "5"])
+    assert old.exit_code == 2 and "--limit is now --" in old.output

@@ -29,7 +29,7 @@ def torchrun(*args) -> subprocess.CompletedProcess:
 @pytest.mark.slow  # about 37 s on 2 cores: two processes search and retrain
 def test_torchrun_search_and_retrain_on_two_gloo_processes(tmp_path):
     run = tmp_path / "run"
-    search = torchrun("search", "--budget", "600K", "--out", str(run), "--epochs", "2", "--limit", "512")
+    search = torchrun("search", "--budget", "600K", "--out", str(run), "--epochs", "2", "--train-limit", "512")
     assert search.returncode == 0, search.stderr[-3000:]
     # every epoch ends with a bit-for-bit comparison of supernet weights, width logits, tutor logits and BN
     # statistics across the ranks; a difference would have stopped the run with an error
@@ -39,7 +39,7 @@ def test_torchrun_search_and_retrain_on_two_gloo_processes(tmp_path):
     assert set(arch.tutors.values()) <= set(arch.teacher.tap_names)
     assert search.stdout.count("arch.json: widths") == 1  # rank 0 alone reports
 
-    retrain = torchrun("retrain", str(run), "--epochs", "1", "--train-limit", "512", "--limit", "64",
+    retrain = torchrun("retrain", str(run), "--epochs", "1", "--train-limit", "512", "--test-limit", "64",
                        "--set", "retrain.finetune.epochs=1", "--set", "retrain.finetune.adv=trades", "--json")
     assert retrain.returncode == 0, retrain.stderr[-3000:]
     assert retrain.stderr.count("ranks in sync") == 2  # the retrain epoch and the TRADES fine-tune epoch

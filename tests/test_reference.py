@@ -22,7 +22,7 @@ from rnascl_deploy.verify.reference import load_reference
 
 MEAN, STD = 0.286, 0.353
 NORM = ["--set", f"verify.input_mean=[{MEAN}]", "--set", f"verify.input_std=[{STD}]"]
-GATE = ["--limit", "64", "--set", "attack.apgd_iters=10", "--set", "attack.square_queries=50",
+GATE = ["--test-limit", "64", "--set", "attack.apgd_iters=10", "--set", "attack.square_queries=50",
         "--set", "verify.min_worst_case_pct=35", *NORM]
 
 

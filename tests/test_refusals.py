@@ -55,7 +55,7 @@ CASES = [
     ("eval eps out of range", None, ["retrain", "{run}", "--set", "attack.eps=5"], ["attack.eps", "(0, 1]"]),
     ("search epochs zero", None, ["search", "--budget", "600K", "--out", "{run}/s", "--set", "search.epochs=0"],
      ["search.epochs", ">= 1"]),
-    ("search on too few images", None, ["search", "--out", "{run}/s", "--limit", "64"], ["at least 512 images"]),
+    ("search on too few images", None, ["search", "--out", "{run}/s", "--train-limit", "64"], ["at least 512 images"]),
     ("negative retrain epochs", None, ["retrain", "{run}", "--set", "retrain.train.epochs=-1"],
      ["retrain.train.epochs"]),
     ("unknown objective", None, ["retrain", "{run}", "--set", "retrain.finetune.adv=mart"],
@@ -144,13 +144,13 @@ def test_every_recipe_field_declares_its_valid_values():
 def test_a_repeated_verify_keeps_the_first_report(trained_run, tmp_path):
     run = copy_files(trained_run, tmp_path / "run")
     engine = str(run / "student.safetensors")
-    first = cli("verify", str(run), "--engine", engine, "--limit", "16", "--set", "verify.attacks=[pgd5]")
+    first = cli("verify", str(run), "--engine", engine, "--test-limit", "16", "--set", "verify.attacks=[pgd5]")
     assert first.exit_code == 0, first.output
     before = snapshot(run / "verify")
-    second = cli("verify", str(run), "--engine", engine, "--limit", "24", "--set", "verify.attacks=[pgd5]")
+    second = cli("verify", str(run), "--engine", engine, "--test-limit", "24", "--set", "verify.attacks=[pgd5]")
     assert second.exit_code == 2 and "--out" in second.output
     assert snapshot(run / "verify") == before
-    beside = cli("verify", str(run), "--engine", engine, "--limit", "24", "--set", "verify.attacks=[pgd5]",
+    beside = cli("verify", str(run), "--engine", engine, "--test-limit", "24", "--set", "verify.attacks=[pgd5]",
                  "--out", str(run / "verify-24"))
     assert beside.exit_code == 0 and snapshot(run / "verify") == before
     assert json.loads((run / "verify-24" / "student.safetensors.json").read_text())["n"] == 24
@@ -168,7 +168,7 @@ def test_exporting_an_exported_run_is_a_no_op_unless_forced(trained_run, tmp_pat
 
 def test_sigint_during_a_search_exits_130_and_resume_continues(tmp_path):
     out = tmp_path / "s"
-    search = ["search", "--budget", "600K", "--out", str(out), "--limit", "2048", "--epochs", "3",
+    search = ["search", "--budget", "600K", "--out", str(out), "--train-limit", "2048", "--epochs", "3",
               "--set", "search.arch_every=3"]
     cmd = [sys.executable, "-m", "rnascl_deploy", "--threads", "1"]
     proc = subprocess.Popen(cmd + ["-q"] + search, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)

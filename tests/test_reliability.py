@@ -26,8 +26,8 @@ from .test_refusals import copy_files, snapshot
 
 TINY_TEACHER = ["--set", "teacher.model.name=cnn", "--set",
                 "teacher.model.kwargs={widths: [4, 8], strides: [2, 2], hidden: 16}",
-                "--set", "teacher.train.val_limit=32", "--set", "teacher.train.steps=1", "--limit", "256"]
-VERIFY = ["--limit", "16", "--set", "verify.attacks=[pgd5]"]
+                "--set", "teacher.train.val_limit=32", "--set", "teacher.train.steps=1", "--train-limit", "256"]
+VERIFY = ["--test-limit", "16", "--set", "verify.attacks=[pgd5]"]
 
 
 def cli(*args):

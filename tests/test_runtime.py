@@ -83,7 +83,7 @@ def test_an_unavailable_device_exits_2_before_any_work(tmp_path, args):
 
 def test_the_device_flag_is_the_runtime_key(tmp_path):
     result = CliRunner().invoke(main, ["-q", "teacher", "eval", "builtin:teacher-fashion-mnist/model.safetensors",
-                                       "--limit", "16", "--attacks", "fgsm", "--device", "cpu", "--json"])
+                                       "--test-limit", "16", "--attacks", "fgsm", "--device", "cpu", "--json"])
     assert result.exit_code == 0, result.output
     assert load_recipe(None, {"runtime.device": "cpu", "runtime.precision": "bf16"}).runtime == \
         RuntimeConfig("cpu", "bf16")

@@ -98,9 +98,9 @@ def _cli(*args):
 
 
 def test_cli_refuses_unattainable_budget_and_unfit_space_without_writing(tmp_path):
-    result = _cli("search", "--budget", "100K", "--out", str(tmp_path / "r"), "--limit", "64")
+    result = _cli("search", "--budget", "100K", "--out", str(tmp_path / "r"), "--train-limit", "64")
     assert result.exit_code == 2 and "smallest architecture" in result.output and str(SMALLEST.macs) in result.output
-    result = _cli("search", "--budget", "1M", "--out", str(tmp_path / "r"), "--limit", "64",
+    result = _cli("search", "--budget", "1M", "--out", str(tmp_path / "r"), "--train-limit", "64",
                   "--set", "search.space.stem_channels=8", "--set", "search.space.stem_stride=2", "--set",
                   "search.space.stages=[{width: 16, stride: 2}, {width: 16, stride: 2}, {width: 16, stride: 2}, "
                   "{width: 16, stride: 2}]")

@@ -18,7 +18,7 @@ from rnascl_deploy.verify import verify_run
 
 
 def _verify(run, engine, *extra):
-    return CliRunner().invoke(main, ["-q", "verify", str(run), "--engine", str(engine), "--limit", "100", *extra])
+    return CliRunner().invoke(main, ["-q", "verify", str(run), "--engine", str(engine), "--test-limit", "100", *extra])
 
 
 def vouch(engine, genuine):

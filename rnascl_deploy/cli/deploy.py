@@ -18,10 +18,12 @@ from .options import (
     load_recipe,
     parse_batches,
     refuse_existing,
+    retired_limit,
     run_argument,
     run_recipe,
     run_recipe_option,
     set_option,
+    test_limit_option,
 )
 
 EPILOG_EXPORT = """\b
@@ -33,7 +35,7 @@ Examples:
 EPILOG_VERIFY = """\b
 Examples:
   rnascl-deploy verify runs/s600k --engine runs/s600k/engines/student-int8.onnx
-  rnascl-deploy verify runs/s600k --engine runs/s600k/engines/student.onnx --limit 200 --junit verify.xml
+  rnascl-deploy verify runs/s600k --engine runs/s600k/engines/student.onnx --test-limit 200 --junit verify.xml
   rnascl-deploy verify --engine model-int8.onnx --reference model.onnx --out verify-int8   # a model of your own
   rnascl-deploy verify --engine model.onnx --reference model.pt2 --set data.name=imagefolder \\
       --set data.root=~/data/pets --set attack.eps=0.0157 --set verify.min_worst_case_pct=30 \\
@@ -93,7 +95,8 @@ def export(ctx, run, recipe, overrides, formats, calibration_size, device, force
 @click.option("--recipe", "-r", type=PathType(dir_okay=False),
               help="Recipe (default: RUN/recipe.yaml, else the built-in defaults).")
 @set_option
-@click.option("--limit", type=click.IntRange(1), help="verify.limit: the first N test images.")
+@test_limit_option("verify.limit")
+@retired_limit("--test-limit")
 @click.option("--provider", type=click.Choice(["cpu", "cuda", "tensorrt"]), default="cpu", show_default=True,
               help="onnxruntime execution provider for .onnx engines.")
 @device_option
@@ -105,7 +108,8 @@ def export(ctx, run, recipe, overrides, formats, calibration_size, device, force
                    "replaced.")
 @json_option
 @click.pass_context
-def verify(ctx, run, engine_path, reference, recipe, overrides, limit, provider, device, junit, force, out, as_json):
+def verify(ctx, run, engine_path, reference, recipe, overrides, test_limit, provider, device, junit, force, out,
+           as_json):
     """Gate: did clean and adversarial accuracy survive export, measured on the engine itself?
 
     AutoAttack's cascade (APGD-CE, APGD-T with 9 targets, Square) runs on the reference and on the engine, each
@@ -123,7 +127,7 @@ def verify(ctx, run, engine_path, reference, recipe, overrides, limit, provider,
 
     if run is None and reference is None:
         raise RnasclError("give a run directory (its student.safetensors is the reference) or --reference REF")
-    r = load_recipe(run_recipe(run, recipe), overrides, **{"verify.limit": limit, "runtime.device": device})
+    r = load_recipe(run_recipe(run, recipe), overrides, **{"verify.limit": test_limit, "runtime.device": device})
     refuse_existing(junit, "--junit", force)
     if run is not None and reference is None:
         RunDir(run).require("student", "retrain")

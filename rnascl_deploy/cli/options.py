@@ -104,3 +104,21 @@ device_option = click.option("--device", help="Where to compute (runtime.device)
                                               "CPU), cpu, cuda or cuda:N. A run started on one device may be "
                                               "resumed or finished on another.")
 run_argument = click.argument("run", type=PathType(file_okay=False, exists=True))
+
+
+def train_limit_option(key: str, what: str = "train on the first N training images"):
+    return click.option("--train-limit", "train_limit", type=click.IntRange(1), help=f"{key}: {what}.")
+
+
+def test_limit_option(key: str, what: str = "the first N test images"):
+    return click.option("--test-limit", "test_limit", type=click.IntRange(1), help=f"{key}: {what}.")
+
+
+def retired_limit(instead: str):
+    """The old ``--limit``, hidden, saying what it became: every command names a limit by what it limits."""
+    def refuse(ctx, param, value):
+        if value is not None:
+            raise click.UsageError(f"--limit is now {instead} (limits are named by what they limit: --train-limit "
+                                   "for training images, --test-limit for test images, in every command)", ctx)
+
+    return click.option("--limit", hidden=True, expose_value=False, callback=refuse)

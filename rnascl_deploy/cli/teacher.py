@@ -20,24 +20,27 @@ from .options import (
     objective_names,
     recipe_option,
     refuse_existing,
+    retired_limit,
     set_option,
+    test_limit_option,
+    train_limit_option,
 )
 
 EPILOG_TEACHER = """\b
 Examples:
   rnascl-deploy teacher train --recipe recipes/teacher-resnet-fashion-mnist.yaml --out runs/teacher
-  rnascl-deploy teacher eval builtin:teacher-resnet-fashion-mnist/model.safetensors --limit 1000 --json
+  rnascl-deploy teacher eval builtin:teacher-resnet-fashion-mnist/model.safetensors --test-limit 1000 --json
   rnascl-deploy teacher import wrn.pt --model wideresnet ...   # see `rnascl-deploy teacher import --help`
 """
 EPILOG_TEACHER_TRAIN = """\b
 Examples:
   rnascl-deploy teacher train --recipe recipes/teacher-resnet-fashion-mnist.yaml --out runs/teacher
   rnascl-deploy teacher train --recipe recipes/teacher-resnet-fashion-mnist.yaml --out runs/teacher --resume
-  rnascl-deploy teacher train --out runs/teacher-quick --epochs 2 --limit 5000 --adv n-fgsm
+  rnascl-deploy teacher train --out runs/teacher-quick --epochs 2 --train-limit 5000 --adv n-fgsm
 """
 EPILOG_TEACHER_EVAL = """\b
 Examples:
-  rnascl-deploy teacher eval builtin:teacher-resnet-fashion-mnist/model.safetensors --limit 1000 --json
+  rnascl-deploy teacher eval builtin:teacher-resnet-fashion-mnist/model.safetensors --test-limit 1000 --json
   rnascl-deploy teacher eval runs/teacher/model.safetensors --attacks fgsm,pgd20,apgd-ce,apgd-t --out eval.json
 """
 EPILOG_TEACHER_IMPORT = """\b
@@ -60,12 +63,13 @@ def teacher():
 @click.option("--epochs", type=click.IntRange(1), help="teacher.train.epochs.")
 @click.option("--adv", type=RegistryChoice(objective_names), metavar="OBJECTIVE",
               help=f"teacher.train.adv, the objective: {OBJECTIVE_NAMES}.")
-@click.option("--limit", type=click.IntRange(1), help="teacher.limit: train on the first N training images only.")
+@train_limit_option("teacher.limit")
+@retired_limit("--train-limit")
 @click.option("--seed", type=click.IntRange(0), help="teacher.train.seed.")
 @device_option
 @click.option("--resume", is_flag=True, help="Continue an interrupted run in --out from its last finished epoch.")
 @click.pass_context
-def teacher_train(ctx, recipe, overrides, out, epochs, adv, limit, seed, device, resume):
+def teacher_train(ctx, recipe, overrides, out, epochs, adv, train_limit, seed, device, resume):
     """Adversarially train a teacher as the recipe's teacher section says (objective: teacher.train.adv).
 
     The kept epoch becomes OUT/model.safetensors: the latest whose validation robust accuracy is within
@@ -77,7 +81,7 @@ def teacher_train(ctx, recipe, overrides, out, epochs, adv, limit, seed, device,
     from ..teacher import train_teacher
 
     r = load_recipe(recipe, overrides, **{"teacher.train.epochs": epochs, "teacher.train.adv": adv,
-                                          "teacher.train.seed": seed, "teacher.limit": limit,
+                                          "teacher.train.seed": seed, "teacher.limit": train_limit,
                                           "runtime.device": device})
     check_model_sizes(r, teacher_model=True)
     lock(ctx, out)
@@ -90,7 +94,8 @@ def teacher_train(ctx, recipe, overrides, out, epochs, adv, limit, seed, device,
 @click.argument("checkpoint", type=PathType())
 @recipe_option
 @set_option
-@click.option("--limit", type=click.IntRange(1), help="Evaluate the first N test images (default: all).")
+@test_limit_option("evaluate", "the first N test images (default: all)")
+@retired_limit("--test-limit")
 @click.option("--attacks", help="attack.attacks, comma-separated: fgsm, pgdK (e.g. pgd20), apgd-ce, apgd-t, square.")
 @click.option("--eps", type=click.FloatRange(0, 1, min_open=True), help="attack.eps (pixel units in [0, 1]).")
 @click.option("--data-root", type=PathType(file_okay=False),
@@ -101,7 +106,7 @@ def teacher_train(ctx, recipe, overrides, out, epochs, adv, limit, seed, device,
 @click.option("--force", is_flag=True, help="Replace an existing --out file.")
 @json_option
 @click.pass_context
-def teacher_eval(ctx, checkpoint, recipe, overrides, limit, attacks, eps, data_root, device, out, force, as_json):
+def teacher_eval(ctx, checkpoint, recipe, overrides, test_limit, attacks, eps, data_root, device, out, force, as_json):
     """Clean and adversarial accuracy of CHECKPOINT (a path, or builtin:NAME for a shipped one).
 
     Runs every attack on every point and reports accuracy under each plus the worst case per point (a point counts
@@ -115,7 +120,7 @@ def teacher_eval(ctx, checkpoint, recipe, overrides, limit, attacks, eps, data_r
     r = load_recipe(recipe, overrides, **{"attack.eps": eps, "data.root": data_root, "attack.attacks": names,
                                           "runtime.device": device})
     refuse_existing(out, "--out", force)
-    report = evaluate_checkpoint(resolve_path(checkpoint), r.data, r.attack, limit, progress=ctx.obj["progress"],
+    report = evaluate_checkpoint(resolve_path(checkpoint), r.data, r.attack, test_limit, progress=ctx.obj["progress"],
                                  runtime=r.runtime)
     report["checkpoint"] = checkpoint
     if out:

@@ -16,16 +16,19 @@ from .options import (
     load_recipe,
     objective_names,
     recipe_option,
+    retired_limit,
     run_argument,
     run_recipe,
     run_recipe_option,
     set_option,
+    test_limit_option,
+    train_limit_option,
 )
 
 EPILOG_SEARCH = """\b
 Examples:
   rnascl-deploy search --recipe recipes/fashion-mnist.yaml --budget 600K --out runs/s600k
-  rnascl-deploy search --budget macs=1.2M,params=40K --out runs/s1m --epochs 2 --limit 8000
+  rnascl-deploy search --budget macs=1.2M,params=40K --out runs/s1m --epochs 2 --train-limit 8000
   rnascl-deploy search --budget 600K --out runs/s600k --resume      # continue an interrupted search
   rnascl-deploy search --recipe runs/s600k/recipe.yaml --out runs/again   # the same search again
   rnascl-deploy cost runs/s600k/arch.json
@@ -34,7 +37,7 @@ EPILOG_RETRAIN = """\b
 Examples:
   rnascl-deploy retrain runs/s600k                       # distillation retrain, full test-set evaluation
   rnascl-deploy retrain runs/s600k --finetune trades     # ... then a TRADES fine-tune keeping KD + attention
-  rnascl-deploy retrain runs/s600k --epochs 2 --limit 1000 --train-limit 5000   # a quick look
+  rnascl-deploy retrain runs/s600k --epochs 2 --test-limit 1000 --train-limit 5000   # a quick look
   rnascl-deploy retrain runs/s600k --resume              # continue an interrupted retrain
 """
 
@@ -47,8 +50,8 @@ Examples:
 @click.option("--out", "-o", type=PathType(file_okay=False), required=True,
               help="Run directory: arch.json, recipe.yaml, search_history.jsonl, search.log, search_state.pt.")
 @click.option("--epochs", type=click.IntRange(1), help="search.epochs.")
-@click.option("--limit", type=click.IntRange(1), help="search.limit: search on the first N training images, "
-                                                      "validation on N/4.")
+@train_limit_option("search.limit", "search on the first N training images, validation on N/4")
+@retired_limit("--train-limit")
 @click.option("--seed", type=click.IntRange(0), help="search.seed.")
 @device_option
 @click.option("--resume", is_flag=True, help="Continue an interrupted search from its last finished epoch.")
@@ -56,7 +59,7 @@ Examples:
                                             "(it is replaced by the resolved recipe).")
 @json_option
 @click.pass_context
-def search(ctx, recipe, overrides, budget, out, epochs, limit, seed, device, resume, force, as_json):
+def search(ctx, recipe, overrides, budget, out, epochs, train_limit, seed, device, resume, force, as_json):
     """RNAS-CL: search student widths and, for every student layer, its teacher tutor, under a budget.
 
     A supernet of mobile inverted-residual blocks learns Gumbel-softmax channel masks while every student tap
@@ -68,7 +71,7 @@ def search(ctx, recipe, overrides, budget, out, epochs, limit, seed, device, res
     from ..rundir import RunDir, refuse_foreign_recipe
     from ..search import run_search
 
-    r = load_recipe(recipe, overrides, **{"search.budget": budget, "search.epochs": epochs, "search.limit": limit,
+    r = load_recipe(recipe, overrides, **{"search.budget": budget, "search.epochs": epochs, "search.limit": train_limit,
                                           "search.seed": seed, "runtime.device": device})
     check_model_sizes(r, space=True)
     lock(ctx, out)
@@ -86,14 +89,14 @@ def search(ctx, recipe, overrides, budget, out, epochs, limit, seed, device, res
 @click.option("--finetune", type=RegistryChoice(objective_names), metavar="OBJECTIVE",
               help=f"retrain.finetune.adv: a fine-tune with this objective after retraining ({OBJECTIVE_NAMES}; "
                    "ard and rslad are robust distillations), keeping the searched attention pairs.")
-@click.option("--limit", type=click.IntRange(1), help="retrain.eval_limit: evaluate on the first N test images "
-                                                      "(--train-limit limits the training images).")
-@click.option("--train-limit", type=click.IntRange(1), help="retrain.limit: train on the first N training images.")
+@test_limit_option("retrain.eval_limit", "evaluate on the first N test images")
+@train_limit_option("retrain.limit")
+@retired_limit("--test-limit")
 @device_option
 @click.option("--resume", is_flag=True, help="Continue an interrupted retrain or fine-tune.")
 @json_option
 @click.pass_context
-def retrain(ctx, run, recipe, overrides, epochs, finetune, limit, train_limit, device, resume, as_json):
+def retrain(ctx, run, recipe, overrides, epochs, finetune, test_limit, train_limit, device, resume, as_json):
     """Train the student of RUN/arch.json from scratch with the searched cross-layer distillation.
 
     Loss: the objective retrain.train.adv (clean, pgd, trades, n-fgsm, fgsm-rs, ard, rslad) + gamma * attention
@@ -107,7 +110,7 @@ def retrain(ctx, run, recipe, overrides, epochs, finetune, limit, train_limit, d
 
     r = load_recipe(run_recipe(run, recipe), overrides,
                     **{"retrain.train.epochs": epochs, "retrain.finetune.adv": finetune, "retrain.limit": train_limit,
-                       "retrain.eval_limit": limit, "runtime.device": device})
+                       "retrain.eval_limit": test_limit, "runtime.device": device})
     lock(ctx, run)
     metrics = run_retrain(Path(run), r, resume=resume, progress=ctx.obj["progress"])
     if metrics is None:  # a torchrun rank other than 0: rank 0 evaluates and reports
