@@ -12,9 +12,15 @@ import os
 import tempfile
 from contextlib import ExitStack, contextmanager
 from pathlib import Path
-from typing import Dict, Iterable, Iterator
+from typing import Any, Dict, Iterable, Iterator
 
 from .errors import RnasclError
+
+
+def read_json_files(folder: Path) -> Dict[str, Any]:
+    """Every ``<name>.json`` in ``folder`` as name -> its object (a run's ``verify/`` and ``bench/`` results, by
+    engine file name); none where the folder is absent."""
+    return {p.name[:-len(".json")]: json.loads(p.read_text()) for p in sorted(Path(folder).glob("*.json"))}
 
 
 def refuse_existing(paths: Iterable[Path], what: str, hint: str) -> None:

@@ -40,10 +40,11 @@ from . import bench, report, retrain, search, verify
 from .checkpoint import file_sha256
 from .errors import RnasclError
 from .exporters import config as export_config
-from .fileio import atomic_write_json
+from .fileio import atomic_write_json, read_json_files
 from .recipe import Recipe, recipe_to_dict
 from .rundir import RunDir, recipe_text, refuse_foreign_recipe, save_recipe, stage_keys
 from .schema import resolve_path
+from .ship import choose
 
 log = logging.getLogger(__name__)
 
@@ -58,6 +59,7 @@ class PipelineResult:
     ran: List[str] = field(default_factory=list)
     skipped: List[str] = field(default_factory=list)
     verify: Dict[str, bool] = field(default_factory=dict)
+    ship: Optional[str] = None  # the engine to ship (ship.py): the fastest that passes the gate
 
 
 def _digest(obj) -> str:
@@ -144,9 +146,12 @@ def run_pipeline(recipe: Recipe, run: Path, start: Optional[str] = None, progres
                                   "finished": datetime.datetime.now().isoformat(timespec="seconds")}
         atomic_write_json(state_path, state)
         result.ran.append(stage)
-    reports = verify.read_reports(rundir.verify)
+    reports = read_json_files(rundir.verify)
     result.verify = {name: r["passed"] for name, r in reports.items()}
     result.passed = verify.verdict(reports)
+    choice = choose(reports, read_json_files(rundir.bench), rundir.engines)
+    result.ship, state["ship"] = choice.engine, choice.to_dict()
+    atomic_write_json(state_path, state)
     return result
 
 

@@ -18,19 +18,21 @@ from .attacks import FGSM, PGD, attack_label
 from .attacks.evaluate import evaluate_robustness
 from .checkpoint import load_model
 from .cost import human, measure
-from .fileio import atomic_path, atomic_write_json, atomic_write_text
+from .fileio import atomic_path, atomic_write_json, atomic_write_text, read_json_files
 from .perf import channels_last
 from .rundir import RunDir
 from .runtime import resolve
 from .schema import resolve_path
-from .verify import read_reports, verdict
+from .ship import choose, link_engine_to_ship
+from .ship import to_markdown as ship_markdown
+from .verify import verdict
 
 if TYPE_CHECKING:
     from .recipe import Recipe
 
 READS = ("attack",)  # the recipe's section the run report reads
 CONSUMES = ("metrics", "verify", "bench", "arch")  # the run directory's files it reads (RunDir attributes)
-WRITES = ("report", "plots")
+WRITES = ("report", "plots", "ship")
 
 CURVE_IMAGES = 500
 EPS_FRACTIONS = (0.0, 0.25, 0.5, 0.75, 1.0, 1.5)
@@ -125,8 +127,7 @@ def write_report(run: Path, recipe: Recipe) -> Path:
     _save(fig, rundir.accuracy_plot)
     plt.close(fig)
 
-    bench_reports = {p.name[:-len(".json")]: json.loads(p.read_text())
-                     for p in sorted(rundir.bench.glob("*.json"))}
+    bench_reports = read_json_files(rundir.bench)
     fig, ax = plt.subplots(figsize=(6, 4))
     for name, rep in bench_reports.items():
         ax.plot([r["batch"] for r in rep["rows"]], [r["p50_ms"] for r in rep["rows"]], "o-",
@@ -146,7 +147,7 @@ def write_report(run: Path, recipe: Recipe) -> Path:
     _save(fig, rundir.latency_plot)
     plt.close(fig)
 
-    verify_reports = read_reports(rundir.verify)
+    verify_reports = read_json_files(rundir.verify)
     passed = verdict(verify_reports)
     a = metrics["adv_acc"]
     lines = [f"# rnascl-deploy run: {'PASS' if passed else 'FAIL'}", "",
@@ -175,6 +176,11 @@ def write_report(run: Path, recipe: Recipe) -> Path:
         lines.append(f"| `{name}` ({r['engine']['precision']}) | {'PASS' if r['passed'] else 'FAIL'} | "
                      f"{fig['clean_acc_pct']:.2f} | {cells} | {fig['worst_case_acc_pct']:.2f} | "
                      f"{ref['worst_case_acc_pct']:.2f} | {b[0]['p50_ms'] if b else '-'} |")
+    choice = choose(verify_reports, bench_reports, rundir.engines)
+    link_engine_to_ship(rundir, choice.engine)
+    lines += ["", "## The engine to ship", "",
+              "The fastest engine that passes the gate on this host (`engine-to-ship` links to it; `ship` in "
+              "`pipeline.json`):", "", *ship_markdown(choice)]
     lines += ["", "## Plots", ""]
     for title, plot in (("robustness against eps", rundir.robustness_plot),
                         ("accuracy against MACs", rundir.accuracy_plot),

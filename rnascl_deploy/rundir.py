@@ -164,6 +164,10 @@ class RunDir:
         return self.root / "report.md"
 
     @property
+    def ship(self) -> Path:  # a link to the engine to ship (ship.py), made by the report
+        return self.root / "engine-to-ship"
+
+    @property
     def plots(self) -> Path:
         return self.root / "plots"
 

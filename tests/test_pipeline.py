@@ -41,6 +41,11 @@ def test_run_end_to_end_then_skips_everything(tmp_path):
         assert (out / name).exists(), name
     report = (out / "report.md").read_text()
     assert "## Tutor map" in report and "APGD-T" in report  # every attack of attack.attacks is reported
+    ship = json.loads((out / "pipeline.json").read_text())["ship"]  # the fastest engine that passes the gate
+    assert summary["ship"] == ship["engine"] and "## The engine to ship" in report
+    assert [r["engine"] for r in ship["rows"]] == ["student.onnx"]
+    if ship["engine"] is not None:
+        assert (out / "engine-to-ship").resolve() == (out / "engines" / ship["engine"]).resolve()
     student = (out / "student.safetensors").stat().st_mtime_ns
     second = json.loads(_run(out, "--json", "--device", "cpu").output)  # auto before: where, not what, changed
     assert second["ran"] == [] and len(second["skipped"]) == 6

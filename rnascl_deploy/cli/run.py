@@ -1,4 +1,5 @@
-"""``rnascl-deploy run`` (every stage, one verdict) and ``cost`` (MACs and parameters of a model)."""
+"""``rnascl-deploy run`` (every stage, one verdict), ``frontier`` (``run`` at several budgets) and ``cost`` (MACs
+and parameters of a model)."""
 from __future__ import annotations
 
 import sys
@@ -19,6 +20,14 @@ Examples:
   rnascl-deploy run --quick --out runs/quick     # every stage in about two minutes: a run to read, an install check
 Exit codes: 0 every engine verified, 1 an engine failed verification, 2 usage error.
 """
+EPILOG_FRONTIER = """\b
+Examples:
+  rnascl-deploy frontier --out runs/frontier                     # 150K, 300K, 600K, 1.2M MACs, the default recipe
+  rnascl-deploy frontier -b 300K -b 600K -b params=100K --out runs/frontier-small
+  rnascl-deploy frontier --quick --out runs/frontier-quick       # every point in minutes: a first look
+Exit codes: 0 every point has an engine that passes the gate, 1 a point has none, 2 usage error.
+"""
+DEFAULT_BUDGETS = ("150K", "300K", "600K", "1.2M")  # the default space spans 138K .. 2.1M MACs
 EPILOG_COST = """\b
 Examples:
   rnascl-deploy cost runs/s600k                        # the searched student (its arch.json)
@@ -59,8 +68,46 @@ def run_command(ctx, recipe, overrides, budget, out, start, quick, device, as_js
     result = run_pipeline(r, Path(out), start, ctx.obj["progress"])
     report = RunDir(out).report
     text.emit({"passed": result.passed, "ran": result.ran, "skipped": result.skipped, "verify": result.verify,
-               "report": str(report)}, as_json, text.pipeline(result, report))
+               "ship": result.ship, "report": str(report)}, as_json, text.pipeline(result, report))
     sys.exit(0 if result.passed else 1)
+
+
+@main.command(epilog=EPILOG_FRONTIER)
+@recipe_option
+@set_option
+@click.option("--budget", "-b", "budgets", multiple=True, metavar="BUDGET",
+              help=f"A budget of the frontier (repeatable; default: {', '.join(DEFAULT_BUDGETS)}): MACs and/or "
+                   "parameters as search.budget takes them.")
+@click.option("--out", "-o", type=PathType(file_okay=False), required=True,
+              help="Directory of the frontier: one run directory per budget, frontier.{json,md,png}.")
+@click.option("--quick", is_flag=True, help="Each point as `run --quick` makes it (a first look, not a result).")
+@device_option
+@json_option
+@click.pass_context
+def frontier(ctx, recipe, overrides, budgets, out, quick, device, as_json):
+    """Robustness against cost: `run` at each budget, then a table and a plot of clean and worst-case accuracy
+    against MACs, parameters and the latency of each point's engine to ship (the fastest that passes the gate).
+
+    Finished points are reused stage by stage and an interrupted one resumes, as `run` does; the table and plot
+    are rewritten after every point. Every budget is checked against the search space before any work.
+    """
+    from ..frontier import check_budgets, run_frontier
+    from ..recipe import check_model_sizes
+
+    recipes = {}
+    for budget in budgets or DEFAULT_BUDGETS:
+        r = load_recipe(recipe, overrides, quick, **{"search.budget": budget, "runtime.device": device})
+        recipes[r.search.budget] = r
+    check_model_sizes(next(iter(recipes.values())), space=True)
+    check_budgets(recipes)  # every budget, before the lock makes OUT
+    lock(ctx, out)
+    points = run_frontier(recipes, Path(out), ctx.obj["progress"])
+    text.emit({"points": [p.__dict__ for p in points], "table": str(Path(out) / "frontier.md")}, as_json,
+              [f"{Path(out) / 'frontier.md'} ({Path(out) / 'frontier.png'})",
+               *[f"  {p.budget:<10} {p.clean_acc_pct:6.2f}% clean, {p.worst_case_acc_pct:6.2f}% worst case; ship "
+                 + (f"{p.ship} ({p.ship_worst_case_acc_pct:.2f}% worst case on the engine)" if p.ship else "nothing")
+                 for p in points]])
+    sys.exit(0 if all(p.ship for p in points) else 1)
 
 
 @main.command(epilog=EPILOG_COST)

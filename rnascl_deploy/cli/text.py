@@ -72,7 +72,8 @@ def pipeline(result, report: Path) -> List[str]:
     """``run``'s summary: the verdict, what ran, each engine's verdict."""
     return [f"{'PASS' if result.passed else 'FAIL'}: {report}",
             f"  ran: {', '.join(result.ran) or '-'}; skipped (unchanged): {', '.join(result.skipped) or '-'}",
-            *[f"  {name}: {'pass' if ok else 'FAIL'}" for name, ok in result.verify.items()]]
+            *[f"  {name}: {'pass' if ok else 'FAIL'}" for name, ok in result.verify.items()],
+            f"  engine to ship: {result.ship or 'none (no engine passes the gate)'}"]
 
 
 def cost(target: str, c, limit, over) -> List[str]:

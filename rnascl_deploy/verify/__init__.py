@@ -15,5 +15,5 @@ provenance or replica cannot be trusted). docs/evaluation.md says which attacks 
 from __future__ import annotations
 
 from .config import CONSUMES, READS, WRITES, VerifyConfig  # noqa: F401
-from .report import VerifyReport, read_reports, to_junit, to_lines, to_markdown, verdict  # noqa: F401
+from .report import VerifyReport, to_junit, to_lines, to_markdown, verdict  # noqa: F401
 from .runner import report_files, reports_dir, verify_engine, verify_run  # noqa: F401

@@ -2,10 +2,8 @@
 lines the command prints."""
 from __future__ import annotations
 
-import json
 from dataclasses import asdict, dataclass, field
-from pathlib import Path
-from typing import Dict, List, Mapping, Optional
+from typing import List, Mapping, Optional
 from xml.sax.saxutils import escape, quoteattr
 
 from ..attacks import attack_label
@@ -40,11 +38,6 @@ class VerifyReport:
         out = asdict(self)
         out["figures"] = {k: (v.to_dict() if isinstance(v, Figures) else v) for k, v in self.figures.items()}
         return out
-
-
-def read_reports(folder: Path) -> Dict[str, dict]:
-    """The JSON reports in ``folder`` (``RUN/verify/``), by engine file name."""
-    return {p.name[:-len(".json")]: json.loads(p.read_text()) for p in sorted(Path(folder).glob("*.json"))}
 
 
 def verdict(reports: Mapping[str, dict]) -> bool:

@@ -1,0 +1,147 @@
+"""``rnascl-deploy frontier``: the pipeline at several budgets, and what compression costs in robustness.
+
+For each budget, ``run`` into ``OUT/budget-<budget>/`` under the same recipe (the pipeline's own rules hold: a
+finished point is skipped stage by stage, an interrupted one resumes, a changed recipe re-runs what it changes),
+then one row: the student's MACs and parameters, its clean and worst-case accuracy (``metrics.json``), the engine
+to ship (:mod:`.ship`: the fastest engine that passes the gate) with the gate's figures on it and its latency and
+throughput on this host. ``OUT/frontier.json``, ``frontier.md`` and ``frontier.png`` are rewritten after every
+point, so an interrupted frontier shows what it has. Every budget is checked against the search space before any
+work: one below the space's smallest architecture is refused, naming it.
+"""
+from __future__ import annotations
+
+import dataclasses
+import json
+import logging
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Dict, List, Optional
+
+from .cost import human, parse_budget
+from .errors import RnasclError
+from .fileio import atomic_path, atomic_write_json, atomic_write_text, read_json_files
+from .lock import run_lock
+from .pipeline import run_pipeline
+from .recipe import Recipe
+from .rundir import RunDir
+from .ship import choose
+
+log = logging.getLogger(__name__)
+
+
+@dataclass
+class Point:
+    budget: str
+    run: str
+    macs: int
+    params: int
+    widths: List[int]
+    clean_acc_pct: float  # the student (PyTorch), metrics.json
+    worst_case_acc_pct: float
+    n: int
+    passed: bool  # the run's verdict: every engine passed the gate
+    ship: Optional[str]  # the engine to ship (None: none passes)
+    ship_worst_case_acc_pct: Optional[float]  # the gate's figure on it
+    ship_p50_ms_batch1: Optional[float]
+    ship_throughput: Optional[float]
+
+
+def point_dir(out: Path, budget: str) -> Path:
+    """``OUT/budget-<budget>``: the budget's normal form, its comma (``macs=1M,params=50K``) as ``+``."""
+    return Path(out) / f"budget-{budget.replace(',', '+')}"
+
+
+def check_budgets(recipes: Dict[str, Recipe]) -> None:
+    """Refuse, before any work, every budget below the smallest architecture of its search space (all named)."""
+    from .search import budget_range
+    from .space import build_layout
+
+    problems = []
+    for budget, recipe in recipes.items():
+        shape, classes = recipe.data.declared_input()
+        try:
+            budget_range(build_layout(recipe.search.space, shape, classes), parse_budget(budget))
+        except RnasclError as exc:
+            problems.append(str(exc))
+    if problems:
+        raise RnasclError("; ".join(problems))
+
+
+def read_point(budget: str, run: Path) -> Point:
+    """The row of a finished run."""
+    rundir = RunDir(run)
+    arch, metrics = json.loads(rundir.arch.read_text()), json.loads(rundir.metrics.read_text())
+    verify = read_json_files(rundir.verify)
+    choice = choose(verify, read_json_files(rundir.bench), rundir.engines)
+    shipped = next((r for r in choice.rows if r.engine == choice.engine), None)
+    return Point(budget, str(run), arch["macs"], arch["params"], list(arch["widths"]),
+                 round(100 * metrics["clean_acc"], 2), round(100 * metrics["worst_case_acc"], 2), metrics["n"],
+                 bool(verify) and all(r["passed"] for r in verify.values()), choice.engine,
+                 shipped.worst_case_acc_pct if shipped else None, shipped.p50_ms_batch1 if shipped else None,
+                 shipped.throughput if shipped else None)
+
+
+def run_frontier(recipes: Dict[str, Recipe], out: Path, progress: bool = True) -> List[Point]:
+    """Run the pipeline at every budget of ``recipes`` (budget -> its recipe), smallest MACs first, and write the
+    frontier after each point."""
+    check_budgets(recipes)
+    out = Path(out)
+    points: List[Point] = []
+    for budget in sorted(recipes, key=lambda b: (parse_budget(b).macs or 0, parse_budget(b).params or 0)):
+        run = point_dir(out, budget)
+        log.info("frontier: budget %s in %s", budget, run)
+        with run_lock(run):
+            run_pipeline(recipes[budget], run, progress=progress)
+        points.append(read_point(budget, run))
+        write_frontier(points, out)
+    return points
+
+
+def write_frontier(points: List[Point], out: Path) -> None:
+    atomic_write_json(out / "frontier.json", {"points": [dataclasses.asdict(p) for p in points]})
+    atomic_write_text(out / "frontier.md", "\n".join(to_markdown(points)) + "\n")
+    plot(points, out / "frontier.png")
+
+
+def to_markdown(points: List[Point]) -> List[str]:
+    lines = ["| budget | MACs | params | widths | clean % | worst case % | engine to ship | its worst case % (gate) "
+             "| p50 ms (batch 1) | img/s |", "|---|---|---|---|---|---|---|---|---|---|"]
+    for p in points:
+        lines.append(f"| {p.budget} | {human(p.macs)} | {human(p.params)} | {p.widths} | {p.clean_acc_pct:.2f} | "
+                     f"{p.worst_case_acc_pct:.2f} | {f'`{p.ship}`' if p.ship else 'none passes'} | "
+                     f"{'-' if p.ship_worst_case_acc_pct is None else f'{p.ship_worst_case_acc_pct:.2f}'} | "
+                     f"{'-' if p.ship_p50_ms_batch1 is None else p.ship_p50_ms_batch1} | "
+                     f"{'-' if p.ship_throughput is None else f'{p.ship_throughput:.0f}'} |")
+    return lines
+
+
+def plot(points: List[Point], path: Path) -> None:
+    """Accuracy (clean, and worst case of the student and of the engine to ship) against MACs, parameters and
+    the shipped engine's batch-1 latency."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, axes = plt.subplots(1, 3, figsize=(13, 4), sharey=True)
+    shipped = [p for p in points if p.ship_p50_ms_batch1 is not None]
+    for ax, label, xs, subset in ((axes[0], "MACs per image (fvcore, batch 1)", [p.macs for p in points], points),
+                                  (axes[1], "parameters", [p.params for p in points], points),
+                                  (axes[2], "p50 latency of the engine to ship, batch 1 (ms)",
+                                   [p.ship_p50_ms_batch1 for p in shipped], shipped)):
+        ax.plot(xs, [p.clean_acc_pct for p in subset], "o-", label="student clean")
+        ax.plot(xs, [p.worst_case_acc_pct for p in subset], "x-", label="student worst case")
+        ax.plot(xs, [p.ship_worst_case_acc_pct if p.ship_worst_case_acc_pct is not None else float("nan")
+                     for p in subset], "s--", label="engine to ship, worst case (gate)")
+        for x, p in zip(xs, subset):
+            ax.annotate(p.budget, (x, p.worst_case_acc_pct), textcoords="offset points", xytext=(3, -12), fontsize=7)
+        ax.set_xscale("log")
+        ax.set_xlabel(label)
+        ax.grid(alpha=0.3, which="both")
+    axes[0].set_ylabel("accuracy (%)")
+    axes[0].legend(fontsize=8)
+    fig.suptitle("Robustness against cost")
+    fig.tight_layout()
+    with atomic_path(path) as tmp:
+        fig.savefig(tmp, dpi=120, format="png")
+    plt.close(fig)
