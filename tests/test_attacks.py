@@ -1,9 +1,11 @@
 import pytest
 import torch
+import torch.nn.functional as F
 from torch import nn
 
-from rnascl_deploy.attacks import APGDCE, APGDT, FGSM, PGD, Square, attack_label
+from rnascl_deploy.attacks import APGDCE, APGDT, FGSM, KLPGD, PGD, Square, attack_label, fgsm_rs
 from rnascl_deploy.attacks.apgd import dlr_targeted
+from rnascl_deploy.attacks.base import input_grad
 from rnascl_deploy.attacks.config import AttackConfig
 from rnascl_deploy.attacks.evaluate import evaluate_robustness
 from rnascl_deploy.checkpoint import load_model
@@ -122,6 +124,51 @@ def test_apgd_t_is_no_weaker_than_apgd_ce_on_the_shipped_teacher(fmnist_test):
     attacks = {"apgd-ce": APGDCE(EPS, iters=20), "apgd-t": APGDT(EPS, iters=20)}
     report = evaluate_robustness(teacher, data, attacks, 64, progress=False)
     assert report.adv_acc["apgd_t"] <= report.adv_acc["apgd_ce"] and report.adv_acc["apgd_t"] > 0.5
+
+
+def _shipped_teacher():
+    return load_model(resolve_path("builtin:teacher-fashion-mnist/model.safetensors"))[0]
+
+
+def test_input_gradients_under_fp16_autocast_are_finite_and_point_where_fp32_points(fmnist_test):
+    """fp16 autocast (what fp16 training runs its attacks in; the CPU runs it too): a fixed loss scale of 2^16
+    overflowed fp16 on confidently wrong points (NaN input gradients on 99% of them here) and a scale of 1 underflows
+    on confidently right ones; each point's own scale keeps every gradient finite and in the fp32 gradient's
+    direction."""
+    teacher = _shipped_teacher()
+    x, y = _batch(fmnist_test)
+    for labels in (y, (y + 1) % 10):  # mostly confidently right, then confidently wrong
+        _, fp32, _ = input_grad(teacher, x, labels)
+        with torch.autocast("cpu", dtype=torch.float16):
+            loss, fp16, logits = input_grad(teacher, x, labels)
+        assert logits.dtype == torch.float16 and loss.dtype == torch.float32  # the graph did run in fp16
+        assert torch.isfinite(fp16).all()
+        assert F.cosine_similarity(fp16.flatten(1), fp32.flatten(1), dim=1).min() > 0.9
+
+
+def test_input_gradient_outside_fp16_is_the_gradient_of_the_summed_loss(plain_model, fmnist_test):
+    x, y = _batch(fmnist_test, 16)
+    _, grad, _ = input_grad(plain_model, x, y)
+    x = x.clone().requires_grad_(True)
+    (expected,) = torch.autograd.grad(F.cross_entropy(plain_model(x), y, reduction="sum"), x)
+    assert torch.allclose(grad, expected, rtol=1e-5, atol=1e-8)
+
+
+def test_training_attacks_under_fp16_autocast_find_the_fp32_examples(fmnist_test):
+    """The training attacks of fp16 training (PGD-AT, TRADES/RSLAD's KL-PGD, single step) on points the model is
+    sure of and wrong about: where the input gradient was NaN the step went nowhere on the CPU (and the example
+    became NaN on a GPU, reported as "training diverged")."""
+    teacher = _shipped_teacher()
+    x, y = _batch(fmnist_test)
+    wrong = (y + 1) % 10
+    attacks = [(PGD(EPS, 3, keep_misclassified=False), wrong), (fgsm_rs(EPS, seed=0), wrong), (FGSM(EPS), wrong),
+               (KLPGD(EPS, 3, 0.03, seed=0), F.one_hot(wrong, 10).float())]
+    for attack, target in attacks:
+        fp32 = attack(teacher, x, target)
+        with torch.autocast("cpu", dtype=torch.float16):
+            fp16 = attack(teacher, x, target)
+        assert torch.isfinite(fp16).all() and (fp16 - x).abs().max() <= attack.eps + 1e-6
+        assert (fp16 == fp32).float().mean() > 0.9, attack.name  # the same steps, pixel for pixel, but rounding
 
 
 def test_dlr_targeted_loss_is_the_papers_formula():

@@ -98,18 +98,37 @@ class QueryAttack(Attack):
         raise NotImplementedError
 
 
+# Under fp16 autocast each sample's loss gradient at the logits is rescaled to this peak before it flows back through
+# the fp16 graph: far from fp16's underflow (6e-8) for a confidently right sample and, for a confidently wrong one,
+# 256 times below its overflow (65504), room for the gradient to grow on its way to the input.
+FP16_LOGIT_GRAD_PEAK = 2.0 ** 8
+
+
 def input_grad(model: nn.Module, x: torch.Tensor, y: torch.Tensor, loss_fn=None):
-    """(per-sample loss, gradient of the summed loss w.r.t. x, logits); ``loss_fn(logits, y)`` gives per-sample
-    losses (default: cross-entropy)."""
+    """(per-sample loss, input gradient, logits); ``loss_fn(logits, y)`` gives per-sample losses (default:
+    cross-entropy).
+
+    The gradient is that of the summed loss, except under fp16 autocast. There the loss is taken on the logits cast
+    to fp32, and each sample's gradient is scaled by a positive factor of its own, the one that brings its loss
+    gradient at the logits to a peak of :data:`FP16_LOGIT_GRAD_PEAK`: a fixed scale cannot serve both a confidently
+    right sample, whose gradient underflows fp16, and a confidently wrong one, whose scaled gradient overflows it
+    (inf, then NaN in the input gradient). Attacks use an input gradient's sign or its direction per sample only,
+    and samples do not interact in eval mode, so the scale changes nothing else; it takes no host sync."""
     x = x.clone().requires_grad_(True)
     logits = model(x)
-    loss = loss_fn(logits, y) if loss_fn else nn.functional.cross_entropy(logits, y, reduction="none")
-    (grad,) = torch.autograd.grad(loss.sum() * grad_scale(x), x)
+    if not fp16_autocast(x.device.type):
+        loss = loss_fn(logits, y) if loss_fn else nn.functional.cross_entropy(logits, y, reduction="none")
+        (grad,) = torch.autograd.grad(loss.sum(), x)
+        return loss.detach(), grad.detach(), logits.detach()
+    out = logits.float()  # the model's own output when it is fp32 already
+    loss = loss_fn(out, y) if loss_fn else nn.functional.cross_entropy(out, y, reduction="none")
+    (at_logits,) = torch.autograd.grad(loss.sum(), out, retain_graph=True)
+    peak = at_logits.flatten(1).abs().amax(1).clamp_min(torch.finfo(torch.float32).tiny)
+    scale = (FP16_LOGIT_GRAD_PEAK / peak).view(-1, *[1] * (at_logits.dim() - 1))
+    (grad,) = torch.autograd.grad(out, x, at_logits * scale)
     return loss.detach(), grad.detach(), logits.detach()
 
 
-def grad_scale(x: torch.Tensor) -> float:
-    """A constant that keeps an input gradient out of fp16 underflow under fp16 autocast (training attacks use its
-    sign or its direction only, so the scale changes nothing else); 1 otherwise."""
-    fp16 = torch.is_autocast_enabled(x.device.type) and torch.get_autocast_dtype(x.device.type) == torch.float16
-    return 2.0 ** 16 if fp16 else 1.0
+def fp16_autocast(device_type: str) -> bool:
+    """Whether fp16 autocast is on for ``device_type`` here."""
+    return torch.is_autocast_enabled(device_type) and torch.get_autocast_dtype(device_type) == torch.float16

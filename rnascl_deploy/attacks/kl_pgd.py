@@ -5,7 +5,7 @@ from typing import Optional
 import torch
 import torch.nn.functional as F
 
-from .base import WhiteBoxAttack, grad_scale, project
+from .base import WhiteBoxAttack, input_grad, project
 
 
 class KLPGD(WhiteBoxAttack):
@@ -30,11 +30,15 @@ class KLPGD(WhiteBoxAttack):
         """Summed KL(p || softmax(logits)) over the batch."""
         return F.kl_div(F.log_softmax(logits, 1), p, reduction="sum")
 
+    @staticmethod
+    def per_sample(logits: torch.Tensor, p: torch.Tensor) -> torch.Tensor:
+        """KL(p || softmax(logits)) of each sample: :meth:`loss` before the sum over the batch."""
+        return F.kl_div(F.log_softmax(logits, 1), p, reduction="none").sum(1)
+
     def perturb(self, model, x, p):
         noise = torch.randn(x.shape, generator=self._generator(x.device), device=x.device, dtype=x.dtype)
         x_adv = project(x + 0.001 * noise, x, self.eps)
         for _ in range(self.steps):
-            x_adv.requires_grad_(True)
-            (grad,) = torch.autograd.grad(self.loss(model(x_adv), p) * grad_scale(x_adv), x_adv)
-            x_adv = project(x_adv.detach() + self.step_size * grad.sign(), x, self.eps)
-        return x_adv.detach()
+            _, grad, _ = input_grad(model, x_adv, p, self.per_sample)
+            x_adv = project(x_adv + self.step_size * grad.sign(), x, self.eps)
+        return x_adv
