@@ -8,6 +8,11 @@ channels_last takes its training step faster here, measured once: :func:`perf.fa
 ``contiguous`` or ``channels_last``; the teacher always computes in channels_last and the search's supernet in NCHW
 (docs/performance.md). The device is decided once, by :func:`resolve`; code below it creates
 tensors on the device of the tensors it is given. Checkpoints stay device-free (saved from the CPU).
+
+On a GPU, :func:`resolve` also sets how it computes (:func:`set_gpu_backends`), on purpose and the same for every
+stage: fp32 is IEEE fp32 (no TF32), cuDNN picks each convolution's fastest algorithm by measuring it
+(``cudnn.benchmark``), and no deterministic algorithms are asked for, so GPU runs agree to rounding, not bit for bit
+(docs/gpu.md). Each training records what is in effect in its log (:meth:`Runtime.describe`).
 """
 from __future__ import annotations
 
@@ -18,7 +23,7 @@ import logging
 import os
 import re
 from dataclasses import dataclass
-from typing import Any, ClassVar, ContextManager
+from typing import Any, ClassVar, ContextManager, Dict
 
 import torch
 from torch import nn
@@ -75,12 +80,56 @@ class Runtime:
             return self
         return dataclasses.replace(self, memory_format=fastest_memory_format(student, input_shape, batch, self))
 
+    def describe(self) -> Dict[str, Any]:
+        """Where and how this runtime computes, as a run records it: device, precision, memory format, torch's
+        version and, on a GPU, the :func:`gpu_backends` in effect."""
+        facts: Dict[str, Any] = {"device": str(self.device), "precision": self.precision,
+                                 "memory_format": self.memory_format, "torch": torch.__version__}
+        if self.cuda:
+            facts["backends"] = gpu_backends()
+        return facts
+
     def place(self, student: nn.Module, input_shape, batch: int) -> nn.Module:
         """``student`` on the device in the memory format it computes in (``auto``: decided here, as
         :meth:`pin_memory_format` does)."""
         name = self.pin_memory_format(student, input_shape, batch).memory_format
         # Module.to takes memory_format; torch's type stubs leave it out of its overloads
         return student.to(self.device, memory_format=MEMORY_FORMATS[name])  # type: ignore[call-overload]
+
+
+def set_gpu_backends() -> None:
+    """How every stage computes on a GPU (process-wide settings; the CPU ignores them):
+
+    - no TF32 in cuBLAS matmuls or cuDNN convolutions (torch's default is TF32 for convolutions on Ampere and
+      later): an fp32 model evaluated, attacked or compared with its fp32 export computes in fp32. Faster training is
+      ``runtime.precision`` bf16/fp16, which the recipe records and which is faster than TF32 anyway;
+    - ``cudnn.benchmark``: each convolution shape's fastest algorithm, measured the first time the shape is seen
+      (training batches have one shape, ``drop_last``);
+    - no deterministic algorithms: several backward passes add partial sums in whatever order the GPU's threads
+      finish (cuDNN's fastest weight gradients, the bilinear resizing of attention maps, adaptive average pooling),
+      and deterministic mode would slow them or refuse them outright. The random draws (data order, augmentation,
+      attack starts, Gumbel noise) come from seeded generators whatever the device, so what differs between two GPU
+      runs is rounding, which training then amplifies.
+
+    TF32 is turned off with the ``allow_tf32`` flags first: they exist in every torch this package supports, and
+    ``torch.backends.cudnn.flags()`` reads them (torch 2.9 and later refuse that read once only the newer
+    ``fp32_precision`` settings were used); then, where torch has them, the same is said in those settings, which is
+    what they read back. Note that ``cudnn.flags()`` turns TF32 back on unless it is given ``allow_tf32=False``."""
+    torch.backends.cuda.matmul.allow_tf32 = False
+    torch.backends.cudnn.allow_tf32 = False
+    if hasattr(torch.backends.cudnn, "conv"):  # torch 2.9+ (the legacy flag set cuBLAS's to "ieee" already)
+        torch.backends.cudnn.conv.fp32_precision = "ieee"
+    torch.backends.cudnn.benchmark = True
+    torch.backends.cudnn.deterministic = False
+    torch.use_deterministic_algorithms(False)
+
+
+def gpu_backends() -> Dict[str, bool]:
+    """The GPU settings in effect (see :func:`set_gpu_backends`), as a run records them."""
+    return {"tf32_matmul": torch.backends.cuda.matmul.allow_tf32, "tf32_cudnn": torch.backends.cudnn.allow_tf32,
+            "cudnn_benchmark": torch.backends.cudnn.benchmark,
+            "cudnn_deterministic": torch.backends.cudnn.deterministic,
+            "deterministic_algorithms": torch.are_deterministic_algorithms_enabled()}
 
 
 def no_gpu_reason() -> str:
@@ -125,6 +174,7 @@ def resolve(cfg: RuntimeConfig, check_only: bool = False) -> Runtime:
                           "bf16 or fp32")
     if device.type == "cuda":
         torch.cuda.set_device(device)
+        set_gpu_backends()
     elif cfg.device == "auto" and not check_only:
         _say_why_cpu()
     return Runtime(device, cfg.precision, cfg.memory_format)

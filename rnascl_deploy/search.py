@@ -245,7 +245,8 @@ class SearchLoop(EpochLoop):
             try:
                 xv, yv = next(self.val_iter)
             except StopIteration:
-                self.val_iter = batches(self.val_set, self.batch_size, gen, shard=True)
+                self.val_iter = batches(self.val_set, self.batch_size, gen, self.workers, shard=True,
+                                        pin_memory=self.runtime.cuda)
                 xv, yv = next(self.val_iter)
             terms.update({"arch_" + k: v for k, v in self._update(xv, yv, arch=True).items()})
         return terms
@@ -256,7 +257,7 @@ class SearchLoop(EpochLoop):
 
     def end_epoch(self, epoch, means):
         widths = self.supernet.argmax_widths()
-        val_acc = subnet_accuracy(self.supernet, widths, self.train_set, self.val_set)
+        val_acc = subnet_accuracy(self.supernet, widths, self.train_set, self.val_set, workers=self.workers)
         macs, params = expected_cost(self.layout, self.supernet.probabilities())
         row = {"tau": round(self.supernet.tau, 4), **means, "expected_macs": int(macs),
                "expected_params": int(params), "argmax_widths": widths,
@@ -383,17 +384,20 @@ class _Subnet(nn.Module):
 
 
 @torch.no_grad()
-def subnet_accuracy(supernet: Supernet, widths, calib_set, val_set, limit: int = 1000, calib_batches: int = 8) -> float:
+def subnet_accuracy(supernet: Supernet, widths, calib_set, val_set, limit: int = 1000, calib_batches: int = 8,
+                    workers: int = 0) -> float:
     """Validation accuracy of one subnet of the supernet, after recomputing its BatchNorm statistics on
     ``calib_batches`` training batches (running statistics gathered under soft masks do not fit a one-hot
-    subnet). Only the running statistics change; the training state is untouched."""
+    subnet). Only the running statistics change; the training state is untouched. Files are decoded by ``workers``
+    processes, as in the search's steps."""
     weights = supernet.one_hot(widths)
     was_training = supernet.training
     dev = next(supernet.parameters()).device
-    update_bn(itertools.islice(batches(calib_set, 128), calib_batches), _Subnet(supernet, weights), dev)
+    update_bn(itertools.islice(batches(calib_set, 128, workers=workers), calib_batches), _Subnet(supernet, weights),
+              dev)
     supernet.eval()
     correct = total = 0
-    for x, y in batches(val_set, 500):
+    for x, y in batches(val_set, 500, workers=workers):
         correct += int((supernet(x.to(dev), weights).argmax(1) == y.to(dev)).sum())
         total += len(y)
         if total >= limit:

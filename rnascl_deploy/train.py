@@ -35,7 +35,7 @@ from torch import nn
 
 from . import distributed
 from .attacks import PGD, eval_mode
-from .data import augment_batch, batches, num_batches, on_device, rank_part
+from .data import augment_batch, batches, num_batches, on_device, rank_part, to_device
 from .errors import RnasclError
 from .loop import EpochLoop
 from .objectives import OBJECTIVES, Objective, make_objective, mixes
@@ -137,15 +137,16 @@ def keeps(value: float, top: float, keep_within: Optional[float], n: int) -> boo
     return value >= top - margin
 
 
-def validate(model: nn.Module, val_set, eps: float, batch_size: int = 500) -> Dict[str, float]:
+def validate(model: nn.Module, val_set, eps: float, batch_size: int = 500, workers: int = 0) -> Dict[str, float]:
     """Clean and PGD-10 accuracy (AutoAttack convention: correct clean and under attack) on ``val_set``, in fp32 on
-    the model's device; under torch.distributed each rank evaluates its part and the counts are summed."""
+    the model's device; under torch.distributed each rank evaluates its part and the counts are summed. Files are
+    decoded by ``workers`` processes (into pinned memory for a GPU), as in training."""
     attack = PGD(eps, steps=10, step_size=2.5 * eps / 10, seed=0) if eps > 0 else None
     dev = next(model.parameters()).device
     correct = torch.zeros((), dtype=torch.long, device=dev)
     robust = torch.zeros((), dtype=torch.long, device=dev)
     with eval_mode(model):
-        for x, y in batches(rank_part(val_set), batch_size):
+        for x, y in batches(rank_part(val_set), batch_size, workers=workers, pin_memory=dev.type == "cuda"):
             x, y = x.to(dev, non_blocking=True), y.to(dev, non_blocking=True)
             with torch.no_grad():
                 ok = model(x).argmax(1) == y
@@ -158,6 +159,16 @@ def validate(model: nn.Module, val_set, eps: float, batch_size: int = 500) -> Di
     if attack is not None:
         out["val_pgd10"] = n_robust / len(val_set)
     return out
+
+
+def optimizer(cfg: TrainConfig, params, fused: bool = False) -> torch.optim.Optimizer:
+    """``cfg``'s optimiser. ``fused`` (on a GPU): one kernel for the update, which also takes fp16's gradient scaler
+    without reading its inf check back to the host (the unfused step waits for the device on every step)."""
+    kernel = True if fused else None  # None: torch's own choice (on the CPU, the update of one tensor at a time)
+    if cfg.optimizer == "adam":
+        return torch.optim.Adam(params, lr=cfg.lr, weight_decay=cfg.weight_decay, fused=kernel)
+    return torch.optim.SGD(params, lr=cfg.lr, momentum=cfg.momentum, weight_decay=cfg.weight_decay,
+                           nesterov=cfg.momentum > 0, fused=kernel)
 
 
 @dataclass
@@ -191,14 +202,12 @@ class TrainLoop(EpochLoop):
         self.val_set = val_set.subset(torch.arange(min(cfg.val_limit, len(val_set)), device="cpu")) \
             if hasattr(val_set, "subset") else val_set
         self.runtime, self.dev, self.workers = runtime, runtime.device, workers
+        facts = runtime.describe()  # the run's record of where and how it computes, in its log
+        facts.update(facts.pop("backends", {}))
+        log.info("runtime: %s", " ".join(f"{k}={v}" for k, v in facts.items()))
         self.scaler = runtime.grad_scaler()
         model.to(self.dev)
-        self.opt: torch.optim.Optimizer
-        if cfg.optimizer == "adam":
-            self.opt = torch.optim.Adam(model.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay)
-        else:
-            self.opt = torch.optim.SGD(model.parameters(), lr=cfg.lr, momentum=cfg.momentum,
-                                       weight_decay=cfg.weight_decay, nesterov=cfg.momentum > 0)
+        self.opt = optimizer(cfg, model.parameters(), fused=runtime.cuda)
         self.net = None  # the DDP wrapper, made once the weights are final (after a resume)
         self.synced = model
         # weight averaging: validated, saved as best and returned in place of the live weights
@@ -227,9 +236,10 @@ class TrainLoop(EpochLoop):
         self.lr = lr_at(self.cfg, epoch * self.steps + i, self.steps)
         for group in self.opt.param_groups:
             group["lr"] = self.lr
-        x = augment_batch(x, self.augment, gen).to(self.dev, non_blocking=True)
+        # to the device first (from pinned memory, a copy that does not wait), then augmented there
+        x = augment_batch(x.to(self.dev, non_blocking=True), self.augment, gen)
         teacher = getattr(self.objective, "teacher", None)
-        with self.runtime.autocast(), teacher.batch(x, index.to(self.dev)) if teacher is not None \
+        with self.runtime.autocast(), teacher.batch(x, to_device(index, self.dev)) if teacher is not None \
                 else contextlib.nullcontext():  # forward passes and training attacks; the loop checks the terms
             loss, terms = self.objective(self.net, x, y.to(self.dev, non_blocking=True), self.eps)
         self.opt.zero_grad(set_to_none=True)
@@ -256,9 +266,9 @@ class TrainLoop(EpochLoop):
 
     def end_epoch(self, epoch, means):
         final = self.ema if self.ema is not None else self.model
-        metrics = validate(final, self.val_set, self.cfg.eps)
+        metrics = validate(final, self.val_set, self.cfg.eps, workers=self.workers)
         if self.guarded and self.probe is not None:
-            metrics["train_pgd10"] = validate(final, self.probe, self.cfg.eps)["val_pgd10"]
+            metrics["train_pgd10"] = validate(final, self.probe, self.cfg.eps, workers=self.workers)["val_pgd10"]
         collapse = self._collapse(metrics) if self.guarded else None
         kept = collapse is None and self._keeps(metrics[self.key])
         if kept:

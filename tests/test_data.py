@@ -113,6 +113,48 @@ def test_in_memory_data_moves_whole_to_a_gpu_only():
     assert all(torch.equal(a[0], b[0]) for a, b in zip(batches(train, 16, gen()), batches(moved, 16, gen())))
 
 
+def _uploads(monkeypatch):
+    """Records, for every copy from the CPU to another device, whether it was asked not to block."""
+    uploads = []
+    real = torch.Tensor.to
+
+    def to(self, *args, **kwargs):
+        out = real(self, *args, **kwargs)
+        if self.device.type == "cpu" and out.device.type != "cpu":
+            uploads.append(kwargs.get("non_blocking", False))
+        return out
+    monkeypatch.setattr(torch.Tensor, "to", to)
+    return uploads
+
+
+def test_data_on_a_device_is_indexed_and_augmented_there_without_blocking_copies(monkeypatch):
+    """The ``meta`` device stands in for a GPU: a CPU index into data on a GPU, or a mask copied there with a plain
+    ``.to``, is a copy the host waits for on every batch (issue 39)."""
+    from rnascl_deploy.data import TensorImages
+
+    train, _ = load_split("fashion-mnist", "train", limit=40)
+    on_device = TensorImages(train.images.to("meta"), train.labels.to("meta"))
+    uploads = _uploads(monkeypatch)
+    for x, y, index in batches(on_device, 16, torch.Generator().manual_seed(0), indices=True):
+        assert x.device.type == y.device.type == index.device.type == "meta"
+    augmented = augment_batch(torch.rand(8, 3, 32, 32, device="meta"), ["crop", "flip"], torch.Generator())
+    assert augmented.device.type == "meta" and augmented.shape == (8, 3, 32, 32)
+    assert uploads and all(uploads)  # one order per epoch, one mask per batch: none waited for
+
+
+def test_indices_and_draws_reach_a_gpu_through_pinned_memory(monkeypatch):
+    from rnascl_deploy.data import to_device
+
+    calls = []
+    monkeypatch.setattr(torch.Tensor, "pin_memory", lambda self: calls.append("pin") or self)
+    monkeypatch.setattr(torch.Tensor, "to", lambda self, *a, **k: calls.append((a, k)) or self)
+    to_device(torch.arange(3), torch.device("cuda", 0))
+    assert calls == ["pin", ((torch.device("cuda", 0),), {"non_blocking": True})]
+    calls.clear()
+    to_device(torch.arange(3), torch.device("cpu"))
+    assert calls == [((torch.device("cpu"),), {"non_blocking": True})]  # a no-op: nothing to pin
+
+
 def test_augment_batch_is_reproducible_and_shape_preserving():
     x = torch.rand(8, 3, 32, 32)
     a = augment_batch(x, ["crop", "flip"], torch.Generator().manual_seed(1))

@@ -19,8 +19,9 @@ from .conftest import tiny_cnn
 COMPUTING = [["teacher", "train"], ["teacher", "eval"], ["search"], ["retrain"], ["export"], ["verify"], ["run"]]
 
 
-def test_auto_is_the_cpu_here_and_an_unavailable_gpu_is_refused_with_the_reason():
-    assert resolve(RuntimeConfig()).device == torch.device("cpu")
+def test_auto_is_the_gpu_where_there_is_one_and_an_unavailable_gpu_is_refused_with_the_reason():
+    expected = torch.device("cuda", 0) if torch.cuda.is_available() else torch.device("cpu")
+    assert resolve(RuntimeConfig()).device == expected
     if torch.cuda.is_available():
         pytest.skip("a GPU is visible: the refusal cannot be shown here")
     with pytest.raises(RnasclError, match="CPU build|no GPU is visible"):
@@ -225,3 +226,45 @@ def test_search_retrain_and_evaluation_place_every_tensor_explicitly(tmp_path):
     finally:
         torch.set_default_device(None)
     assert metrics["n"] == 32 and 0 <= metrics["worst_case_acc"] <= metrics["clean_acc"]
+
+
+@pytest.fixture
+def gpu_settings():
+    """torch's process-wide backend settings, restored after the test (with the setters the package uses)."""
+    saved = (torch.backends.cuda.matmul.allow_tf32, torch.backends.cudnn.allow_tf32, torch.backends.cudnn.benchmark,
+             torch.backends.cudnn.deterministic, torch.are_deterministic_algorithms_enabled())
+    yield
+    torch.backends.cuda.matmul.allow_tf32, torch.backends.cudnn.allow_tf32 = saved[:2]
+    torch.backends.cudnn.benchmark, torch.backends.cudnn.deterministic = saved[2:4]
+    torch.use_deterministic_algorithms(saved[4])
+
+
+def test_a_gpu_computes_fp32_in_fp32_with_measured_convolutions_and_the_run_records_it(gpu_settings):
+    """fp32 evaluations and attacks must be fp32 (torch's default lets convolutions run in TF32); the settings work
+    on the CPU build too, where they are only recorded."""
+    from rnascl_deploy.runtime import gpu_backends, set_gpu_backends
+
+    torch.backends.cudnn.allow_tf32, torch.backends.cudnn.benchmark = True, False  # torch's defaults
+    set_gpu_backends()
+    assert gpu_backends() == {"tf32_matmul": False, "tf32_cudnn": False, "cudnn_benchmark": True,
+                              "cudnn_deterministic": False, "deterministic_algorithms": False}
+    if hasattr(torch.backends.cudnn, "conv"):  # torch 2.9+ reads back the same in its newer settings
+        assert torch.backends.cudnn.conv.fp32_precision == torch.backends.cuda.matmul.fp32_precision == "ieee"
+    with torch.backends.cudnn.flags(enabled=True, benchmark=True, allow_tf32=False):  # still readable by torch
+        pass
+    facts = Runtime(torch.device("cuda", 0), "fp16", "channels_last").describe()
+    assert facts["backends"] == gpu_backends() and facts["precision"] == "fp16"
+    assert facts["memory_format"] == "channels_last" and facts["device"] == "cuda:0"
+    assert "backends" not in Runtime(torch.device("cpu")).describe()  # the CPU ignores them
+
+
+def test_resolving_a_gpu_sets_its_backends_and_the_cpu_leaves_them_alone(monkeypatch):
+    import rnascl_deploy.runtime as runtime_module
+
+    calls = []
+    monkeypatch.setattr(runtime_module, "set_gpu_backends", lambda: calls.append(1))
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: True)
+    monkeypatch.setattr(torch.cuda, "device_count", lambda: 1)
+    monkeypatch.setattr(torch.cuda, "set_device", lambda device: None)
+    assert resolve(RuntimeConfig(device="cpu")).device == torch.device("cpu") and calls == []
+    assert resolve(RuntimeConfig(device="cuda")).device == torch.device("cuda", 0) and calls == [1]

@@ -107,8 +107,8 @@ def test_the_latest_epoch_within_the_validation_noise_of_the_best_is_kept(tmp_pa
     default keeps epoch 3 (0.005 below the best, noise) and not epoch 4 (robust overfitting); 0 keeps the best."""
     real, scripted = train_module.validate, iter([0.70, 0.72, 0.715, 0.60])
 
-    def validate(model, dataset, eps, batch_size=500):
-        out = real(model, dataset, eps, batch_size)
+    def validate(model, dataset, eps, batch_size=500, workers=0):
+        out = real(model, dataset, eps, batch_size, workers)
         out["val_pgd10"] = next(scripted) if len(dataset) == 64 else 0.9  # the validation split; the guard's probe
         return out
     monkeypatch.setattr(train_module, "validate", validate)
@@ -125,8 +125,8 @@ def _collapsing(monkeypatch, at_epoch: int):
     catastrophic overfitting, which tiny runs cannot be relied on to show)."""
     real, calls = train_module.validate, {"probe": 0}
 
-    def validate(model, dataset, eps, batch_size=500):
-        out = real(model, dataset, eps, batch_size)
+    def validate(model, dataset, eps, batch_size=500, workers=0):
+        out = real(model, dataset, eps, batch_size, workers)
         if len(dataset) == 256:  # the probe: the first 512 (here all 256) training images
             calls["probe"] += 1
             out["val_pgd10"] = 0.0 if calls["probe"] == at_epoch else 0.9
@@ -184,3 +184,41 @@ def test_a_run_resumed_after_a_collapse_goes_on_as_an_uninterrupted_one(tmp_path
     train(resumed, *splits, cfg, tmp_path / "b", 64, resume=True, progress=False)
     for (name, a), b in zip(straight.state_dict().items(), resumed.state_dict().values()):
         assert torch.allclose(a.float(), b.float(), atol=1e-6), name
+
+
+def test_validation_reads_files_with_the_trainings_workers(tmp_path, splits, monkeypatch):
+    """An ImageFolder's validation decoded by the main process alone would leave the GPU waiting each epoch."""
+    real, calls = train_module.batches, []
+
+    def batches(dataset, batch_size, generator=None, workers=0, **kwargs):
+        calls.append(workers)
+        return real(dataset, batch_size, generator, workers, **kwargs)
+    monkeypatch.setattr(train_module, "batches", batches)
+    train(tiny_cnn(), *splits, _cfg(epochs=1), tmp_path, 64, progress=False, workers=2)
+    assert len(calls) == 3 and set(calls) == {2}  # the epoch's batches, validation, the guard's probe
+
+
+@pytest.mark.parametrize("name", ["adam", "sgd"])
+def test_the_optimiser_on_a_gpu_takes_fp16s_gradient_scaler_without_reading_back(tmp_path, monkeypatch, name):
+    """The unfused step reads GradScaler's inf check back to the host every step (a sync on a GPU); on a GPU the
+    fused update takes it on the device. The CPU, where fp16 does not run, keeps torch's default update."""
+    from rnascl_deploy.runtime import Runtime
+
+    cfg = TrainConfig(optimizer=name)
+    assert not train_module.optimizer(cfg, tiny_cnn().parameters()).defaults.get("fused")
+    monkeypatch.setattr(Runtime, "cuda", property(lambda self: True))  # TrainLoop as on a GPU, on the CPU
+    loop = train_module.TrainLoop(tiny_cnn(), load_split("fashion-mnist", "train", limit=64)[0],
+                                  load_split("fashion-mnist", "val", limit=8)[0], cfg, tmp_path / name, 64, (),
+                                  train_module.make_objective(cfg), False, None, Runtime(torch.device("cpu")))
+    assert loop.opt.defaults["fused"]
+    reads = []
+    real = torch.Tensor.item
+    monkeypatch.setattr(torch.Tensor, "item", lambda self: reads.append(1) or real(self))
+    scaler = torch.amp.GradScaler("cpu")  # enabled: fp16's scaler, here on the CPU
+    for _ in range(2):
+        loss = loop.model(torch.rand(4, 1, 28, 28)).square().mean()
+        loop.opt.zero_grad()
+        scaler.scale(loss).backward()
+        scaler.step(loop.opt)
+        scaler.update()
+    assert reads == []

@@ -59,7 +59,9 @@ def load_split(name: str, split: str, root: Optional[str] = None, val_size: int 
 
 
 def augment_batch(x: torch.Tensor, ops: Sequence[str], generator: torch.Generator, pad: int = 4) -> torch.Tensor:
-    """Random crop (zero padding ``pad``, or H/8) and horizontal flip of a batch, drawn from ``generator``."""
+    """Random crop (zero padding ``pad``, or H/8) and horizontal flip of a batch, drawn from ``generator`` (a CPU
+    generator, so that a batch is augmented alike on every device) and applied on ``x``'s device, to which the draws
+    go without waiting for it."""
     for op in ops:
         if op == "crop":
             n, _, h, w = x.shape
@@ -67,22 +69,32 @@ def augment_batch(x: torch.Tensor, ops: Sequence[str], generator: torch.Generato
             padded = torch.nn.functional.pad(x, (p, p, p, p))
             dy = torch.randint(0, 2 * p + 1, (n,), generator=generator, device="cpu").tolist()
             dx = torch.randint(0, 2 * p + 1, (n,), generator=generator, device="cpu").tolist()
-            x = torch.stack([padded[i, :, dy[i]:dy[i] + h, dx[i]:dx[i] + w] for i in range(n)])
+            x = torch.stack([padded[i, :, dy[i]:dy[i] + h, dx[i]:dx[i] + w] for i in range(n)])  # views, one copy
         elif op == "flip":
-            flip = (torch.rand(x.shape[0], generator=generator, device="cpu") < 0.5).to(x.device)
+            flip = to_device(torch.rand(x.shape[0], generator=generator, device="cpu") < 0.5, x.device)
             x = torch.where(flip[:, None, None, None], x.flip(3), x)
         else:
             raise RnasclError(f"unknown augmentation {op!r}; valid: {', '.join(AUGMENTATIONS)}")
     return x
 
 
+def to_device(t: torch.Tensor, device: torch.device) -> torch.Tensor:
+    """``t`` (indices, random draws: CPU tensors) on ``device`` without waiting for the device: a plain ``.to`` waits
+    for every queued kernel, and from pageable memory even a ``non_blocking`` copy may; from pinned memory it never
+    does. A tensor on ``device`` already is returned as it is."""
+    if device.type == "cuda" and t.device.type == "cpu":
+        t = t.pin_memory()
+    return t.to(device, non_blocking=True)
+
+
 def batches(dataset: Images, batch_size: int, generator: Optional[torch.Generator] = None, workers: int = 0,
             drop_last: bool = False, shard: bool = False, pin_memory: bool = False, indices: bool = False):
     """Iterate (images, labels) batches; shuffled by ``generator`` when given, in order otherwise.
 
-    In-memory data sets are sliced directly (on the device they are on: see :meth:`TensorImages.to`); files are
-    decoded by a DataLoader with ``workers`` processes, into pinned memory when ``pin_memory`` (for a GPU).
-    ``indices``: batches are (images, labels, their indices in ``dataset``).
+    In-memory data sets are sliced directly (on the device they are on, see :meth:`TensorImages.to`, with indices
+    there too: a CPU index into GPU data is a blocking copy per batch); files are decoded by a DataLoader with
+    ``workers`` processes, into pinned memory when ``pin_memory`` (for a GPU). ``indices``: batches are (images,
+    labels, their indices in ``dataset``), the indices where the images are.
 
     ``shard``: under torch.distributed, this rank's part of every global batch of ``batch_size`` (whole global
     batches only, so that every rank takes the same number of steps; see :mod:`.distributed`)."""
@@ -93,6 +105,7 @@ def batches(dataset: Images, batch_size: int, generator: Optional[torch.Generato
         order, batch_size, drop_last = distributed.shard(order[:whole]), distributed.local_batch(batch_size), True
     if isinstance(dataset, TensorImages):
         stop = len(order) - len(order) % batch_size if drop_last else len(order)
+        order = to_device(order, dataset.images.device)  # once an epoch, drawn on the CPU alike everywhere
         for start in range(0, stop, batch_size):
             idx = order[start:start + batch_size]
             batch = dataset.images[idx].float().div_(255), dataset.labels[idx]
