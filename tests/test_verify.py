@@ -192,3 +192,23 @@ def test_an_engine_of_a_fixed_batch_of_7_is_refused(trained_run, engines, tmp_pa
     onnx.save(model, str(path))
     vouch(path, path)  # its provenance holds: the batch is what is refused
     _refused(run, path, "batches of 7", "dynamic batch", "--format onnx ")
+
+
+def test_the_reference_checkpoints_memory_format_is_measured_in_fp32_as_verify_computes(monkeypatch):
+    """verify computes in fp32 whatever the recipe trains in: its memory-format probe (runtime.memory_format auto)
+    times the reference in fp32 too, not in the training precision."""
+    import torch
+
+    import rnascl_deploy.runtime as runtime_module
+    from rnascl_deploy.runtime import Runtime
+    from rnascl_deploy.verify.reference import Reference
+    from rnascl_deploy.verify.runner import _placed_reference
+
+    from .conftest import tiny_cnn
+
+    measured = []
+    monkeypatch.setattr(runtime_module, "fastest_memory_format",
+                        lambda model, shape, batch, runtime: measured.append(runtime.precision) or "contiguous")
+    reference = _placed_reference(Reference(tiny_cnn(), "student.safetensors", "checkpoint"), None,
+                                  Runtime(torch.device("cpu"), "bf16"), (1, 28, 28), 16)
+    assert measured == ["fp32"] and not reference.training

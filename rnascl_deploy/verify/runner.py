@@ -133,9 +133,10 @@ def _reference_normalization(ref, engine_norm):
 
 def _placed_reference(ref, norm, runtime, input_shape, batch: int) -> nn.Module:
     """The reference module on the run's device, in eval mode: a checkpoint normalises inside and computes in its
-    fastest memory format; another file gets ``norm`` applied in front of it when there is one."""
+    fastest memory format in fp32, the precision verification computes in (whatever the recipe trains in); another
+    file gets ``norm`` applied in front of it when there is one."""
     if ref.kind == "checkpoint":
-        module = runtime.place(ref.module, input_shape, batch)
+        module = dataclasses.replace(runtime, precision="fp32").place(ref.module, input_shape, batch)
     else:
         module = nn.Sequential(Normalize(*norm), ref.module) if norm else ref.module
     return module.eval().to(runtime.device)
