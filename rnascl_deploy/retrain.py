@@ -173,7 +173,7 @@ def run_retrain(run: Path, recipe: Recipe, resume: bool = False, progress: bool 
         metrics = {"clean_acc": report.clean_acc, "adv_acc": report.adv_acc, "worst_case_acc": report.worst_case_acc,
                    "n": report.n, "eps": report.eps, "macs": cost.macs, "params": cost.params,
                    "finetune": cfg.finetune.adv if cfg.finetune is not None else None, "eval_seconds": report.seconds,
-                   "warnings": report.warnings,
+                   "warnings": report.warnings, "runtime": runtime.describe(),  # where and how it computed
                    "best_epoch": meta["metrics"]}
         save_checkpoint(final, student, "student", arch.model_spec(), info.to_dict(), dataclasses.asdict(recipe),
                         metrics)
