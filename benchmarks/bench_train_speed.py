@@ -4,10 +4,11 @@ N-FGSM, FGSM-RS) side by side on the study's RNAS-CL student, with and without t
 
     python benchmarks/bench_train_speed.py [--budget 600K] [--batch 128] [--seconds 20] [--only spaces|objectives]
                                            [--rounds 40] [--batches 1] [--device cpu] [--precisions fp32,bf16]
-                                           [--memory-formats auto] [--images fashion-mnist|random]
+                                           [--memory-formats auto] [--images fashion-mnist|random] [--data-root DIR]
 
 (1) For each space the student is derived at the budget from uniform architecture logits (the search's derivation rule,
-so no search is needed), trained on one batch of Fashion-MNIST training images (``--images``), and timed for a clean
+so no search is needed), trained on one batch of Fashion-MNIST training images (``--images``; read from
+``--data-root``, else where ``data.root`` finds them by default), and timed for a clean
 training step (forward + backward + SGD) and a PGD-10 adversarial training step (the study's). Achieved MACs/s counts 3
 x forward MACs per image for a clean step (forward + backward) and 3 x 11 for a PGD-10 step (ten attack forward-
 backward passes, one training pass); the figure is its ratio to the GEMM peak (a 1024^3 fp32 matmul). Each student
@@ -18,7 +19,8 @@ study's), ``n-fgsm`` and ``fgsm-rs`` (their published step and noise), eps 0.1, 
 space, widths 12/36/96, docs/results.md), each without a teacher and with the default teacher (the residual
 teacher, KD + attention over the study's searched tutor pairs, on the adversarial input: ``teacher_input:
 adversarial``, retraining's default until 2026-12-02), and with that teacher's outputs on the clean images taken
-from its cache (``teacher_input: clean``: the teacher out of the hot loop, the default since).
+from its cache (``teacher_input: clean``: the teacher out of the hot loop, the default since), built on ``--device``
+as retraining builds it.
 Each runs in every precision of ``--precisions`` (``runtime.precision``: bf16/fp16 autocast around the objective,
 its attack included, as training does; fp16 with a gradient scaler, GPU only) and every student memory format of
 ``--memory-formats`` (``runtime.memory_format``: ``auto``, the one retraining picks, measured; ``contiguous``;
@@ -40,6 +42,7 @@ import os
 import time
 from pathlib import Path
 from types import SimpleNamespace
+from typing import Optional
 
 import torch
 import torch.nn.functional as F
@@ -84,13 +87,14 @@ def gemm_peak(seconds: float, n: int = 1024) -> float:
     return n ** 3 / timed(lambda: torch.mm(a, b), seconds)
 
 
-def student_speed(space: SpaceConfig, budget, batch: int, seconds: float, source: str) -> dict:
+def student_speed(space: SpaceConfig, budget, batch: int, seconds: float, source: str,
+                  root: Optional[str] = None) -> dict:
     layout = build_layout(space, (1, 28, 28), 10)
     widths = derive_widths(layout, [torch.zeros(len(u.options)) for u in layout.units], budget)
     model = materialize(layout, widths, [0.286], [0.353]).train()
     cost = measure(model, (1, 28, 28))
     assert cost.macs == arch_cost(layout, widths).macs
-    images = training_images(batch, source)
+    images = training_images(batch, source, root)
     x, y = images.images.float() / 255, images.labels
     attack = PGD(0.1, 10, 0.025, keep_misclassified=False, seed=None)
     out = {"widths": widths, "macs": cost.macs, "params": cost.params,
@@ -144,19 +148,19 @@ def interleaved(steps: dict, rounds: int, batches: int, sync) -> dict:
     return {name: (sorted(ts)[len(ts) // 2], min(ts)) for name, ts in times.items()}
 
 
-def training_images(batch: int, source: str) -> TensorImages:
+def training_images(batch: int, source: str, root: Optional[str] = None) -> TensorImages:
     """The benchmark's batch: the first ``batch`` images of the Fashion-MNIST training split (in its loader's seeded
-    order; ``fashion-mnist``), or uniform random ones of that shape (``random``, this benchmark's images until
-    2026-12-03)."""
+    order; ``fashion-mnist``) read from ``root`` (``data.root``; None: the default places), or uniform random ones of
+    that shape (``random``, this benchmark's images until 2026-12-03)."""
     if source == "fashion-mnist":
-        return load_split("fashion-mnist", "train", limit=batch)[0]
+        return load_split("fashion-mnist", "train", root=root, limit=batch)[0]
     generator = torch.Generator().manual_seed(0)
     return TensorImages(torch.randint(0, 256, (batch, 1, 28, 28), dtype=torch.uint8, generator=generator),
                         torch.randint(0, 10, (batch,), generator=generator))
 
 
 def objective_speed(batch: int, rounds: int, batches: int, device: str, precisions=("fp32",),
-                    formats=("auto",), source: str = "fashion-mnist") -> dict:
+                    formats=("auto",), source: str = "fashion-mnist", root: Optional[str] = None) -> dict:
     """Images/s of one training step of each objective in each precision and student memory format, with and
     without the adversarial-input teacher."""
     layout = build_layout(SpaceConfig(), (1, 28, 28), 10)
@@ -166,7 +170,8 @@ def objective_speed(batch: int, rounds: int, batches: int, device: str, precisio
     teacher = channels_last(teacher).to(device)
     distiller = Distiller.pairs(teacher, STUDY_TUTORS)
     cached = Distiller.pairs(teacher, STUDY_TUTORS)  # the teacher out of the hot loop: clean images, computed once
-    images = training_images(batch, source)
+    images = training_images(batch, source, root)
+    # built on the device, where the step indexes it with device indices (as retraining's load_or_build places it)
     cached.clean = CleanTeacher(TeacherCache.build(teacher, images, cached.teacher_taps, 7, torch.device(device),
                                                    progress=False))
     x, y = images.images.to(device).float() / 255, images.labels.to(device)
@@ -236,6 +241,8 @@ def main() -> None:
     parser.add_argument("--images", choices=["fashion-mnist", "random"], default="fashion-mnist",
                         help="the batch trained on: real training images, or uniform random ones (this "
                              "benchmark's until 2026-12-03)")
+    parser.add_argument("--data-root", help="directory of the Fashion-MNIST files (data.root; default: where the "
+                                            "data set is found without one)")
     parser.add_argument("--out", default="runs/bench-train-speed.json")
     args = parser.parse_args()
     tune_cpu()
@@ -244,7 +251,7 @@ def main() -> None:
     if args.only != "objectives":
         budget = parse_budget(args.budget)
         peak = gemm_peak(args.seconds)
-        rows = {name: student_speed(space, budget, args.batch, args.seconds, args.images)
+        rows = {name: student_speed(space, budget, args.batch, args.seconds, args.images, args.data_root)
                 for name, space in SPACES.items()}
         print(f"fp32 GEMM peak (1024^3 matmul, {torch.get_num_threads()} threads): {peak / 1e9:.1f} GMAC/s\n")
         print("| space | widths | MACs | params | student format | clean img/s | clean GMAC/s (of peak) | "
@@ -262,7 +269,7 @@ def main() -> None:
     if args.only != "spaces":
         load = os.getloadavg()
         obj = objective_speed(args.batch, args.rounds, args.batches, args.device, args.precisions.split(","),
-                              args.memory_formats.split(","), args.images)
+                              args.memory_formats.split(","), args.images, args.data_root)
         obj["loadavg_before"], obj["loadavg_after"] = load, os.getloadavg()
         print(f"\nTraining step by objective, {args.precisions}, {args.device}, {torch.get_num_threads()} threads, "
               f"{args.batch} {args.images} images: student {obj['student_widths']} ({obj['student_macs']:,} MACs), "

@@ -49,3 +49,25 @@ def test_fixed_pairs_use_only_their_pairs():
     student["b"] = torch.full((2, 3, 4, 4), float("nan"))  # an unpaired tap cannot influence the loss
     teacher["y"] = torch.full((2, 3, 4, 4), float("nan"))
     assert torch.isfinite(loss(student, teacher))
+
+
+def test_the_teacher_cache_lives_on_the_device_it_was_built_on(tmp_path):
+    """Built on a device, the cache stays there (the training step indexes it there with indices on that device);
+    ``meta`` stands in for a GPU on the CPU. Its file is written from the CPU and read back onto the device."""
+    import copy
+
+    from torch import nn
+
+    from rnascl_deploy.data import TensorImages
+    from rnascl_deploy.distill.cache import TeacherCache
+
+    teacher = nn.Sequential(nn.Conv2d(1, 4, 3, padding=1), nn.ReLU(), nn.AdaptiveAvgPool2d(1), nn.Flatten(),
+                            nn.Linear(4, 10))
+    images = TensorImages(torch.randint(0, 256, (6, 1, 8, 8), dtype=torch.uint8), torch.arange(6) % 10)
+    meta = TeacherCache.build(copy.deepcopy(teacher), images, ["1"], 4,
+                              torch.device("meta"), batch_size=4, progress=False)
+    assert meta.logits.device.type == "meta" and meta.maps["1"].device.type == "meta"
+    assert meta.logits.shape == (6, 10) and meta.maps["1"].shape == (6, 16)
+    cache = TeacherCache.load_or_build(tmp_path, "k", teacher, images, ["1"], 4, torch.device("cpu"), progress=False)
+    again = TeacherCache.load_or_build(tmp_path, "k", teacher, images, ["1"], 4, torch.device("cpu"), progress=False)
+    assert torch.equal(cache.logits, again.logits) and torch.equal(cache.maps["1"], again.maps["1"])

@@ -5,8 +5,10 @@ With ``teacher_input: clean`` the teacher's terms are taken on the clean image o
 RSLAD take the teacher's logits there anyway); its outputs then depend on the image alone, so they are computed
 once, on the run's device, and kept in ``RUN/teacher-cache/<key>.safetensors``. The key covers everything they
 depend on: the teacher file's sha256, the data set and its split (name, root, val_size, limit, image size), the
-taps and the attention map size. Augmentation that moves pixels (crop, flip) changes the clean image every epoch,
-so a cache is never built for it: the teacher then runs live on each batch's clean images.
+taps and the attention map size. A cache lives on the device that uses it: :meth:`TeacherCache.build` returns it
+on the device it computed it on, :meth:`TeacherCache.load_or_build` on the run's device whether it was read or
+computed (the file is written from the CPU). Augmentation that moves pixels (crop, flip) changes the clean image
+every epoch, so a cache is never built for it: the teacher then runs live on each batch's clean images.
 """
 from __future__ import annotations
 
@@ -51,6 +53,8 @@ class TeacherCache:
     @torch.no_grad()
     def build(cls, teacher: nn.Module, dataset, taps: List[str], size: int, device: torch.device,
               batch_size: int = 500, progress: bool = True) -> "TeacherCache":
+        """The teacher's outputs on every image of ``dataset``, computed on ``device`` and kept there (the device the
+        training step that indexes them runs on)."""
         from ..data import batches
 
         teacher = teacher.eval().to(device)
@@ -59,9 +63,9 @@ class TeacherCache:
         bar = progress_bar(enabled=progress, total=len(dataset), desc="teacher cache", unit="img")
         for x, _ in batches(dataset, batch_size):
             with Taps(teacher, taps) as tt:
-                logits.append(teacher(x.to(device)).float().cpu())
+                logits.append(teacher(x.to(device)).float())
             for t in taps:
-                maps[t].append(attention_map(tt.outputs[t], size).cpu())
+                maps[t].append(attention_map(tt.outputs[t], size))
             bar.update(len(x))
         bar.close()
         return cls(torch.cat(logits), {t: torch.cat(v) for t, v in maps.items()})
@@ -74,9 +78,10 @@ class TeacherCache:
         if distributed.is_main() and cache is None:  # rank 0 computes and writes it
             cache = cls.build(teacher, dataset, taps, size, device, progress=progress)
             path.parent.mkdir(parents=True, exist_ok=True)
+            host = cache.to("cpu")  # the file is written from the CPU, whichever device computed it
             with atomic_path(path) as tmp:
-                save_file({"logits": cache.logits.contiguous(),
-                           **{f"map.{k}": v.contiguous() for k, v in cache.maps.items()}}, str(tmp))
+                save_file({"logits": host.logits.contiguous(),
+                           **{f"map.{k}": v.contiguous() for k, v in host.maps.items()}}, str(tmp))
             log.info("teacher cache: computed %d images once -> %s", len(cache), path)
         distributed.barrier()  # the other ranks read what rank 0 wrote
         if cache is None:
