@@ -212,8 +212,8 @@ def _export(recipe, run: RunDir):
 
 
 def _provider(recipe) -> str:
-    """The onnxruntime provider of the run's ONNX engines (and of bench's PyTorch reference): the GPU's where the
-    run computes on one."""
+    """The onnxruntime provider of the run's ONNX engines: the GPU's where the run computes on one and onnxruntime has
+    its CUDA provider, else the CPU's (:func:`engines.onnx_provider`, which says which)."""
     from .engines import onnx_provider
     from .runtime import resolve
 
@@ -233,11 +233,15 @@ def _verify(recipe, run: RunDir, resume, progress, provider):
 
 
 def _bench(recipe, run: RunDir, resume, provider):
+    """Each engine against the PyTorch student, which computes on the run's device whatever the ONNX provider (a
+    CPU-only onnxruntime on a GPU machine: ``bench`` warns that the ratio then compares devices)."""
     from .engines import open_engine
+    from .runtime import resolve
 
-    reference = open_engine(run.student, provider)
+    device = resolve(recipe.runtime).device
+    reference = open_engine(run.student, provider, device=device)
     for path in engine_files(run):  # a resumed stage replaces the results of its own interrupted run
-        engine = open_engine(path, provider, cache_dir=run.trt_cache)
+        engine = open_engine(path, provider, cache_dir=run.trt_cache, device=device)
         bench.write_bench(bench.bench(engine, recipe.export.bench_batches, reference), run.bench, path.name,
                           force=resume)
 

@@ -369,3 +369,72 @@ def test_onnxruntimes_gpu_providers_run_on_the_gpu_the_process_computes_on(train
         *gpus, cpu = given["providers"]
         assert cpu == "CPUExecutionProvider" and all(options["device_id"] == "1" for _, options in gpus)
     assert "trt_profile_max_shapes" in gpus[0][1]  # the TensorRT options kept beside the device
+
+
+def test_export_device_reaches_the_parity_check(trained_run, tmp_path, monkeypatch):
+    """`export --device` is the recipe's runtime.device, and parity is measured there: the student computes on the
+    resolved device (``meta`` stands in for a GPU here) and the sidecar records where."""
+    import rnascl_deploy.exporters.export as export_module
+    import rnascl_deploy.runtime as runtime
+
+    run = fresh_run(trained_run, tmp_path / "run")
+    asked, seen = [], []
+
+    def resolve(cfg, check_only=False):
+        asked.append(cfg.device)
+        return runtime.Runtime(torch.device("meta"))
+
+    def parity(model, engine, images):
+        seen.append(next(model.parameters()).device.type)
+        return 0.0
+
+    monkeypatch.setattr(runtime, "resolve", resolve)
+    monkeypatch.setattr(export_module, "max_abs_diff", parity)
+    result = CliRunner().invoke(main, ["-q", "export", str(run), "--format", "onnx", "--device", "cuda"])
+    assert result.exit_code == 0, result.output
+    assert set(asked) == {"cuda"} and seen == ["meta"]
+    side = json.loads((run / "engines" / "student.onnx.json").read_text())
+    assert side["parity_device"] == "meta" and side["parity_provider"] == "CPUExecutionProvider"
+
+
+def test_the_tensorrt_major_onnxruntime_links_is_read_from_its_provider_library(tmp_path):
+    from rnascl_deploy.engines.onnxrt import ort_tensorrt_major
+
+    lib = tmp_path / "libonnxruntime_providers_tensorrt.so"
+    lib.write_bytes(b"\x7fELF...\x00libcublas.so.13\x00libnvinfer.so.10\x00libnvinfer_plugin.so.10\x00"
+                    b"libnvonnxparser.so.10\x00[TensorRT EP] libnvinfer.so.10 not found\x00")
+    assert ort_tensorrt_major(lib) == 10
+    lib.write_bytes(b"\x00libnvinfer.so.10\x00libnvinfer.so.11\x00")
+    assert ort_tensorrt_major(lib) is None  # not one version: unknown, not a guess
+    lib.write_bytes(b"\x00libcudart.so.13\x00")
+    assert ort_tensorrt_major(lib) is None
+
+
+@pytest.mark.parametrize("major", [10, None, 11])
+def test_tensorrt_precision_flags_follow_the_tensorrt_onnxruntime_links(trained_run, exported, monkeypatch, tmp_path,
+                                                                         major):
+    """onnxruntime-gpu 1.31.1's TensorRT provider links TensorRT 10, whose weakly typed networks need
+    trt_fp16_enable/trt_int8_enable to keep an fp16 or Q/DQ graph's precision; TensorRT 11 removed those builder
+    flags (its networks follow the graph), so a provider linked against 11 is not given them. Played without a GPU:
+    the session records its options, then drops the TensorRT provider as onnxruntime does when libnvinfer is missing,
+    and the refusal says which TensorRT the provider needs."""
+    import onnxruntime as ort
+
+    from rnascl_deploy.engines import onnxrt
+
+    given = {}
+    real = ort.InferenceSession
+
+    def session(path, options, providers):
+        given["providers"] = providers
+        return real(path, options, providers=["CPUExecutionProvider"])
+
+    monkeypatch.setattr(ort, "get_available_providers", lambda: ["TensorrtExecutionProvider", "CUDAExecutionProvider",
+                                                                 "CPUExecutionProvider"])
+    monkeypatch.setattr(ort, "InferenceSession", session)
+    monkeypatch.setattr(onnxrt, "ort_tensorrt_major", lambda: major)
+    needs = f"TensorRT {major} \\(libnvinfer.so.{major}\\)" if major else "a TensorRT whose version could not be read"
+    with pytest.raises(RnasclError, match=f"could not start TensorrtExecutionProvider .*needs {needs}"):
+        OnnxRuntimeEngine(trained_run / "engines" / "student-fp16.onnx", device="tensorrt", cache_dir=tmp_path)
+    trt_options = given["providers"][0][1]
+    assert ("trt_fp16_enable" in trt_options) == (major != 11) and "trt_int8_enable" not in trt_options

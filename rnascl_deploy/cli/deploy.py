@@ -1,6 +1,7 @@
 """``rnascl-deploy export``, ``verify`` and ``bench``: the student as engines, the gate on each, their speed."""
 from __future__ import annotations
 
+import logging
 import sys
 from pathlib import Path
 
@@ -17,6 +18,7 @@ from .options import (
     json_option,
     load_recipe,
     parse_batches,
+    provider_option,
     refuse_existing,
     retired_limit,
     run_argument,
@@ -25,6 +27,8 @@ from .options import (
     set_option,
     test_limit_option,
 )
+
+log = logging.getLogger(__name__)
 
 EPILOG_EXPORT = """\b
 Examples:
@@ -46,6 +50,7 @@ provenance, shape or replica cannot be trusted).
 EPILOG_BENCH = """\b
 Examples:
   rnascl-deploy bench runs/s600k --engine runs/s600k/engines/student-int8.onnx --batch 1,8,64 --threads 2
+  rnascl-deploy bench runs/s600k --engine runs/s600k/engines/student-fp16.engine --device cuda   # TensorRT
   rnascl-deploy bench --engine model.onnx --reference model.safetensors --json > bench.json   # no files written
 """
 
@@ -97,8 +102,7 @@ def export(ctx, run, recipe, overrides, formats, calibration_size, device, force
 @set_option
 @test_limit_option("verify.limit")
 @retired_limit("--test-limit")
-@click.option("--provider", type=click.Choice(["cpu", "cuda", "tensorrt"]), default="cpu", show_default=True,
-              help="onnxruntime execution provider for .onnx engines.")
+@provider_option
 @device_option
 @click.option("--junit", type=PathType(dir_okay=False), help="Also write the JUnit XML report here (an existing "
                                                                "file is refused unless --force).")
@@ -120,15 +124,18 @@ def verify(ctx, run, engine_path, reference, recipe, overrides, test_limit, prov
     verify section allows, or its worst case is below the floor verify.min_worst_case_pct. Reports (JSON,
     Markdown, JUnit XML) in RUN/verify/ (or --out).
     """
+    from ..engines import onnx_provider
     from ..fileio import atomic_write_text
     from ..pipeline import verify_reports
     from ..rundir import RunDir
+    from ..runtime import resolve
     from ..verify import reports_dir, to_junit, to_lines
 
     if run is None and reference is None:
         raise RnasclError("give a run directory (its student.safetensors is the reference) or --reference REF")
     r = load_recipe(run_recipe(run, recipe), overrides, **{"verify.limit": test_limit, "runtime.device": device})
     refuse_existing(junit, "--junit", force)
+    provider = provider or onnx_provider(resolve(r.runtime).device)
     if run is not None and reference is None:
         RunDir(run).require("student", "retrain")
     lock(ctx, run if run is not None else reports_dir(None, out))
@@ -146,13 +153,15 @@ def verify(ctx, run, engine_path, reference, recipe, overrides, test_limit, prov
 @click.option("--engine", "engine_path", type=PathType(dir_okay=False), required=True,
               help="Engine file: .onnx, .engine/.plan (TensorRT) or .safetensors.")
 @click.option("--batch", "batch_text", default="1,8,64", show_default=True, help="Comma-separated batch sizes.")
-@click.option("--provider", type=click.Choice(["cpu", "cuda", "tensorrt"]), default="cpu", show_default=True,
-              help="onnxruntime execution provider for .onnx engines (the PyTorch reference runs on the CPU for "
-                   "cpu, on the GPU otherwise).")
+@provider_option
+@device_option
 @click.option("--reference", type=PathType(dir_okay=False),
               help="PyTorch checkpoint measured in the same run for a speed-up (default: RUN/student.safetensors).")
 @click.option("--warmup", type=click.IntRange(0), default=5, show_default=True,
-              help="Untimed calls per batch size before timing.")
+              help="Untimed calls per batch size before timing, at least.")
+@click.option("--warmup-seconds", type=click.FloatRange(0), default=1.0, show_default=True,
+              help="Keep warming up a batch size until this much time has passed (a GPU idling at a low clock "
+                   "needs time, not only calls).")
 @click.option("--min-iters", type=click.IntRange(1), default=20, show_default=True,
               help="Timed calls per batch size, at least.")
 @click.option("--min-seconds", type=click.FloatRange(0), default=1.0, show_default=True,
@@ -162,31 +171,41 @@ def verify(ctx, run, engine_path, reference, recipe, overrides, test_limit, prov
 @click.option("--force", is_flag=True, help="Replace earlier results of this engine in the output directory.")
 @json_option
 @click.pass_context
-def bench_command(ctx, run, engine_path, batch_text, provider, reference, warmup, min_iters, min_seconds, out, force,
-                  as_json):
+def bench_command(ctx, run, engine_path, batch_text, provider, device, reference, warmup, warmup_seconds, min_iters,
+                  min_seconds, out, force, as_json):
     """Latency (p50/p90/p99) and throughput of an engine per batch size, against PyTorch eager.
 
     RUN (optional) is the run directory the engine belongs to: its student is the PyTorch reference and the
-    results go to RUN/bench/. Threads follow the global --threads option (torch and onnxruntime). Writes
-    <engine>.json, .csv and a latency-vs-batch plot (.png).
+    results go to RUN/bench/. The reference computes on --device (runtime.device: the GPU where there is one), and
+    .onnx engines on the provider that follows it (--provider); engine and reference calls are interleaved. Threads
+    follow the global --threads option (torch and onnxruntime). Writes <engine>.json, .csv and a latency-vs-batch
+    plot (.png).
     """
     import torch
 
     from ..bench import bench, refuse_earlier_results, write_bench
-    from ..engines import open_engine
+    from ..engines import onnx_provider, open_engine
     from ..rundir import RunDir
+    from ..runtime import resolve
 
     batches = parse_batches(batch_text)
     path, rundir = Path(engine_path), RunDir(run) if run is not None else None
+    r = load_recipe(str(rundir.recipe) if rundir is not None and rundir.recipe.exists() else None, (),
+                    **{"runtime.device": device})
+    on = resolve(r.runtime).device
+    provider = provider or onnx_provider(on)
     target = Path(out) if out else (rundir.bench if rundir else None)
     if target is not None:
         refuse_earlier_results(target, path.name, force)
         inside = rundir is not None and rundir.root.resolve() in target.resolve().parents
         lock(ctx, rundir.root if inside else target)
-    engine = open_engine(path, provider, torch.get_num_threads(), cache_dir=rundir.trt_cache if rundir else None)
+    engine = open_engine(path, provider, torch.get_num_threads(), cache_dir=rundir.trt_cache if rundir else None,
+                         device=on)
     ref_path = Path(reference) if reference else (rundir.student if rundir else None)
-    ref = open_engine(ref_path, "cuda" if provider != "cpu" else "cpu") if ref_path and ref_path.exists() else None
-    report = bench(engine, batches, ref, warmup=warmup, min_iters=min_iters, min_seconds=min_seconds)
+    ref = open_engine(ref_path, provider, device=on) if ref_path and ref_path.exists() else None
+    log.info("bench: %s on %s%s", path.name, engine.provider, f", PyTorch reference on {ref.provider}" if ref else "")
+    report = bench(engine, batches, ref, warmup=warmup, warmup_seconds=warmup_seconds, min_iters=min_iters,
+                   min_seconds=min_seconds)
     if target is not None:
         write_bench(report, target, path.name, force=force)
     text.emit(report.to_dict(), as_json, text.benchmarked(engine_path, report))

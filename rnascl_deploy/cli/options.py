@@ -103,6 +103,9 @@ json_option = click.option("--json", "as_json", is_flag=True, help="Print one JS
 device_option = click.option("--device", help="Where to compute (runtime.device): auto (the visible GPU, else the "
                                               "CPU), cpu, cuda or cuda:N. A run started on one device may be "
                                               "resumed or finished on another.")
+provider_option = click.option("--provider", type=click.Choice(["cpu", "cuda", "tensorrt"]),
+                               help="onnxruntime execution provider for .onnx engines (default: cuda where --device "
+                                    "is a GPU and onnxruntime has its CUDA provider, else cpu; the log says which).")
 run_argument = click.argument("run", type=PathType(file_okay=False, exists=True))
 
 

@@ -24,6 +24,8 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Optional
 
+import torch
+
 from ..errors import RnasclError
 from ..exporters.config import ExportConfig
 from .base import Engine  # noqa: F401
@@ -32,25 +34,28 @@ from .pytorch import TorchEngine  # noqa: F401
 from .trt import TensorRTEngine  # noqa: F401
 
 
-def open_engine(path: Path | str, device: str = "cpu", threads: Optional[int] = None, spinning: bool = True,
+def open_engine(path: Path | str, provider: str = "cpu", threads: Optional[int] = None, spinning: bool = True,
                 max_batch: int = ExportConfig.max_batch, opt_batch: int = ExportConfig.opt_batch,
-                cache_dir: Optional[Path] = None) -> Engine:
-    """An engine by file type: ``.onnx`` (onnxruntime on ``device``), ``.engine``/``.plan`` (TensorRT),
-    ``.safetensors``. ``max_batch``/``opt_batch``/``cache_dir``: the profile and engine cache of onnxruntime's
-    TensorRT provider (``device="tensorrt"``; the recipe's ``export.max_batch``/``opt_batch``). ``spinning=False``
-    where calls alternate with torch work (verify's attacks): onnxruntime's idle threads then sleep at once instead of
-    spinning on the cores torch needs next."""
+                cache_dir: Optional[Path] = None, device: Optional[torch.device | str] = None) -> Engine:
+    """An engine by file type: ``.onnx`` (onnxruntime's ``provider``: cpu, cuda or tensorrt), ``.engine``/``.plan``
+    (TensorRT, on the current GPU), ``.safetensors`` (PyTorch on ``device``; default: the current GPU where
+    ``provider`` is a GPU one, else the CPU). ``max_batch``/``opt_batch``/``cache_dir``: the profile and engine cache
+    of onnxruntime's TensorRT provider (``provider="tensorrt"``; the recipe's ``export.max_batch``/``opt_batch``).
+    ``spinning=False`` where calls alternate with torch work (verify's attacks): onnxruntime's idle threads then
+    sleep at once instead of spinning on the cores torch needs next."""
     path = Path(path)
     if not path.is_file():
         raise RnasclError(f"engine {str(path)!r} not found")
     if path.suffix == ".onnx":
-        return OnnxRuntimeEngine(path, device, threads, max_batch, opt_batch, cache_dir, spinning)
+        return OnnxRuntimeEngine(path, provider, threads, max_batch, opt_batch, cache_dir, spinning)
     if path.suffix in (".engine", ".plan"):
         return TensorRTEngine(path)
     if path.suffix == ".safetensors":
         from ..checkpoint import load_model
 
         model, meta = load_model(path)
+        if device is None:
+            device = torch.device("cuda", torch.cuda.current_device()) if provider != "cpu" else torch.device("cpu")
         return TorchEngine(model, meta["data"]["input_shape"], meta["data"]["num_classes"], str(path),
-                           "cuda" if device == "cuda" else "cpu")
+                           torch.device(device))
     raise RnasclError(f"unknown engine type {path.suffix!r}; valid: .onnx, .engine/.plan (TensorRT), .safetensors")

@@ -1,8 +1,21 @@
 """ONNX graphs run by onnxruntime: the CPU provider, and the CUDA and TensorRT execution providers where
-onnxruntime-gpu has them."""
+onnxruntime-gpu has them.
+
+onnxruntime's TensorRT provider is a shared library of onnxruntime-gpu linked against one TensorRT major version:
+onnxruntime-gpu 1.31.1 (the pinned one; its CUDA 13 wheel for Linux x86-64) needs ``libnvinfer.so.10`` and
+``libnvonnxparser.so.10``, i.e. TensorRT 10, although the ``[gpu]`` extra installs TensorRT 11 for this project's own
+engines (onnxruntime issue 32278 reports the same of 1.29's wheels; PR 32280, to build them against TensorRT 11, is
+open). Inside it, TensorRT 10 builds weakly typed networks, where the builder flags behind ``trt_fp16_enable`` and
+``trt_int8_enable`` let it keep an fp16 graph's or a Q/DQ graph's precision; TensorRT 11 removed those flags (every
+network is strongly typed and follows the graph). So the flags are set where the provider links TensorRT 10 (or
+its version cannot be read) and left out where it links 11 or later (:func:`ort_tensorrt_major`), and a provider that
+cannot start because its TensorRT is missing is refused saying which TensorRT it needs and which is installed.
+"""
 from __future__ import annotations
 
+import functools
 import logging
+import re
 from pathlib import Path
 from typing import Optional
 
@@ -89,7 +102,8 @@ class OnnxRuntimeEngine(Engine):
         if self.provider != wanted[0]:  # onnxruntime falls back with a warning when a provider's libraries fail
             raise RnasclError(f"onnxruntime could not start {wanted[0]} for {path} and would run it on "
                               f"{self.provider} instead: the provider's libraries (CUDA, cuDNN, TensorRT) did not "
-                              "load; see onnxruntime's warning above, or use another --device/--provider")
+                              "load; see onnxruntime's warning above, or use another --device/--provider"
+                              + (f". {tensorrt_mismatch()}" if device == "tensorrt" else ""))
 
     def _tensorrt_options(self, path, name, shape, fixed, max_batch, opt_batch, cache_dir) -> dict:
         """Explicit min/opt/max shapes (else the provider rebuilds its engine for every new batch size, and the
@@ -109,8 +123,12 @@ class OnnxRuntimeEngine(Engine):
                    "trt_engine_cache_path": str(cache), "trt_timing_cache_enable": "True",
                    "trt_timing_cache_path": str(cache)}
         # TensorRT 10 builds weakly typed networks inside onnxruntime: these let it keep the graph's fp16 / Q/DQ
-        # precision (TensorRT 11 is always strongly typed and follows the graph).
-        if self.precision == "fp16":
+        # precision. TensorRT 11 is always strongly typed, follows the graph, and has no such builder flags.
+        major = ort_tensorrt_major()
+        if major is not None and major >= 11:
+            log.info("onnxruntime's TensorRT provider links TensorRT %d: strongly typed, the precision comes from the "
+                     "graph (trt_fp16_enable/trt_int8_enable, builder flags TensorRT 11 removed, are not set)", major)
+        elif self.precision == "fp16":
             options["trt_fp16_enable"] = "True"
         elif self.precision == "int8":
             options["trt_int8_enable"] = "True"
@@ -128,6 +146,7 @@ def onnx_provider(device: torch.device) -> str:
     import onnxruntime as ort
 
     if "CUDAExecutionProvider" in ort.get_available_providers():
+        log.info("the run computes on %s: its ONNX engines run on onnxruntime's CUDA provider", device)
         return "cuda"
     log.warning("the run computes on %s, but this onnxruntime has no CUDA provider (available: %s): the ONNX engines "
                 "are verified and benchmarked on the CPU. Install onnxruntime-gpu (%s) to run them on the GPU", device,
@@ -135,3 +154,38 @@ def onnx_provider(device: torch.device) -> str:
     return "cpu"
 
 
+def ort_tensorrt_major(library: Optional[Path] = None) -> Optional[int]:
+    """The TensorRT major version onnxruntime's TensorRT provider is linked against: the N of the ``libnvinfer.so.N``
+    its shared library needs (``library``: that file; default: the one in this onnxruntime, read once). None where
+    there is no such library (a CPU-only onnxruntime, a platform without one) or it does not name exactly one."""
+    if library is None:
+        return _installed_ort_tensorrt_major()
+    majors = set(re.findall(rb"libnvinfer\.so\.(\d+)\x00", Path(library).read_bytes()))
+    return int(majors.pop()) if len(majors) == 1 else None
+
+
+@functools.cache
+def _installed_ort_tensorrt_major() -> Optional[int]:
+    import onnxruntime
+
+    found = sorted((Path(onnxruntime.__file__).parent / "capi").glob("libonnxruntime_providers_tensorrt.so*"))
+    return ort_tensorrt_major(found[0]) if found else None
+
+
+def tensorrt_mismatch() -> str:
+    """Which TensorRT onnxruntime's TensorRT provider needs and which is installed, and what to do about it."""
+    major = ort_tensorrt_major()
+    try:
+        import tensorrt
+
+        installed = f"the tensorrt installed here is {tensorrt.__version__}"
+    except ImportError:
+        installed = "no tensorrt Python package is installed here"
+    except Exception as exc:  # tensorrt raises its own errors when its libraries cannot load
+        installed = f"the tensorrt installed here does not load ({type(exc).__name__}: {exc})"
+    needs = f"TensorRT {major} (libnvinfer.so.{major})" if major is not None else "a TensorRT whose version could " \
+        "not be read from its library"
+    return (f"onnxruntime's TensorRT provider needs {needs}; {installed}. Install that TensorRT's libraries for it "
+            "(they must be on the library path, or loaded by `import tensorrt` of that version first), or build this "
+            "project's own TensorRT engines (`rnascl-deploy export RUN --format tensorrt-fp16`), which use the "
+            "installed TensorRT directly")

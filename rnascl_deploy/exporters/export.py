@@ -2,6 +2,7 @@
 docstring for the formats, the sidecars and the provenance rules)."""
 from __future__ import annotations
 
+import copy
 import datetime
 import logging
 import time
@@ -49,17 +50,27 @@ def _images(recipe: Recipe, split: str, n: int) -> torch.Tensor:
     return torch.cat([x for x, _ in batches(dataset, 500)])
 
 
-def export_student(run: Path, fmt: str, recipe: Recipe, device: str = "cpu", force: bool = False,
-                   onnx_only: bool = False) -> ExportResult:
+def export_student(run: Path, fmt: str, recipe: Recipe, device: Optional[torch.device | str] = None,
+                   force: bool = False, onnx_only: bool = False) -> ExportResult:
     """Export ``run/student.safetensors`` as ``fmt`` (building the fp32 ONNX first when needed).
+
+    Parity with PyTorch is measured on ``device`` (default: the recipe's ``runtime.device``, resolved: the GPU where
+    there is one): the student computes there and each ONNX graph runs on the onnxruntime provider that follows it
+    (:func:`~rnascl_deploy.engines.onnx_provider`: CUDA where onnxruntime has it), a TensorRT engine on the GPU. The
+    sidecar records where (``parity_device``, ``parity_provider``). The graphs are exported from the student on the
+    CPU, so they are the same files whichever device measured them.
 
     An engine already exported from the same student (its sidecar valid and describing the file) is kept: the call
     is a no-op (``skipped``) unless ``force``; an engine exported from another student is refused unless ``force``;
     an engine without trustworthy provenance (an interrupted export) is exported again. ``onnx_only``: for the
     TensorRT formats, write the graph TensorRT would be given (``TENSORRT_ONNX``) and stop; ignored for the ONNX
     formats, whose engine is that graph. TensorRT itself is required (and checked first) only without it."""
+    from ..engines import onnx_provider
+    from ..runtime import resolve
+
     if fmt not in FORMATS:
         raise RnasclError(f"unknown export format {fmt!r}; valid: {', '.join(FORMATS)}")
+    on = torch.device(device) if device is not None else resolve(recipe.runtime).device
     trt = fmt.startswith("tensorrt")
     if trt and not onnx_only:
         from .tensorrt import require_tensorrt
@@ -83,8 +94,11 @@ def export_student(run: Path, fmt: str, recipe: Recipe, device: str = "cpu", for
     engines.mkdir(parents=True, exist_ok=True)
     t0 = time.perf_counter()
     data = {**meta["data"], "class_names": recipe.data.load("test", 1)[1].class_names}  # for every file's metadata
-    common = dict(student=student, recipe=recipe, sha=sha, shape=shape, classes=classes, data=data,
-                  device="cpu" if device == "tensorrt" else device)
+    # parity: the student on the device (a copy: the graphs are exported from the CPU student), ONNX graphs on the
+    # onnxruntime provider that follows the device
+    reference = student if on.type == "cpu" else copy.deepcopy(student).to(on)
+    common = dict(student=reference, recipe=recipe, sha=sha, shape=shape, classes=classes, data=data,
+                  provider=onnx_provider(on))
     if path == fp32 or base is None:  # the fp32 graph every other format starts from (kept when it is this student's)
         parity = path == fp32
         diff = _write(fp32, "onnx", "fp32", lambda out: export_onnx(student, shape, out, cfg.opset), parity=parity,
@@ -112,7 +126,8 @@ def export_student(run: Path, fmt: str, recipe: Recipe, device: str = "cpu", for
                           onnx=graph.name, onnx_sha256=file_sha256(graph))
 
         diff = _write(path, fmt, precision, build, tensorrt=record, **common)
-    log.info("%s: %s (max |logit diff| vs PyTorch %.3g on %d test images)", fmt, path, diff, cfg.parity_size)
+    log.info("%s: %s (max |logit diff| vs PyTorch on %s %.3g on %d test images)", fmt, path, on, diff,
+             cfg.parity_size)
     return _result(fmt, path, precision, diff, cfg.parity_size, t0, sha)
 
 
@@ -144,7 +159,8 @@ def _finished(path: Path, sha: str, force: bool) -> Optional[dict]:
     return side
 
 
-def _tensorrt_graph(engines: Path, fmt: str, fp32: Path, student, recipe, sha, shape, classes, data, device) -> Path:
+def _tensorrt_graph(engines: Path, fmt: str, fp32: Path, student, recipe, sha, shape, classes, data,
+                    provider) -> Path:
     """``student-{fp16,int8}.trt.onnx``: the graph TensorRT's parser is given, regenerated each time (cheap)."""
     cfg = recipe.export
     graph = engines / TENSORRT_ONNX[fmt]
@@ -159,16 +175,17 @@ def _tensorrt_graph(engines: Path, fmt: str, fp32: Path, student, recipe, sha, s
                 raise RnasclError(f"{graph.name}: DequantizeLinear nodes with inputs TensorRT cannot parse: "
                                   f"{', '.join(f'{n} ({t})' for n, t in bad[:5])} (a bug in the exporter)")
     _write(graph, f"{fmt}-onnx", FORMATS[fmt][1], produce, student=student, recipe=recipe, sha=sha, shape=shape,
-           classes=classes, data=data, device=device)
+           classes=classes, data=data, provider=provider)
     return graph
 
 
 def _write(path: Path, fmt: str, precision: str, produce: Callable[[Path], object], student, recipe, sha, shape,
-           classes, data: dict, device: str = "cpu", parity: bool = True,
+           classes, data: dict, provider: str = "cpu", parity: bool = True,
            tensorrt: Optional[dict] = None) -> Optional[float]:
     """Produce ``path`` under a temporary name, give an ONNX file its metadata (``exporters/metadata.py``), check
-    it (precision read from an ONNX graph, logit parity with PyTorch), write its sidecar, then rename it into place.
-    Returns the parity (None when ``parity`` is False)."""
+    it (precision read from an ONNX graph, logit parity with ``student`` on its device, an ONNX graph on
+    onnxruntime's ``provider``), write its sidecar, then rename it into place. Returns the parity (None when
+    ``parity`` is False)."""
     from ..engines import OnnxRuntimeEngine, TensorRTEngine
 
     cfg = recipe.export
@@ -181,15 +198,16 @@ def _write(path: Path, fmt: str, precision: str, produce: Callable[[Path], objec
             if found != precision:
                 raise RnasclError(f"{fmt}: the graph written for {path.name} is {found}, not {precision} (a bug in "
                                   "the exporter; please report it)")
-        diff = None
+        diff, where = None, {}
         if parity:
             engine = (TensorRTEngine(tmp, precision=precision) if tensorrt is not None
-                      else OnnxRuntimeEngine(tmp, device))
+                      else OnnxRuntimeEngine(tmp, provider))
             diff = max_abs_diff(student, engine, _images(recipe, "test", cfg.parity_size))
+            where = {"parity_device": str(next(student.parameters()).device), "parity_provider": engine.provider}
             del engine
         record = {"format": fmt, "precision": precision, "engine_sha256": file_sha256(tmp), "student_sha256": sha,
                   "input_shape": list(shape), "num_classes": classes, "max_abs_diff": diff,
-                  "parity_n": cfg.parity_size if parity else 0,
+                  "parity_n": cfg.parity_size if parity else 0, **where,
                   "created": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds")}
         if tensorrt is not None:
             record["tensorrt"] = tensorrt

@@ -69,11 +69,13 @@ def graph_io(graph, name) -> tuple:
 
 
 def max_abs_diff(model: nn.Module, predict, images: torch.Tensor, batch_size: int = 500) -> float:
-    """Largest absolute logit difference between ``model`` and an engine callable over ``images``."""
+    """Largest absolute logit difference between ``model`` (on whichever device its parameters are) and an engine
+    callable over ``images`` (given to the engine as they are)."""
+    device = next(model.parameters()).device
     worst = 0.0
     with torch.no_grad():
         for start in range(0, len(images), batch_size):
             x = images[start:start + batch_size]
-            ref = model.eval()(x).float()
-            worst = max(worst, float(np.abs(predict(x).float().numpy() - ref.numpy()).max()))
+            ref = model.eval()(x.to(device)).float().cpu()
+            worst = max(worst, float(np.abs(predict(x).float().cpu().numpy() - ref.numpy()).max()))
     return worst
