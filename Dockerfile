@@ -8,13 +8,23 @@
 # Both secrets are optional (a pip.conf in pip's ini format; a PEM bundle); neither is written into a layer.
 # The base is plain Debian bookworm (Python 3.11 from Debian); python:3.11-slim-bookworm works as BASE too.
 # The GPU variant's CUDA 13 runtime comes from the NVIDIA wheels that torch 2.13.0 and onnxruntime-gpu 1.31.1
-# depend on (no vendor base image); running it needs an NVIDIA driver R580 or newer on the host.
+# depend on (no vendor base image); running it needs an NVIDIA driver R580 or newer on the host and the GPU passed
+# in: `docker run --gpus all` (NVIDIA Container Toolkit) or `podman run --device nvidia.com/gpu=all` (CDI). Without
+# it the container sees no GPU; `python scripts/gpu-smoke.py` in the image says plainly which (docs/gpu.md).
 ARG BASE=debian:bookworm-slim
-FROM ${BASE}
-
 # cpu: torch 2.13.0+cpu and onnxruntime. gpu: torch 2.13.0 (CUDA 13) and onnxruntime-gpu, plus TensorRT from
 # NVIDIA's index unless TENSORRT=none. Both pinned by constraints.txt.
 ARG VARIANT=cpu
+
+# One base per variant; the GPU one carries what the NVIDIA container runtime reads to expose the GPUs and the
+# driver's compute and utility (nvidia-smi) libraries. The CPU image sets neither.
+FROM ${BASE} AS base-cpu
+FROM ${BASE} AS base-gpu
+ENV NVIDIA_VISIBLE_DEVICES=all \
+    NVIDIA_DRIVER_CAPABILITIES=compute,utility
+# hadolint ignore=DL3006
+FROM base-${VARIANT}
+ARG VARIANT
 # What the labels say; the build-time check below fails when the installed stack disagrees.
 ARG PYTHON=3.11
 ARG CUDA=none
@@ -78,7 +88,7 @@ RUN --mount=type=secret,id=pipconf --mount=type=secret,id=cacert \
 COPY README.md ./
 COPY rnascl_deploy ./rnascl_deploy
 COPY recipes ./recipes
-COPY scripts/check-image.py ./scripts/
+COPY scripts/check-image.py scripts/gpu-smoke.py ./scripts/
 RUN pip install --no-deps --no-build-isolation . \
     && rm -rf build rnascl_deploy.egg-info \
     && python scripts/check-image.py --variant "${VARIANT}" --python "${PYTHON}" --cuda "${CUDA}" \
