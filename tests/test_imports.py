@@ -8,7 +8,8 @@ import ast
 from pathlib import Path
 
 PACKAGE = Path(__file__).resolve().parent.parent / "rnascl_deploy"
-COMMANDS = {"rnascl_deploy.cli", "rnascl_deploy.__main__", "rnascl_deploy.pipeline", "rnascl_deploy.frontier"}  # and cli.*
+# the command layer: these and the cli package's modules
+COMMANDS = {"rnascl_deploy.cli", "rnascl_deploy.__main__", "rnascl_deploy.pipeline", "rnascl_deploy.frontier"}
 
 
 def _command_layer(module: str) -> bool:
