@@ -93,6 +93,7 @@ def run_frontier(recipes: Dict[str, Recipe], out: Path, progress: bool = True) -
         with run_lock(run):
             run_pipeline(recipes[budget], run, progress=progress)
         points.append(read_point(budget, run))
+        points.sort(key=lambda p: (p.macs, p.params))  # as measured: a params= budget takes its place
         write_frontier(points, out)
     return points
 

@@ -114,7 +114,12 @@ def run_pipeline(recipe: Recipe, run: Path, start: Optional[str] = None, progres
         raise RnasclError(f"unknown stage {start!r}; valid: {', '.join(STAGES)}")
     state_path = rundir.pipeline
     state = read_state(state_path)
+    teacher = resolve_path(recipe.teacher.checkpoint)  # hashed into the search's inputs: checked before any write
+    if not teacher.is_file():
+        raise RnasclError(f"teacher.checkpoint {recipe.teacher.checkpoint!r}: no such file ({teacher}); give a "
+                          "teacher checkpoint (`rnascl-deploy teacher train` or `teacher import` make one)")
     _write_recipe(rundir, recipe)
+    atomic_write_json(state_path, state)  # from here on the recipe is this tool's: a failed first run reruns
     provider = functools.cache(lambda: _provider(recipe))  # decided (and its warning given) once per run
     steps: Dict[str, Callable[[bool], None]] = {
         "search": lambda resume: _search(recipe, rundir, resume, progress),

@@ -27,6 +27,7 @@ import torch
 import yaml
 
 from . import distributed
+from .cost import normalize_budget
 from .errors import RnasclError
 from .fileio import atomic_path, atomic_write_text
 from .schema import flatten
@@ -255,6 +256,12 @@ def check_same_recipe(path: Path, recipe, sections: Iterable[str]) -> None:
                           "elsewhere") from None
     if not isinstance(saved, dict):
         raise RnasclError(f"cannot resume {out}: its recipe.yaml is not a recipe; start a new run elsewhere")
+    budget = (saved.get("search") or {}).get("budget") if isinstance(saved.get("search"), dict) else None
+    if budget is not None:  # a recipe saved before budgets had one normal form (cost.normalize_budget)
+        try:
+            saved["search"]["budget"] = normalize_budget(budget)
+        except RnasclError:
+            pass  # not a budget: reported as changed below
     diff = _changed(stage_keys(saved, sections), stage_keys(dataclasses.asdict(recipe), sections))
     if diff:
         raise RnasclError(f"cannot resume {out}: the recipe differs from the one it started with in "
@@ -267,16 +274,15 @@ def recipe_text(recipe) -> str:
     return yaml.safe_dump(dataclasses.asdict(recipe), sort_keys=False)
 
 
-def refuse_foreign_recipe(run: RunDir, recipe) -> None:
-    """Refuse to start a search in ``run`` where a recipe lies that it would replace with other content and that
-    no interrupted search left (no state file): a user's own file is never replaced."""
+def refuse_foreign_recipe(run: RunDir, recipe, hint: str = "choose another --out or move it away") -> None:
+    """Refuse to start in ``run`` where a recipe lies that this command would replace with other content and that
+    no interrupted search left (no state file): a user's own file is never replaced. ``hint``: what to do."""
     path = run.recipe
     if not path.is_file() or run.search_state.exists():
         return
     if path.read_text(errors="replace") != recipe_text(recipe):
         raise RnasclError(f"{path} exists and is not the recipe this command would write there (a file of your own, "
-                          "or another run's); nothing is replaced: choose another --out, move it away, or pass "
-                          "--force to replace it")
+                          f"or another run's); nothing is replaced: {hint}")
 
 
 def save_recipe(path: Path, recipe) -> None:

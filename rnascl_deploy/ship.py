@@ -52,7 +52,8 @@ def choose(verify: Mapping[str, dict], bench: Mapping[str, dict], engines: Path)
     """The choice among the engines ``verify`` reports on (name -> report), with ``bench``'s figures (name ->
     report) and the files in ``engines``."""
     rows = [_row(name, report, bench.get(name), engines / name) for name, report in verify.items()]
-    passing = [r for r in rows if r.passed]
+    passing = [r for r in rows if r.passed and (engines / r.engine).is_file()]  # a report of an engine elsewhere
+    # (verify RUN --engine /elsewhere/x.onnx) is tabled, never shipped
     if not passing:
         return Choice(None, "no engine passes the gate: nothing to ship", rows)
     timed = [r for r in passing if r.p50_ms_batch1 is not None]

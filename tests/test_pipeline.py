@@ -100,3 +100,18 @@ def test_a_stage_is_invalidated_by_what_it_reads_only(tmp_path):
     assert digest(**{"search.epochs": 2}) != base
     assert stage_inputs("retrain", RunDir(tmp_path), load_recipe(None, {"retrain.train.keep_within": 0.0})) != \
         stage_inputs("retrain", RunDir(tmp_path), load_recipe(None))
+
+
+def test_a_missing_teacher_is_refused_before_anything_is_written_and_a_first_run_is_the_tools_own(tmp_path):
+    """A missing teacher checkpoint is exit 2 naming the key, with no recipe left behind; and the recipe a first run
+    writes is the tool's own (pipeline.json beside it), never refused as a user's file on the next run."""
+    out = tmp_path / "run"
+    missing = CliRunner().invoke(main, ["-q", "run", "--out", str(out), "--set",
+                                        "teacher.checkpoint=/nonexistent/teacher.safetensors"])
+    assert missing.exit_code == 2 and "teacher.checkpoint" in missing.output and "Traceback" not in missing.output
+    assert not (out / "recipe.yaml").exists()
+    out.mkdir()
+    (out / "pipeline.json").write_text('{"stages": {}}')  # a first run stopped after writing its recipe
+    (out / "recipe.yaml").write_text("an earlier run's recipe\n")
+    assert "is not the recipe" not in CliRunner().invoke(main, ["-q", "run", "--out", str(out), "--set",
+                                                               "teacher.checkpoint=/nonexistent/x"]).output

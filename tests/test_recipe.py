@@ -123,3 +123,19 @@ def test_a_budget_has_one_normal_form_however_it_is_written(written, tmp_path):
     assert both == "macs=1.2M,params=40K" and parse_budget(both) == Budget(macs=1_200_000, params=40_000)
     with pytest.raises(RnasclError, match="search.budget"):
         load_recipe(None, {"search.budget": "-5"})
+
+
+def test_a_run_saved_before_the_budgets_normal_form_resumes_with_its_own_recipe(tmp_path):
+    """recipe.yaml written by an older version keeps the budget as typed (1500K); resuming with that very file is
+    the same recipe, not a changed search.budget."""
+    from rnascl_deploy.rundir import check_same_recipe
+    from rnascl_deploy.search import READS
+
+    saved = recipe_to_dict(load_recipe(None))
+    saved["search"]["budget"] = "1500K"
+    (tmp_path / "recipe.yaml").write_text(yaml.safe_dump(saved, sort_keys=False))
+    resumed = load_recipe(tmp_path / "recipe.yaml")
+    assert resumed.search.budget == "1.5M"
+    check_same_recipe(tmp_path / "recipe.yaml", resumed, READS)  # not refused
+    with pytest.raises(RnasclError, match="search.budget"):
+        check_same_recipe(tmp_path / "recipe.yaml", load_recipe(None, {"search.budget": "1.4M"}), READS)

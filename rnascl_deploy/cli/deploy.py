@@ -190,6 +190,10 @@ def bench_command(ctx, run, engine_path, batch_text, provider, device, reference
 
     batches = parse_batches(batch_text)
     path, rundir = Path(engine_path), RunDir(run) if run is not None else None
+    owner = RunDir(path.parent.parent)
+    if rundir is None and owner.engines == path.parent and owner.student.exists() and not out:
+        log.warning("%s is an engine of the run %s: `bench %s --engine %s` writes its results there and measures its "
+                    "student beside it; without RUN nothing is written", path, owner.root, owner.root, path)
     r = load_recipe(str(rundir.recipe) if rundir is not None and rundir.recipe.exists() else None, (),
                     **{"runtime.device": device})
     on = resolve(r.runtime).device

@@ -76,7 +76,7 @@ def search(ctx, recipe, overrides, budget, out, epochs, train_limit, seed, devic
     check_model_sizes(r, space=True)
     lock(ctx, out)
     if not resume and not force:
-        refuse_foreign_recipe(RunDir(out), r)
+        refuse_foreign_recipe(RunDir(out), r, "choose another --out, move it away, or pass --force to replace it")
     arch = run_search(r, Path(out), resume=resume, progress=ctx.obj["progress"])
     text.emit(arch.to_dict(), as_json, text.searched(RunDir(out).arch, arch))
 
