@@ -25,6 +25,7 @@ from .pipeline import run_pipeline
 from .recipe import Recipe
 from .rundir import RunDir
 from .ship import choose
+from .verify import verdict
 
 log = logging.getLogger(__name__)
 
@@ -76,7 +77,7 @@ def read_point(budget: str, run: Path) -> Point:
     shipped = next((r for r in choice.rows if r.engine == choice.engine), None)
     return Point(budget, str(run), arch["macs"], arch["params"], list(arch["widths"]),
                  round(100 * metrics["clean_acc"], 2), round(100 * metrics["worst_case_acc"], 2), metrics["n"],
-                 bool(verify) and all(r["passed"] for r in verify.values()), choice.engine,
+                 verdict(verify), choice.engine,
                  shipped.worst_case_acc_pct if shipped else None, shipped.p50_ms_batch1 if shipped else None,
                  shipped.throughput if shipped else None)
 

@@ -27,10 +27,9 @@ import torch
 import yaml
 
 from . import distributed
-from .cost import normalize_budget
 from .errors import RnasclError
 from .fileio import atomic_path, atomic_write_text
-from .schema import flatten
+from .schema import flatten, normalized
 
 
 @dataclass(frozen=True)
@@ -256,12 +255,10 @@ def check_same_recipe(path: Path, recipe, sections: Iterable[str]) -> None:
                           "elsewhere") from None
     if not isinstance(saved, dict):
         raise RnasclError(f"cannot resume {out}: its recipe.yaml is not a recipe; start a new run elsewhere")
-    budget = (saved.get("search") or {}).get("budget") if isinstance(saved.get("search"), dict) else None
-    if budget is not None:  # a recipe saved before budgets had one normal form (cost.normalize_budget)
-        try:
-            saved["search"]["budget"] = normalize_budget(budget)
-        except RnasclError:
-            pass  # not a budget: reported as changed below
+    try:  # a recipe saved before a value had one normal form (a budget spelt 1500K) is compared in that form
+        saved = normalized(type(recipe), saved)
+    except RnasclError:
+        pass  # a value no longer readable: reported as changed below
     diff = _changed(stage_keys(saved, sections), stage_keys(dataclasses.asdict(recipe), sections))
     if diff:
         raise RnasclError(f"cannot resume {out}: the recipe differs from the one it started with in "

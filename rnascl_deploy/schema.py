@@ -148,6 +148,32 @@ def _coerce(value: Any, tp: Any, where: str) -> Any:
     return value
 
 
+def _normal(cls: type, key: str, value: Any, path: str) -> Any:
+    """``value`` of field ``key`` in its section's normal form (``NORMALIZE``; a budget written several ways)."""
+    normalize = getattr(cls, "NORMALIZE", {}).get(key)
+    if normalize is None:
+        return value
+    try:
+        return normalize(value)
+    except RnasclError as exc:
+        raise RnasclError(f"recipe key {path!r} is {value!r}: {exc}") from None
+
+
+def normalized(cls: type, data: dict, where: str = "") -> dict:
+    """A recipe as plain data (a saved ``recipe.yaml``) with every ``NORMALIZE``d value in its normal form, as
+    :func:`from_dict` would read it; unknown keys are left as they are."""
+    out = dict(data)
+    names = {f.name for f in dataclasses.fields(cls)}
+    for key, value in data.items():
+        if key not in names:
+            continue
+        path = f"{where}.{key}" if where else str(key)
+        section = _section_type(cls, key)
+        out[key] = normalized(section, value, path) if section is not None and isinstance(value, dict) \
+            else _normal(cls, key, value, path)
+    return out
+
+
 def from_dict(cls: type, data: Any, where: str = "") -> Any:
     """A section ``cls`` from a mapping; every key must be a field of ``cls``; missing keys take the field
     defaults (only the embedded default recipe relies on that: everything else is merged onto it first)."""
@@ -162,13 +188,7 @@ def from_dict(cls: type, data: Any, where: str = "") -> Any:
             retired = getattr(cls, "RETIRED", {}).get(key)  # a key an older version had: say what replaced it
             raise RnasclError(f"recipe key {path!r} {retired}" if retired else
                               f"unknown recipe key {path!r}; valid keys here: {', '.join(names)}")
-        normalize = getattr(cls, "NORMALIZE", {}).get(key)
-        if normalize is not None:  # one normal form for values written several ways (a budget)
-            try:
-                value = normalize(value)
-            except RnasclError as exc:
-                raise RnasclError(f"recipe key {path!r} is {value!r}: {exc}") from None
-        kwargs[key] = _coerce(value, hints[key], path)
+        kwargs[key] = _coerce(_normal(cls, key, value, path), hints[key], path)
     required = [f.name for f in dataclasses.fields(cls) if f.name not in kwargs
                 and f.default is dataclasses.MISSING and f.default_factory is dataclasses.MISSING]
     if required:
