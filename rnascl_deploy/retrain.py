@@ -41,6 +41,7 @@ from .objectives import make_objective, needs_teacher
 from .rundir import RunDir, RunLog, TrainDir, check_resume, check_same_recipe, save_recipe
 from .runtime import Runtime, resolve
 from .schema import LIMIT, at_least, positive
+from .space import fold_batchnorm
 from .teacher import load_teacher
 from .train import TrainConfig, train
 
@@ -168,7 +169,9 @@ def run_retrain(run: Path, recipe: Recipe, resume: bool = False, progress: bool 
     test_set, _ = data.load("test", cfg.eval_limit)
     with RunLog(rundir.retrain.log):
         student = runtime.place(student, shape, batch)
-        report = evaluate_robustness(student, test_set, recipe.attack.build(), recipe.attack.batch_size, progress)
+        # BatchNorm folded as the exported graph has it: the same function, a fifth less time per attack step
+        report = evaluate_robustness(fold_batchnorm(student), test_set, recipe.attack.build(), recipe.attack.batch_size,
+                                     progress)
         cost = measure(student, info.input_shape)
         metrics = {"clean_acc": report.clean_acc, "adv_acc": report.adv_acc, "worst_case_acc": report.worst_case_acc,
                    "n": report.n, "eps": report.eps, "macs": cost.macs, "params": cost.params,

@@ -97,6 +97,21 @@ def test_quantize_linear_rounds_before_adding_an_odd_zero_point():
     assert torch.equal(ours, theirs) and ours.tolist() == [[3.0, 5.0, 5.0, 1.0, 127.0]]
 
 
+@pytest.mark.parametrize("attrs, with_c", [({}, True), ({"transB": 1}, True), ({"transA": 1, "alpha": 0.5}, True),
+                                           ({"alpha": 2.0, "beta": 0.25}, True), ({"transB": 1}, False)])
+def test_gemm_follows_onnxruntime_in_every_form(attrs, with_c):
+    gen = torch.Generator().manual_seed(0)
+    x = torch.randn(*((4, 5) if attrs.get("transA") else (5, 4)), generator=gen)
+    w = torch.randn(*((3, 4) if attrs.get("transB") else (4, 3)), generator=gen)
+    c = torch.randn(3, generator=gen)
+    inits = [helper.make_tensor("w", onnx.TensorProto.FLOAT, list(w.shape), w.flatten().tolist())]
+    if with_c:
+        inits.append(helper.make_tensor("c", onnx.TensorProto.FLOAT, [3], c.tolist()))
+    node = helper.make_node("Gemm", ["x", "w", "c"] if with_c else ["x", "w"], ["y"], **attrs)
+    ours, theirs = _against_onnxruntime([node], inits, x, [5, 3])
+    assert ours.shape == theirs.shape and torch.allclose(ours, theirs, atol=1e-5)
+
+
 def test_flatten_at_the_last_axis_keeps_every_element_in_rows():
     x = torch.arange(8, dtype=torch.float32).reshape(2, 1, 2, 2)
     ours, theirs = _against_onnxruntime([helper.make_node("Flatten", ["x"], ["y"], axis=4)], [], x, [8, 1])

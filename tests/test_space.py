@@ -9,7 +9,7 @@ import torch
 from rnascl_deploy.cost import arch_cost, expected_cost, measure
 from rnascl_deploy.distill import TutorSearch
 from rnascl_deploy.errors import RnasclError
-from rnascl_deploy.space import BLOCKS, Supernet, build_layout, materialize, student_taps
+from rnascl_deploy.space import BLOCKS, Supernet, build_layout, fold_batchnorm, materialize, student_taps
 from rnascl_deploy.space.config import HeadConfig, SpaceConfig, StageConfig
 from rnascl_deploy.taps import Taps
 
@@ -70,6 +70,22 @@ def test_one_hot_supernet_equals_materialized_student(name):
         with torch.no_grad():
             assert torch.allclose(supernet(x, supernet.one_hot(widths)), student(x), atol=1e-5), widths
         assert not any(isinstance(m, Supernet) for m in student.modules())
+
+
+@pytest.mark.parametrize("name", list(SPACES))
+def test_folded_batchnorm_computes_the_same_function_and_leaves_the_model_alone(name):
+    space, shape = SPACES[name]
+    layout = build_layout(space, shape, 10)
+    torch.manual_seed(0)
+    student = materialize(layout, layout.max_widths, [0.4] * shape[0], [0.3] * shape[0])
+    _random_bn(student)
+    student.train()
+    folded = fold_batchnorm(student)
+    x = torch.rand(4, *shape)
+    assert not any(isinstance(m, torch.nn.BatchNorm2d) for m in folded.modules())
+    assert student.training and any(isinstance(m, torch.nn.BatchNorm2d) for m in student.modules())
+    with torch.no_grad():
+        assert torch.allclose(folded(x), student.eval()(x), atol=1e-5)
 
 
 @pytest.mark.parametrize("name", list(SPACES))

@@ -195,8 +195,11 @@ def _gmp(a, x):
 def _gemm(a, x, w, c=None):
     x = x.t() if a.get("transA", 0) else x
     w = w.t() if a.get("transB", 0) else w
-    y = a.get("alpha", 1.0) * (x @ w)
-    return y if c is None else y + a.get("beta", 1.0) * c
+    alpha, beta = a.get("alpha", 1.0), a.get("beta", 1.0)
+    if c is not None and alpha == beta == 1.0 and x.dim() == 2:
+        return torch.addmm(c, x, w)  # one kernel, as the exporters' Gemm (alpha = beta = 1) asks
+    y = x @ w if alpha == 1.0 else alpha * (x @ w)
+    return y if c is None else y + beta * c
 
 
 @op("BatchNormalization")

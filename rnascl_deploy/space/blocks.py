@@ -18,11 +18,13 @@ equal to fvcore for every kind.
 """
 from __future__ import annotations
 
+import copy
 from dataclasses import dataclass
 from typing import List, Optional, Sequence, Tuple
 
 import torch
 from torch import nn
+from torch.nn.utils.fusion import fuse_conv_bn_eval
 
 from ..registry import Registry
 
@@ -50,12 +52,23 @@ class ConvBNAct(nn.Module):
                  act: Optional[str] = "hardswish"):
         super().__init__()
         self.conv = nn.Conv2d(cin, cout, kernel, stride, padding(kernel), groups=groups, bias=False)
-        self.bn = nn.BatchNorm2d(cout)
+        self.bn: nn.Module = nn.BatchNorm2d(cout)  # nn.Identity once folded (fold_batchnorm)
         self.act = make_act(act)
 
     def forward(self, x: torch.Tensor, mask: Optional[torch.Tensor] = None) -> torch.Tensor:
         y = self.act(self.bn(self.conv(x)))
         return y if mask is None else y * mask
+
+
+def fold_batchnorm(model: nn.Module) -> nn.Module:
+    """An eval-mode copy of ``model`` with each :class:`ConvBNAct`'s BatchNorm folded into its convolution: the same
+    function up to float rounding (what the exported graph computes), about a fifth less time per attack step on
+    CPU. For evaluation only: the copy's statistics are frozen and it has no BatchNorm left to train."""
+    folded = copy.deepcopy(model).eval()
+    for unit in folded.modules():
+        if isinstance(unit, ConvBNAct) and isinstance(unit.bn, nn.BatchNorm2d):
+            unit.conv, unit.bn = fuse_conv_bn_eval(unit.conv, unit.bn), nn.Identity()
+    return folded
 
 
 def prefix_masks(widths: Sequence[int], length: int, scale: int = 1) -> torch.Tensor:
@@ -74,11 +87,9 @@ def copy_conv_bn(dst: ConvBNAct, src: ConvBNAct, out: int, inp: Optional[int]) -
     """Copy the first ``out`` output (and first ``inp`` input, None: all) channels of ``src`` into ``dst``."""
     weight = src.conv.weight[:out] if inp is None else src.conv.weight[:out, :inp]
     dst.conv.weight.copy_(weight)
-    for name in ("weight", "bias", "running_mean", "running_var"):
-        getattr(dst.bn, name).copy_(getattr(src.bn, name)[:out])
-    tracked, src_tracked = dst.bn.num_batches_tracked, src.bn.num_batches_tracked
-    assert tracked is not None and src_tracked is not None  # ConvBNAct's BatchNorm2d tracks running statistics
-    tracked.copy_(src_tracked)
+    theirs = src.bn.state_dict()  # affine weight and bias, running statistics, the batch count (a scalar)
+    for name, mine in dst.bn.state_dict().items():
+        mine.copy_(theirs[name][:out] if mine.dim() else theirs[name])
 
 
 @dataclass(frozen=True)
