@@ -153,7 +153,8 @@ def expected_cost(layout, probs):
     cin = Moments.fixed(layout.stem_channels or layout.in_channels, probs[0].device)
     macs = params = torch.zeros((), dtype=torch.float64, device=probs[0].device)
     if layout.stem_channels:
-        macs, params = conv_bn_cost(cin.m1 * layout.in_channels, cin.m1, layout.stem_kernel, layout.stem_size ** 2)
+        macs, params = conv_bn_cost(cin.m1 * layout.in_channels, cin.m1, layout.stem_kernel, layout.stem_size ** 2,
+                                    layout.norm)
     for block, p in zip(layout.blocks, probs):
         cout = Moments.of(block.options, p)
         m, q = BLOCKS.get(block.kind).cost(cin, cout, block)

@@ -32,7 +32,13 @@ SPACES = {
     "no-stem-avg-hidden": (SpaceConfig(0, 2, 3, 2, "relu", [StageConfig(12, 2, 2, 3, 2, block="conv"),
                                                             StageConfig(12, 1, 1, 2, 4)], HeadConfig("avg", [24, 8])),
                            (3, 16, 16)),
+    "no-norm-stem-conv-mbconv": (SpaceConfig(8, 2, 3, 2, "relu", [StageConfig(12, 1, 2, 3, 2, block="conv"),
+                                                                  StageConfig(12, 2, 1, 2, 4)],
+                                             HeadConfig("flatten", [16, 0]), norm="none"), (3, 16, 16)),
 }
+LENET_SMALL = SpaceConfig(0, 2, 3, 6, "relu", [StageConfig(16, 1, 2, 1, 4, block="conv", kernel=4),
+                                               StageConfig(32, 1, 2, 1, 4, block="conv", kernel=4)],
+                          HeadConfig("flatten", [100]), norm="none")
 
 
 def _random_bn(model):
@@ -83,7 +89,8 @@ def test_folded_batchnorm_computes_the_same_function_and_leaves_the_model_alone(
     folded = fold_batchnorm(student)
     x = torch.rand(4, *shape)
     assert not any(isinstance(m, torch.nn.BatchNorm2d) for m in folded.modules())
-    assert student.training and any(isinstance(m, torch.nn.BatchNorm2d) for m in student.modules())
+    has_bn = any(isinstance(m, torch.nn.BatchNorm2d) for m in student.modules())
+    assert student.training and has_bn == (space.norm == "batch")
     with torch.no_grad():
         assert torch.allclose(folded(x), student.eval()(x), atol=1e-5)
 
@@ -145,6 +152,30 @@ def test_default_space_holds_a_lenet_small_point():
               itertools.product(*[u.options for u in layout.units]) if abs(arch_cost(layout, w).macs / lenet_macs - 1)
               <= 0.05 and arch_cost(layout, w).params >= 150_000]
     assert points and all(abs(p.macs / lenet_macs - 1) <= 0.05 and p.params >= 150_000 for p in points)
+
+
+def test_a_space_without_normalisation_holds_lenet_small_itself():
+    """Issue #40: with ``norm: none`` LeNet-small (Croce et al.: conv 16 4x4/2, conv 32 4x4/2, fc 100, fc 10, ReLU,
+    biases, no BatchNorm) is a point of the space: the same modules, weights that load into each other, the same
+    function and what fvcore counts."""
+    torch.manual_seed(0)
+    lenet = torch.nn.Sequential(torch.nn.Conv2d(1, 16, 4, 2, 1), torch.nn.ReLU(), torch.nn.Conv2d(16, 32, 4, 2, 1),
+                                torch.nn.ReLU(), torch.nn.Flatten(), torch.nn.Linear(32 * 7 * 7, 100),
+                                torch.nn.ReLU(), torch.nn.Linear(100, 10))
+    layout = build_layout(LENET_SMALL, (1, 28, 28), 10)
+    student = materialize(layout, [16, 32, 100], [0.0], [1.0]).eval()
+    theirs = [m for m in lenet.modules() if isinstance(m, (torch.nn.Conv2d, torch.nn.Linear))]
+    ours = [m for m in student.modules() if isinstance(m, (torch.nn.Conv2d, torch.nn.Linear))]
+    assert not any(isinstance(m, torch.nn.BatchNorm2d) for m in student.modules())
+    for mine, other in zip(ours, theirs, strict=True):
+        mine.load_state_dict(other.state_dict())
+    x = torch.rand(8, 1, 28, 28)
+    with torch.no_grad():
+        assert torch.allclose(student(x), lenet(x), atol=1e-6)
+    assert measure(student, (1, 28, 28)).macs == measure(lenet, (1, 28, 28)).macs == 609_384
+    assert measure(student, (1, 28, 28)).params == measure(lenet, (1, 28, 28)).params
+    closed_form, counted = arch_cost(layout, [16, 32, 100]), measure(student, (1, 28, 28))
+    assert (closed_form.macs, closed_form.params) == (counted.macs, counted.params)
 
 
 @pytest.mark.parametrize("space, message", [

@@ -46,13 +46,14 @@ def make_act(name: Optional[str]) -> nn.Module:
 
 
 class ConvBNAct(nn.Module):
-    """Conv -> BN -> act; the supernet passes a channel mask, a materialized student never does."""
+    """Conv -> BN -> act (``norm=False``: a biased conv -> act); the supernet passes a channel mask, a materialized
+    student never does."""
 
     def __init__(self, cin: int, cout: int, kernel: int, stride: int = 1, groups: int = 1,
-                 act: Optional[str] = "hardswish"):
+                 act: Optional[str] = "hardswish", norm: bool = True):
         super().__init__()
-        self.conv = nn.Conv2d(cin, cout, kernel, stride, padding(kernel), groups=groups, bias=False)
-        self.bn: nn.Module = nn.BatchNorm2d(cout)  # nn.Identity once folded (fold_batchnorm)
+        self.conv = nn.Conv2d(cin, cout, kernel, stride, padding(kernel), groups=groups, bias=not norm)
+        self.bn: nn.Module = nn.BatchNorm2d(cout) if norm else nn.Identity()  # nn.Identity once folded, too
         self.act = make_act(act)
 
     def forward(self, x: torch.Tensor, mask: Optional[torch.Tensor] = None) -> torch.Tensor:
@@ -87,6 +88,8 @@ def copy_conv_bn(dst: ConvBNAct, src: ConvBNAct, out: int, inp: Optional[int]) -
     """Copy the first ``out`` output (and first ``inp`` input, None: all) channels of ``src`` into ``dst``."""
     weight = src.conv.weight[:out] if inp is None else src.conv.weight[:out, :inp]
     dst.conv.weight.copy_(weight)
+    if dst.conv.bias is not None and src.conv.bias is not None:
+        dst.conv.bias.copy_(src.conv.bias[:out])
     theirs = src.bn.state_dict()  # affine weight and bias, running statistics, the batch count (a scalar)
     for name, mine in dst.bn.state_dict().items():
         mine.copy_(theirs[name][:out] if mine.dim() else theirs[name])
@@ -111,10 +114,12 @@ class Moments:
         return Moments(value, value * value)
 
 
-def conv_bn_cost(in_out, out, kernel: int, hw_out: int) -> Tuple[torch.Tensor, torch.Tensor]:
-    """(MACs, params) of a bias-free kxk conv + eval-mode BN: ``in_out`` = E[c_in * c_out / groups] (the weight's
-    size over k^2), ``out`` = E[c_out]. fvcore counts BN as 2 MACs per output element; it has 2 parameters a
-    channel (running statistics are buffers)."""
+def conv_bn_cost(in_out, out, kernel: int, hw_out: int, norm: bool = True) -> Tuple[torch.Tensor, torch.Tensor]:
+    """(MACs, params) of a bias-free kxk conv + eval-mode BN (``norm``), or of a biased kxk conv: ``in_out`` =
+    E[c_in * c_out / groups] (the weight's size over k^2), ``out`` = E[c_out]. fvcore counts BN as 2 MACs per output
+    element and a conv's bias as none; BN has 2 parameters a channel (running statistics are buffers), a bias 1."""
+    if not norm:
+        return hw_out * kernel * kernel * in_out, kernel * kernel * in_out + out
     macs = hw_out * kernel * kernel * in_out + 2 * hw_out * out
     params = kernel * kernel * in_out + 2 * out
     return macs, params

@@ -14,6 +14,7 @@ from ..schema import Check, Each, Maybe, OneOf, at_least, from_dict
 from .blocks import ACTIVATIONS, BLOCKS
 
 POOLS = ("avg", "flatten")
+NORMS = ("batch", "none")
 
 
 @dataclass
@@ -61,7 +62,7 @@ class SpaceConfig:
 
     CHECKS: ClassVar[dict] = {"stem_channels": at_least(0), "stem_stride": OneOf([1, 2]), "stem_kernel": at_least(1),
                               "expansion": at_least(1), "act": OneOf(lambda: list(ACTIVATIONS)),
-                              "stages": Check(bool, "a non-empty list")}
+                              "norm": OneOf(NORMS), "stages": Check(bool, "a non-empty list")}
 
     stem_channels: int = 0  # 0: no stem (the first stage sees the image)
     stem_stride: int = 2
@@ -70,6 +71,7 @@ class SpaceConfig:
     act: str = "relu"  # relu | hardswish | silu: every block's and the hidden layer's activation
     stages: List[StageConfig] = field(default_factory=_fashion_mnist_stages)
     head: HeadConfig = field(default_factory=HeadConfig)
+    norm: str = "batch"  # batch: BatchNorm after every convolution | none: a bias instead (LeNet-small's design)
 
 
 VERSION1_SPACE = {"stem_kernel": 3, "act": "hardswish", "head": {"pool": "avg", "hidden": [0]}}

@@ -14,7 +14,7 @@ from .blocks import BLOCKS, BlockKind, ConvBNAct, Moments, conv_bn_cost, copy_co
 
 class SearchConv(ConvBNAct):
     def __init__(self, cin: int, block, act: str):
-        super().__init__(cin, block.options[0], block.kernel, block.stride, act=act)
+        super().__init__(cin, block.options[0], block.kernel, block.stride, act=act, norm=block.norm)
         self.register_buffer("out_masks", prefix_masks(block.options, block.options[0]), persistent=False)
 
     def forward(self, x, w_in=None, w_out=None):
@@ -29,7 +29,7 @@ class Conv(BlockKind):
 
     @staticmethod
     def plain(cin: int, cout: int, block, act: str) -> nn.Module:
-        return ConvBNAct(cin, cout, block.kernel, block.stride, act=act)
+        return ConvBNAct(cin, cout, block.kernel, block.stride, act=act, norm=block.norm)
 
     @staticmethod
     def slice(dst, src, cin: int, cout: int, block) -> None:
@@ -37,7 +37,7 @@ class Conv(BlockKind):
 
     @staticmethod
     def cost(cin: Moments, cout: Moments, block):
-        return conv_bn_cost(cin.m1 * cout.m1, cout.m1, block.kernel, block.size_out ** 2)
+        return conv_bn_cost(cin.m1 * cout.m1, cout.m1, block.kernel, block.size_out ** 2, block.norm)
 
     @staticmethod
     def taps(block) -> List[str]:

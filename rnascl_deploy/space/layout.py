@@ -13,7 +13,7 @@ from typing import List, Tuple
 
 from ..errors import RnasclError
 from .blocks import ACTIVATIONS, BLOCKS, conv_out
-from .config import POOLS, SpaceConfig
+from .config import NORMS, POOLS, SpaceConfig
 
 
 @dataclass(frozen=True)
@@ -27,6 +27,7 @@ class BlockLayout:
     size_out: int
     residual: bool  # stride 1 and the same maximum width in and out (mbconv adds its input)
     stage: int
+    norm: bool = True  # BatchNorm after each convolution (False: a bias instead)
 
 
 @dataclass(frozen=True)
@@ -48,6 +49,7 @@ class Layout:
     act: str
     blocks: Tuple[BlockLayout, ...]
     head: HeadLayout
+    norm: bool = True  # the stem's and every block's: BatchNorm after each convolution (False: a bias instead)
 
     @property
     def units(self) -> tuple:
@@ -82,6 +84,8 @@ def build_layout(space: SpaceConfig, input_shape, num_classes: int) -> Layout:
     if space.stem_channels < 0 or space.expansion < 1 or space.stem_kernel < 1 or not space.stages:
         raise RnasclError("search.space needs stem_channels >= 0 (0: no stem), stem_kernel >= 1, expansion >= 1 "
                           "and at least one stage")
+    if space.norm not in NORMS:
+        raise RnasclError(f"search.space.norm {space.norm!r} is not one of {', '.join(NORMS)}")
     if space.act not in ACTIVATIONS:
         raise RnasclError(f"search.space.act {space.act!r} is not one of {', '.join(ACTIVATIONS)}")
     total_stride = space.stem_stride if space.stem_channels else 1
@@ -108,7 +112,8 @@ def build_layout(space: SpaceConfig, input_shape, num_classes: int) -> Layout:
                 raise RnasclError(f"{where}: a {stage.kernel}x{stage.kernel} kernel leaves no pixel of a {cur}x{cur} "
                                   "input; use a smaller kernel or fewer stride-2 stages")
             blocks.append(BlockLayout(stage.block, options, stage.expansion or space.expansion, stage.kernel, stride,
-                                      cur, out, residual=stride == 1 and cin == options[0] and out == cur, stage=s))
+                                      cur, out, residual=stride == 1 and cin == options[0] and out == cur, stage=s,
+                                      norm=space.norm == "batch"))
             cin, cur = options[0], out
     hidden = tuple(space.head.hidden)
     if space.head.pool not in POOLS:
@@ -117,4 +122,4 @@ def build_layout(space: SpaceConfig, input_shape, num_classes: int) -> Layout:
         raise RnasclError(f"search.space.head.hidden {list(hidden)}: needs distinct widths >= 0, largest first "
                           "(0 means no hidden layer)")
     return Layout(in_channels, size, num_classes, space.stem_channels, space.stem_kernel, space.stem_stride,
-                  stem_size, space.act, tuple(blocks), HeadLayout(space.head.pool, hidden, cur))
+                  stem_size, space.act, tuple(blocks), HeadLayout(space.head.pool, hidden, cur), space.norm == "batch")

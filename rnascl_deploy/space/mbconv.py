@@ -28,9 +28,9 @@ class InvertedResidual(nn.Module):
     def __init__(self, cin: int, cout: int, block, act: str):
         super().__init__()
         hidden = cin * block.expansion
-        self.expand = ConvBNAct(cin, hidden, 1, act=act) if block.expansion != 1 else None
-        self.dw = ConvBNAct(hidden, hidden, block.kernel, block.stride, groups=hidden, act=act)
-        self.project = ConvBNAct(hidden, cout, 1, act=None)
+        self.expand = ConvBNAct(cin, hidden, 1, act=act, norm=block.norm) if block.expansion != 1 else None
+        self.dw = ConvBNAct(hidden, hidden, block.kernel, block.stride, groups=hidden, act=act, norm=block.norm)
+        self.project = ConvBNAct(hidden, cout, 1, act=None, norm=block.norm)
         self.residual, self.cout = block.residual, cout
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
@@ -86,9 +86,9 @@ class MBConv(BlockKind):
         macs: Union[int, torch.Tensor] = 0
         params: Union[int, torch.Tensor] = 0
         if e != 1:  # 1x1 expand: c_in -> e * c_in, E[c_in * e c_in] = e E[c_in^2]
-            macs, params = conv_bn_cost(e * cin.m2, hidden, 1, block.size_in ** 2)
-        for m, p in (conv_bn_cost(hidden, hidden, block.kernel, block.size_out ** 2),  # depthwise: one input each
-                     conv_bn_cost(hidden * cout.m1, cout.m1, 1, block.size_out ** 2)):  # 1x1 project
+            macs, params = conv_bn_cost(e * cin.m2, hidden, 1, block.size_in ** 2, block.norm)
+        for m, p in (conv_bn_cost(hidden, hidden, block.kernel, block.size_out ** 2, block.norm),  # depthwise
+                     conv_bn_cost(hidden * cout.m1, cout.m1, 1, block.size_out ** 2, block.norm)):  # 1x1 project
             macs, params = macs + m, params + p
         return macs, params
 

@@ -27,7 +27,7 @@ class Student(nn.Module):
         layout.check_widths(widths)
         self.normalize = Normalize(mean, std)
         self.stem = ConvBNAct(layout.in_channels, layout.stem_channels, layout.stem_kernel, layout.stem_stride,
-                              act=layout.act) if layout.stem_channels else nn.Identity()
+                              act=layout.act, norm=layout.norm) if layout.stem_channels else nn.Identity()
         self.blocks = nn.ModuleList(BLOCKS.get(b.kind).plain(layout.in_width(widths, i), widths[i], b, layout.act)
                                     for i, b in enumerate(layout.blocks))
         self.head = HEAD.plain(widths[-2], widths[-1], layout.head, layout.num_classes, layout.act)

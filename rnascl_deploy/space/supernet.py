@@ -31,7 +31,7 @@ class Supernet(nn.Module):
         self.layout = layout
         self.normalize = Normalize(mean, std)
         self.stem = ConvBNAct(layout.in_channels, layout.stem_channels, layout.stem_kernel, layout.stem_stride,
-                              act=layout.act) if layout.stem_channels else nn.Identity()
+                              act=layout.act, norm=layout.norm) if layout.stem_channels else nn.Identity()
         self.blocks = nn.ModuleList(BLOCKS.get(b.kind).searchable(layout.in_options(i), b, layout.act)
                                     for i, b in enumerate(layout.blocks))
         self.head = HEAD.searchable(layout.in_options(len(layout.blocks)), layout.head, layout.num_classes,
