@@ -18,17 +18,17 @@ finished the model: the kept epoch, the latest whose validation robust accuracy 
 clean accuracy for ``adv: clean``) is within ``keep_within`` of the best so far, a guard against robust overfitting
 (Rice et al. 2020) that does not pick among the last epochs by the validation set's noise (by default the margin is
 one standard error of that accuracy on ``val_limit`` images: 1.4 points at 75% on 1,000; 0 keeps the best epoch).
+
+Weight averaging, the kept epoch and the guard are hooks on the loop, one object each (:mod:`rnascl_deploy.hooks`).
 """
 from __future__ import annotations
 
 import contextlib
-import copy
-import dataclasses
 import logging
 import math
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Callable, ClassVar, Dict, Optional
+from typing import Callable, ClassVar, Dict, List, Optional
 
 import torch
 from torch import nn
@@ -37,9 +37,11 @@ from . import distributed
 from .attacks import PGD, eval_mode
 from .data import augment_batch, batches, num_batches, on_device, rank_part, to_device
 from .errors import RnasclError
+from .hooks import CollapseGuard, EpochEnd, Hook, KeepBest, WeightAverage
+from .hooks import keeps as keeps  # the rule of the kept epoch, also replayed by benchmarks/best_vs_last.py
 from .loop import EpochLoop
 from .objectives import OBJECTIVES, Objective, make_objective, mixes
-from .rundir import TrainDir, cpu_copy
+from .rundir import TrainDir
 from .runtime import Runtime
 from .schema import SEED, Maybe, OneOf, at_least, between, positive
 
@@ -47,7 +49,6 @@ log = logging.getLogger(__name__)
 
 COLLAPSE_ACTIONS = ("stop", "pgd")
 TEACHER_INPUTS = ("adversarial", "clean")  # clean: computed once per run when the data is not augmented
-PROBE_IMAGES = 512  # the fixed batch of training images the guard attacks every epoch
 
 
 @dataclass
@@ -128,15 +129,6 @@ def eps_at(cfg: TrainConfig, epoch: int) -> float:
     return cfg.eps * min(1.0, (epoch + 1) / cfg.eps_warmup_epochs)
 
 
-def keeps(value: float, top: float, keep_within: Optional[float], n: int) -> bool:
-    """Whether an epoch with validation accuracy ``value`` replaces the kept one, ``top`` being the best so far: it
-    is within ``keep_within`` of the best (None: one standard error of the best on the ``n`` validation images);
-    ties go to the later epoch."""
-    top = max(value, top)
-    margin = math.sqrt(top * (1 - top) / n) if keep_within is None else keep_within
-    return value >= top - margin
-
-
 def validate(model: nn.Module, val_set, eps: float, batch_size: int = 500, workers: int = 0) -> Dict[str, float]:
     """Clean and PGD-10 accuracy (AutoAttack convention: correct clean and under attack) on ``val_set``, in fp32 on
     the model's device; under torch.distributed each rank evaluates its part and the counts are summed. Files are
@@ -180,7 +172,7 @@ class TrainResult:
 
 
 class TrainLoop(EpochLoop):
-    """One optimiser step of ``objective`` per batch; validation and the best checkpoint per epoch."""
+    """One optimiser step of ``objective`` per batch and a validation per epoch; the extras are ``hooks``."""
 
     desc = "epoch"
 
@@ -197,7 +189,7 @@ class TrainLoop(EpochLoop):
             log.info("the warm-up (%d epochs) is not shorter than the training (%d): the learning rate warms up over "
                      "its first third instead (%d steps)", cfg.warmup_epochs, cfg.epochs, warmup_steps(cfg, steps))
         train_set, val_set = on_device(train_set, runtime.device), on_device(val_set, runtime.device)
-        self.model, self.cfg, self.objective, self.save_best = model, cfg, objective, save_best
+        self.model, self.cfg, self.objective = model, cfg, objective
         self.train_set, self.batch_size, self.augment = train_set, batch_size, augment
         self.val_set = val_set.subset(torch.arange(min(cfg.val_limit, len(val_set)), device="cpu")) \
             if hasattr(val_set, "subset") else val_set
@@ -210,18 +202,14 @@ class TrainLoop(EpochLoop):
         self.opt = optimizer(cfg, model.parameters(), fused=runtime.cuda)
         self.net = None  # the DDP wrapper, made once the weights are final (after a resume)
         self.synced = model
-        # weight averaging: validated, saved as best and returned in place of the live weights
-        self.ema = copy.deepcopy(model).requires_grad_(False) if cfg.ema > 0 else None
-        self.best: Optional[dict] = None  # the kept epoch: {"epoch", "metrics", "top": the best value so far}
-        self.key = "val_pgd10" if cfg.adv != "clean" and cfg.eps > 0 else "val_clean"
         self.lr = self.eps = 0.0
-        # the catastrophic-overfitting guard (adversarial objectives): a fixed batch of training images
-        self.guarded = self.key == "val_pgd10"
-        self.probe = train_set.subset(torch.arange(min(PROBE_IMAGES, len(train_set)), device="cpu")) \
-            if hasattr(train_set, "subset") else None
-        self.peak: Dict[str, float] = {}
-        self.best_state: Optional[dict] = None  # the kept epoch's weights, to continue from after a collapse
-        self.collapsed: Optional[int] = None  # the epoch a collapse was seen in
+        self.average = WeightAverage(model, cfg.ema) if cfg.ema > 0 else None
+        self.final = self.average.model if self.average is not None else model  # validated, kept and returned
+        key = "val_pgd10" if cfg.adv != "clean" and cfg.eps > 0 else "val_clean"
+        self.keeper = KeepBest(key, cfg.keep_within, len(self.val_set), save_best)
+        self.guard = CollapseGuard(self, self.keeper, on=key == "val_pgd10")
+        # the kept epoch is decided before the guard acts on it (see rnascl_deploy.hooks)
+        self.hooks: List[Hook] = [self.keeper, self.guard] + ([self.average] if self.average is not None else [])
 
     def batches(self, epoch, gen):
         if self.net is None:
@@ -246,86 +234,35 @@ class TrainLoop(EpochLoop):
         self.scaler.scale(loss).backward()
         self.scaler.step(self.opt)
         self.scaler.update()
-        if self.ema is not None:
-            self.update_ema(epoch * self.steps + i)
+        for hook in self.hooks:
+            hook.after_step(epoch * self.steps + i)
         return terms
-
-    @torch.no_grad()
-    def update_ema(self, step: int) -> None:
-        """EMA of the parameters with the decay warmed up as min(ema, (1 + t) / (10 + t)); buffers (BN statistics)
-        are copied from the live model."""
-        assert self.ema is not None  # called only with weight averaging on
-        decay = min(self.cfg.ema, (1 + step) / (10 + step))
-        for avg, live in zip(self.ema.parameters(), self.model.parameters()):
-            avg.mul_(decay).add_(live.detach(), alpha=1 - decay)
-        for buffer, live_buffer in zip(self.ema.buffers(), self.model.buffers()):
-            buffer.copy_(live_buffer)
 
     def postfix(self, means):
         return {k: f"{v:.3f}" for k, v in means.items()} | {"lr": f"{self.lr:.3g}", "eps": f"{self.eps:.3g}"}
 
+    def accuracy(self, model: nn.Module, dataset) -> Dict[str, float]:
+        """Clean and PGD-10 accuracy of ``model`` on ``dataset`` at the training eps (:func:`validate`)."""
+        return validate(model, dataset, self.cfg.eps, workers=self.workers)
+
     def end_epoch(self, epoch, means):
-        final = self.ema if self.ema is not None else self.model
-        metrics = validate(final, self.val_set, self.cfg.eps, workers=self.workers)
-        if self.guarded and self.probe is not None:
-            metrics["train_pgd10"] = validate(final, self.probe, self.cfg.eps, workers=self.workers)["val_pgd10"]
-        collapse = self._collapse(metrics) if self.guarded else None
-        kept = collapse is None and self._keeps(metrics[self.key])
-        if kept:
-            self.best = {"epoch": epoch + 1, "metrics": metrics,
-                         "top": max(metrics[self.key], self.best["top"] if self.best else 0.0)}
-            if self.guarded:
-                self.best_state = cpu_copy({"model": self.model.state_dict(),
-                                            "ema": self.ema.state_dict() if self.ema is not None else None})
-            if self.save_best is not None and distributed.is_main():
-                self.save_best(final, {**metrics, "epoch": epoch + 1})
-        row = {"lr": round(self.lr, 6), "eps": self.eps, **means, **{k: round(v, 5) for k, v in metrics.items()}}
-        if collapse is not None:
-            row["collapse"] = self._after_collapse(epoch, collapse)
+        end = EpochEnd(epoch, self.final, self.accuracy(self.final, self.val_set))
+        for hook in self.hooks:
+            hook.after_validation(end)
+        for hook in self.hooks:
+            hook.end_epoch(end)
+        row = {"lr": round(self.lr, 6), "eps": self.eps, **means, **{k: round(v, 5) for k, v in end.metrics.items()},
+               **end.row}
         log.info("epoch %d/%d %s%s", epoch + 1, self.epochs, " ".join(f"{k}={v}" for k, v in row.items()),
-                 " (kept)" if kept else "")
+                 " (kept)" if end.kept else "")
         return row
-
-    def _keeps(self, value: float) -> bool:
-        return self.best is None or keeps(value, self.best["top"], self.cfg.keep_within, len(self.val_set))
-
-    def _collapse(self, metrics: Dict[str, float]) -> Optional[str]:
-        """What fell, when PGD-10 accuracy (training batch or validation) is ``collapse_drop`` below its best."""
-        fell = [f"{k} {self.peak[k]:.3f} -> {metrics[k]:.3f}" for k in ("train_pgd10", "val_pgd10")
-                if k in metrics and k in self.peak and metrics[k] < self.peak[k] - self.cfg.collapse_drop]
-        for k in ("train_pgd10", "val_pgd10"):
-            if k in metrics:
-                self.peak[k] = max(self.peak.get(k, 0.0), metrics[k])
-        return "; ".join(fell) or None
-
-    def _after_collapse(self, epoch: int, fell: str) -> str:
-        best = self.best["epoch"] if self.best else None
-        action = self.cfg.on_collapse if self.cfg.adv != "pgd" and self.best_state is not None else "stop"
-        log.warning("catastrophic overfitting in epoch %d (adv %s): PGD-10 accuracy fell (%s). The result keeps epoch "
-                    "%s, the one kept before the collapse; %s", epoch + 1, self.cfg.adv, fell, best,
-                    "training stops here" if action == "stop" else
-                    f"training goes on from epoch {best}'s weights with PGD-AT ({self.cfg.steps} steps)")
-        self.collapsed = epoch + 1
-        if action == "stop":
-            self.stopped = True
-            return "stopped"
-        self._switch_to_pgd()
-        return f"pgd from epoch {best}"
-
-    def _switch_to_pgd(self) -> None:
-        assert self.best_state is not None  # a collapse continues only from a kept epoch
-        self.model.load_state_dict(self.best_state["model"])
-        if self.ema is not None:
-            self.ema.load_state_dict(self.best_state["ema"])
-        self.cfg = dataclasses.replace(self.cfg, adv="pgd")
-        self.objective = make_objective(self.cfg, getattr(self.objective, "teacher", None))
 
     def state_dict(self):
         state = {"model": self.model.state_dict(), "optimizer": self.opt.state_dict(),
-                 "best": self.best, "scaler": self.scaler.state_dict(),
-                 "guard": {"peak": self.peak, "best_state": self.best_state, "collapsed": self.collapsed,
-                           "adv": self.cfg.adv}}
-        return state | ({"ema": self.ema.state_dict()} if self.ema is not None else {})
+                 "scaler": self.scaler.state_dict()}
+        for hook in self.hooks:
+            state.update(hook.state_dict())
+        return state
 
     def load_state_dict(self, state):
         self.model.load_state_dict(state["model"])
@@ -333,21 +270,8 @@ class TrainLoop(EpochLoop):
         self.opt.load_state_dict(state["optimizer"])
         if state.get("scaler"):
             self.scaler.load_state_dict(state["scaler"])
-        self.best = state["best"]
-        if self.best is not None and "top" not in self.best:  # a run started before keep_within: it ends as begun
-            self.best["top"] = self.best["metrics"][self.key]
-            if self.cfg.keep_within is None:
-                log.info("this run started before keep_within: it keeps the best epoch, the rule it began with")
-                self.cfg = dataclasses.replace(self.cfg, keep_within=0.0)
-        if self.ema is not None:
-            self.ema.load_state_dict(state["ema"])
-            self.ema.to(self.dev)
-        guard = state.get("guard", {})
-        self.peak, self.best_state, self.collapsed = guard.get("peak", {}), guard.get("best_state"), \
-            guard.get("collapsed")
-        if guard.get("adv", self.cfg.adv) != self.cfg.adv:  # it had switched to PGD-AT after a collapse
-            self.cfg = dataclasses.replace(self.cfg, adv=guard["adv"])
-            self.objective = make_objective(self.cfg, getattr(self.objective, "teacher", None))
+        for hook in self.hooks:
+            hook.load_state_dict(state)
 
 
 def train(model: nn.Module, train_set, val_set, cfg: TrainConfig, out: Path, batch_size: int,
@@ -366,8 +290,9 @@ def train(model: nn.Module, train_set, val_set, cfg: TrainConfig, out: Path, bat
                      objective or make_objective(cfg), progress, save_best, runtime or Runtime(torch.device("cpu")),
                      workers)
     loop.run(resume)
-    assert loop.best is not None  # every epoch is validated, the first one kept
-    if loop.ema is not None:  # the caller's model ends with the averaged weights
-        model.load_state_dict(loop.ema.state_dict())
-    return TrainResult(best_epoch=loop.best["epoch"], best_metrics=loop.best["metrics"],
-                       seconds=round(loop.elapsed, 1), collapsed=loop.collapsed)
+    best = loop.keeper.best
+    assert best is not None  # every epoch is validated, the first one kept
+    if loop.final is not model:  # weight averaging: the caller's model ends with the averaged weights
+        model.load_state_dict(loop.final.state_dict())
+    return TrainResult(best_epoch=best["epoch"], best_metrics=best["metrics"], seconds=round(loop.elapsed, 1),
+                       collapsed=loop.guard.collapsed)
