@@ -46,7 +46,9 @@ def test_resume_after_interruption_matches_uninterrupted_run(tmp_path, splits, m
     with pytest.raises(RnasclError, match="--resume"):
         train(tiny_cnn(), *splits, _cfg(), tmp_path / "b", 64, progress=False)
     state = torch.load(tmp_path / "b" / "state.pt", weights_only=True)
-    del state["best"]["top"]  # as a run started before keep_within left it: it resumes under the rule it began with
+    # as older versions left it: no "top" (before keep_within: it resumes under the rule it began with), no guard,
+    # no gradient scaler
+    del state["best"]["top"], state["guard"], state["scaler"]
     torch.save(state, tmp_path / "b" / "state.pt")
     resumed = tiny_cnn(seed=1)  # different init: everything must come from the checkpoint
     with caplog.at_level("INFO", logger="rnascl_deploy"):
@@ -168,10 +170,27 @@ def test_the_guard_is_quiet_on_a_healthy_run(tmp_path, splits, caplog):
     assert all("train_pgd10" in row and "collapse" not in row for row in history)
 
 
-def test_a_run_resumed_after_a_collapse_goes_on_as_an_uninterrupted_one(tmp_path, splits, monkeypatch):
+def test_a_collapse_goes_on_from_the_kept_epochs_live_and_averaged_weights(tmp_path, splits, monkeypatch):
+    """With weight averaging, a switch to PGD-AT restores both weights of the epoch kept before the collapse: a
+    collapse in the last epoch returns epoch 1's average, the one save_best was given."""
+    _collapsing(monkeypatch, at_epoch=2)
+    cfg = dataclasses.replace(_cfg("n-fgsm", epochs=2), on_collapse="pgd", eps_warmup_epochs=0, ema=0.9)
+    saved = {}
+    model = tiny_cnn()
+    result = train(model, *splits, cfg, tmp_path, 64, progress=False, save_best=lambda m, metrics: saved.update(
+        {metrics["epoch"]: {k: v.clone() for k, v in m.state_dict().items()}}))
+    assert result.collapsed == 2 and result.best_epoch == 1 and list(saved) == [1]
+    state = torch.load(tmp_path / "state.pt", weights_only=True)
+    for name, weight in saved[1].items():
+        assert torch.equal(model.state_dict()[name], weight) and torch.equal(state["ema"][name], weight), name
+    assert all(torch.equal(state["model"][k], v) for k, v in state["guard"]["best_state"]["model"].items())
+
+
+@pytest.mark.parametrize("ema", [0.0, 0.9])
+def test_a_run_resumed_after_a_collapse_goes_on_as_an_uninterrupted_one(tmp_path, splits, monkeypatch, ema):
     """After a collapse in epoch 2 (on_collapse: pgd), an interruption in epoch 3 resumes with PGD-AT from the saved
-    state and ends with the uninterrupted run's weights."""
-    cfg = dataclasses.replace(_cfg("n-fgsm", epochs=3), on_collapse="pgd", eps_warmup_epochs=0)
+    state and ends with the uninterrupted run's weights (with weight averaging: the average's)."""
+    cfg = dataclasses.replace(_cfg("n-fgsm", epochs=3), on_collapse="pgd", eps_warmup_epochs=0, ema=ema)
     _collapsing(monkeypatch, at_epoch=2)
     straight = tiny_cnn()
     train(straight, *splits, cfg, tmp_path / "a", 64, progress=False)
