@@ -7,6 +7,12 @@ to ship (:mod:`.ship`: the fastest engine that passes the gate) with the gate's 
 throughput on this host. ``OUT/frontier.json``, ``frontier.md`` and ``frontier.png`` are rewritten after every
 point, so an interrupted frontier shows what it has. Every budget is checked against the search space before any
 work: one below the space's smallest architecture is refused, naming it.
+
+Asked for (``reference=True``), each budget also gets the reference design in ``OUT/reference-<budget>/``:
+LeNet-small (Croce et al. 2020's Fashion-MNIST model: conv 16 and conv 32, 4x4 stride 2, a hidden layer of 100,
+biases, no BatchNorm) with its widths scaled by the largest factor that fits the budget, run through the same
+pipeline under the same recipe. Its space is that one point (:func:`reference_space`), so its search only searches
+the tutor map and its training is the student's, distillation included: the two rows differ in architecture only.
 """
 from __future__ import annotations
 
@@ -25,6 +31,7 @@ from .pipeline import run_pipeline
 from .recipe import Recipe
 from .rundir import RunDir
 from .ship import choose
+from .space.config import HeadConfig, SpaceConfig, StageConfig
 from .verify import verdict
 
 log = logging.getLogger(__name__)
@@ -34,6 +41,7 @@ log = logging.getLogger(__name__)
 class Point:
     budget: str
     run: str
+    design: str  # searched (the student of the budget) | lenet-small (the reference design, scaled to it)
     macs: int
     params: int
     widths: List[int]
@@ -47,9 +55,38 @@ class Point:
     ship_throughput: Optional[float]
 
 
-def point_dir(out: Path, budget: str) -> Path:
-    """``OUT/budget-<budget>``: the budget's normal form, its comma (``macs=1M,params=50K``) as ``+``."""
-    return Path(out) / f"budget-{budget.replace(',', '+')}"
+SEARCHED, REFERENCE = "searched", "lenet-small"
+LENET_SMALL = (16, 32, 100)  # conv widths and the hidden layer's (Croce et al. 2020, Fashion-MNIST)
+
+
+def point_dir(out: Path, budget: str, design: str = SEARCHED) -> Path:
+    """``OUT/budget-<budget>`` (``OUT/reference-<budget>`` for the reference design): the budget's normal form, its
+    comma (``macs=1M,params=50K``) as ``+``."""
+    return Path(out) / f"{'budget' if design == SEARCHED else 'reference'}-{budget.replace(',', '+')}"
+
+
+def reference_space(recipe: Recipe) -> SpaceConfig:
+    """LeNet-small as a one-point space, its widths scaled by the largest factor (in steps of 0.01, from 4x down)
+    whose closed-form cost fits ``recipe``'s budget; an RnasclError when not even the narrowest does."""
+    from .cost import arch_cost, check_budget
+    from .space import build_layout
+
+    shape, classes = recipe.data.declared_input()
+    budget = parse_budget(recipe.search.budget)
+    for step in range(400, 0, -1):
+        widths = [max(1, round(w * step / 100)) for w in LENET_SMALL]
+        space = SpaceConfig(0, act="relu", norm="none", head=HeadConfig("flatten", [widths[2]]),
+                            stages=[StageConfig(w, 1, 2, 1, block="conv", kernel=4) for w in widths[:2]])
+        layout = build_layout(space, shape, classes)
+        if check_budget(arch_cost(layout, layout.max_widths), budget) is None:
+            return space
+    raise RnasclError(f"LeNet-small does not fit budget {recipe.search.budget} at any width: drop --reference "
+                      "or raise the budget")
+
+
+def reference_recipe(recipe: Recipe) -> Recipe:
+    """``recipe`` with the reference design as its search space."""
+    return dataclasses.replace(recipe, search=dataclasses.replace(recipe.search, space=reference_space(recipe)))
 
 
 def check_budgets(recipes: Dict[str, Recipe]) -> None:
@@ -68,35 +105,47 @@ def check_budgets(recipes: Dict[str, Recipe]) -> None:
         raise RnasclError("; ".join(problems))
 
 
-def read_point(budget: str, run: Path) -> Point:
+def read_point(budget: str, run: Path, design: str = SEARCHED) -> Point:
     """The row of a finished run."""
     rundir = RunDir(run)
     arch, metrics = json.loads(rundir.arch.read_text()), json.loads(rundir.metrics.read_text())
     verify = read_json_files(rundir.verify)
     choice = choose(verify, read_json_files(rundir.bench), rundir.engines)
     shipped = next((r for r in choice.rows if r.engine == choice.engine), None)
-    return Point(budget, str(run), arch["macs"], arch["params"], list(arch["widths"]),
+    return Point(budget, str(run), design, arch["macs"], arch["params"], list(arch["widths"]),
                  round(100 * metrics["clean_acc"], 2), round(100 * metrics["worst_case_acc"], 2), metrics["n"],
                  verdict(verify), choice.engine,
                  shipped.worst_case_acc_pct if shipped else None, shipped.p50_ms_batch1 if shipped else None,
                  shipped.throughput if shipped else None)
 
 
-def run_frontier(recipes: Dict[str, Recipe], out: Path, progress: bool = True) -> List[Point]:
-    """Run the pipeline at every budget of ``recipes`` (budget -> its recipe), smallest MACs first, and write the
-    frontier after each point."""
+def run_frontier(recipes: Dict[str, Recipe], out: Path, progress: bool = True,
+                 reference: bool = False) -> List[Point]:
+    """Run the pipeline at every budget of ``recipes`` (budget -> its recipe), smallest MACs first, each followed
+    by the reference design when ``reference``, and write the frontier after each point."""
     check_budgets(recipes)
+    designs = {SEARCHED: recipes}
+    if reference:  # every budget checked before any work
+        designs[REFERENCE] = {budget: reference_recipe(recipe) for budget, recipe in recipes.items()}
     out = Path(out)
     points: List[Point] = []
     for budget in sorted(recipes, key=lambda b: (parse_budget(b).macs or 0, parse_budget(b).params or 0)):
-        run = point_dir(out, budget)
-        log.info("frontier: budget %s in %s", budget, run)
-        with run_lock(run):
-            run_pipeline(recipes[budget], run, progress=progress)
-        points.append(read_point(budget, run))
-        points.sort(key=lambda p: (p.macs, p.params))  # as measured: a params= budget takes its place
-        write_frontier(points, out)
+        for design, by_budget in designs.items():
+            run = point_dir(out, budget, design)
+            log.info("frontier: budget %s, %s design, in %s", budget, design, run)
+            with run_lock(run):
+                run_pipeline(by_budget[budget], run, progress=progress)
+            points.append(read_point(budget, run, design))
+            points = ordered(points)
+            write_frontier(points, out)
     return points
+
+
+def ordered(points: List[Point]) -> List[Point]:
+    """By the searched student's measured MACs (a params= budget takes its place), each budget's student before
+    its reference design."""
+    rank = {p.budget: (p.macs, p.params) for p in points if p.design == SEARCHED}
+    return sorted(points, key=lambda p: (rank.get(p.budget, (p.macs, p.params)), p.design != SEARCHED))
 
 
 def write_frontier(points: List[Point], out: Path) -> None:
@@ -106,10 +155,11 @@ def write_frontier(points: List[Point], out: Path) -> None:
 
 
 def to_markdown(points: List[Point]) -> List[str]:
-    lines = ["| budget | MACs | params | widths | clean % | worst case % | engine to ship | its worst case % (gate) "
-             "| p50 ms (batch 1) | img/s |", "|---|---|---|---|---|---|---|---|---|---|"]
+    lines = ["| budget | design | MACs | params | widths | clean % | worst case % | engine to ship "
+             "| its worst case % (gate) | p50 ms (batch 1) | img/s |", "|---|---|---|---|---|---|---|---|---|---|---|"]
     for p in points:
-        lines.append(f"| {p.budget} | {human(p.macs)} | {human(p.params)} | {p.widths} | {p.clean_acc_pct:.2f} | "
+        lines.append(f"| {p.budget} | {p.design} | {human(p.macs)} | {human(p.params)} | {p.widths} | "
+                     f"{p.clean_acc_pct:.2f} | "
                      f"{p.worst_case_acc_pct:.2f} | {f'`{p.ship}`' if p.ship else 'none passes'} | "
                      f"{'-' if p.ship_worst_case_acc_pct is None else f'{p.ship_worst_case_acc_pct:.2f}'} | "
                      f"{'-' if p.ship_p50_ms_batch1 is None else p.ship_p50_ms_batch1} | "
@@ -119,29 +169,36 @@ def to_markdown(points: List[Point]) -> List[str]:
 
 def plot(points: List[Point], path: Path) -> None:
     """Accuracy (clean, and worst case of the student and of the engine to ship) against MACs, parameters and
-    the shipped engine's batch-1 latency."""
+    the shipped engine's batch-1 latency; the reference design, when measured, beside the searched students."""
     import matplotlib
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
     fig, axes = plt.subplots(1, 3, figsize=(13, 4), sharey=True)
-    shipped = [p for p in points if p.ship_p50_ms_batch1 is not None]
-    for ax, label, xs, subset in ((axes[0], "MACs per image (fvcore, batch 1)", [p.macs for p in points], points),
-                                  (axes[1], "parameters", [p.params for p in points], points),
-                                  (axes[2], "p50 latency of the engine to ship, batch 1 (ms)",
-                                   [p.ship_p50_ms_batch1 for p in shipped], shipped)):
-        ax.plot(xs, [p.clean_acc_pct for p in subset], "o-", label="student clean")
-        ax.plot(xs, [p.worst_case_acc_pct for p in subset], "x-", label="student worst case")
-        ax.plot(xs, [p.ship_worst_case_acc_pct if p.ship_worst_case_acc_pct is not None else float("nan")
-                     for p in subset], "s--", label="engine to ship, worst case (gate)")
-        for x, p in zip(xs, subset):
-            ax.annotate(p.budget, (x, p.worst_case_acc_pct), textcoords="offset points", xytext=(3, -12), fontsize=7)
+    for design, colour in ((SEARCHED, "tab:blue"), (REFERENCE, "tab:orange")):
+        ours = [p for p in points if p.design == design]
+        shipped = [p for p in ours if p.ship_p50_ms_batch1 is not None]
+        name = "student" if design == SEARCHED else design
+        for ax, xs, subset in ((axes[0], [p.macs for p in ours], ours), (axes[1], [p.params for p in ours], ours),
+                               (axes[2], [p.ship_p50_ms_batch1 for p in shipped], shipped)):
+            if not subset:
+                continue
+            ax.plot(xs, [p.clean_acc_pct for p in subset], "o:", color=colour, alpha=0.6, label=f"{name} clean")
+            ax.plot(xs, [p.worst_case_acc_pct for p in subset], "x-", color=colour, label=f"{name} worst case")
+            ax.plot(xs, [p.ship_worst_case_acc_pct if p.ship_worst_case_acc_pct is not None else float("nan")
+                         for p in subset], "s--", color=colour, mfc="none",
+                    label=f"{name}, engine to ship, worst case (gate)")
+            for x, p in zip(xs, subset):
+                ax.annotate(p.budget, (x, p.worst_case_acc_pct), textcoords="offset points", xytext=(3, -12),
+                            fontsize=7, color=colour)
+    for ax, label in zip(axes, ("MACs per image (fvcore, batch 1)", "parameters",
+                                "p50 latency of the engine to ship, batch 1 (ms)")):
         ax.set_xscale("log")
         ax.set_xlabel(label)
         ax.grid(alpha=0.3, which="both")
     axes[0].set_ylabel("accuracy (%)")
-    axes[0].legend(fontsize=8)
+    axes[0].legend(fontsize=7)
     fig.suptitle("Robustness against cost")
     fig.tight_layout()
     with atomic_path(path) as tmp:

@@ -231,15 +231,20 @@ def _changed(saved: dict, now: dict) -> list:
 
 # recipe keys that choose where and how fast a stage computes, not what (the memory format changes the rounding only)
 PLACEMENT = ("runtime.device", "runtime.memory_format", "data.workers")
+# Keys added after run directories existed, each with the value that computes what those runs computed: left out of
+# a stage's inputs at that value, so that an upgrade redoes no finished stage.
+LATER_KEYS = {"search.space.norm": "batch"}
 
 
 def stage_keys(recipe: dict, sections: Iterable[str]) -> dict:
     """The flattened keys of ``recipe`` (a recipe as a dict) in ``sections`` (sections or dotted keys, e.g.
-    ``teacher.checkpoint``) that decide a stage's result: every key under them but the :data:`PLACEMENT` keys."""
+    ``teacher.checkpoint``) that decide a stage's result: every key under them but the :data:`PLACEMENT` keys and
+    the :data:`LATER_KEYS` at their old behaviour's value."""
     sections = tuple(sections)
     prefixes = tuple(f"{s}." for s in sections)
     return {k: v for k, v in flatten(recipe).items()
-            if (k in sections or k.startswith(prefixes)) and k not in PLACEMENT}
+            if (k in sections or k.startswith(prefixes)) and k not in PLACEMENT
+            and not (k in LATER_KEYS and v == LATER_KEYS[k])}
 
 
 def check_same_recipe(path: Path, recipe, sections: Iterable[str]) -> None:

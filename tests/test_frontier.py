@@ -1,11 +1,18 @@
 import json
+from pathlib import Path
 
 import pytest
+import yaml
 from click.testing import CliRunner
 
 import rnascl_deploy.report as report_module
 from rnascl_deploy.cli import main
+from rnascl_deploy.cost import arch_cost, parse_budget
+from rnascl_deploy.errors import RnasclError
+from rnascl_deploy.frontier import reference_space
+from rnascl_deploy.recipe import load_recipe
 from rnascl_deploy.ship import choose
+from rnascl_deploy.space import build_layout
 
 from .test_pipeline import TINY
 
@@ -39,23 +46,48 @@ def test_a_budget_below_the_space_is_refused_before_anything_is_written(tmp_path
     assert not (tmp_path / "f").exists()
 
 
+def _reference_widths(budget):
+    space = reference_space(load_recipe(None, {"search.budget": budget}))
+    assert space.norm == "none" and all(stage.options == 1 for stage in space.stages)
+    layout = build_layout(space, (1, 28, 28), 10)
+    return layout.max_widths, arch_cost(layout, layout.max_widths)
+
+
+def test_the_reference_design_is_lenet_small_at_the_largest_scale_that_fits():
+    assert _reference_widths("609384")[0] == [16, 32, 100]  # LeNet-small's own MACs: LeNet-small itself
+    for budget in ("150K", "600K", "1.2M", "params=50K"):
+        widths, cost = _reference_widths(budget)
+        limit = parse_budget(budget)
+        assert cost.macs <= (limit.macs or cost.macs) and cost.params <= (limit.params or cost.params), budget
+    assert _reference_widths("600K")[0] == [16, 31, 98]  # 0.98x: 588,882 MACs; 0.99x is 607,806
+    with pytest.raises(RnasclError, match="LeNet-small does not fit budget"):
+        reference_space(load_recipe(None, {"search.budget": "macs=100"}))
+
+
 @pytest.mark.slow
-def test_the_frontier_runs_every_budget_and_reuses_finished_points(tmp_path, monkeypatch):
+def test_the_frontier_runs_the_student_and_the_reference_design_and_reuses_finished_points(tmp_path, monkeypatch):
     monkeypatch.setattr(report_module, "CURVE_IMAGES", 32)
     out = tmp_path / "frontier"
-    args = ["-q", "frontier", "--recipe", "recipes/fashion-mnist.yaml", "-b", "700K", "-b", "macs=300000",
+    args = ["-q", "frontier", "--recipe", "recipes/fashion-mnist.yaml", "-b", "macs=300000", "--reference",
             "--out", str(out), *TINY, "--json"]
     first = CliRunner().invoke(main, args, catch_exceptions=False)
     points = json.loads(first.output)["points"]
-    assert [p["budget"] for p in points] == ["300K", "700K"]  # normal form, smallest first
+    assert [(p["budget"], p["design"]) for p in points] == [("300K", "searched"), ("300K", "lenet-small")]
     assert first.exit_code == (0 if all(p["ship"] for p in points) else 1)
+    searched, reference = points
+    assert searched["run"] == str(out / "budget-300K") and reference["run"] == str(out / "reference-300K")
+    assert searched["macs"] <= 300_000 and reference["widths"] == _reference_widths("300K")[0]
+    assert reference["macs"] == _reference_widths("300K")[1].macs <= 300_000
     for p in points:
-        assert p["macs"] <= {"300K": 300_000, "700K": 700_000}[p["budget"]]
-        assert p["ship"] in (None, "student.onnx") and (out / f"budget-{p['budget']}" / "report.md").exists()
+        assert p["ship"] in (None, "student.onnx") and (Path(p["run"]) / "report.md").exists()
+    ours, theirs = (yaml.safe_load((Path(p["run"]) / "recipe.yaml").read_text()) for p in points)
+    assert theirs["search"].pop("space")["norm"] == "none" and ours["search"].pop("space")["norm"] == "batch"
+    assert ours == theirs  # the same recipe but for the space
     table = (out / "frontier.md").read_text()
-    assert "| 300K |" in table and "| 700K |" in table and (out / "frontier.png").read_bytes()[:4] == b"\x89PNG"
+    assert "| 300K | searched |" in table and "| 300K | lenet-small |" in table
+    assert (out / "frontier.png").read_bytes()[:4] == b"\x89PNG"
     assert json.loads((out / "frontier.json").read_text())["points"] == points
-    stamp = (out / "budget-300K" / "student.safetensors").stat().st_mtime_ns
+    stamps = [(Path(p["run"]) / "student.safetensors").stat().st_mtime_ns for p in points]
     again = CliRunner().invoke(main, args, catch_exceptions=False)
     assert json.loads(again.output)["points"] == points  # finished points reused, not trained again
-    assert (out / "budget-300K" / "student.safetensors").stat().st_mtime_ns == stamp
+    assert [(Path(p["run"]) / "student.safetensors").stat().st_mtime_ns for p in points] == stamps

@@ -102,6 +102,28 @@ def test_a_stage_is_invalidated_by_what_it_reads_only(tmp_path):
         stage_inputs("retrain", RunDir(tmp_path), load_recipe(None))
 
 
+def test_a_key_added_later_leaves_finished_stages_valid_at_its_old_behaviour(tmp_path, monkeypatch):
+    """search.space.norm came after runs existed: at ``batch`` (what they computed) a search finished before it is
+    still finished; ``none`` is another search."""
+    import rnascl_deploy.pipeline as pipeline_module
+
+    def digest(**over):
+        return stage_inputs("search", RunDir(tmp_path), load_recipe(None, over))
+
+    today = digest()
+    without = pipeline_module.recipe_to_dict
+
+    def as_before(recipe):  # the recipe as a version without the key wrote it
+        d = without(recipe)
+        del d["search"]["space"]["norm"]
+        return d
+
+    monkeypatch.setattr(pipeline_module, "recipe_to_dict", as_before)
+    assert digest() == today
+    monkeypatch.undo()
+    assert digest(**{"search.space.norm": "none"}) != today
+
+
 def test_a_missing_teacher_is_refused_before_anything_is_written_and_a_first_run_is_the_tools_own(tmp_path):
     """A missing teacher checkpoint is exit 2 naming the key, with no recipe left behind; and the recipe a first run
     writes is the tool's own (pipeline.json beside it), never refused as a user's file on the next run."""

@@ -25,6 +25,7 @@ Examples:
   rnascl-deploy frontier --out runs/frontier                     # 150K, 300K, 600K, 1.2M MACs, the default recipe
   rnascl-deploy frontier -b 300K -b 600K -b params=100K --out runs/frontier-small
   rnascl-deploy frontier --quick --out runs/frontier-quick       # every point in minutes: a first look
+  rnascl-deploy frontier --reference --out runs/frontier         # and LeNet-small scaled to each budget beside it
 Exit codes: 0 every point has an engine that passes the gate, 1 a point has none, 2 usage error.
 """
 DEFAULT_BUDGETS = ("150K", "300K", "600K", "1.2M")  # the default space spans 138K .. 2.1M MACs
@@ -80,18 +81,21 @@ def run_command(ctx, recipe, overrides, budget, out, start, quick, device, as_js
                    "parameters as search.budget takes them.")
 @click.option("--out", "-o", type=PathType(file_okay=False), required=True,
               help="Directory of the frontier: one run directory per budget, frontier.{json,md,png}.")
+@click.option("--reference", is_flag=True,
+              help="Also run the reference design at each budget: LeNet-small (Croce et al.'s Fashion-MNIST model) "
+                   "with its widths scaled to the budget, under the same recipe, into OUT/reference-<budget>/.")
 @click.option("--quick", is_flag=True, help="Each point as `run --quick` makes it (a first look, not a result).")
 @device_option
 @json_option
 @click.pass_context
-def frontier(ctx, recipe, overrides, budgets, out, quick, device, as_json):
+def frontier(ctx, recipe, overrides, budgets, out, reference, quick, device, as_json):
     """Robustness against cost: `run` at each budget, then a table and a plot of clean and worst-case accuracy
     against MACs, parameters and the latency of each point's engine to ship (the fastest that passes the gate).
 
     Finished points are reused stage by stage and an interrupted one resumes, as `run` does; the table and plot
     are rewritten after every point. Every budget is checked against the search space before any work.
     """
-    from ..frontier import check_budgets, run_frontier
+    from ..frontier import check_budgets, reference_recipe, run_frontier
     from ..recipe import check_model_sizes
 
     recipes = {}
@@ -100,11 +104,15 @@ def frontier(ctx, recipe, overrides, budgets, out, quick, device, as_json):
         recipes[r.search.budget] = r
     check_model_sizes(next(iter(recipes.values())), space=True)
     check_budgets(recipes)  # every budget, before the lock makes OUT
+    if reference:
+        for r in recipes.values():
+            reference_recipe(r)  # every reference design fits its budget, before the lock makes OUT
     lock(ctx, out)
-    points = run_frontier(recipes, Path(out), ctx.obj["progress"])
+    points = run_frontier(recipes, Path(out), ctx.obj["progress"], reference)
     text.emit({"points": [p.__dict__ for p in points], "table": str(Path(out) / "frontier.md")}, as_json,
               [f"{Path(out) / 'frontier.md'} ({Path(out) / 'frontier.png'})",
-               *[f"  {p.budget:<10} {p.clean_acc_pct:6.2f}% clean, {p.worst_case_acc_pct:6.2f}% worst case; ship "
+               *[f"  {p.budget:<10} {p.design:<12} {p.clean_acc_pct:6.2f}% clean, {p.worst_case_acc_pct:6.2f}% "
+                 "worst case; ship "
                  + (f"{p.ship} ({p.ship_worst_case_acc_pct:.2f}% worst case on the engine)" if p.ship else "nothing")
                  for p in points]])
     sys.exit(0 if all(p.ship for p in points) else 1)
