@@ -27,7 +27,8 @@ log = logging.getLogger(__name__)
 
 
 def quantize_int8(fp32: Path, out: Path, calibration: torch.Tensor, per_channel: bool = True,
-                  float_ends: bool = True, quantize_bias: bool = True, reduce_range: bool = True) -> Path:
+                  float_ends: bool = True, quantize_bias: bool = True, reduce_range: bool = True,
+                  quant_format: str = "qdq", activations: str = "s8") -> Path:
     """Static INT8 QDQ quantisation of ``fp32`` calibrated on ``calibration`` (N, C, H, W) images in [0, 1].
 
     ``float_ends`` keeps the first convolution and the final linear layer in float, the usual practice: on the
@@ -37,6 +38,11 @@ def quantize_int8(fp32: Path, out: Path, calibration: torch.Tensor, per_channel:
     pairs in 16 bits, which saturates with 8-bit weights on CPUs without VNNI (AVX2, AVX-512 without VNNI), so the
     engine would compute something else than its graph; with 7-bit weights no x86 CPU saturates (onnxruntime's
     quantisation documentation). TensorRT computes INT8 exactly and keeps 8-bit weights (``False``).
+
+    ``quant_format`` (``qdq``: QuantizeLinear/DequantizeLinear pairs around float ops, the form TensorRT and the
+    replica read; ``qoperator``: onnxruntime's QLinearConv/QGemm operators) and ``activations`` (``s8``:
+    symmetric int8; ``u8``: asymmetric uint8) exist for ``benchmarks/bench_int8_variants.py``, which measures the
+    choices onnxruntime's documentation names for x86; the exporter writes S8S8 QDQ.
     """
     from onnxruntime.quantization import CalibrationDataReader, QuantFormat, QuantType, quantize_static
     from onnxruntime.quantization.shape_inference import quant_pre_process
@@ -57,9 +63,11 @@ def quantize_int8(fp32: Path, out: Path, calibration: torch.Tensor, per_channel:
         excluded = convs[:1] + linears[-1:] if float_ends else []
         with atomic_path(Path(out)) as tmp:
             quantize_static(str(prepared), str(tmp), Reader(calibration.numpy().astype(np.float32)),
-                            quant_format=QuantFormat.QDQ, per_channel=per_channel, reduce_range=reduce_range,
-                            activation_type=QuantType.QInt8, weight_type=QuantType.QInt8, nodes_to_exclude=excluded,
-                            extra_options={"ActivationSymmetric": True, "WeightSymmetric": True,
+                            quant_format={"qdq": QuantFormat.QDQ, "qoperator": QuantFormat.QOperator}[quant_format],
+                            per_channel=per_channel, reduce_range=reduce_range,
+                            activation_type={"s8": QuantType.QInt8, "u8": QuantType.QUInt8}[activations],
+                            weight_type=QuantType.QInt8, nodes_to_exclude=excluded,
+                            extra_options={"ActivationSymmetric": activations == "s8", "WeightSymmetric": True,
                                            "QuantizeBias": quantize_bias})
             onnx.checker.check_model(onnx.load(str(tmp)), full_check=True)
     return Path(out)
