@@ -20,7 +20,8 @@ git (--git), curl (GPU variant, --tensorrt auto). --install-prereqs installs the
 
 Smoke job (the run directory is mounted from the host at /runs): `rnascl-deploy run` on a tiny recipe must exit
 0 and leave report.md and the verify JUnit file on the host; `verify --junit` must exit 0; a bad budget must exit
-2. The GPU image also shows torch's CUDA build and onnxruntime-gpu, and `export --format tensorrt-fp16` must
+2. The GPU image also shows torch's CUDA build and onnxruntime-gpu, runs scripts/gpu-smoke.py (with --gpus it
+must compute on the host's GPU; without, it only says whether it did), and `export --format tensorrt-fp16` must
 exit 2 without a traceback where TensorRT is not installed.
 
 Options:
@@ -35,6 +36,9 @@ Options:
                           emptied first)
   --git REV               build from a clean `git archive REV` (e.g. HEAD) instead of the working tree
   --no-smoke              build only
+  --gpus                  GPU variant: give the smoke job the host's GPUs (docker run --gpus all; buildah run
+                          --device nvidia.com/gpu=all, a CDI spec from the NVIDIA Container Toolkit) and require
+                          scripts/gpu-smoke.py to compute on them
   --smoke-only            skip the build; run the smoke job on an existing image
   --ca-bundle FILE        CA bundle for pip in the build (default: pip's `cert`, else $SSL_CERT_FILE, else
                           /etc/ssl/certs/ca-certificates.crt)
@@ -52,7 +56,7 @@ die_usage() { echo "build-image: $1 (see --help)" >&2; exit 2; }
 log() { echo "build-image: $*" >&2; }
 
 VARIANT=cpu TAG="" BASE=debian:bookworm-slim TENSORRT_MODE=auto TENSORRT_INDEX=https://pypi.nvidia.com
-BUILDER=auto RUNS="" SMOKE=1 BUILD=1 CA_BUNDLE="" GIT_REV="" CHECK_ONLY=0
+BUILDER=auto RUNS="" SMOKE=1 BUILD=1 CA_BUNDLE="" GIT_REV="" CHECK_ONLY=0 GPUS=0
 INSTALL_PREREQS=${RNASCL_INSTALL_PREREQS:-0}
 while [ $# -gt 0 ]; do
   case "$1" in
@@ -66,6 +70,7 @@ while [ $# -gt 0 ]; do
     --ca-bundle) [ $# -ge 2 ] || die_usage "--ca-bundle needs a value"; CA_BUNDLE=$2; shift 2 ;;
     --git) [ $# -ge 2 ] || die_usage "--git needs a value"; GIT_REV=$2; shift 2 ;;
     --no-smoke) SMOKE=0; shift ;;
+    --gpus) GPUS=1; shift ;;
     --smoke-only) BUILD=0; shift ;;
     --check) CHECK_ONLY=1; shift ;;
     --install-prereqs) INSTALL_PREREQS=1; shift ;;
@@ -74,6 +79,7 @@ while [ $# -gt 0 ]; do
   esac
 done
 case "$VARIANT" in cpu|gpu) ;; *) die_usage "--variant must be cpu or gpu, not '$VARIANT'" ;; esac
+[ "$GPUS" = 0 ] || [ "$VARIANT" = gpu ] || die_usage "--gpus is for --variant gpu"
 case "$TENSORRT_MODE" in auto|yes|no) ;; *) die_usage "--tensorrt must be auto, yes or no, not '$TENSORRT_MODE'" ;; esac
 case "$BUILDER" in auto|docker|buildah) ;; *) die_usage "--builder must be auto, docker or buildah, not '$BUILDER'" ;; esac
 case "$INSTALL_PREREQS" in 0|1) ;; *) die_usage "RNASCL_INSTALL_PREREQS must be 0 or 1, not '$INSTALL_PREREQS'" ;; esac
@@ -316,10 +322,13 @@ build() {
 
 # Run one command in the image with $RUNS mounted at /runs; prints its exit code as the function's status.
 in_image() {
+  local gpus=()
   if [ "$BUILDER" = docker ]; then
-    docker run --rm -v "$RUNS:/runs" --entrypoint "$1" "$TAG" "${@:2}"
+    [ "$GPUS" = 0 ] || gpus=(--gpus all)
+    docker run --rm "${gpus[@]}" -v "$RUNS:/runs" --entrypoint "$1" "$TAG" "${@:2}"
   else
-    buildah run --isolation chroot -v "$RUNS:/runs" "$CTR" -- "$@"
+    [ "$GPUS" = 0 ] || gpus=(--device nvidia.com/gpu=all)
+    buildah run --isolation chroot "${gpus[@]}" -v "$RUNS:/runs" "$CTR" -- "$@"
   fi
 }
 
@@ -345,6 +354,11 @@ assert 'CUDAExecutionProvider' in o.get_available_providers(); \
 print('torch', torch.__version__, 'CUDA', torch.version.cuda, 'cuda available:', torch.cuda.is_available(), \
 '| onnxruntime', o.__version__, o.get_available_providers())"
     cat "$WORK/out.txt" >&2
+    local allow_cpu=(--allow-cpu)
+    [ "$GPUS" = 0 ] || allow_cpu=()
+    expect 0 "GPU smoke (scripts/gpu-smoke.py${allow_cpu:+, no GPU required})" python scripts/gpu-smoke.py \
+      "${allow_cpu[@]}"
+    tail -1 "$WORK/out.txt" | sed 's/^/    /' >&2
   fi
   expect 0 "tiny pipeline (run)" rnascl-deploy run --budget 600K --out /runs/smoke \
     --set search.limit=512 --set search.epochs=1 --set retrain.train.epochs=1 --set retrain.limit=512 \
