@@ -169,7 +169,7 @@ def run_retrain(run: Path, recipe: Recipe, resume: bool = False, progress: bool 
     test_set, _ = data.load("test", cfg.eval_limit)
     with RunLog(rundir.retrain.log):
         student = runtime.place(student, shape, batch)
-        # BatchNorm folded as the exported graph has it: the same function, a fifth less time per attack step
+        # BatchNorm folded as the exported graph has it: the same function, a fifth less time per forward-backward
         report = evaluate_robustness(fold_batchnorm(student), test_set, recipe.attack.build(), recipe.attack.batch_size,
                                      progress)
         cost = measure(student, info.input_shape)
