@@ -37,6 +37,7 @@ class Row:
     teacher_input: str = "adversarial"  # clean: the teacher's terms computed once per run (its cost counted once)
     precision: str = "fp32"  # runtime.precision of the training passes (evaluation is fp32 always)
     act: str = "relu"  # search.space.act of an RNAS-CL row's search
+    norm: str = "batch"  # search.space.norm of an RNAS-CL row's search (none: LeNet-small's biases, no BatchNorm)
     match: str = "lenet-pgd10"  # the row whose training MACs an unset epoch count matches
     train: dict = field(default_factory=dict)  # TrainConfig overrides
 
@@ -58,6 +59,7 @@ ROWS = {r.name: r for r in [
     Row("rnascl-nfgsm-silu", act="silu"),
     Row("lenet-pgd10-half", model="lenet", adv="pgd", train={"adv_fraction": 0.5}),
     Row("lenet-pgd10-widths", model="lenet-widths", adv="pgd"),
+    Row("rnascl-pgd10-nonorm", adv="pgd", teacher_input="clean", norm="none", epochs="rnascl-pgd10-cached"),
     Row("lenet-croce", model="lenet", adv="pgd", epochs=100,  # Croce et al.'s LeNet-small recipe, 9.5x row 1's MACs
         train={"adv_fraction": 0.5, "steps": 40, "step_size": 0.005, "lr": 1e-3, "warmup_epochs": 0}),
 ]}
@@ -79,7 +81,8 @@ WORK = [("lenet-pgd10", 0), ("lenet-nfgsm", 0), ("rnascl-nfgsm-cached", 0), ("rn
         *[(r, s) for s in (1, 2) for r in ("lenet-fgsmrs", "lenet-pgd10-half", "rnascl-clean")],
         *[(r, s) for s in range(3) for r in ("lenet-nfgsm-ema", "rnascl-nfgsm-silu")],
         *[("lenet-pgd10-widths", s) for s in range(3)],
-        ("lenet-croce", 0)]
+        ("lenet-croce", 0),
+        *[("rnascl-pgd10-nonorm", s) for s in range(3)]]  # issue #40: the default's space without normalisation
 
 
 def training(row: Row, epochs: int, seed: int) -> dict:

@@ -33,8 +33,10 @@ def run_paths(row: Row, seed: int) -> Tuple[Path, Path]:
 
 
 def search_dir(row: Row) -> Path:
-    """The run directory of the row's search: one per budget and activation, shared by the rows that use it."""
-    return RUNS / (f"search-{row.budget}" + ("" if row.act == "relu" else f"-{row.act}"))
+    """The run directory of the row's search: one per budget, activation and normalisation, shared by the rows that
+    use it."""
+    return RUNS / (f"search-{row.budget}" + ("" if row.act == "relu" else f"-{row.act}")
+                   + ("" if row.norm == "batch" else f"-{row.norm}norm"))
 
 
 def trained_epochs(row: Row, seed: int) -> List[dict]:

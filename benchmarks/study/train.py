@@ -40,7 +40,7 @@ def searched(row: Row) -> Path:
     where = search_dir(row)
     if not (where / "arch.json").exists():
         recipe = load_recipe(RECIPE, {"search.budget": row.budget, "search.space.act": row.act,
-                                      "teacher.checkpoint": TEACHER})
+                                      "search.space.norm": row.norm, "teacher.checkpoint": TEACHER})
         with run_lock(where, COMMAND):  # another study process searching it: RunLocked, the caller moves on
             if not (where / "arch.json").exists():
                 run_search(recipe, where, resume=(where / "search_state.pt").exists())

@@ -64,7 +64,8 @@ class ConvBNAct(nn.Module):
 def fold_batchnorm(model: nn.Module) -> nn.Module:
     """An eval-mode copy of ``model`` with each :class:`ConvBNAct`'s BatchNorm folded into its convolution: the same
     function up to float rounding (what the exported graph computes), about a fifth less time per forward-backward
-    pass of the 600K default student on CPU. For evaluation only: the copy's statistics are frozen and it has no BatchNorm left to train."""
+    pass of the 600K default student on CPU. For evaluation only: the copy's statistics are frozen and it has no
+    BatchNorm left to train."""
     folded = copy.deepcopy(model).eval()
     for unit in folded.modules():
         if isinstance(unit, ConvBNAct) and isinstance(unit.bn, nn.BatchNorm2d):
