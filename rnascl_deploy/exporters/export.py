@@ -169,7 +169,7 @@ def _tensorrt_graph(engines: Path, fmt: str, fp32: Path, student, recipe, sha, s
     else:
         def produce(out):
             quantize_int8(fp32, out, _images(recipe, "train", cfg.calibration_size), float_ends=cfg.int8_float_ends,
-                          quantize_bias=False, reduce_range=False)
+                          quantize_bias=False, reduce_range=False, activations="s8")
             bad = tensorrt_incompatible_dequantize(out)
             if bad:
                 raise RnasclError(f"{graph.name}: DequantizeLinear nodes with inputs TensorRT cannot parse: "
