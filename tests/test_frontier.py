@@ -22,8 +22,11 @@ def _verify(passed, worst=70.0, precision="fp32"):
             "figures": {"engine": {"worst_case_acc_pct": worst, "clean_acc_pct": 80.0}}}
 
 
-def _bench(*p50_by_batch):
-    return {"rows": [{"batch": b, "p50_ms": p, "throughput": b / p * 1000} for b, p in p50_by_batch]}
+def _bench(*p50_by_batch, reference_p50=None):
+    report = {"rows": [{"batch": b, "p50_ms": p, "throughput": b / p * 1000} for b, p in p50_by_batch]}
+    if reference_p50 is not None:
+        report["speedup_p50"] = {str(b): reference_p50 / p for b, p in p50_by_batch}  # JSON's string keys
+    return report
 
 
 def test_the_engine_to_ship_is_the_fastest_that_passes_the_gate(tmp_path):
@@ -38,6 +41,19 @@ def test_the_engine_to_ship_is_the_fastest_that_passes_the_gate(tmp_path):
     tied = choose(verify, {**bench, "a.onnx": _bench((1, 0.10))}, tmp_path)
     assert tied.engine == "c.onnx"  # equal latency: the smaller file
     assert choose({"b.onnx": _verify(False)}, bench, tmp_path).engine is None
+
+
+def test_engines_benched_at_different_times_are_compared_by_their_speed_up_over_the_reference(tmp_path):
+    for name in ("fp32.onnx", "int8.onnx"):
+        (tmp_path / name).write_bytes(b"x")
+    verify = {"fp32.onnx": _verify(True), "int8.onnx": _verify(True, precision="int8")}
+    # The int8 engine was benched while the host ran slower: its latency is higher, its speed-up too.
+    bench = {"fp32.onnx": _bench((1, 0.10), reference_p50=0.50), "int8.onnx": _bench((1, 0.12), reference_p50=0.66)}
+    choice = choose(verify, bench, tmp_path)
+    assert choice.engine == "int8.onnx" and "5.50x" in choice.why
+    assert [r.speedup_batch1 for r in choice.rows] == pytest.approx([5.0, 5.5])
+    no_reference = {**bench, "fp32.onnx": _bench((1, 0.10))}  # one report without a reference: latencies compared
+    assert choose(verify, no_reference, tmp_path).engine == "fp32.onnx"
 
 
 def test_a_budget_below_the_space_is_refused_before_anything_is_written(tmp_path):
