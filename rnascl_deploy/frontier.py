@@ -4,9 +4,12 @@ For each budget, ``run`` into ``OUT/budget-<budget>/`` under the same recipe (th
 finished point is skipped stage by stage, an interrupted one resumes, a changed recipe re-runs what it changes),
 then one row: the student's MACs and parameters, its clean and worst-case accuracy (``metrics.json``), the engine
 to ship (:mod:`.ship`: the fastest engine that passes the gate) with the gate's figures on it and its latency and
-throughput on this host. ``OUT/frontier.json``, ``frontier.md`` and ``frontier.png`` are rewritten after every
-point, so an interrupted frontier shows what it has. Every budget is checked against the search space before any
-work: one below the space's smallest architecture is refused, naming it.
+throughput on this host. Points finish hours or sessions apart on hosts whose speed drifts, so the latencies in the
+table are not each run's own ``bench`` figures: every point's engine to ship is timed again, all of them interleaved
+in one loop (:func:`time_together`), each time the frontier is written. ``OUT/frontier.json``, ``frontier.md`` and
+``frontier.png`` are rewritten after every point, so an interrupted frontier shows what it has. Every budget is
+checked against the search space before any work: one below the space's smallest architecture is refused, naming
+it.
 
 Asked for (``reference=True``), each budget also gets the reference design in ``OUT/reference-<budget>/``:
 LeNet-small (Croce et al. 2020's Fashion-MNIST model: conv 16 and conv 32, 4x4 stride 2, a hidden layer of 100,
@@ -51,8 +54,8 @@ class Point:
     passed: bool  # the run's verdict: every engine passed the gate
     ship: Optional[str]  # the engine to ship (None: none passes)
     ship_worst_case_acc_pct: Optional[float]  # the gate's figure on it
-    ship_p50_ms_batch1: Optional[float]
-    ship_throughput: Optional[float]
+    ship_p50_ms_batch1: Optional[float] = None  # these two: every point's engine to ship timed together
+    ship_throughput: Optional[float] = None  # images per second at the recipe's largest bench batch
 
 
 SEARCHED, REFERENCE = "searched", "lenet-small"
@@ -114,9 +117,25 @@ def read_point(budget: str, run: Path, design: str = SEARCHED) -> Point:
     shipped = next((r for r in choice.rows if r.engine == choice.engine), None)
     return Point(budget, str(run), design, arch["macs"], arch["params"], list(arch["widths"]),
                  round(100 * metrics["clean_acc"], 2), round(100 * metrics["worst_case_acc"], 2), metrics["n"],
-                 verdict(verify), choice.engine,
-                 shipped.worst_case_acc_pct if shipped else None, shipped.p50_ms_batch1 if shipped else None,
-                 shipped.throughput if shipped else None)
+                 verdict(verify), choice.engine, shipped.worst_case_acc_pct if shipped else None)
+
+
+def time_together(points: List[Point], recipe: Recipe) -> None:
+    """Set each point's batch-1 p50 latency and throughput at ``recipe``'s largest bench batch: every point's engine
+    to ship timed interleaved in one loop (:func:`bench.time_batch`), on the provider ``run`` gives them."""
+    from .bench import time_batch
+    from .engines import onnx_provider, open_engine
+    from .runtime import resolve
+
+    shipped = [p for p in points if p.ship]
+    if not shipped:
+        return
+    provider = onnx_provider(resolve(recipe.runtime).device)
+    engines = [open_engine(RunDir(Path(p.run)).engine(str(p.ship)), provider) for p in shipped]
+    largest = max(recipe.export.bench_batches)
+    for p, one, many in zip(shipped, time_batch(engines, 1), time_batch(engines, largest)):
+        p.ship_p50_ms_batch1, p.ship_throughput = one.p50_ms, many.throughput
+    log.info("frontier: the %d engines to ship timed together at batches 1 and %d", len(engines), largest)
 
 
 def run_frontier(recipes: Dict[str, Recipe], out: Path, progress: bool = True,
@@ -135,8 +154,8 @@ def run_frontier(recipes: Dict[str, Recipe], out: Path, progress: bool = True,
             log.info("frontier: budget %s, %s design, in %s", budget, design, run)
             with run_lock(run):
                 run_pipeline(by_budget[budget], run, progress=progress)
-            points.append(read_point(budget, run, design))
-            points = ordered(points)
+            points = ordered(points + [read_point(budget, run, design)])
+            time_together(points, by_budget[budget])
             write_frontier(points, out)
     return points
 
@@ -156,7 +175,8 @@ def write_frontier(points: List[Point], out: Path) -> None:
 
 def to_markdown(points: List[Point]) -> List[str]:
     lines = ["| budget | design | MACs | params | widths | clean % | worst case % | engine to ship "
-             "| its worst case % (gate) | p50 ms (batch 1) | img/s |", "|---|---|---|---|---|---|---|---|---|---|---|"]
+             "| its worst case % (gate) | p50 ms (batch 1) | img/s (largest batch) |",
+             "|---|---|---|---|---|---|---|---|---|---|---|"]
     for p in points:
         lines.append(f"| {p.budget} | {p.design} | {human(p.macs)} | {human(p.params)} | {p.widths} | "
                      f"{p.clean_acc_pct:.2f} | "

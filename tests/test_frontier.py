@@ -9,11 +9,13 @@ import rnascl_deploy.report as report_module
 from rnascl_deploy.cli import main
 from rnascl_deploy.cost import arch_cost, parse_budget
 from rnascl_deploy.errors import RnasclError
-from rnascl_deploy.frontier import reference_space
+from rnascl_deploy.exporters.onnx_export import export_onnx
+from rnascl_deploy.frontier import Point, reference_space, time_together
 from rnascl_deploy.recipe import load_recipe
 from rnascl_deploy.ship import choose
 from rnascl_deploy.space import build_layout
 
+from .conftest import tiny_cnn
 from .test_pipeline import TINY
 
 
@@ -56,6 +58,17 @@ def test_engines_benched_at_different_times_are_compared_by_their_speed_up_over_
     assert choose(verify, no_reference, tmp_path).engine == "fp32.onnx"
 
 
+def test_the_engines_to_ship_of_all_points_are_timed_together_and_a_point_without_one_is_not(tmp_path):
+    points = []
+    for name, ship in (("small", "student.onnx"), ("none-passes", None), ("large", "student.onnx")):
+        if ship:
+            export_onnx(tiny_cnn(), [1, 28, 28], tmp_path / name / "engines" / ship)
+        points.append(Point("150K", str(tmp_path / name), "searched", 1, 1, [1], 80.0, 70.0, 10, bool(ship), ship,
+                            70.0 if ship else None))
+    time_together(points, load_recipe(None, {"export.bench_batches": [1, 8]}))
+    assert [p.ship_p50_ms_batch1 is not None and p.ship_throughput is not None for p in points] == [True, False, True]
+
+
 def test_a_budget_below_the_space_is_refused_before_anything_is_written(tmp_path):
     result = CliRunner().invoke(main, ["frontier", "-b", "600K", "-b", "50K", "--out", str(tmp_path / "f")])
     assert result.exit_code == 2 and "budget 50K is below the smallest architecture" in result.output
@@ -96,6 +109,7 @@ def test_the_frontier_runs_the_student_and_the_reference_design_and_reuses_finis
     assert reference["macs"] == _reference_widths("300K")[1].macs <= 300_000
     for p in points:
         assert p["ship"] in (None, "student.onnx") and (Path(p["run"]) / "report.md").exists()
+        assert (p["ship_p50_ms_batch1"] is None) == (p["ship"] is None)  # timed together, when shipped
     ours, theirs = (yaml.safe_load((Path(p["run"]) / "recipe.yaml").read_text()) for p in points)
     assert theirs["search"].pop("space")["norm"] == "none" and ours["search"].pop("space")["norm"] == "batch"
     assert ours == theirs  # the same recipe but for the space
@@ -105,5 +119,7 @@ def test_the_frontier_runs_the_student_and_the_reference_design_and_reuses_finis
     assert json.loads((out / "frontier.json").read_text())["points"] == points
     stamps = [(Path(p["run"]) / "student.safetensors").stat().st_mtime_ns for p in points]
     again = CliRunner().invoke(main, args, catch_exceptions=False)
-    assert json.loads(again.output)["points"] == points  # finished points reused, not trained again
+    timings = ("ship_p50_ms_batch1", "ship_throughput")  # timed again, together, at every write
+    assert [{k: v for k, v in p.items() if k not in timings} for p in json.loads(again.output)["points"]] == \
+        [{k: v for k, v in p.items() if k not in timings} for p in points]  # finished points reused, not retrained
     assert [(Path(p["run"]) / "student.safetensors").stat().st_mtime_ns for p in points] == stamps
