@@ -11,8 +11,10 @@ per-tensor weights, the first convolution and last linear layer float or quantis
 
 - agreement with the fp32 graph on ``export.parity_size`` test images (top-1 %, largest logit difference);
 - batch-1 p50 latency and batch-64 throughput, all variants and the fp32 graph timed interleaved in one loop
-  (``bench.time_batch``) ``--rounds`` times: the figures are medians over rounds, the ratios to fp32 medians of each
-  round's ratio, so that variants compare with each other as well as with fp32 however the host's speed drifts;
+  (``bench.time_batch``) ``--rounds`` times, the order of the loop rotated each round: the figures are medians over
+  rounds, the ratios to fp32 medians of each round's ratio, so that variants compare with each other as well as
+  with fp32 however the host's speed drifts. Every session is opened without spinning threads: with eight sessions
+  in one loop, the threads one leaves spinning after its call would take the cores from the next;
 - the gate: ``verify`` of the variant against the fp32 graph (``--reference``) on ``--gate-limit`` test images, the
   default cascade through the variant's own graph. onnxruntime's QOperator graphs (QLinearConv, QGemm) have no
   replica, so they cannot be attacked through their graph: their row says so and they are never the pick.
@@ -84,18 +86,21 @@ def agreement(fp32, variant, x: torch.Tensor) -> dict:
 
 def timings(fp32, variants: list, rounds: int) -> list:
     """Per variant, medians over ``rounds`` of batch-1 p50 and batch-64 throughput and of each round's ratio to
-    fp32; every round times fp32 and all variants interleaved."""
-    rows = {1: [], 64: []}
-    for _ in range(rounds):
+    fp32; every round times fp32 and all variants interleaved, the loop's order rotated by one each round."""
+    engines = [fp32, *variants]
+    rows: dict = {1: [], 64: []}
+    for r in range(rounds):
+        order = [(i + r) % len(engines) for i in range(len(engines))]
         for batch in rows:
-            rows[batch].append(time_batch([fp32, *variants], batch))
+            timed = time_batch([engines[i] for i in order], batch)
+            rows[batch].append({i: row for i, row in zip(order, timed)})  # by engine, whatever the order
     return [{"p50_ms_batch1": statistics.median(r[i].p50_ms for r in rows[1]),
              "fp32_p50_ms_batch1": statistics.median(r[0].p50_ms for r in rows[1]),
              "latency_ratio_to_fp32": statistics.median(r[i].p50_ms / r[0].p50_ms for r in rows[1]),
              "throughput_batch64": statistics.median(r[i].throughput for r in rows[64]),
              "fp32_throughput_batch64": statistics.median(r[0].throughput for r in rows[64]),
              "throughput_ratio_to_fp32": statistics.median(r[i].throughput / r[0].throughput for r in rows[64])}
-            for i in range(1, len(variants) + 1)]
+            for i in range(1, len(engines))]
 
 
 def gate(path: Path, fp32_path: Path, recipe, limit: int, out: Path) -> dict:
@@ -134,10 +139,10 @@ def main(argv=None) -> int:
     out.mkdir(parents=True)
     calibration = images(recipe, "train", recipe.export.calibration_size)
     parity = images(recipe, "test", recipe.export.parity_size)
-    fp32 = open_engine(fp32_path)
+    fp32 = open_engine(fp32_path, spinning=False)
     paths = {name: quantize_int8(fp32_path, out / f"{name}.onnx", calibration, **keywords)
              for name, keywords in VARIANTS.items()}
-    engines = [open_engine(path) for path in paths.values()]
+    engines = [open_engine(path, spinning=False) for path in paths.values()]
     rows = [{"variant": name, **keywords, "size_bytes": paths[name].stat().st_size,
              **agreement(fp32, engine, parity), **timed}
             for (name, keywords), engine, timed in zip(VARIANTS.items(), engines, timings(fp32, engines, args.rounds))]

@@ -55,7 +55,7 @@ class Point:
     ship: Optional[str]  # the engine to ship (None: none passes)
     ship_worst_case_acc_pct: Optional[float]  # the gate's figure on it
     ship_p50_ms_batch1: Optional[float] = None  # these two: every point's engine to ship timed together
-    ship_throughput: Optional[float] = None  # images per second at the recipe's largest bench batch
+    ship_throughput: Optional[float] = None  # images per second at the recipe's largest bench batch (time_together)
 
 
 SEARCHED, REFERENCE = "searched", "lenet-small"
@@ -122,16 +122,26 @@ def read_point(budget: str, run: Path, design: str = SEARCHED) -> Point:
 
 def time_together(points: List[Point], recipe: Recipe) -> None:
     """Set each point's batch-1 p50 latency and throughput at ``recipe``'s largest bench batch: every point's engine
-    to ship timed interleaved in one loop (:func:`bench.time_batch`), on the provider ``run`` gives them."""
+    to ship timed interleaved in one loop (:func:`bench.time_batch`), on the provider ``run`` gives them. Sessions
+    do not spin between their calls (``spinning=False``): with several in one loop, one's spinning threads would
+    take the cores from the next. An engine this host cannot open (a TensorRT engine on a CPU host) keeps no
+    timing, with a warning."""
     from .bench import time_batch
     from .engines import onnx_provider, open_engine
     from .runtime import resolve
 
-    shipped = [p for p in points if p.ship]
-    if not shipped:
-        return
     provider = onnx_provider(resolve(recipe.runtime).device)
-    engines = [open_engine(RunDir(Path(p.run)).engine(str(p.ship)), provider) for p in shipped]
+    shipped, engines = [], []
+    for p in points:
+        p.ship_p50_ms_batch1 = p.ship_throughput = None
+        if p.ship:
+            try:
+                engines.append(open_engine(RunDir(Path(p.run)).engine(p.ship), provider, spinning=False))
+                shipped.append(p)
+            except RnasclError as exc:
+                log.warning("frontier: %s is not timed on this host: %s", p.run, exc)
+    if not engines:
+        return
     largest = max(recipe.export.bench_batches)
     for p, one, many in zip(shipped, time_batch(engines, 1), time_batch(engines, largest)):
         p.ship_p50_ms_batch1, p.ship_throughput = one.p50_ms, many.throughput
@@ -175,7 +185,7 @@ def write_frontier(points: List[Point], out: Path) -> None:
 
 def to_markdown(points: List[Point]) -> List[str]:
     lines = ["| budget | design | MACs | params | widths | clean % | worst case % | engine to ship "
-             "| its worst case % (gate) | p50 ms (batch 1) | img/s (largest batch) |",
+             "| its worst case % (gate) | p50 ms (batch 1) | img/s (largest bench batch) |",
              "|---|---|---|---|---|---|---|---|---|---|---|"]
     for p in points:
         lines.append(f"| {p.budget} | {p.design} | {human(p.macs)} | {human(p.params)} | {p.widths} | "

@@ -1,12 +1,12 @@
 """The engine to ship: of a run's engines, the fastest that passes the gate, chosen by measurement.
 
-Speed is the batch-1 p50 latency ``bench`` measured on the target (what a single request pays). Each engine is
-benched at its own time, and this host's speed drifts by a quarter within a day, so engines are compared by the
-speed-up over the PyTorch reference that ``bench`` times interleaved with each (``speedup_p50`` at batch 1; the
-latencies themselves where a report has no reference); a tie goes to the smaller file. Every engine of the run is
-tabled beside the choice (gate verdict, worst case, latency, throughput at the largest batch measured, file size),
-so the choice can be checked and another made knowingly. An engine that fails the gate is never chosen, however
-fast; a run whose engines all fail has nothing to ship.
+Speed is batch-1 latency on the target (what a single request pays), measured by ``bench``. Each engine is benched
+at its own time, and a host's speed can drift by a quarter within a day, so engines are compared by their speed-up
+over the PyTorch reference that ``bench`` times interleaved with each (``speedup_p50`` at batch 1); where any report
+lacks that reference, all are compared by their p50 latencies. A tie goes to the smaller file. Every engine of the
+run is tabled beside the choice (gate verdict, worst case, latency, throughput at the largest batch measured, file
+size), so the choice can be checked and another made knowingly. An engine that fails the gate is never chosen,
+however fast; a run whose engines all fail has nothing to ship.
 """
 from __future__ import annotations
 

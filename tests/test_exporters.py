@@ -111,6 +111,23 @@ def test_fp16_and_int8_graphs(trained_run, exported):
     assert fp16.graph.input[0].type.tensor_type.elem_type == onnx.TensorProto.FLOAT  # float32 images in
 
 
+def _zero_points(path):
+    """The element type and values of every QuantizeLinear's zero point in the graph at ``path``."""
+    graph = onnx.load(str(path)).graph
+    inits = {t.name: t for t in graph.initializer}
+    points = [inits[n.input[2]] for n in graph.node if n.op_type == "QuantizeLinear" and len(n.input) > 2]
+    return {onnx.TensorProto.DataType.Name(t.data_type) for t in points}, \
+        {int(v) for t in points for v in onnx.numpy_helper.to_array(t).ravel()}
+
+
+def test_onnxruntimes_int8_graph_has_uint8_activations_and_tensorrts_symmetric_int8(trained_run, exported):
+    types, _ = _zero_points(trained_run / "engines" / "student-int8.onnx")
+    assert types == {"UINT8"}  # U8S8: faster on AVX2 (docs/export.md, "INT8 on CPU")
+    export_student(trained_run, "tensorrt-int8", load_recipe(trained_run / "recipe.yaml"), onnx_only=True)
+    types, values = _zero_points(trained_run / "engines" / "student-int8.trt.onnx")
+    assert types == {"INT8"} and values == {0}  # TensorRT takes only zero points of 0
+
+
 def test_precision_is_read_from_each_graph_and_every_sidecar_describes_its_file(trained_run, exported):
     for fmt, precision in (("onnx", "fp32"), ("onnx-fp16", "fp16"), ("onnx-int8", "int8")):
         path = Path(exported[fmt].path)

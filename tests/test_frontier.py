@@ -5,7 +5,9 @@ import pytest
 import yaml
 from click.testing import CliRunner
 
+import rnascl_deploy.bench as bench
 import rnascl_deploy.report as report_module
+from rnascl_deploy.bench import time_batch
 from rnascl_deploy.cli import main
 from rnascl_deploy.cost import arch_cost, parse_budget
 from rnascl_deploy.errors import RnasclError
@@ -58,15 +60,26 @@ def test_engines_benched_at_different_times_are_compared_by_their_speed_up_over_
     assert choose(verify, no_reference, tmp_path).engine == "fp32.onnx"
 
 
-def test_the_engines_to_ship_of_all_points_are_timed_together_and_a_point_without_one_is_not(tmp_path):
+def test_the_engines_to_ship_of_all_points_are_timed_together_and_a_point_without_one_is_not(tmp_path, monkeypatch):
     points = []
     for name, ship in (("small", "student.onnx"), ("none-passes", None), ("large", "student.onnx")):
         if ship:
             export_onnx(tiny_cnn(), [1, 28, 28], tmp_path / name / "engines" / ship)
         points.append(Point("150K", str(tmp_path / name), "searched", 1, 1, [1], 80.0, 70.0, 10, bool(ship), ship,
                             70.0 if ship else None))
+    calls = []
+
+    def quick_time_batch(engines, batch):
+        calls.append((len(engines), batch))
+        return time_batch(engines, batch, warmup_seconds=0, min_seconds=0)
+
+    monkeypatch.setattr(bench, "time_batch", quick_time_batch)
     time_together(points, load_recipe(None, {"export.bench_batches": [1, 8]}))
+    assert calls == [(2, 1), (2, 8)]  # both engines in one loop, at batch 1 and the largest bench batch
     assert [p.ship_p50_ms_batch1 is not None and p.ship_throughput is not None for p in points] == [True, False, True]
+    Path(points[2].run, "engines", "student.onnx").write_bytes(b"not onnx")  # an engine this host cannot open
+    time_together(points, load_recipe(None, {"export.bench_batches": [1, 8]}))
+    assert calls[2:] == [(1, 1), (1, 8)] and points[2].ship_p50_ms_batch1 is None  # the others still timed
 
 
 def test_a_budget_below_the_space_is_refused_before_anything_is_written(tmp_path):

@@ -27,7 +27,7 @@ def graphs(plain_model, images, tmp_path_factory):
     quantize_int8(d / "fp32.onnx", d / "int8.onnx", images[:128])
     # the float-bias Q/DQ form of the TensorRT-bound graph (export gives TensorRT 8-bit weights, which onnxruntime's
     # x86 kernels can only run exactly on VNNI CPUs: here 7-bit, so onnxruntime can stand in for TensorRT)
-    quantize_int8(d / "fp32.onnx", d / "int8-trt.onnx", images[:128], quantize_bias=False)
+    quantize_int8(d / "fp32.onnx", d / "int8-trt.onnx", images[:128], quantize_bias=False, activations="s8")
     return d
 
 

@@ -4,7 +4,7 @@
 |---|---|---|
 | ``onnx`` | ``student.onnx`` | fp32 ONNX (dynamo exporter, opset >= 18, dynamic batch, one file) |
 | ``onnx-fp16`` | ``student-fp16.onnx`` | float16 graph, float32 input/output |
-| ``onnx-int8`` | ``student-int8.onnx`` | explicit Q/DQ INT8, symmetric, per-channel, calibrated on training images |
+| ``onnx-int8`` | ``student-int8.onnx`` | explicit Q/DQ INT8: uint8 activations, 7-bit per-channel weights (U8S8) |
 | ``tensorrt-fp16`` | ``student-fp16.engine`` | strongly typed TensorRT engine of ``student-fp16.trt.onnx`` (GPU) |
 | ``tensorrt-int8`` | ``student-int8.engine`` | the same of ``student-int8.trt.onnx``: Q/DQ INT8, float biases (GPU) |
 

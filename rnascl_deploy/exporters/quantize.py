@@ -1,12 +1,13 @@
 """Precision-specific ONNX graphs from the fp32 export.
 
-- INT8: explicit Q/DQ nodes from ONNX Runtime static quantisation, symmetric activations and weights (TensorRT
-  needs symmetric activations), per-channel weights, calibrated on training images (MinMax); the first convolution
-  and the final linear layer stay float unless ``export.int8_float_ends`` is false. Biases: onnxruntime's default
+- INT8: explicit Q/DQ nodes from ONNX Runtime static quantisation, symmetric per-channel weights, calibrated on
+  training images (MinMax); asymmetric uint8 activations for onnxruntime's graph (U8S8, the faster on AVX2),
+  symmetric int8 for TensorRT's (which takes only zero points of 0); the first convolution and the final linear
+  layer stay float unless ``export.int8_float_ends`` is false. Biases: onnxruntime's default
   INT32 biases behind a DequantizeLinear for onnxruntime's own graph (``student-int8.onnx``); float biases
   (``quantize_bias=False``) for the graph handed to TensorRT, whose ONNX parser takes only INT8/FP8/INT4 inputs on
   a DequantizeLinear (``student-int8.trt.onnx``). Weights: 7-bit for onnxruntime's graph (``reduce_range``: no
-  saturation in its x86 kernels, so the engine computes what its graph says), 8-bit for TensorRT's.
+  saturation in its x86 kernels), 8-bit for TensorRT's.
 - FP16: the graph converted to float16 inside, float32 at its input and output (Cast nodes), so every runtime
   feeds it the same [0, 1] float32 images.
 """
@@ -40,8 +41,8 @@ def quantize_int8(fp32: Path, out: Path, calibration: torch.Tensor, per_channel:
     quantisation documentation). TensorRT computes INT8 exactly and keeps 8-bit weights (``False``).
 
     ``activations``: ``u8`` (asymmetric uint8, onnxruntime's graph) or ``s8`` (symmetric int8, the TensorRT-bound
-    graph: TensorRT takes only zero points of 0). On an AVX2 host U8S8 ran 5% faster than S8S8 at batch 1 in each of
-    three runs of ``benchmarks/bench_int8_variants.py``, at the same gate verdict (docs/export.md). ``quant_format``
+    graph: TensorRT takes only zero points of 0). On an AVX2 host U8S8 had about 5% lower batch-1 latency than S8S8
+    in each run of ``benchmarks/bench_int8_variants.py``, at the same gate verdict (docs/export.md). ``quant_format``
     (``qdq``: QuantizeLinear/DequantizeLinear pairs around float ops, the form TensorRT and the replica read;
     ``qoperator``: onnxruntime's QLinearConv/QGemm operators, which no replica computes, so the gate cannot attack
     through them) exists for that benchmark; the exporter writes QDQ.
