@@ -2,9 +2,9 @@
 
 Speed is the batch-1 p50 latency ``bench`` measured on the target (what a single request pays); a tie goes to the
 smaller file. Not the speed-up over the PyTorch reference ``bench`` times with each engine, though it would cancel a
-host's drift between bench runs: on a 2-core host the reference's own latency moved by 40% with the engine beside it
-(docs/export.md, "INT8 on CPU"). Every engine of the run is tabled beside the choice (gate verdict, worst case,
-latency, throughput at the largest batch measured, file size), so the choice can be checked and another made
+host's drift between bench runs: on a 2-core host the reference's own latency moved by up to 40% with the engine
+beside it (docs/export.md, "INT8 on CPU"). Every engine of the run is tabled beside the choice (gate verdict, worst
+case, latency, throughput at the largest batch measured, file size), so the choice can be checked and another made
 knowingly. An engine that fails the gate is never chosen, however fast; a run whose engines all fail has nothing to
 ship.
 """
