@@ -14,7 +14,8 @@ per-tensor weights, the first convolution and last linear layer float or quantis
   (``bench.time_batch``) ``--rounds`` times, the order of the loop rotated each round: the figures are medians over
   rounds, the ratios to fp32 medians of each round's ratio, so that variants compare with each other as well as
   with fp32 however the host's speed drifts. Every session is opened without spinning threads: with eight sessions
-  in one loop, the threads one leaves spinning after its call would take the cores from the next;
+  in one loop, the threads one leaves spinning after its call take the cores from the next (a first version that
+  let them spin measured fp32 at batch 64 at half its speed);
 - the gate: ``verify`` of the variant against the fp32 graph (``--reference``) on ``--gate-limit`` test images, the
   default cascade through the variant's own graph. onnxruntime's QOperator graphs (QLinearConv, QGemm) have no
   replica, so they cannot be attacked through their graph: their row says so and they are never the pick.
