@@ -30,7 +30,7 @@ from .cost import human, parse_budget
 from .errors import RnasclError
 from .fileio import atomic_path, atomic_write_json, atomic_write_text, read_json_files
 from .lock import run_lock
-from .pipeline import run_pipeline
+from .pipeline import run_pipeline, run_provider
 from .recipe import Recipe
 from .rundir import RunDir
 from .ship import choose
@@ -127,10 +127,9 @@ def time_together(points: List[Point], recipe: Recipe) -> None:
     take the cores from the next. An engine this host cannot open (a TensorRT engine on a CPU host) keeps no
     timing, with a warning."""
     from .bench import time_batch
-    from .engines import onnx_provider, open_engine
-    from .runtime import resolve
+    from .engines import open_engine
 
-    provider = onnx_provider(resolve(recipe.runtime).device)
+    provider = run_provider(recipe)
     shipped, engines = [], []
     for p in points:
         p.ship_p50_ms_batch1 = p.ship_throughput = None

@@ -120,7 +120,7 @@ def run_pipeline(recipe: Recipe, run: Path, start: Optional[str] = None, progres
                           "teacher checkpoint (`rnascl-deploy teacher train` or `teacher import` make one)")
     _write_recipe(rundir, recipe)
     atomic_write_json(state_path, state)  # from here on the recipe is this tool's: a failed first run reruns
-    provider = functools.cache(lambda: _provider(recipe))  # decided (and its warning given) once per run
+    provider = functools.cache(lambda: run_provider(recipe))  # decided (and its warning given) once per run
     steps: Dict[str, Callable[[bool], None]] = {
         "search": lambda resume: _search(recipe, rundir, resume, progress),
         "retrain": lambda resume: _retrain(recipe, rundir, resume, progress),
@@ -216,7 +216,7 @@ def _export(recipe, run: RunDir):
         export_student(run.root, fmt, recipe)
 
 
-def _provider(recipe) -> str:
+def run_provider(recipe) -> str:
     """The onnxruntime provider of the run's ONNX engines: the GPU's where the run computes on one and onnxruntime has
     its CUDA provider, else the CPU's (:func:`engines.onnx_provider`, which says which)."""
     from .engines import onnx_provider

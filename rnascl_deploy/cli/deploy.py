@@ -124,18 +124,16 @@ def verify(ctx, run, engine_path, reference, recipe, overrides, test_limit, prov
     verify section allows, or its worst case is below the floor verify.min_worst_case_pct. Reports (JSON,
     Markdown, JUnit XML) in RUN/verify/ (or --out).
     """
-    from ..engines import onnx_provider
     from ..fileio import atomic_write_text
-    from ..pipeline import verify_reports
+    from ..pipeline import run_provider, verify_reports
     from ..rundir import RunDir
-    from ..runtime import resolve
     from ..verify import reports_dir, to_junit, to_lines
 
     if run is None and reference is None:
         raise RnasclError("give a run directory (its student.safetensors is the reference) or --reference REF")
     r = load_recipe(run_recipe(run, recipe), overrides, **{"verify.limit": test_limit, "runtime.device": device})
     refuse_existing(junit, "--junit", force)
-    provider = provider or onnx_provider(resolve(r.runtime).device)
+    provider = provider or run_provider(r)
     if run is not None and reference is None:
         RunDir(run).require("student", "retrain")
     lock(ctx, run if run is not None else reports_dir(None, out))
