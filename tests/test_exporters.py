@@ -128,6 +128,14 @@ def test_onnxruntimes_int8_graph_has_uint8_activations_and_tensorrts_symmetric_i
     assert types == {"INT8"} and values == {0}  # TensorRT takes only zero points of 0
 
 
+def test_int8_activations_key_writes_s8s8(trained_run, tmp_path):
+    recipe = load_recipe(trained_run / "recipe.yaml", {"export.int8_activations": "s8"})
+    run = fresh_run(trained_run, tmp_path / "run")
+    export_student(run, "onnx-int8", recipe)
+    types, values = _zero_points(run / "engines" / "student-int8.onnx")
+    assert types == {"INT8"} and values == {0}
+
+
 def test_precision_is_read_from_each_graph_and_every_sidecar_describes_its_file(trained_run, exported):
     for fmt, precision in (("onnx", "fp32"), ("onnx-fp16", "fp16"), ("onnx-int8", "int8")):
         path = Path(exported[fmt].path)

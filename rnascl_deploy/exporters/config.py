@@ -25,7 +25,8 @@ class ExportConfig:
     """``rnascl-deploy export``: formats, INT8 calibration and the TensorRT optimisation profile."""
 
     CHECKS: ClassVar[dict] = {"formats": Each(OneOf(list(FORMATS))), "opset": between(13, 24),
-                              "calibration_size": at_least(1), "int8_float_ends": ANY, "parity_size": at_least(1),
+                              "calibration_size": at_least(1), "int8_float_ends": ANY,
+                              "int8_activations": OneOf(["u8", "s8"]), "parity_size": at_least(1),
                               "max_batch": between(1, 65536), "opt_batch": between(1, 65536),
                               "bench_batches": Each(between(1, 65536))}
 
@@ -33,6 +34,7 @@ class ExportConfig:
     opset: int = 18
     calibration_size: int = 1000  # training images that calibrate INT8 activations
     int8_float_ends: bool = True  # keep the first conv and the final linear layer in float
+    int8_activations: str = "u8"  # onnx-int8's activations: u8 (U8S8) or s8 (S8S8); exporters/quantize.py
     parity_size: int = 1000  # test images on which exported logits are compared with PyTorch
     max_batch: int = 256  # TensorRT optimisation profile: batch 1 .. max_batch
     opt_batch: int = 32

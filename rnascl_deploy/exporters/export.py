@@ -109,7 +109,8 @@ def export_student(run: Path, fmt: str, recipe: Recipe, device: Optional[torch.d
         diff = _write(path, fmt, precision, lambda out: convert_fp16(fp32, out), **common)
     elif fmt == "onnx-int8":
         diff = _write(path, fmt, precision, lambda out: quantize_int8(
-            fp32, out, _images(recipe, "train", cfg.calibration_size), float_ends=cfg.int8_float_ends), **common)
+            fp32, out, _images(recipe, "train", cfg.calibration_size), float_ends=cfg.int8_float_ends,
+            activations=cfg.int8_activations), **common)
     else:
         graph = _tensorrt_graph(engines, fmt, fp32, **common)
         if onnx_only:
