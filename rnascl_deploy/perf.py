@@ -9,7 +9,8 @@ import ctypes.util
 import logging
 import sys
 import time
-from typing import TYPE_CHECKING, Callable, Dict, Optional, Tuple
+from contextlib import contextmanager
+from typing import TYPE_CHECKING, Callable, Dict, Iterator, Optional, Tuple
 
 import torch
 
@@ -36,6 +37,17 @@ def tune_cpu(threads: Optional[int] = None) -> None:
         return
     ok = libc.mallopt(M_MMAP_THRESHOLD, 32 * 1024 * 1024) and libc.mallopt(M_TRIM_THRESHOLD, 64 * 1024 ** 3)
     log.debug("mallopt thresholds %s", "set" if ok else "not set")
+
+
+@contextmanager
+def torch_threads(threads: int) -> Iterator[None]:
+    """torch's intra-op threads set to ``threads`` inside the block, restored after it."""
+    before = torch.get_num_threads()
+    torch.set_num_threads(threads)
+    try:
+        yield
+    finally:
+        torch.set_num_threads(before)
 
 
 def channels_last(model: torch.nn.Module) -> torch.nn.Module:

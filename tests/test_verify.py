@@ -212,3 +212,46 @@ def test_the_reference_checkpoints_memory_format_is_measured_in_fp32_as_verify_c
     reference = _placed_reference(Reference(tiny_cnn(), "student.safetensors", "checkpoint"), None,
                                   Runtime(torch.device("cpu"), "bf16"), (1, 28, 28), 16)
     assert measured == ["fp32"] and not reference.training
+
+
+def test_batches_attacked_at_once_give_the_results_of_one_after_the_other(trained_run, engines):
+    import torch
+
+    from rnascl_deploy.checkpoint import load_model
+    from rnascl_deploy.data import load_split
+    from rnascl_deploy.engines import open_engine
+    from rnascl_deploy.engines.replica import load_replica
+    from rnascl_deploy.perf import torch_threads
+    from rnascl_deploy.verify.measure import EngineDecides, engine_cascade, reference_cascade
+
+    attacks = load_recipe(trained_run / "recipe.yaml").attack.build(["apgd-ce", "apgd-t", "square"])
+    student = load_model(trained_run / "student.safetensors")[0].eval()
+    engine = open_engine(engines / "student.onnx", threads=1, spinning=False)
+    decides = EngineDecides(load_replica(engines / "student.onnx"), engine)
+    points, _ = load_split("fashion-mnist", "test", limit=70)
+    runs = []
+    with torch_threads(1):  # the same kernels either way: equal results, not merely close ones
+        for workers in (1, 3):
+            ours = reference_cascade(student, points, attacks, batch_size=20, progress=False, workers=workers)
+            runs.append((ours, engine_cascade(engine, decides, points, attacks, ours, batch_size=20,
+                                              progress=False, workers=workers)))
+    (one, m_one), (many, m_many) = runs
+    assert torch.equal(one.pred, many.pred) and one.figures.after_pct == many.figures.after_pct
+    for name, (idx, adv) in one.examples.items():
+        assert torch.equal(idx, many.examples[name][0]) and torch.equal(adv, many.examples[name][1])
+    assert m_one.engine.after_pct == m_many.engine.after_pct and m_one.agreement_pct == m_many.agreement_pct
+    assert m_one.engine.clean_acc_pct > m_one.engine.worst_case_acc_pct  # the attacks broke something to compare
+
+
+def test_batches_at_once_share_the_cpu_threads_and_leave_a_gpu_or_tensorrt_engine_alone(monkeypatch, tmp_path):
+    import torch
+
+    from rnascl_deploy.verify.runner import batches_at_once
+
+    monkeypatch.setattr(torch, "get_num_threads", lambda: 4)
+    cpu = torch.device("cpu")
+    assert batches_at_once(tmp_path / "m.onnx", "cpu", cpu, 1000, 500) == (2, 2)  # two batches: two at once
+    assert batches_at_once(tmp_path / "m.onnx", "cpu", cpu, 10000, 500) == (4, 1)
+    assert batches_at_once(tmp_path / "m.onnx", "cpu", cpu, 100, 500) == (1, 4)
+    assert batches_at_once(tmp_path / "m.engine", "cpu", cpu, 1000, 500) == (1, 4)
+    assert batches_at_once(tmp_path / "m.onnx", "cuda", torch.device("cuda"), 1000, 500) == (1, 4)

@@ -19,9 +19,11 @@ from __future__ import annotations
 
 import json
 import time
+from collections import deque
+from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import Callable, Dict, List, Mapping, Optional, Tuple
+from typing import Callable, Deque, Dict, Iterable, Iterator, List, Mapping, Optional, Tuple
 
 import torch
 from torch import nn
@@ -60,7 +62,7 @@ class Figures:
     clean_acc_pct: float
     after_pct: Dict[str, float]  # robust after each attack and every earlier one (AutoAttack's cascade)
     worst_case_acc_pct: float
-    seconds: Dict[str, float] = field(default_factory=dict)  # per attack
+    seconds: Dict[str, float] = field(default_factory=dict)  # per attack, summed over batches (some ran at once)
 
     def to_dict(self) -> dict:
         return asdict(self)
@@ -106,6 +108,13 @@ class _Tally:
         self.clean, self.after = 0, {name: 0 for name in names}
         self.seconds = {name: 0.0 for name in names}
 
+    def add(self, clean: int, after: Dict[str, int], seconds: Dict[str, float]) -> None:
+        """One batch's counts (robust clean, after each attack) and seconds per attack."""
+        self.clean += clean
+        for name in self.after:
+            self.after[name] += after[name]
+            self.seconds[name] += seconds[name]
+
     def figures(self, n: int) -> Figures:
         pct = lambda k: round(100.0 * k / n, 4)  # noqa: E731
         last = list(self.after.values())[-1] if self.after else self.clean
@@ -126,28 +135,60 @@ def _attack_alive(attack, target, predict: LogitsFn, x, y, alive) -> Tuple[torch
     return idx, x_adv
 
 
+def in_order(fn: Callable, items: Iterable, workers: int) -> Iterator:
+    """``fn`` of each item, yielded in the items' order, up to ``workers`` items computed at once on threads (torch's
+    and onnxruntime's kernels release the GIL); no more items are taken than are being computed. Each batch of a
+    cascade is independent of the others (per-point results, a random start drawn per batch), so the results are
+    those of one batch after the other."""
+    if workers <= 1:
+        yield from map(fn, items)
+        return
+    with ThreadPoolExecutor(workers) as pool:
+        pending: Deque[Future] = deque()
+        for item in items:
+            pending.append(pool.submit(fn, item))
+            if len(pending) == workers:
+                yield pending.popleft().result()
+        while pending:
+            yield pending.popleft().result()
+
+
+def _batches(dataset, batch_size: int, device: torch.device) -> Iterator[Tuple[int, torch.Tensor, torch.Tensor]]:
+    """(index of the batch's first point, images, labels) of each batch, on ``device``."""
+    start = 0
+    for x, y in batches(dataset, batch_size):
+        yield start, x.to(device), y.to(device)
+        start += len(y)
+
+
 def reference_cascade(reference: nn.Module, dataset, attacks: Mapping[str, object], batch_size: int = 500,
-                      device: torch.device = torch.device("cpu"), progress: bool = True) -> ReferenceResult:
+                      device: torch.device = torch.device("cpu"), progress: bool = True,
+                      workers: int = 1) -> ReferenceResult:
+    """The reference's cascade over ``dataset``, ``workers`` batches at once (:func:`in_order`)."""
     tally, preds = _Tally(list(attacks)), []
     examples: Dict[str, List[Tuple[torch.Tensor, torch.Tensor]]] = {name: [] for name in attacks}
     bar = progress_bar(enabled=progress, total=len(dataset), desc="verify: reference", unit="img")
-    start_of_batch = 0
-    for x, y in batches(dataset, batch_size):
-        x, y = x.to(device), y.to(device)
+
+    def one(batch):
+        start_of_batch, x, y = batch
         with torch.no_grad():
             pred = reference(x).argmax(1)
-        preds.append(pred.cpu())
         alive = pred == y
-        tally.clean += int(alive.sum())
+        clean, made, after, seconds = int(alive.sum()), {}, {}, {}
         for name, attack in attacks.items():
             bar.set_postfix_str(name)
             start = time.perf_counter()
             idx, x_adv = _attack_alive(attack, reference, reference, x, y, alive)
-            examples[name].append((idx.cpu() + start_of_batch, x_adv.cpu()))
-            tally.seconds[name] += time.perf_counter() - start
-            tally.after[name] += int(alive.sum())
-        start_of_batch += len(y)
-        bar.update(len(y))
+            made[name] = (idx.cpu() + start_of_batch, x_adv.cpu())
+            seconds[name], after[name] = time.perf_counter() - start, int(alive.sum())
+        return len(y), pred.cpu(), clean, made, after, seconds
+
+    for size, pred, clean, made, after, seconds in in_order(one, _batches(dataset, batch_size, device), workers):
+        preds.append(pred)
+        tally.add(clean, after, seconds)
+        for name in attacks:
+            examples[name].append(made[name])
+        bar.update(size)
     bar.close()
     joined = {name: (torch.cat([i for i, _ in parts]), torch.cat([a for _, a in parts]))
               for name, parts in examples.items()}
@@ -165,24 +206,24 @@ class Measurement:
 
 def engine_cascade(engine: LogitsFn, decides: nn.Module, dataset, attacks: Mapping[str, object],
                    reference: ReferenceResult, transfer: bool = True, batch_size: int = 500,
-                   device: torch.device = torch.device("cpu"), progress: bool = True) -> Measurement:
-    """The engine's cascade over ``dataset`` (white-box attacks through ``decides``), after the reference's."""
+                   device: torch.device = torch.device("cpu"), progress: bool = True, workers: int = 1) -> Measurement:
+    """The engine's cascade over ``dataset`` (white-box attacks through ``decides``), after the reference's,
+    ``workers`` batches at once (:func:`in_order`; the engine must take concurrent calls)."""
     tally = _Tally((["transfer"] if transfer else []) + list(attacks))
     by_point: Dict[int, List[torch.Tensor]] = {}  # point -> the reference's adversarial examples of it
     if transfer:
         for idx, x_adv in reference.examples.values():
             for i, x in zip(idx.tolist(), x_adv):
                 by_point.setdefault(i, []).append(x)
-    agree = query_only = 0
     bar = progress_bar(enabled=progress, total=len(dataset), desc="verify: engine", unit="img")
-    start_of_batch = 0
-    for x, y in batches(dataset, batch_size):
-        x, y = x.to(device), y.to(device)
+
+    def one(batch):
+        start_of_batch, x, y = batch
         with torch.no_grad():
             pred = engine(x).argmax(1).to(device)
-        agree += int((pred == reference.pred[start_of_batch:start_of_batch + len(y)].to(device)).sum())
+        agree = int((pred == reference.pred[start_of_batch:start_of_batch + len(y)].to(device)).sum())
         alive = pred == y
-        tally.clean += int(alive.sum())
+        clean, after, seconds, query_only = int(alive.sum()), {}, {}, 0
         if transfer:
             bar.set_postfix_str("transfer")
             start = time.perf_counter()
@@ -193,8 +234,7 @@ def engine_cascade(engine: LogitsFn, decides: nn.Module, dataset, attacks: Mappi
                 with torch.no_grad():
                     fooled = engine(x_adv).argmax(1).to(device) != y[owners]
                 alive[owners[fooled]] = False
-            tally.seconds["transfer"] += time.perf_counter() - start
-            tally.after["transfer"] += int(alive.sum())
+            seconds["transfer"], after["transfer"] = time.perf_counter() - start, int(alive.sum())
         white_box_before = False
         for name, attack in attacks.items():
             bar.set_postfix_str(name)
@@ -205,10 +245,14 @@ def engine_cascade(engine: LogitsFn, decides: nn.Module, dataset, attacks: Mappi
             if query and white_box_before:
                 query_only += before - int(alive.sum())
             white_box_before |= not query
-            tally.seconds[name] += time.perf_counter() - start
-            tally.after[name] += int(alive.sum())
-        start_of_batch += len(y)
-        bar.update(len(y))
+            seconds[name], after[name] = time.perf_counter() - start, int(alive.sum())
+        return len(y), agree, clean, after, seconds, query_only
+
+    agree = query_only = 0
+    for size, agreed, clean, after, seconds, broke in in_order(one, _batches(dataset, batch_size, device), workers):
+        agree, query_only = agree + agreed, query_only + broke
+        tally.add(clean, after, seconds)
+        bar.update(size)
     bar.close()
     n = len(dataset)
     return Measurement(n, round(100.0 * agree / max(n, 1), 4), reference.figures, tally.figures(n), query_only)
