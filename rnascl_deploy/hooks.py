@@ -25,6 +25,7 @@ import torch
 from torch import nn
 
 from . import distributed
+from .data import batches
 from .objectives import make_objective
 from .rundir import cpu_copy
 
@@ -33,6 +34,8 @@ if TYPE_CHECKING:
 
 log = logging.getLogger("rnascl_deploy.train")  # the training's own lines: its log names them as it always has
 PROBE_IMAGES = 512  # the fixed batch of training images the guard attacks every epoch
+DEAD_SPREAD = 1e-3  # a network whose logits vary less than this (relative) over the probe computes a constant
+DEAD_EPOCHS = 2  # training stops after this many epochs in a row of such a network
 
 
 @dataclass
@@ -204,3 +207,44 @@ class CollapseGuard(Hook):
             guard.get("collapsed")
         if guard.get("adv", self.loop.cfg.adv) != self.loop.cfg.adv:  # it had switched to PGD-AT after a collapse
             self._train_with(guard["adv"])
+
+
+class DeadNetwork(Hook):
+    """Stops a network whose output no longer depends on its input: over the first :data:`PROBE_IMAGES` validation
+    images no logit varies by more than :data:`DEAD_SPREAD` of the largest. That is what a ReLU layer with every unit
+    dead (negative for every input) leaves; no gradient reaches the layers before it, so later epochs cannot revive
+    it. LeNet-small scaled to 150K MACs, without BatchNorm, was one (the frontier in docs/results.md): every image
+    got the same class from the first epoch to the tenth. Each such epoch is a warning, and training stops after
+    :data:`DEAD_EPOCHS` of them in a row; the kept epoch is the result as usual, and the gate fails it."""
+
+    def __init__(self, loop: TrainLoop):
+        self.loop, self.dead = loop, 0  # epochs in a row with a constant output
+
+    def after_validation(self, end: EpochEnd) -> None:
+        x, _ = next(iter(batches(self.loop.val_set, PROBE_IMAGES)))
+        model = end.model
+        training = model.training
+        model.eval()
+        with torch.no_grad():
+            logits = model(x.to(self.loop.dev)).float()
+        model.train(training)
+        spread = float(logits.std(0).max()) if len(logits) > 1 else math.inf
+        if spread > DEAD_SPREAD * max(1.0, float(logits.abs().max())):
+            self.dead = 0
+            return
+        self.dead += 1
+        end.row["dead"] = True
+        stop = self.dead >= DEAD_EPOCHS
+        log.warning("epoch %d: the network's output does not depend on its input (no logit varies by more than %.2g "
+                    "over %d validation images): a ReLU layer has every unit dead, and no gradient reaches the layers "
+                    "before it. %s A lower learning rate, BatchNorm or wider layers usually train", end.epoch + 1,
+                    spread, len(logits), f"Training stops after {self.dead} such epochs; the gate will fail the "
+                    "result." if stop else "One more such epoch stops the training.")
+        if stop:
+            self.loop.stopped = True
+
+    def state_dict(self) -> dict:
+        return {"dead_epochs": self.dead}
+
+    def load_state_dict(self, state: dict) -> None:
+        self.dead = state.get("dead_epochs", 0)  # a state from before this hook: none seen

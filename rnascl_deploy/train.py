@@ -19,7 +19,8 @@ clean accuracy for ``adv: clean``) is within ``keep_within`` of the best so far,
 (Rice et al. 2020) that does not pick among the last epochs by the validation set's noise (by default the margin is
 one standard error of that accuracy on ``val_limit`` images: 1.4 points at 75% on 1,000; 0 keeps the best epoch).
 
-Weight averaging, the kept epoch and the guard are hooks on the loop, one object each (:mod:`rnascl_deploy.hooks`).
+Weight averaging, the kept epoch, the guard and the stop of a network whose output no longer depends on its input
+(dead ReLUs) are hooks on the loop, one object each (:mod:`rnascl_deploy.hooks`).
 """
 from __future__ import annotations
 
@@ -37,7 +38,7 @@ from . import distributed
 from .attacks import PGD, eval_mode
 from .data import augment_batch, batches, num_batches, on_device, rank_part, to_device
 from .errors import RnasclError
-from .hooks import CollapseGuard, EpochEnd, Hook, KeepBest, WeightAverage
+from .hooks import CollapseGuard, DeadNetwork, EpochEnd, Hook, KeepBest, WeightAverage
 from .hooks import keeps as keeps  # the rule of the kept epoch, also replayed by benchmarks/best_vs_last.py
 from .loop import EpochLoop
 from .objectives import OBJECTIVES, Objective, make_objective, mixes
@@ -209,7 +210,8 @@ class TrainLoop(EpochLoop):
         self.keeper = KeepBest(key, cfg.keep_within, len(self.val_set), save_best)
         self.guard = CollapseGuard(self, self.keeper, on=key == "val_pgd10")
         # the kept epoch is decided before the guard acts on it (see rnascl_deploy.hooks)
-        self.hooks: List[Hook] = [self.keeper, self.guard] + ([self.average] if self.average is not None else [])
+        self.hooks: List[Hook] = [self.keeper, self.guard, DeadNetwork(self)] + \
+            ([self.average] if self.average is not None else [])
 
     def batches(self, epoch, gen):
         if self.net is None:

@@ -1,10 +1,13 @@
 """The training extras one at a time, on hand-made steps and epochs; tests/test_train.py runs them in the loop."""
 import logging
+from types import SimpleNamespace
 
 import pytest
 import torch
+from torch import nn
 
-from rnascl_deploy.hooks import EpochEnd, KeepBest, WeightAverage
+from rnascl_deploy.data import load_split
+from rnascl_deploy.hooks import DeadNetwork, EpochEnd, KeepBest, WeightAverage
 
 from .conftest import tiny_cnn
 
@@ -72,3 +75,32 @@ def test_a_state_from_before_keep_within_keeps_the_rule_it_began_with(caplog, ke
     assert keeper.best is not None and keeper.best["top"] == 0.7 and keeper.keep_within == rule
     assert ("it keeps the best epoch, the rule it began with" in caplog.text) == (keep_within is None)
     assert _epochs(keeper, [0.65]) == [keep_within is not None]
+
+
+def test_a_network_whose_output_ignores_its_input_stops_after_two_such_epochs_in_a_row(caplog):
+    """The hidden layer's ReLU made dead (a bias of -1000): every image gets the same logits."""
+    loop = SimpleNamespace(val_set=load_split("fashion-mnist", "test", limit=64)[0], dev=torch.device("cpu"),
+                           stopped=False)
+    hook = DeadNetwork(loop)
+    healthy, dead = tiny_cnn(), tiny_cnn()
+    with torch.no_grad():
+        next(m for m in dead.modules() if isinstance(m, nn.Linear)).bias.fill_(-1e3)
+
+    def epoch(model, i):
+        end = EpochEnd(i, model, {})
+        hook.after_validation(end)
+        return end.row
+
+    with caplog.at_level(logging.WARNING, logger="rnascl_deploy.train"):
+        assert "dead" not in epoch(healthy, 0) and hook.dead == 0
+        assert epoch(dead, 1)["dead"] and not loop.stopped and "One more such epoch" in caplog.text
+        assert "dead" not in epoch(healthy, 2) and hook.dead == 0  # epochs in a row
+        epoch(dead, 3)
+        assert not loop.stopped
+        epoch(dead, 4)
+    assert loop.stopped and "Training stops after 2 such epochs" in caplog.text
+    again = DeadNetwork(loop)
+    again.load_state_dict(hook.state_dict())
+    assert again.dead == 2
+    again.load_state_dict({})  # a state saved before the hook existed
+    assert again.dead == 0
