@@ -25,6 +25,7 @@ import torch
 from torch import nn
 
 from . import distributed
+from .attacks import eval_mode
 from .data import batches
 from .objectives import make_objective
 from .rundir import cpu_copy
@@ -34,7 +35,9 @@ if TYPE_CHECKING:
 
 log = logging.getLogger("rnascl_deploy.train")  # the training's own lines: its log names them as it always has
 PROBE_IMAGES = 512  # the fixed batch of training images the guard attacks every epoch
-DEAD_SPREAD = 1e-3  # a network whose logits vary less than this (relative) over the probe computes a constant
+# A network whose logits vary by less than this (of the largest, at least 1) over the probe computes a constant: the
+# dead LeNet-small of the frontier varied by 4.5e-5; a network that classifies at all moves its logits by whole units.
+DEAD_SPREAD = 1e-3
 DEAD_EPOCHS = 2  # training stops after this many epochs in a row of such a network
 
 
@@ -222,14 +225,10 @@ class DeadNetwork(Hook):
 
     def after_validation(self, end: EpochEnd) -> None:
         x, _ = next(iter(batches(self.loop.val_set, PROBE_IMAGES)))
-        model = end.model
-        training = model.training
-        model.eval()
-        with torch.no_grad():
-            logits = model(x.to(self.loop.dev)).float()
-        model.train(training)
+        with eval_mode(end.model), torch.no_grad():
+            logits = end.model(x.to(self.loop.dev)).float()
         spread = float(logits.std(0).max()) if len(logits) > 1 else math.inf
-        if spread > DEAD_SPREAD * max(1.0, float(logits.abs().max())):
+        if not distributed.from_main(spread <= DEAD_SPREAD * max(1.0, float(logits.abs().max()))):
             self.dead = 0
             return
         self.dead += 1

@@ -255,3 +255,19 @@ def test_batches_at_once_share_the_cpu_threads_and_leave_a_gpu_or_tensorrt_engin
     assert batches_at_once(tmp_path / "m.onnx", "cpu", cpu, 100, 500) == (1, 4)
     assert batches_at_once(tmp_path / "m.engine", "cpu", cpu, 1000, 500) == (1, 4)
     assert batches_at_once(tmp_path / "m.onnx", "cuda", torch.device("cuda"), 1000, 500) == (1, 4)
+
+
+def test_in_order_yields_in_the_items_order_and_raises_a_workers_error_in_the_caller():
+    import time
+
+    from rnascl_deploy.verify.measure import in_order
+
+    def later_first(i):
+        time.sleep(0.02 * (4 - i))  # the later items finish first
+        if i == 5:
+            raise ValueError("item 5")
+        return i
+
+    assert list(in_order(later_first, range(4), 3)) == [0, 1, 2, 3]
+    with pytest.raises(ValueError, match="item 5"):
+        list(in_order(later_first, range(7), 2))

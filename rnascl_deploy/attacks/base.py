@@ -33,8 +33,8 @@ def eval_mode(model: nn.Module) -> Iterator[nn.Module]:
     try:
         yield model
     finally:
-        for m, training in modes:
-            m.train(training)
+        for m, training in modes:  # each flag by itself: Module.train() would recurse and undo the ones below
+            m.training = training
 
 
 class Attack:

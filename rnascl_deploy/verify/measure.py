@@ -18,9 +18,9 @@ count after that attack and every earlier one, so the last is the worst case. Ac
 from __future__ import annotations
 
 import json
+import threading
 import time
 from collections import deque
-from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Callable, Deque, Dict, Iterable, Iterator, List, Mapping, Optional, Tuple
@@ -139,18 +139,41 @@ def in_order(fn: Callable, items: Iterable, workers: int) -> Iterator:
     """``fn`` of each item, yielded in the items' order, up to ``workers`` items computed at once on threads (torch's
     and onnxruntime's kernels release the GIL); no more items are taken than are being computed. Each batch of a
     cascade is independent of the others (per-point results, a random start drawn per batch), so the results are
-    those of one batch after the other."""
+    those of one batch after the other. The threads are daemons: Ctrl-C stops the command at once instead of
+    waiting for the batches under way."""
     if workers <= 1:
         yield from map(fn, items)
         return
-    with ThreadPoolExecutor(workers) as pool:
-        pending: Deque[Future] = deque()
-        for item in items:
-            pending.append(pool.submit(fn, item))
-            if len(pending) == workers:
-                yield pending.popleft().result()
-        while pending:
-            yield pending.popleft().result()
+    pending: Deque[Tuple[dict, threading.Event]] = deque()
+    for item in items:
+        pending.append(_start(fn, item))
+        if len(pending) == workers:
+            yield _result(*pending.popleft())
+    while pending:
+        yield _result(*pending.popleft())
+
+
+def _start(fn: Callable, item) -> Tuple[dict, threading.Event]:
+    box: dict = {}
+    done = threading.Event()
+
+    def run():
+        try:
+            box["value"] = fn(item)
+        except BaseException as exc:  # handed to the caller's thread by _result
+            box["error"] = exc
+        finally:
+            done.set()
+
+    threading.Thread(target=run, daemon=True).start()
+    return box, done
+
+
+def _result(box: dict, done: threading.Event):
+    done.wait()
+    if "error" in box:
+        raise box["error"]
+    return box["value"]
 
 
 def _batches(dataset, batch_size: int, device: torch.device) -> Iterator[Tuple[int, torch.Tensor, torch.Tensor]]:

@@ -295,7 +295,7 @@ def verify_engine(reference: nn.Module, engine, replica: nn.Module, dataset, rec
             ours.save(cache)
     else:
         log.info("the reference's cascade on these %d points: reused from %s", len(dataset), cache)
-    m = engine_cascade(engine, EngineDecides(replica, engine), dataset, attacks, ours, cfg.transfer,
+    m = engine_cascade(engine, EngineDecides(replica, engine).eval(), dataset, attacks, ours, cfg.transfer,
                        recipe.attack.batch_size, device, progress, workers)
     theirs = None if metrics is None else {"clean_acc_pct": round(100 * metrics["clean_acc"], 4),
                                            "worst_case_acc_pct": round(100 * metrics["worst_case_acc"], 4),
