@@ -263,7 +263,7 @@ def test_in_order_yields_in_the_items_order_and_raises_a_workers_error_in_the_ca
     from rnascl_deploy.verify.measure import in_order
 
     def later_first(i):
-        time.sleep(0.02 * (4 - i))  # the later items finish first
+        time.sleep(0.02 * max(4 - i, 0))  # the later items finish first
         if i == 5:
             raise ValueError("item 5")
         return i
