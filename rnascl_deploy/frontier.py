@@ -7,9 +7,9 @@ to ship (:mod:`.ship`: the fastest engine that passes the gate) with the gate's 
 throughput on this host. Points finish hours or sessions apart on hosts whose speed drifts, so the latencies in the
 table are not each run's own ``bench`` figures: every point's engine to ship is timed again, all of them interleaved
 in one loop (:func:`time_together`), each time the frontier is written. ``OUT/frontier.json``, ``frontier.md`` and
-``frontier.png`` are rewritten after every point, so an interrupted frontier shows what it has. Every budget is
-checked against the search space before any work: one below the space's smallest architecture is refused, naming
-it.
+``frontier.png`` are rewritten after every point that computed anything (so an interrupted frontier shows what it
+has) and at the end. Every budget is checked against the search space before any work: one below the space's
+smallest architecture is refused, naming it.
 
 Asked for (``reference=True``), each budget also gets the reference design in ``OUT/reference-<budget>/``:
 LeNet-small (Croce et al. 2020's Fashion-MNIST model: conv 16 and conv 32, 4x4 stride 2, a hidden layer of 100,
@@ -150,22 +150,30 @@ def time_together(points: List[Point], recipe: Recipe) -> None:
 def run_frontier(recipes: Dict[str, Recipe], out: Path, progress: bool = True,
                  reference: bool = False) -> List[Point]:
     """Run the pipeline at every budget of ``recipes`` (budget -> its recipe), smallest MACs first, each followed
-    by the reference design when ``reference``, and write the frontier after each point."""
+    by the reference design when ``reference``, and write the frontier after each point that computed anything, and
+    at the end."""
     check_budgets(recipes)
     designs = {SEARCHED: recipes}
     if reference:  # every budget checked before any work
         designs[REFERENCE] = {budget: reference_recipe(recipe) for budget, recipe in recipes.items()}
     out = Path(out)
     points: List[Point] = []
+    unwritten = False  # points read since the frontier was last written
     for budget in sorted(recipes, key=lambda b: (parse_budget(b).macs or 0, parse_budget(b).params or 0)):
         for design, by_budget in designs.items():
-            run = point_dir(out, budget, design)
+            run, recipe = point_dir(out, budget, design), by_budget[budget]
             log.info("frontier: budget %s, %s design, in %s", budget, design, run)
             with run_lock(run):
-                run_pipeline(by_budget[budget], run, progress=progress)
+                ran = run_pipeline(recipe, run, progress=progress).ran
             points = ordered(points + [read_point(budget, run, design)])
-            time_together(points, by_budget[budget])
-            write_frontier(points, out)
+            unwritten = True
+            if ran:  # a point computed: the frontier so far is written (an interrupted one shows what it has)
+                time_together(points, recipe)
+                write_frontier(points, out)
+                unwritten = False
+    if unwritten:
+        time_together(points, recipe)
+        write_frontier(points, out)
     return points
 
 
@@ -198,38 +206,54 @@ def to_markdown(points: List[Point]) -> List[str]:
 
 def plot(points: List[Point], path: Path) -> None:
     """Accuracy (clean, and worst case of the student and of the engine to ship) against MACs, parameters and
-    the shipped engine's batch-1 latency; the reference design, when measured, beside the searched students."""
+    the shipped engine's batch-1 latency; the reference design, when measured, beside the searched students. A
+    point with no engine that passes the gate is a mark at the foot of the MACs and parameters panels, named, so
+    that a model that did not train does not squash the scale of the ones that did."""
     import matplotlib
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
+    from matplotlib.ticker import FuncFormatter, LogLocator, NullFormatter
 
-    fig, axes = plt.subplots(1, 3, figsize=(13, 4), sharey=True)
+    fig, axes = plt.subplots(1, 3, figsize=(13, 4.6), sharey=True)
+    passed = [p for p in points if p.ship is not None] or points
+    low = min(min(p.worst_case_acc_pct, p.ship_worst_case_acc_pct or 100.0) for p in passed) - 4
+    high = max(p.clean_acc_pct for p in passed) + 2
     for design, colour in ((SEARCHED, "tab:blue"), (REFERENCE, "tab:orange")):
-        ours = [p for p in points if p.design == design]
-        shipped = [p for p in ours if p.ship_p50_ms_batch1 is not None]
+        ours = [p for p in points if p.design == design and p.ship is not None]
+        failed = [p for p in points if p.design == design and p.ship is None]
+        timed = [p for p in ours if p.ship_p50_ms_batch1 is not None]
         name = "student" if design == SEARCHED else design
         for ax, xs, subset in ((axes[0], [p.macs for p in ours], ours), (axes[1], [p.params for p in ours], ours),
-                               (axes[2], [p.ship_p50_ms_batch1 for p in shipped], shipped)):
-            if not subset:
-                continue
-            ax.plot(xs, [p.clean_acc_pct for p in subset], "o:", color=colour, alpha=0.6, label=f"{name} clean")
-            ax.plot(xs, [p.worst_case_acc_pct for p in subset], "x-", color=colour, label=f"{name} worst case")
-            ax.plot(xs, [p.ship_worst_case_acc_pct if p.ship_worst_case_acc_pct is not None else float("nan")
-                         for p in subset], "s--", color=colour, mfc="none",
-                    label=f"{name}, engine to ship, worst case (gate)")
-            for x, p in zip(xs, subset):
-                ax.annotate(p.budget, (x, p.worst_case_acc_pct), textcoords="offset points", xytext=(3, -12),
-                            fontsize=7, color=colour)
+                               (axes[2], [p.ship_p50_ms_batch1 for p in timed], timed)):
+            if subset:
+                ax.plot(xs, [p.clean_acc_pct for p in subset], "o:", color=colour, alpha=0.6, label=f"{name} clean")
+                ax.plot(xs, [p.worst_case_acc_pct for p in subset], "x-", color=colour, label=f"{name} worst case")
+                ax.plot(xs, [p.ship_worst_case_acc_pct for p in subset], "s--", color=colour, mfc="none",
+                        label=f"{name}, engine to ship, worst case (gate)")
+                for x, p in zip(xs, subset):
+                    ax.annotate(p.budget, (x, p.worst_case_acc_pct), textcoords="offset points", xytext=(3, -12),
+                                fontsize=7, color=colour)
+        for ax, xs in ((axes[0], [p.macs for p in failed]), (axes[1], [p.params for p in failed])):
+            for x, p in zip(xs, failed):
+                ax.plot([x], [low + 0.5], "v", color=colour, label=f"{name}: no engine passes the gate")
+                ax.annotate(f"{p.budget}: fails the gate ({p.worst_case_acc_pct:.1f}% worst case)", (x, low + 0.5),
+                            textcoords="offset points", xytext=(5, 3), fontsize=7, color=colour)
     for ax, label in zip(axes, ("MACs per image (fvcore, batch 1)", "parameters",
                                 "p50 latency of the engine to ship, batch 1 (ms)")):
-        ax.set_xscale("log")
         ax.set_xlabel(label)
         ax.grid(alpha=0.3, which="both")
+    for ax in axes[:2]:
+        ax.set_xscale("log")
+        ax.xaxis.set_major_locator(LogLocator(subs=(1.0, 2.0, 5.0)))
+        ax.xaxis.set_major_formatter(FuncFormatter(lambda v, _: human(int(round(v)))))
+        ax.xaxis.set_minor_formatter(NullFormatter())
+    axes[0].set_ylim(low, high)
     axes[0].set_ylabel("accuracy (%)")
-    axes[0].legend(fontsize=7)
+    unique = {label: handle for ax in axes for handle, label in zip(*ax.get_legend_handles_labels())}
+    fig.legend(unique.values(), unique.keys(), fontsize=7, loc="lower center", ncol=4)
     fig.suptitle("Robustness against cost")
-    fig.tight_layout()
+    fig.tight_layout(rect=(0, 0.12, 1, 1))
     with atomic_path(path) as tmp:
         fig.savefig(tmp, dpi=120, format="png")
     plt.close(fig)

@@ -6,6 +6,7 @@ import yaml
 from click.testing import CliRunner
 
 import rnascl_deploy.bench as bench_module
+import rnascl_deploy.frontier as frontier_module
 import rnascl_deploy.report as report_module
 from rnascl_deploy.bench import time_batch
 from rnascl_deploy.cli import main
@@ -115,7 +116,11 @@ def test_the_frontier_runs_the_student_and_the_reference_design_and_reuses_finis
     assert (out / "frontier.png").read_bytes()[:4] == b"\x89PNG"
     assert json.loads((out / "frontier.json").read_text())["points"] == points
     stamps = [(Path(p["run"]) / "student.safetensors").stat().st_mtime_ns for p in points]
+    timed = []
+    monkeypatch.setattr(frontier_module, "time_together",
+                        lambda points, recipe: (timed.append(len(points)), time_together(points, recipe)))
     again = CliRunner().invoke(main, args, catch_exceptions=False)
+    assert timed == [2]  # nothing ran: timed and written once, at the end
     timings = ("ship_p50_ms_batch1", "ship_throughput")  # timed again, together, at every write
     assert [{k: v for k, v in p.items() if k not in timings} for p in json.loads(again.output)["points"]] == \
         [{k: v for k, v in p.items() if k not in timings} for p in points]  # finished points reused, not retrained
