@@ -148,9 +148,9 @@ def _placed_reference(ref, norm, runtime, input_shape, batch: int) -> nn.Module:
 def batches_at_once(engine: Path, provider: str, device: torch.device, points: int, batch_size: int) -> tuple:
     """(batches the cascades attack at once, torch and onnxruntime threads of each). On the CPU, with an onnxruntime
     or PyTorch engine, the threads are shared out among up to that many batches: a small network's kernels use two
-    cores poorly, and two single-threaded batches at once ran the student's APGD 1.2-1.3x and the engine's side
-    1.7x faster than one two-threaded batch after the other (docs/export.md, "Time"). A GPU or TensorRT engine
-    takes one batch at a time."""
+    cores poorly, and with two single-threaded batches at once the default verify ran 1.2x faster for a student's
+    first engine and 1.4x for a later one than one two-threaded batch after the other (docs/export.md, "Time"). A
+    GPU or TensorRT engine takes one batch at a time."""
     threads = torch.get_num_threads()
     if device.type != "cpu" or provider != "cpu" or Path(engine).suffix not in (".onnx", ".safetensors"):
         return 1, threads
