@@ -65,10 +65,9 @@ def choose(verify: Mapping[str, dict], bench: Mapping[str, dict], engines: Path)
         return Choice(best.engine, "passes the gate; no engine was benchmarked at batch 1, so the smallest file",
                       rows)
     best = min(timed, key=lambda r: (r.p50_ms_batch1, r.size_bytes))
-    others = [r for r in timed if r is not best]
     why = (f"passes the gate (worst case {best.worst_case_acc_pct:.1f}%) with the lowest batch-1 latency "
            f"({best.p50_ms_batch1:.3f} ms p50)")
-    if others:
+    if len(timed) > 1:
         why += " of the " + str(len(timed)) + " passing engines"
     return Choice(best.engine, why, rows)
 
