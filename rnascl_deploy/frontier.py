@@ -11,6 +11,13 @@ in one loop (:func:`time_together`), each time the frontier is written. ``OUT/fr
 has) and at the end. Every budget is checked against the search space before any work: one below the space's
 smallest architecture is refused, naming it.
 
+Repeated (``seeds`` > 1), every point runs once per seed: seed k adds k to the recipe's own search and training
+seeds (:func:`seeded`) and lives in ``OUT/budget-<budget>-seed<k>/`` (k = 0 is the recipe as given, in the
+directory above, so a one-seed frontier's points count as its first seed). The search finds a different
+architecture per seed, so a seed is a repetition of the whole method, not of its training alone; the table adds
+the mean and range over seeds of each budget and design (:func:`over_seeds`), and the plot draws each seed's point
+and a line through the means.
+
 Asked for (``reference=True``), each budget also gets the reference design in ``OUT/reference-<budget>/``:
 LeNet-small (Croce et al. 2020's Fashion-MNIST model: conv 16 and conv 32, 4x4 stride 2, a hidden layer of 100,
 biases, no BatchNorm) with its widths scaled by the largest factor that fits the budget, run through the same
@@ -20,8 +27,10 @@ the tutor map and its training is the student's, distillation included: the two 
 from __future__ import annotations
 
 import dataclasses
+import itertools
 import json
 import logging
+import statistics
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Dict, List, Optional
@@ -56,16 +65,28 @@ class Point:
     ship_worst_case_acc_pct: Optional[float]  # the gate's figure on it
     ship_p50_ms_batch1: Optional[float] = None  # these two: every point's engine to ship timed together
     ship_throughput: Optional[float] = None  # images per second at the recipe's largest bench batch (time_together)
+    seed: int = 0  # added to the recipe's own seeds (seeded)
 
 
 SEARCHED, REFERENCE = "searched", "lenet-small"
 LENET_SMALL = (16, 32, 100)  # conv widths and the hidden layer's (Croce et al. 2020, Fashion-MNIST)
 
 
-def point_dir(out: Path, budget: str, design: str = SEARCHED) -> Path:
-    """``OUT/budget-<budget>`` (``OUT/reference-<budget>`` for the reference design): the budget's normal form, its
-    comma (``macs=1M,params=50K``) as ``+``."""
-    return Path(out) / f"{'budget' if design == SEARCHED else 'reference'}-{budget.replace(',', '+')}"
+def point_dir(out: Path, budget: str, design: str = SEARCHED, seed: int = 0) -> Path:
+    """``OUT/budget-<budget>`` (``OUT/reference-<budget>`` for the reference design), ``-seed<k>`` after it for a
+    seed k > 0: the budget's normal form, its comma (``macs=1M,params=50K``) as ``+``."""
+    name = f"{'budget' if design == SEARCHED else 'reference'}-{budget.replace(',', '+')}"
+    return Path(out) / (f"{name}-seed{seed}" if seed else name)
+
+
+def seeded(recipe: Recipe, seed: int) -> Recipe:
+    """``recipe`` with ``seed`` added to its search seed and to the seed of each training phase of its retrain."""
+    retrain = recipe.retrain
+    finetune = retrain.finetune and dataclasses.replace(retrain.finetune, seed=retrain.finetune.seed + seed)
+    return dataclasses.replace(
+        recipe, search=dataclasses.replace(recipe.search, seed=recipe.search.seed + seed),
+        retrain=dataclasses.replace(retrain, train=dataclasses.replace(retrain.train, seed=retrain.train.seed + seed),
+                                    finetune=finetune))
 
 
 def reference_space(recipe: Recipe) -> SpaceConfig:
@@ -108,7 +129,7 @@ def check_budgets(recipes: Dict[str, Recipe]) -> None:
         raise RnasclError("; ".join(problems))
 
 
-def read_point(budget: str, run: Path, design: str = SEARCHED) -> Point:
+def read_point(budget: str, run: Path, design: str = SEARCHED, seed: int = 0) -> Point:
     """The row of a finished run."""
     rundir = RunDir(run)
     arch, metrics = json.loads(rundir.arch.read_text()), json.loads(rundir.metrics.read_text())
@@ -117,7 +138,7 @@ def read_point(budget: str, run: Path, design: str = SEARCHED) -> Point:
     shipped = next((r for r in choice.rows if r.engine == choice.engine), None)
     return Point(budget, str(run), design, arch["macs"], arch["params"], list(arch["widths"]),
                  round(100 * metrics["clean_acc"], 2), round(100 * metrics["worst_case_acc"], 2), metrics["n"],
-                 verdict(verify), choice.engine, shipped.worst_case_acc_pct if shipped else None)
+                 verdict(verify), choice.engine, shipped.worst_case_acc_pct if shipped else None, seed=seed)
 
 
 def time_together(points: List[Point], recipe: Recipe) -> None:
@@ -148,10 +169,11 @@ def time_together(points: List[Point], recipe: Recipe) -> None:
 
 
 def run_frontier(recipes: Dict[str, Recipe], out: Path, progress: bool = True,
-                 reference: bool = False) -> List[Point]:
+                 reference: bool = False, seeds: int = 1) -> List[Point]:
     """Run the pipeline at every budget of ``recipes`` (budget -> its recipe), smallest MACs first, each followed
-    by the reference design when ``reference``, and write the frontier after each point that computed anything, and
-    at the end."""
+    by the reference design when ``reference``, each budget ``seeds`` times (its seeds in turn, each seed's student
+    followed by its reference design), and write the frontier after each point that computed anything, and at the
+    end."""
     check_budgets(recipes)
     designs = {SEARCHED: recipes}
     if reference:  # every budget checked before any work
@@ -160,12 +182,12 @@ def run_frontier(recipes: Dict[str, Recipe], out: Path, progress: bool = True,
     points: List[Point] = []
     unwritten = False  # points read since the frontier was last written
     for budget in sorted(recipes, key=lambda b: (parse_budget(b).macs or 0, parse_budget(b).params or 0)):
-        for design, by_budget in designs.items():
-            run, recipe = point_dir(out, budget, design), by_budget[budget]
-            log.info("frontier: budget %s, %s design, in %s", budget, design, run)
+        for seed, (design, by_budget) in itertools.product(range(seeds), designs.items()):
+            run, recipe = point_dir(out, budget, design, seed), seeded(by_budget[budget], seed)
+            log.info("frontier: budget %s, %s design, seed %d, in %s", budget, design, seed, run)
             with run_lock(run):
                 ran = run_pipeline(recipe, run, progress=progress).ran
-            points = ordered(points + [read_point(budget, run, design)])
+            points = ordered(points + [read_point(budget, run, design, seed)])
             unwritten = True
             if ran:  # a point computed: the frontier so far is written (an interrupted one shows what it has)
                 time_together(points, recipe)
@@ -178,37 +200,107 @@ def run_frontier(recipes: Dict[str, Recipe], out: Path, progress: bool = True,
 
 
 def ordered(points: List[Point]) -> List[Point]:
-    """By the searched student's measured MACs (a params= budget takes its place), each budget's student before
-    its reference design."""
-    rank = {p.budget: (p.macs, p.params) for p in points if p.design == SEARCHED}
-    return sorted(points, key=lambda p: (rank.get(p.budget, (p.macs, p.params)), p.design != SEARCHED))
+    """By the searched student's measured MACs at the first seed (a params= budget takes its place), each budget's
+    student before its reference design, then by seed."""
+    rank: Dict[str, tuple] = {}
+    for p in sorted(points, key=lambda p: p.seed):
+        if p.design == SEARCHED:
+            rank.setdefault(p.budget, (p.macs, p.params))
+    return sorted(points, key=lambda p: (rank.get(p.budget, (p.macs, p.params)), p.design != SEARCHED, p.seed))
+
+
+@dataclass
+class Repeated:
+    """One budget and design over its seeds: the means of its points (the shipped figures over the seeds that have
+    an engine to ship), and the range of the accuracies."""
+    budget: str
+    design: str
+    seeds: int
+    passing: int  # seeds whose run has an engine that passes the gate
+    macs: float
+    params: float
+    clean_acc_pct: float
+    clean_acc_range: List[float]
+    worst_case_acc_pct: float
+    worst_case_acc_range: List[float]
+    ship_worst_case_acc_pct: Optional[float]
+    ship_p50_ms_batch1: Optional[float]
+    ship_throughput: Optional[float]
+
+
+def _mean(values: List[Optional[float]]) -> Optional[float]:
+    present = [v for v in values if v is not None]
+    return round(statistics.fmean(present), 4) if present else None
+
+
+def over_seeds(points: List[Point]) -> List[Repeated]:
+    """A :class:`Repeated` for each budget and design of ``points`` (in their order)."""
+    groups: Dict[tuple, List[Point]] = {}
+    for p in points:
+        groups.setdefault((p.budget, p.design), []).append(p)
+    rows = []
+    for (budget, design), group in groups.items():
+        clean, worst = [p.clean_acc_pct for p in group], [p.worst_case_acc_pct for p in group]
+        rows.append(Repeated(
+            budget, design, len(group), sum(p.ship is not None for p in group),
+            statistics.fmean(p.macs for p in group), statistics.fmean(p.params for p in group),
+            round(statistics.fmean(clean), 2), [min(clean), max(clean)],
+            round(statistics.fmean(worst), 2), [min(worst), max(worst)],
+            _mean([p.ship_worst_case_acc_pct for p in group]), _mean([p.ship_p50_ms_batch1 for p in group]),
+            _mean([p.ship_throughput for p in group])))
+    return rows
 
 
 def write_frontier(points: List[Point], out: Path) -> None:
-    atomic_write_json(out / "frontier.json", {"points": [dataclasses.asdict(p) for p in points]})
+    atomic_write_json(out / "frontier.json", {"points": [dataclasses.asdict(p) for p in points],
+                                              "over_seeds": [dataclasses.asdict(r) for r in over_seeds(points)]})
     atomic_write_text(out / "frontier.md", "\n".join(to_markdown(points)) + "\n")
     plot(points, out / "frontier.png")
 
 
+def _pct(value: Optional[float]) -> str:
+    return "-" if value is None else f"{value:.2f}"
+
+
 def to_markdown(points: List[Point]) -> List[str]:
-    lines = ["| budget | design | MACs | params | widths | clean % | worst case % | engine to ship "
-             "| its worst case % (gate) | p50 ms (batch 1) | img/s (largest bench batch) |",
-             "|---|---|---|---|---|---|---|---|---|---|---|"]
+    """The table of every point; when a budget ran more than one seed, a seed column and the table over seeds
+    after it."""
+    repeated = over_seeds(points)
+    seeds = any(r.seeds > 1 for r in repeated)
+    lines = ["| budget | design |" + (" seed |" if seeds else "") + " MACs | params | widths | clean % "
+             "| worst case % | engine to ship | its worst case % (gate) | p50 ms (batch 1) "
+             "| img/s (largest bench batch) |",
+             "|---|---|" + ("---|" if seeds else "") + "---|---|---|---|---|---|---|---|---|"]
     for p in points:
-        lines.append(f"| {p.budget} | {p.design} | {human(p.macs)} | {human(p.params)} | {p.widths} | "
-                     f"{p.clean_acc_pct:.2f} | "
+        lines.append(f"| {p.budget} | {p.design} |" + (f" {p.seed} |" if seeds else "")
+                     + f" {human(p.macs)} | {human(p.params)} | {p.widths} | {p.clean_acc_pct:.2f} | "
                      f"{p.worst_case_acc_pct:.2f} | {f'`{p.ship}`' if p.ship else 'none passes'} | "
-                     f"{'-' if p.ship_worst_case_acc_pct is None else f'{p.ship_worst_case_acc_pct:.2f}'} | "
+                     f"{_pct(p.ship_worst_case_acc_pct)} | "
                      f"{'-' if p.ship_p50_ms_batch1 is None else p.ship_p50_ms_batch1} | "
                      f"{'-' if p.ship_throughput is None else f'{p.ship_throughput:.0f}'} |")
+    if not seeds:
+        return lines
+    lines += ["", "Over seeds: means (the accuracies' range in brackets); the engine to ship's figures over the seeds "
+              "that have one.", "",
+              "| budget | design | seeds | gate passes | MACs | params | clean % | worst case % "
+              "| engine to ship: worst case % (gate) | p50 ms (batch 1) | img/s (largest bench batch) |",
+              "|---|---|---|---|---|---|---|---|---|---|---|"]
+    for r in repeated:
+        lines.append(f"| {r.budget} | {r.design} | {r.seeds} | {r.passing} of {r.seeds} | {human(round(r.macs))} | "
+                     f"{human(round(r.params))} | {r.clean_acc_pct:.2f} ({r.clean_acc_range[0]:.1f}-"
+                     f"{r.clean_acc_range[1]:.1f}) | {r.worst_case_acc_pct:.2f} ({r.worst_case_acc_range[0]:.1f}-"
+                     f"{r.worst_case_acc_range[1]:.1f}) | {_pct(r.ship_worst_case_acc_pct)} | "
+                     f"{'-' if r.ship_p50_ms_batch1 is None else r.ship_p50_ms_batch1} | "
+                     f"{'-' if r.ship_throughput is None else f'{r.ship_throughput:.0f}'} |")
     return lines
 
 
 def plot(points: List[Point], path: Path) -> None:
     """Accuracy (clean, and worst case of the student and of the engine to ship) against MACs, parameters and
-    the shipped engine's batch-1 latency; the reference design, when measured, beside the searched students. A
-    point with no engine that passes the gate is a mark at the foot of the MACs and parameters panels, named, so
-    that a model that did not train does not squash the scale of the ones that did."""
+    the shipped engine's batch-1 latency; the reference design, when measured, beside the searched students. The
+    lines join each budget's means over the seeds that have an engine to ship, each such seed's worst case a dot
+    when there are several. A point with no engine that passes the gate is a mark at the foot of the MACs and
+    parameters panels, named, so that a model that did not train does not squash the scale of the ones that did."""
     import matplotlib
 
     matplotlib.use("Agg")
@@ -224,21 +316,29 @@ def plot(points: List[Point], path: Path) -> None:
         failed = [p for p in points if p.design == design and p.ship is None]
         timed = [p for p in ours if p.ship_p50_ms_batch1 is not None]
         name = "student" if design == SEARCHED else design
-        for ax, xs, subset in ((axes[0], [p.macs for p in ours], ours), (axes[1], [p.params for p in ours], ours),
-                               (axes[2], [p.ship_p50_ms_batch1 for p in timed], timed)):
-            if subset:
-                ax.plot(xs, [p.clean_acc_pct for p in subset], "o:", color=colour, alpha=0.6, label=f"{name} clean")
-                ax.plot(xs, [p.worst_case_acc_pct for p in subset], "x-", color=colour, label=f"{name} worst case")
-                ax.plot(xs, [p.ship_worst_case_acc_pct for p in subset], "s--", color=colour, mfc="none",
-                        label=f"{name}, engine to ship, worst case (gate)")
-                for x, p in zip(xs, subset):
-                    ax.annotate(p.budget, (x, p.worst_case_acc_pct), textcoords="offset points", xytext=(3, -12),
-                                fontsize=7, color=colour)
-        for ax, xs in ((axes[0], [p.macs for p in failed]), (axes[1], [p.params for p in failed])):
-            for x, p in zip(xs, failed):
-                ax.plot([x], [low + 0.5], "v", color=colour, label=f"{name}: no engine passes the gate")
-                ax.annotate(f"{p.budget}: fails the gate ({p.worst_case_acc_pct:.1f}% worst case)", (x, low + 0.5),
-                            textcoords="offset points", xytext=(5, 3), fontsize=7, color=colour)
+        for ax, x, subset in ((axes[0], "macs", ours), (axes[1], "params", ours),
+                              (axes[2], "ship_p50_ms_batch1", timed)):
+            means = over_seeds(subset)
+            if not means:
+                continue
+            xs = [getattr(r, x) for r in means]
+            ax.plot(xs, [r.clean_acc_pct for r in means], "o:", color=colour, alpha=0.6, label=f"{name} clean")
+            ax.plot(xs, [r.worst_case_acc_pct for r in means], "x-", color=colour, label=f"{name} worst case")
+            ax.plot(xs, [r.ship_worst_case_acc_pct for r in means], "s--", color=colour, mfc="none",
+                    label=f"{name}, engine to ship, worst case (gate)")
+            for r in means:
+                ax.annotate(r.budget, (getattr(r, x), r.worst_case_acc_pct), textcoords="offset points",
+                            xytext=(3, -12), fontsize=7, color=colour)
+            if any(r.seeds > 1 for r in means):
+                ax.plot([getattr(p, x) for p in subset], [p.worst_case_acc_pct for p in subset], ".", color=colour,
+                        alpha=0.5, label=f"{name} worst case, each seed")
+        for ax, x in ((axes[0], "macs"), (axes[1], "params")):
+            for p in failed:
+                seed = f", seed {p.seed}" if p.seed else ""
+                ax.plot([getattr(p, x)], [low + 0.5], "v", color=colour, label=f"{name}: no engine passes the gate")
+                ax.annotate(f"{p.budget}{seed}: fails the gate ({p.worst_case_acc_pct:.1f}% worst case)",
+                            (getattr(p, x), low + 0.5), textcoords="offset points", xytext=(5, 3), fontsize=7,
+                            color=colour)
     for ax, label in zip(axes, ("MACs per image (fvcore, batch 1)", "parameters",
                                 "p50 latency of the engine to ship, batch 1 (ms)")):
         ax.set_xlabel(label)

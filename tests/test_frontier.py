@@ -1,3 +1,4 @@
+import dataclasses
 import json
 from pathlib import Path
 
@@ -13,7 +14,8 @@ from rnascl_deploy.cli import main
 from rnascl_deploy.cost import arch_cost, parse_budget
 from rnascl_deploy.errors import RnasclError
 from rnascl_deploy.exporters.onnx_export import export_onnx
-from rnascl_deploy.frontier import Point, reference_space, time_together
+from rnascl_deploy.frontier import Point, over_seeds, point_dir, reference_space, run_frontier, seeded, time_together
+from rnascl_deploy.pipeline import PipelineResult
 from rnascl_deploy.recipe import load_recipe
 from rnascl_deploy.ship import choose
 from rnascl_deploy.space import build_layout
@@ -71,6 +73,52 @@ def test_a_budget_below_the_space_is_refused_before_anything_is_written(tmp_path
     result = CliRunner().invoke(main, ["frontier", "-b", "600K", "-b", "50K", "--out", str(tmp_path / "f")])
     assert result.exit_code == 2 and "budget 50K is below the smallest architecture" in result.output
     assert not (tmp_path / "f").exists()
+
+
+def test_seed_k_adds_k_to_every_seed_of_the_method_and_runs_beside_the_first():
+    recipe = load_recipe(None, {"search.seed": 3, "retrain.train.seed": 5, "retrain.finetune": {"epochs": 1}})
+    assert seeded(recipe, 0) == recipe
+    two = seeded(recipe, 2)
+    assert (two.search.seed, two.retrain.train.seed, two.retrain.finetune.seed) == (5, 7, 2)
+    assert dataclasses.replace(two, search=recipe.search, retrain=recipe.retrain) == recipe  # nothing else changes
+    assert seeded(load_recipe(None), 1).retrain.finetune is None
+    assert point_dir(Path("f"), "macs=1M,params=50K") == Path("f/budget-macs=1M+params=50K")
+    assert point_dir(Path("f"), "300K", "lenet-small", 2) == Path("f/reference-300K-seed2")
+
+
+def test_a_repeated_frontier_runs_each_budget_s_seeds_in_turn_and_writes_means_and_ranges(tmp_path, monkeypatch):
+    ran = []
+
+    def fake_run(recipe, run, progress=True):  # the loop's order and inputs; test_the_frontier_runs_... runs it
+        ran.append((run.name, recipe.search.seed, recipe.retrain.train.seed))
+        return PipelineResult(True, ran=["search"])
+
+    figures = {0: (82.0, 70.0, "student.onnx"), 1: (80.0, 66.0, "student-int8.onnx"), 2: (11.1, 11.1, None)}
+
+    def fake_point(budget, run, design, seed):
+        clean, worst, ship = figures[seed]
+        macs = parse_budget(budget).macs // 300 + seed
+        return Point(budget, str(run), design, macs, 100, [8], clean, worst, 1000, bool(ship), ship,
+                     worst - 0.5 if ship else None, seed=seed)
+
+    monkeypatch.setattr(frontier_module, "run_pipeline", fake_run)
+    monkeypatch.setattr(frontier_module, "read_point", fake_point)
+    monkeypatch.setattr(frontier_module, "time_together", lambda points, recipe: None)  # no engines to time
+    recipes = {b: load_recipe(None, {"search.budget": b}) for b in ("600K", "300K")}
+    points = run_frontier(recipes, tmp_path, progress=False, reference=True, seeds=3)
+    assert ran[:6] == [("budget-300K", 0, 0), ("reference-300K", 0, 0), ("budget-300K-seed1", 1, 1),
+                       ("reference-300K-seed1", 1, 1), ("budget-300K-seed2", 2, 2), ("reference-300K-seed2", 2, 2)]
+    assert [(p.budget, p.design, p.seed) for p in points[:3]] == \
+        [("300K", "searched", 0), ("300K", "searched", 1), ("300K", "searched", 2)]
+    row = over_seeds(points)[0]
+    assert (row.budget, row.design, row.seeds, row.passing) == ("300K", "searched", 3, 2)
+    assert row.worst_case_acc_pct == round((70.0 + 66.0 + 11.1) / 3, 2) and row.worst_case_acc_range == [11.1, 70.0]
+    assert row.ship_worst_case_acc_pct == 67.5  # over the two seeds with an engine to ship
+    table = (tmp_path / "frontier.md").read_text()
+    assert "| 300K | searched | 2 | 1.002K |" in table and "| 300K | searched | 3 | 2 of 3 |" in table
+    assert "| 49.03 (11.1-70.0) | 67.50 |" in table
+    assert json.loads((tmp_path / "frontier.json").read_text())["over_seeds"][0]["passing"] == 2
+    assert (tmp_path / "frontier.png").read_bytes()[:4] == b"\x89PNG"
 
 
 def _reference_widths(budget):

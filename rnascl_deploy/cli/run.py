@@ -26,6 +26,7 @@ Examples:
   rnascl-deploy frontier -b 300K -b 600K -b params=100K --out runs/frontier-small
   rnascl-deploy frontier --quick --out runs/frontier-quick       # every point in minutes: a first look
   rnascl-deploy frontier --reference --out runs/frontier         # and LeNet-small scaled to each budget beside it
+  rnascl-deploy frontier --reference --seeds 3 --out runs/frontier  # each point three times: means and ranges
 Exit codes: 0 every point has an engine that passes the gate, 1 a point has none, 2 usage error.
 """
 # The default space spans 138K .. 2.1M MACs; 200K because accuracy falls below 300K (study v3, the 150K point).
@@ -85,11 +86,14 @@ def run_command(ctx, recipe, overrides, budget, out, start, quick, device, as_js
 @click.option("--reference", is_flag=True,
               help="Also run the reference design at each budget: LeNet-small (Croce et al.'s Fashion-MNIST model) "
                    "with its widths scaled to the budget, under the same recipe, into OUT/reference-<budget>/.")
+@click.option("--seeds", type=click.IntRange(1), default=1, show_default=True,
+              help="Run every point this many times, seed k adding k to the recipe's search and training seeds, "
+                   "into OUT/budget-<budget>-seed<k>/ (k > 0); the table adds each budget's mean and range.")
 @click.option("--quick", is_flag=True, help="Each point as `run --quick` makes it (a first look, not a result).")
 @device_option
 @json_option
 @click.pass_context
-def frontier(ctx, recipe, overrides, budgets, out, reference, quick, device, as_json):
+def frontier(ctx, recipe, overrides, budgets, out, reference, seeds, quick, device, as_json):
     """Robustness against cost: `run` at each budget, then a table and a plot of clean and worst-case accuracy
     against MACs, parameters and the latency of each point's engine to ship (the fastest that passes the gate).
 
@@ -97,7 +101,7 @@ def frontier(ctx, recipe, overrides, budgets, out, reference, quick, device, as_
     are rewritten after every point that computed anything, and at the end. Every budget is checked against the
     search space before any work.
     """
-    from ..frontier import check_budgets, reference_recipe, run_frontier
+    from ..frontier import check_budgets, over_seeds, reference_recipe, run_frontier
     from ..recipe import check_model_sizes
 
     recipes = {}
@@ -110,13 +114,14 @@ def frontier(ctx, recipe, overrides, budgets, out, reference, quick, device, as_
         for r in recipes.values():
             reference_recipe(r)  # every reference design fits its budget, before the lock makes OUT
     lock(ctx, out)
-    points = run_frontier(recipes, Path(out), ctx.obj["progress"], reference)
-    text.emit({"points": [p.__dict__ for p in points], "table": str(Path(out) / "frontier.md")}, as_json,
-              [f"{Path(out) / 'frontier.md'} ({Path(out) / 'frontier.png'})",
-               *[f"  {p.budget:<10} {p.design:<12} {p.clean_acc_pct:6.2f}% clean, {p.worst_case_acc_pct:6.2f}% "
-                 "worst case; ship "
-                 + (f"{p.ship} ({p.ship_worst_case_acc_pct:.2f}% worst case on the engine)" if p.ship else "nothing")
-                 for p in points]])
+    points = run_frontier(recipes, Path(out), ctx.obj["progress"], reference, seeds)
+    lines = [f"{Path(out) / 'frontier.md'} ({Path(out) / 'frontier.png'})"]
+    for p in points:
+        ship = f"{p.ship} ({p.ship_worst_case_acc_pct:.2f}% worst case on the engine)" if p.ship else "nothing"
+        lines.append(f"  {p.budget:<10} {p.design:<12}{f' seed {p.seed}' if seeds > 1 else ''} "
+                     f"{p.clean_acc_pct:6.2f}% clean, {p.worst_case_acc_pct:6.2f}% worst case; ship {ship}")
+    text.emit({"points": [p.__dict__ for p in points], "over_seeds": [r.__dict__ for r in over_seeds(points)],
+               "table": str(Path(out) / "frontier.md")}, as_json, lines)
     sys.exit(0 if all(p.ship for p in points) else 1)
 
 
