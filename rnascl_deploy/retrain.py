@@ -30,6 +30,7 @@ from torch import nn
 
 from . import distributed
 from .arch import ArchSpec
+from .attacks.config import check_classes
 from .attacks.evaluate import evaluate_robustness
 from .checkpoint import load_model, save_checkpoint
 from .cost import measure
@@ -131,6 +132,7 @@ def run_retrain(run: Path, recipe: Recipe, resume: bool = False, progress: bool 
     runtime = resolve(recipe.runtime)
     train_set, info = data.load("train", cfg.limit)
     val_set, _ = data.load("val")
+    check_classes(recipe.attack.build(), info.num_classes, "attack.attacks")  # the evaluation after training
     distiller = None  # kd_weight = gamma = 0 and objectives without a teacher: the teacher is not even loaded
     phases = [cfg.train] + ([cfg.finetune] if cfg.finetune is not None else [])
     if cfg.kd_weight > 0 or cfg.gamma > 0 or any(needs_teacher(p.adv) for p in phases):

@@ -6,7 +6,9 @@ host's drift between bench runs: on a 2-core host the reference's own latency mo
 beside it (docs/export.md, "INT8 on CPU"). Every engine of the run is tabled beside the choice (gate verdict, worst
 case, latency, throughput at the largest batch measured, file size), so the choice can be checked and another made
 knowingly. An engine that fails the gate is never chosen, however fast; a run whose engines all fail has nothing to
-ship.
+ship. Nor is a report trusted for a file it did not measure: a verdict counts only where the sha256 it recorded is
+the file's now in ``RUN/engines/`` (an engine exported again since, or a report of a file elsewhere that merely
+shares its name, is *stale* and verified again before it can ship).
 """
 from __future__ import annotations
 
@@ -14,6 +16,7 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import List, Mapping, Optional
 
+from .checkpoint import file_sha256
 from .rundir import RunDir
 
 
@@ -28,6 +31,7 @@ class EngineRow:
     throughput: Optional[float]  # images per second at the largest batch benchmarked
     throughput_batch: Optional[int]
     size_bytes: int
+    stale: bool = False  # the report measured other bytes than RUN/engines/<engine> holds now (or it is gone)
 
 
 @dataclass
@@ -40,25 +44,37 @@ class Choice:
         return asdict(self)
 
 
+def measured(verify: dict) -> Optional[str]:
+    """The sha256 of the file a verify report measured: its own record, or (reports before it kept one) the
+    sha256 the engine's sidecar proved."""
+    engine = verify["engine"]
+    return engine.get("sha256") or engine.get("provenance", {}).get("engine_sha256")
+
+
 def _row(name: str, verify: dict, bench: Optional[dict], path: Path) -> EngineRow:
     rows = (bench or {}).get("rows", [])
     first = next((r for r in rows if r["batch"] == 1), None)
     last = max(rows, key=lambda r: r["batch"]) if rows else None
     figures = verify["figures"]["engine"]
+    stale = not path.is_file() or measured(verify) != file_sha256(path)
     return EngineRow(name, verify["engine"].get("precision", "?"), bool(verify["passed"]),
                      figures["worst_case_acc_pct"], figures["clean_acc_pct"], first["p50_ms"] if first else None,
                      last["throughput"] if last else None, last["batch"] if last else None,
-                     path.stat().st_size if path.exists() else 0)
+                     path.stat().st_size if path.exists() else 0, stale)
 
 
 def choose(verify: Mapping[str, dict], bench: Mapping[str, dict], engines: Path) -> Choice:
     """The choice among the engines ``verify`` reports on (name -> report), with ``bench``'s figures (name ->
     report) and the files in ``engines``."""
     rows = [_row(name, report, bench.get(name), engines / name) for name, report in verify.items()]
-    passing = [r for r in rows if r.passed and (engines / r.engine).is_file()]  # a report of an engine elsewhere
-    # (verify RUN --engine /elsewhere/x.onnx) is tabled, never shipped
+    passing = [r for r in rows if r.passed and not r.stale]
     if not passing:
-        return Choice(None, "no engine passes the gate: nothing to ship", rows)
+        stale = [r.engine for r in rows if r.passed and r.stale]
+        why = "no engine passes the gate: nothing to ship"
+        if stale:
+            why += (f" ({', '.join(stale)} passed as other bytes than the file now in {engines}: verify "
+                    f"{'it' if len(stale) == 1 else 'them'} again)")
+        return Choice(None, why, rows)
     timed = [r for r in passing if r.p50_ms_batch1 is not None]
     if not timed:
         best = min(passing, key=lambda r: r.size_bytes)
@@ -91,7 +107,8 @@ def to_markdown(choice: Choice) -> List[str]:
     for r in choice.rows:
         speed = f"{r.throughput:.0f} (batch {r.throughput_batch})" if r.throughput is not None else "-"
         p50 = r.p50_ms_batch1 if r.p50_ms_batch1 is not None else "-"
-        lines.append(f"| `{r.engine}` ({r.precision}) | {'PASS' if r.passed else 'FAIL'} | "
+        gate = ("PASS" if r.passed else "FAIL") + (" (stale: the file changed since)" if r.stale else "")
+        lines.append(f"| `{r.engine}` ({r.precision}) | {gate} | "
                      f"{r.worst_case_acc_pct:.2f} | {r.clean_acc_pct:.2f} | {p50} | {speed} | "
                      f"{r.size_bytes / 1e6:.3f} |")
     return lines

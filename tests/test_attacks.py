@@ -194,3 +194,38 @@ def test_cascade_runs_each_attack_on_the_survivors_only(plain_model, fmnist_test
     report = evaluate_robustness(plain_model, subset, attacks, batch_size=128, progress=False, cascade=True)
     assert report.clean_acc >= report.adv_acc["fgsm"] >= report.adv_acc["pgd5"] == report.worst_case_acc
     assert seen == [round(report.adv_acc["fgsm"] * 128)]  # PGD attacked exactly the FGSM survivors
+
+
+class _Tied(nn.Module):
+    """Logits tied between classes 0 and 1 for every image (and a gradient through the image)."""
+
+    def __init__(self):
+        super().__init__()
+        self.w = nn.Parameter(torch.zeros(1))
+
+    def forward(self, x):
+        base = self.w * x.flatten(1)[:, :1]
+        return torch.cat([base + 1.0, base + 1.0, base.expand(-1, 8)], 1)
+
+
+def test_a_tie_with_another_class_is_a_misclassification_whatever_the_class_order(fmnist_test):
+    from rnascl_deploy.attacks import correct
+    from rnascl_deploy.verify.measure import reference_cascade
+
+    logits = torch.tensor([[2.0, 2.0, 0.0], [0.0, 2.0, 2.0], [3.0, 1.0, 1.0]])
+    assert correct(logits, torch.tensor([0, 2, 0])).tolist() == [False, False, True]
+    # argmax would call class 0 right on every tie: the images of class 0 would count as robust
+    points, _ = fmnist_test
+    assert sum(1 for _, y in points if y == 0) > 0
+    attacks = AttackConfig(apgd_iters=2, square_queries=2).build(["apgd-ce", "square"])
+    assert evaluate_robustness(_Tied(), points, attacks, progress=False).clean_acc == 0.0
+    assert reference_cascade(_Tied(), points, attacks, progress=False).figures.clean_acc_pct == 0.0
+
+
+def test_attacks_that_need_more_classes_than_the_data_has_are_refused_by_name():
+    from rnascl_deploy.attacks.config import check_classes
+
+    attacks = AttackConfig().build(["apgd-ce", "apgd-t", "square"])
+    check_classes(attacks, 4, "verify.attacks")
+    with pytest.raises(RnasclError, match=r"apgd-t in verify.attacks needs at least 4 classes; the data has 3"):
+        check_classes(attacks, 3, "verify.attacks")

@@ -10,6 +10,7 @@ import rnascl_deploy.bench as bench_module
 import rnascl_deploy.frontier as frontier_module
 import rnascl_deploy.report as report_module
 from rnascl_deploy.bench import time_batch
+from rnascl_deploy.checkpoint import file_sha256
 from rnascl_deploy.cli import main
 from rnascl_deploy.cost import arch_cost, parse_budget
 from rnascl_deploy.errors import RnasclError
@@ -18,14 +19,15 @@ from rnascl_deploy.frontier import Point, over_seeds, point_dir, reference_space
 from rnascl_deploy.pipeline import PipelineResult
 from rnascl_deploy.recipe import load_recipe
 from rnascl_deploy.ship import choose
+from rnascl_deploy.ship import to_markdown as ship_markdown
 from rnascl_deploy.space import build_layout
 
 from .conftest import tiny_cnn
 from .test_pipeline import TINY
 
 
-def _verify(passed, worst=70.0, precision="fp32"):
-    return {"passed": passed, "engine": {"precision": precision},
+def _verify(passed, worst=70.0, precision="fp32", sha256=None):
+    return {"passed": passed, "engine": {"precision": precision, "sha256": sha256},
             "figures": {"engine": {"worst_case_acc_pct": worst, "clean_acc_pct": 80.0}}}
 
 
@@ -34,9 +36,12 @@ def _bench(*p50_by_batch):
 
 
 def test_the_engine_to_ship_is_the_fastest_that_passes_the_gate(tmp_path):
+    sha = {}
     for name, size in (("a.onnx", 400), ("b.onnx", 100), ("c.onnx", 200)):
         (tmp_path / name).write_bytes(b"x" * size)
-    verify = {"a.onnx": _verify(True), "b.onnx": _verify(False), "c.onnx": _verify(True, precision="int8")}
+        sha[name] = file_sha256(tmp_path / name)
+    verify = {"a.onnx": _verify(True, sha256=sha["a.onnx"]), "b.onnx": _verify(False, sha256=sha["b.onnx"]),
+              "c.onnx": _verify(True, precision="int8", sha256=sha["c.onnx"])}
     bench = {"a.onnx": _bench((1, 0.20), (64, 1.0)), "b.onnx": _bench((1, 0.05)), "c.onnx": _bench((1, 0.10))}
     choice = choose(verify, bench, tmp_path)
     assert choice.engine == "c.onnx" and "lowest batch-1 latency" in choice.why  # b is faster but fails the gate
@@ -45,6 +50,23 @@ def test_the_engine_to_ship_is_the_fastest_that_passes_the_gate(tmp_path):
     tied = choose(verify, {**bench, "a.onnx": _bench((1, 0.10))}, tmp_path)
     assert tied.engine == "c.onnx"  # equal latency: the smaller file
     assert choose({"b.onnx": _verify(False)}, bench, tmp_path).engine is None
+
+
+def test_a_verdict_ships_only_the_bytes_it_measured(tmp_path):
+    (tmp_path / "a.onnx").write_bytes(b"the engine verify measured")
+    (tmp_path / "b.onnx").write_bytes(b"x")
+    older = {"provenance": {"engine_sha256": file_sha256(tmp_path / "b.onnx")}}  # a report before "sha256"
+    verify = {"a.onnx": _verify(True, sha256=file_sha256(tmp_path / "a.onnx")),
+              "b.onnx": {**_verify(True), "engine": older}}
+    bench = {"a.onnx": _bench((1, 0.20)), "b.onnx": _bench((1, 0.10))}
+    assert choose(verify, bench, tmp_path).engine == "b.onnx"  # the older report's sidecar sha256
+    (tmp_path / "b.onnx").write_bytes(b"exported again since its verify")
+    choice = choose(verify, bench, tmp_path)
+    assert choice.engine == "a.onnx" and [r.stale for r in choice.rows] == [False, True]
+    (tmp_path / "a.onnx").unlink()  # and a report of a file elsewhere that only shares a name
+    choice = choose(verify, bench, tmp_path)
+    assert choice.engine is None and "a.onnx, b.onnx passed as other bytes" in choice.why
+    assert "PASS (stale" in "\n".join(ship_markdown(choice))
 
 
 def test_the_engines_to_ship_of_all_points_are_timed_together_and_a_point_without_one_is_not(tmp_path, monkeypatch):

@@ -188,3 +188,20 @@ def _torch_save(obj) -> bytes:
 def _write(path, data: bytes):
     path.write_bytes(data)
     return path
+
+
+def test_an_eps_or_normalisation_that_cannot_be_right_is_refused_before_any_attack(models, tmp_path):
+    model = onnx.load(str(models / "robust.onnx"))
+    entry = model.metadata_props.add()
+    entry.key, entry.value = "threat_model", json.dumps({"norm": "Linf", "eps": 8})  # meant as 8/255
+    onnx.save(model, str(tmp_path / "eps8.onnx"))
+    args = ["-q", "verify", "--reference", str(models / "robust.onnx"), "--out", str(tmp_path / "gate"), *GATE]
+    result = CliRunner().invoke(main, [*args, "--engine", str(tmp_path / "eps8.onnx")])
+    assert result.exit_code == 2 and "gives eps 8.0" in result.output and "Traceback" not in result.output
+    rgb = ["--set", "verify.input_mean=[0.3,0.3,0.3]", "--set", "verify.input_std=[0.3,0.3,0.3]"]
+    result = CliRunner().invoke(main, [*args, "--engine", str(models / "robust.onnx"), *rgb])
+    assert result.exit_code == 2 and "does not fit 1-channel images" in result.output
+    zero = ["--set", f"verify.input_mean=[{MEAN}]", "--set", "verify.input_std=[0]"]
+    result = CliRunner().invoke(main, [*args, "--engine", str(models / "robust.onnx"), *zero])
+    assert result.exit_code == 2, result.output
+    assert not (tmp_path / "gate").exists()

@@ -271,3 +271,54 @@ def test_in_order_yields_in_the_items_order_and_raises_a_workers_error_in_the_ca
     assert list(in_order(later_first, range(4), 3)) == [0, 1, 2, 3]
     with pytest.raises(ValueError, match="item 5"):
         list(in_order(later_first, range(7), 2))
+
+
+def test_the_engine_decides_bit_for_bit_and_the_replica_gives_the_gradient():
+    import torch
+
+    from rnascl_deploy.verify.measure import EngineDecides
+
+    torch.manual_seed(0)
+    replica = torch.nn.Linear(16, 10)
+
+    def engine(x):  # a coarse engine: logits on a grid of 1/64, as a quantised graph gives them
+        return (replica(x) * 64).round() / 64
+
+    x = torch.randn(256, 16, requires_grad=True)
+    out = EngineDecides(replica, engine)(x)
+    assert torch.equal(out, engine(x.detach()))  # z + (e - z) is not always e in floating point
+    out[:, 3].sum().backward()
+    assert torch.allclose(x.grad, replica.weight[3].expand(256, -1))
+
+
+def test_a_drop_exactly_at_the_limit_passes_despite_float_noise():
+    from rnascl_deploy.verify.config import VerifyConfig
+    from rnascl_deploy.verify.gate import checks
+    from rnascl_deploy.verify.measure import Figures, Measurement
+
+    def figures(clean, worst):
+        return Figures(clean, {"square": worst}, worst)
+
+    m = Measurement(1000, 100.0, figures(80.0, 64.4), figures(80.0, 62.4), 0)
+    assert 64.4 - 62.4 > 2.0  # the noise the gate must not fail on
+    by_name = {c.name: c for c in checks(m, VerifyConfig(max_adv_drop_pts=2.0, min_worst_case_pct=62.4))}
+    assert by_name["worst_case_drop_vs_reference_pts"].passed and by_name["worst_case_floor_pct"].passed
+    m.engine = figures(80.0, 62.3)
+    assert not checks(m, VerifyConfig(max_adv_drop_pts=2.0))[2].passed  # one image more is a drop past the limit
+
+
+def test_a_pytorch_engine_computes_where_its_replica_and_the_attacks_do(trained_run, tmp_path, monkeypatch):
+    import rnascl_deploy.verify.runner as runner_module
+
+    opened = {}
+
+    def stop_at_open(path, provider, **kwargs):  # the replica is the engine's own module: one device for both
+        opened.update(provider=provider, **kwargs)
+        raise RnasclError("opened")
+
+    monkeypatch.setattr(runner_module, "open_engine", stop_at_open)
+    recipe = load_recipe(trained_run / "recipe.yaml", {"runtime.device": "cpu"})
+    with pytest.raises(RnasclError, match="opened"):
+        verify_run(trained_run / "student.safetensors", recipe, run=trained_run, provider="cuda", limit=8,
+                   progress=False, out=tmp_path)
+    assert opened["provider"] == "cuda" and str(opened["device"]) == "cpu"  # not the provider's GPU

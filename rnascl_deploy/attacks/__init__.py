@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from . import apgd, fgsm, pgd, square  # noqa: F401  (register the evaluation attacks)
 from .apgd import APGDCE, APGDT  # noqa: F401
-from .base import Attack, QueryAttack, WhiteBoxAttack, eval_mode, project  # noqa: F401
+from .base import Attack, QueryAttack, WhiteBoxAttack, correct, eval_mode, margin, project  # noqa: F401
 from .fgsm import FGSM  # noqa: F401
 from .kl_pgd import KLPGD  # noqa: F401
 from .pgd import PGD  # noqa: F401

@@ -7,7 +7,7 @@ from typing import Callable, Optional
 
 import torch
 
-from .base import WhiteBoxAttack, input_grad, project
+from .base import WhiteBoxAttack, correct, input_grad, project
 from .registry import register
 
 Loss = Callable[[torch.Tensor, torch.Tensor], torch.Tensor]  # (logits, y) -> per-sample loss to maximise
@@ -49,7 +49,7 @@ class APGD(WhiteBoxAttack):
         x_adv = project(x + self.eps * t / t.flatten(1).abs().amax(1).view(-1, 1, 1, 1), x, self.eps)
         loss, grad, logits = input_grad(model, x_adv, y, loss_fn)
         x_best, loss_best, grad_best = x_adv.clone(), loss.clone(), grad.clone()
-        found = logits.argmax(1) != y
+        found = ~correct(logits, y)
         x_found = x_adv.clone()
         step = torch.full((len(x), 1, 1, 1), 2.0 * self.eps, device=x.device, dtype=x.dtype)
         history = [loss]
@@ -63,7 +63,7 @@ class APGD(WhiteBoxAttack):
             x_next = project(x_adv + momentum * (z - x_adv) + (1 - momentum) * (x_adv - x_prev), x, self.eps)
             x_prev, x_adv = x_adv, x_next
             loss, grad, logits = input_grad(model, x_adv, y, loss_fn)
-            new = (logits.argmax(1) != y) & ~found
+            new = ~correct(logits, y) & ~found
             x_found[new], found = x_adv[new], found | new
             better = loss > loss_best
             x_best[better], grad_best[better], loss_best[better] = x_adv[better], grad[better], loss[better]
@@ -105,6 +105,7 @@ class APGDT(APGD):
     least 4 classes."""
 
     name = "apgd-t"
+    min_classes = 4  # the DLR loss's denominator takes the third and fourth largest logits
 
     def __init__(self, eps: float, iters: int = 100, targets: int = 9, rho: float = 0.75, seed: Optional[int] = 0):
         super().__init__(eps, iters, rho, seed)
@@ -119,7 +120,7 @@ class APGDT(APGD):
             raise ValueError(f"APGD-T's DLR loss needs at least 4 classes, the model has {logits.shape[1]}")
         ranked = logits.sort(1, descending=True).indices
         ranked = torch.stack([r[r != label] for r, label in zip(ranked, y)])  # non-true classes, best first
-        x_adv, fooled = x.clone(), logits.argmax(1) != y
+        x_adv, fooled = x.clone(), ~correct(logits, y)
         gen = self._generator(x.device)
         for k in range(min(self.targets, ranked.shape[1])):
             todo = (~fooled).nonzero().squeeze(1)

@@ -8,6 +8,11 @@ The base classes own the rules; subclasses own the math (torchattacks' ``Attack`
 Every attack returns ``x_adv`` with ``|x_adv - x|_inf <= eps`` and ``0 <= x_adv <= 1``. Evaluation attacks keep,
 per point, an iterate that is misclassified when they find one (as AutoAttack does), so more steps never find fewer
 adversarial examples with the same random start.
+
+A point is classified correctly when its true class's logit is above every other (:func:`correct`): a tie is an
+error, whatever the order of the classes. ``argmax`` would break a tie towards the lower class index, so a point
+tied with a later class would count as robust; ties are rare in fp32 but real on the coarse logits of fp16 and
+INT8 engines, and Square already stops at a margin of 0.
 """
 from __future__ import annotations
 
@@ -23,6 +28,19 @@ LogitsFn = Callable[[torch.Tensor], torch.Tensor]
 def project(x_adv: torch.Tensor, x: torch.Tensor, eps: float) -> torch.Tensor:
     """Project onto the Linf eps-ball around x intersected with the [0, 1] box."""
     return torch.min(torch.max(x_adv, x - eps), x + eps).clamp_(0.0, 1.0)
+
+
+def margin(logits: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
+    """logit of the true class minus the largest other logit: at most 0 means misclassified."""
+    true = logits.gather(1, y[:, None]).squeeze(1)
+    other = logits.clone()
+    other.scatter_(1, y[:, None], float("-inf"))
+    return true - other.amax(1)
+
+
+def correct(logits: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
+    """Whether each point's true class scores above every other class (a tie is a misclassification)."""
+    return margin(logits, y.to(logits.device)) > 0
 
 
 @contextmanager
@@ -41,6 +59,7 @@ class Attack:
     """Common state of an Linf attack: eps and a random generator seed for reproducible random starts."""
 
     name = "attack"
+    min_classes = 2  # the fewest classes the attack's loss is defined for
 
     def __init__(self, eps: float, seed: Optional[int] = 0):
         if not 0.0 <= eps <= 1.0:

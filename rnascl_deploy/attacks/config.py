@@ -4,6 +4,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import ClassVar, Dict, List, Optional
 
+from ..errors import RnasclError
 from ..schema import SEED, Each, Parses, at_least, between
 from . import registry
 from .base import Attack
@@ -30,3 +31,13 @@ class AttackConfig:
     def build(self, names: Optional[List[str]] = None) -> Dict[str, Attack]:
         """The attacks ``names`` (default: this section's ``attacks``), configured by this section, by name."""
         return {name: registry.build(name, self) for name in (names or self.attacks)}
+
+
+def check_classes(attacks: Dict[str, Attack], classes: int, key: str) -> None:
+    """Refuse, before any work, the attacks that cannot run on ``classes`` classes (APGD-T's DLR loss needs 4),
+    naming the recipe ``key`` that lists them."""
+    short = [name for name, attack in attacks.items() if classes < attack.min_classes]
+    if short:
+        raise RnasclError(f"{', '.join(short)} in {key} need{'s' if len(short) == 1 else ''} at least "
+                          f"{max(attacks[n].min_classes for n in short)} classes; the data has {classes}: leave "
+                          f"{'it' if len(short) == 1 else 'them'} out of {key}")

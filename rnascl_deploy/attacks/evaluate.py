@@ -24,7 +24,7 @@ from torch import nn
 
 from ..data import batches
 from ..progress import progress_bar
-from .base import Attack, QueryAttack, eval_mode
+from .base import Attack, QueryAttack, correct, eval_mode
 
 log = logging.getLogger(__name__)
 
@@ -56,7 +56,7 @@ def evaluate_robustness(model: nn.Module, dataset, attacks: Mapping[str, Attack]
         raise ValueError(f"all attacks of one evaluation must share eps, got {sorted(eps)}")
     start = time.perf_counter()
     device = next(model.parameters()).device
-    n = correct = 0
+    n = clean = 0
     robust = {name: 0 for name in attacks}
     raw = {name: 0 for name in attacks}
     survives_all = 0
@@ -67,7 +67,7 @@ def evaluate_robustness(model: nn.Module, dataset, attacks: Mapping[str, Attack]
             x, y = x.to(device), y.to(device)
             with torch.no_grad():
                 logits = model(x)
-            ok = logits.argmax(1) == y
+            ok = correct(logits, y)
             prob_like += int(((logits >= 0) & (logits <= 1)).all(1).logical_and(
                 (logits.sum(1) - 1).abs() < 1e-3).sum())
             zero_grad += _count_zero_grads(model, x, y)
@@ -80,11 +80,11 @@ def evaluate_robustness(model: nn.Module, dataset, attacks: Mapping[str, Attack]
                     if alive.any():
                         x_adv = attack(model, x[alive], y[alive])
                         with torch.no_grad():
-                            adv_ok[alive] = model(x_adv).argmax(1) == y[alive]
+                            adv_ok[alive] = correct(model(x_adv), y[alive])
                 else:
                     x_adv = attack(model, x, y)
                     with torch.no_grad():
-                        adv_ok = model(x_adv).argmax(1) == y
+                        adv_ok = correct(model(x_adv), y)
                 raw[name] += int(adv_ok.sum())
                 robust[name] += int((ok & adv_ok).sum())
                 alive &= adv_ok
@@ -96,18 +96,18 @@ def evaluate_robustness(model: nn.Module, dataset, attacks: Mapping[str, Attack]
             if any(not isinstance(a, QueryAttack) for a in attacks.values()):
                 query_beats_white += int((query_fooled & ~white_fooled).sum())
             n += len(y)
-            correct += int(ok.sum())
+            clean += int(ok.sum())
             survives_all += int(alive.sum())
             bar.update(len(y))
-            bar.set_postfix(clean=f"{correct / n:.3f}", worst=f"{survives_all / n:.3f}")
+            bar.set_postfix(clean=f"{clean / n:.3f}", worst=f"{survives_all / n:.3f}")
     bar.close()
-    report = RobustnessReport(clean_acc=correct / n, adv_acc={json_key(k): v / n for k, v in robust.items()},
+    report = RobustnessReport(clean_acc=clean / n, adv_acc={json_key(k): v / n for k, v in robust.items()},
                               worst_case_acc=survives_all / n, n=n, eps=eps.pop() if eps else 0.0,
                               seconds=round(time.perf_counter() - start, 2))
     for name in attacks:
-        if raw[name] > correct:
+        if raw[name] > clean:
             report.warnings.append(f"{name}: accuracy on adversarial examples ({raw[name] / n:.4f}) is above clean "
-                                   f"accuracy ({correct / n:.4f}); the attack is not working")
+                                   f"accuracy ({clean / n:.4f}); the attack is not working")
     if query_beats_white:
         report.warnings.append(f"a query attack fooled {query_beats_white} points that every white-box attack "
                                "missed: a sign of gradient masking; trust the worst case, not the white-box figures")

@@ -4,7 +4,7 @@ from typing import Optional
 
 import torch
 
-from .base import WhiteBoxAttack, input_grad, project
+from .base import WhiteBoxAttack, correct, input_grad, project
 from .registry import register
 
 
@@ -40,13 +40,13 @@ class PGD(WhiteBoxAttack):
             if self.keep_misclassified:
                 if self.decision is not None:
                     logits = self.decision(x_adv)
-                new = (logits.argmax(1) != y) & ~found
+                new = ~correct(logits, y) & ~found
                 best[new], found = x_adv[new], found | new
             x_adv = project(x_adv + self.step_size * grad.sign(), x, self.eps)
         if not self.keep_misclassified:
             return x_adv
         with torch.no_grad():
-            new = ((self.decision or model)(x_adv).argmax(1) != y) & ~found
+            new = ~correct((self.decision or model)(x_adv), y) & ~found
         best[new], found = x_adv[new], found | new
         best[~found] = x_adv[~found]
         return best

@@ -5,16 +5,8 @@ from typing import Optional
 
 import torch
 
-from .base import QueryAttack
+from .base import QueryAttack, margin
 from .registry import register
-
-
-def margin(logits: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
-    """logit of the true class minus the largest other logit: negative means misclassified."""
-    true = logits.gather(1, y[:, None]).squeeze(1)
-    other = logits.clone()
-    other.scatter_(1, y[:, None], float("-inf"))
-    return true - other.amax(1)
 
 
 class Square(QueryAttack):

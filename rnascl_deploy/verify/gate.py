@@ -32,12 +32,17 @@ class Check:
         return asdict(self)
 
 
+# Figures are whole images in percent of n; a difference of two carries float noise (64.4 - 62.4 is
+# 2.0000000000000073), so values are compared at a precision far finer than one image of any data set.
+PRECISION = 6
+
+
 def _at_most(name, value, limit, message) -> Check:
-    return Check(name, value <= limit, round(value, 2), limit, "pts", "<=", message)
+    return Check(name, round(value, PRECISION) <= limit, round(value, 2), limit, "pts", "<=", message)
 
 
 def _at_least(name, value, limit, message) -> Check:
-    return Check(name, value >= limit, round(value, 2), limit, "%", ">=", message)
+    return Check(name, round(value, PRECISION) >= limit, round(value, 2), limit, "%", ">=", message)
 
 
 def checks(m: Measurement, cfg: VerifyConfig, metrics: Optional[dict] = None) -> List[Check]:

@@ -28,7 +28,7 @@ from typing import Callable, Deque, Dict, Iterable, Iterator, List, Mapping, Opt
 import torch
 from torch import nn
 
-from ..attacks import QueryAttack
+from ..attacks import QueryAttack, correct
 from ..attacks.evaluate import json_key
 from ..data import batches
 from ..fileio import atomic_path
@@ -52,7 +52,20 @@ class EngineDecides(nn.Module):
         z = self.replica(x)
         with torch.no_grad():
             e = self.engine(x.detach()).to(z)
-        return z + (e - z).detach()
+        return _StraightThrough.apply(z, e)
+
+
+class _StraightThrough(torch.autograd.Function):
+    """``e`` bit for bit forward (``z + (e - z)`` can differ from ``e`` in its last bit, enough to turn a near-tie
+    into a misclassification the engine never made), the gradient to ``z`` backward."""
+
+    @staticmethod
+    def forward(ctx, z: torch.Tensor, e: torch.Tensor) -> torch.Tensor:
+        return e.clone()
+
+    @staticmethod
+    def backward(ctx, grad: torch.Tensor):
+        return grad, None
 
 
 @dataclass
@@ -130,7 +143,7 @@ def _attack_alive(attack, target, predict: LogitsFn, x, y, alive) -> Tuple[torch
         return idx, x[:0]
     x_adv = attack(target, x[idx], y[idx])
     with torch.no_grad():
-        fooled = predict(x_adv).argmax(1).to(y.device) != y[idx]
+        fooled = ~correct(predict(x_adv), y[idx]).to(y.device)
     alive[idx[fooled]] = False
     return idx, x_adv
 
@@ -140,7 +153,8 @@ def in_order(fn: Callable, items: Iterable, workers: int) -> Iterator:
     and onnxruntime's kernels release the GIL); no more items are taken than are being computed. Each batch of a
     cascade is independent of the others (per-point results, a random start drawn per batch), so the results are
     those of one batch after the other. The threads are daemons: Ctrl-C stops the command at once instead of
-    waiting for the batches under way."""
+    waiting for the batches under way. A batch's error is raised in the caller when its turn comes; the other
+    batches under way then (at most ``workers - 1``) run to their end unseen."""
     if workers <= 1:
         yield from map(fn, items)
         return
@@ -195,8 +209,8 @@ def reference_cascade(reference: nn.Module, dataset, attacks: Mapping[str, objec
     def one(batch):
         start_of_batch, x, y = batch
         with torch.no_grad():
-            pred = reference(x).argmax(1)
-        alive = pred == y
+            logits = reference(x)
+        pred, alive = logits.argmax(1), correct(logits, y)
         clean, made, after, seconds = int(alive.sum()), {}, {}, {}
         for name, attack in attacks.items():
             bar.set_postfix_str(name)
@@ -243,9 +257,9 @@ def engine_cascade(engine: LogitsFn, decides: nn.Module, dataset, attacks: Mappi
     def one(batch):
         start_of_batch, x, y = batch
         with torch.no_grad():
-            pred = engine(x).argmax(1).to(device)
+            logits = engine(x).to(device)
+        pred, alive = logits.argmax(1), correct(logits, y)
         agree = int((pred == reference.pred[start_of_batch:start_of_batch + len(y)].to(device)).sum())
-        alive = pred == y
         clean, after, seconds, query_only = int(alive.sum()), {}, {}, 0
         if transfer:
             bar.set_postfix_str("transfer")
@@ -255,7 +269,7 @@ def engine_cascade(engine: LogitsFn, decides: nn.Module, dataset, attacks: Mappi
                 owners = torch.tensor([i for i in points for _ in by_point[start_of_batch + i]], device=device)
                 x_adv = torch.stack([a for i in points for a in by_point[start_of_batch + i]]).to(device)
                 with torch.no_grad():
-                    fooled = engine(x_adv).argmax(1).to(device) != y[owners]
+                    fooled = ~correct(engine(x_adv).to(device), y[owners])
                 alive[owners[fooled]] = False
             seconds["transfer"], after["transfer"] = time.perf_counter() - start, int(alive.sum())
         white_box_before = False

@@ -27,6 +27,7 @@ from typing import TYPE_CHECKING, List, Optional
 import torch
 from torch import nn
 
+from ..attacks.config import check_classes
 from ..checkpoint import file_sha256
 from ..data import batches
 from ..engines import Engine, OnnxRuntimeEngine, TensorRTEngine, TorchEngine, open_engine
@@ -124,6 +125,17 @@ def _normalization(meta: dict, cfg: VerifyConfig, path: Path):
     return (list(cfg.input_mean), list(cfg.input_std or [])) if cfg.input_mean is not None else None
 
 
+def _fitting(norm, channels: int, whose: str):
+    """``norm`` once it can normalise ``channels``-channel images: one mean and std, or one per channel, every std
+    above 0; an RnasclError naming ``whose`` it is otherwise."""
+    if norm is not None:
+        mean, std = norm
+        if len(mean) not in (1, channels) or len(std) != len(mean) or not all(s > 0 for s in std):
+            raise RnasclError(f"{whose} normalisation, mean {mean} and std {std}, does not fit {channels}-channel "
+                              "images: give one value or one per channel, every std above 0")
+    return norm
+
+
 def _reference_normalization(ref, engine_norm):
     """What to apply outside an ONNX or .pt2 reference: its own metadata's word where it has one (a file this tool
     wrote normalises inside), else the engine's convention (a user's pair of files shares one)."""
@@ -206,6 +218,7 @@ def verify_run(engine_path: Path, recipe: Recipe, run: Optional[Path] = None, re
                           "(an fp32 .onnx, a torch.export .pt2, or a .safetensors checkpoint of this tool)")
     if not engine_path.is_file():
         raise RnasclError(f"engine {str(engine_path)!r} not found")
+    engine_sha256 = file_sha256(engine_path)  # the bytes measured: ship.py ships a report's verdict only for them
     rundir = RunDir(run) if run is not None else None
     run_student = reference is None
     provenance = None
@@ -221,7 +234,8 @@ def verify_run(engine_path: Path, recipe: Recipe, run: Optional[Path] = None, re
     workers, threads = batches_at_once(engine_path, provider, runtime.device, len(test_set),
                                        recipe.attack.batch_size)
     engine = open_engine(engine_path, provider, threads=threads, spinning=False, max_batch=recipe.export.max_batch,
-                         opt_batch=recipe.export.opt_batch, cache_dir=rundir.trt_cache if rundir else None)
+                         opt_batch=recipe.export.opt_batch, cache_dir=rundir.trt_cache if rundir else None,
+                         device=runtime.device)  # a PyTorch engine where its replica (itself) and the attacks run
     if engine.min_batch > 1:
         hint = (reexport_hint(run, engine_path) if provenance and run is not None else
                 "export it with a dynamic batch axis (torch.onnx.export's dynamic_shapes)")
@@ -233,6 +247,10 @@ def verify_run(engine_path: Path, recipe: Recipe, run: Optional[Path] = None, re
                           f"{provenance['precision']}; {reexport_hint(Path(run or '.'), engine_path)}")
     meta = _engine_metadata(engine, engine_path)
     eps = cfg.eps if cfg.eps is not None else (eps_of(meta) or recipe.attack.eps)
+    if not 0 < eps <= 1:  # the recipe's keys are checked; an engine's metadata is not
+        raise RnasclError(f"{engine_path}'s metadata gives eps {eps}; verify measures eps in [0, 1] pixel units "
+                          "(8/255 is 0.0314): set verify.eps")
+    check_classes(recipe.attack.build(cfg.attacks), info.num_classes, "verify.attacks")
     for who, shape, classes in (("engine", engine.input_shape, engine.num_classes),
                                 ("reference", ref.input_shape, ref.num_classes)):
         if (shape is not None and list(shape) != list(info.input_shape)) or (classes not in (None, info.num_classes)):
@@ -240,21 +258,23 @@ def verify_run(engine_path: Path, recipe: Recipe, run: Optional[Path] = None, re
                               f"the test data ({info.name}) has {list(info.input_shape)} images and {info.num_classes}"
                               " classes: it is not a model of this data set (set data.name / data.root)")
     replica, graph = _replica(engine, engine_path)
-    norm = _normalization(meta, cfg, engine_path)
+    norm = _fitting(_normalization(meta, cfg, engine_path), info.input_shape[0], f"{engine_path}'s")
     predict = Normalized(engine, *norm) if norm else engine
     if norm:
         replica = nn.Sequential(Normalize(*norm), replica)
-    ref_norm = None if ref.kind == "checkpoint" else _reference_normalization(ref, norm)
+    ref_norm = None if ref.kind == "checkpoint" else _fitting(_reference_normalization(ref, norm),
+                                                              info.input_shape[0], f"the reference {ref.path}'s")
     reference_module = _placed_reference(ref, ref_norm, runtime, info.input_shape, recipe.data.batch_size)
     replica = replica.eval().to(runtime.device)
     metrics = _same_points_metrics(run, len(test_set), eps, run_student)
     cache = reference_cache(rundir.verify_cache if rundir is not None else out / "reference-cache",
-                            file_sha256(ref.path), recipe, eps, len(test_set), ref_norm, runtime.device)
+                            file_sha256(ref.path), recipe, eps, test_set, ref_norm, runtime.device)
     with torch_threads(threads):
         report = verify_engine(reference_module, predict, replica, test_set, recipe, eps, metrics, runtime.device,
                                progress, cache, workers)
-    report.engine = {**engine.describe(), "replica": {"graph": graph, **report.engine["replica"]},
-                     "provenance": provenance or {}, "metadata": meta}
+    report.engine = {**engine.describe(), "sha256": engine_sha256,
+                     "replica": {"graph": graph, **report.engine["replica"]}, "provenance": provenance or {},
+                     "metadata": meta}
     report.reference = ref.describe()
     for warning in report.warnings:
         log.warning(warning)
@@ -310,15 +330,20 @@ def verify_engine(reference: nn.Module, engine, replica: nn.Module, dataset, rec
     return report
 
 
-def reference_cache(folder: Path, reference_sha256: str, recipe: Recipe, eps: float, n: int, norm,
+def reference_cache(folder: Path, reference_sha256: str, recipe: Recipe, eps: float, points, norm,
                     device: torch.device) -> Path:
-    """Where the reference's cascade on these points is kept: named by everything its result depends on (the
-    reference file and the normalisation applied outside it, the points, the attacks and their settings, the code)."""
+    """Where the reference's cascade on ``points`` is kept: named by everything its result depends on (the
+    reference file and the normalisation applied outside it, the points' pixels and labels, the attacks and their
+    settings, the code). The pixels, not the data set's name and path: images changed in a folder are new points."""
     from .. import __version__
 
     a = recipe.attack
-    key = {"reference": reference_sha256, "normalization": norm, "n": n, "eps": eps,
-           "data": [recipe.data.name, recipe.data.root, recipe.data.image_size], "attacks": recipe.verify.attacks,
+    pixels = hashlib.sha256()
+    for x, y in batches(points, 1000):
+        pixels.update(x.contiguous().numpy().tobytes())
+        pixels.update(y.contiguous().numpy().tobytes())
+    key = {"reference": reference_sha256, "normalization": norm, "n": len(points), "eps": eps,
+           "points": pixels.hexdigest(), "attacks": recipe.verify.attacks,
            "attack": [a.pgd_step_size, a.apgd_iters, a.square_queries, a.seed, a.batch_size],
            "code": [__version__, torch.__version__, device.type]}
     digest = hashlib.sha256(json.dumps(key, sort_keys=True).encode()).hexdigest()[:20]
