@@ -5,7 +5,10 @@
 #           --secret id=pipconf,src=pip.conf --secret id=cacert,src=/etc/ssl/certs/ca-certificates.crt .
 #   GPU:  docker build -t rnascl-deploy:gpu --build-arg VARIANT=gpu --build-arg CUDA=13.0 \
 #           --build-arg TENSORRT=11.4.0.106 .
-# Both secrets are optional (a pip.conf in pip's ini format; a PEM bundle); neither is written into a layer.
+# Secrets: a pip.conf in pip's ini format, a PEM bundle; neither is written into a layer. The CA bundle is optional,
+# and so is the pip.conf for the GPU variant. The CPU variant needs a pip.conf naming a source of torch==2.13.0+cpu,
+# which PyPI does not have (extra-index-url = https://download.pytorch.org/whl/cpu, or find-links to a wheelhouse the
+# build can reach): without one, pip finds no such torch and the build fails (docs/ci.md).
 # The base is plain Debian bookworm (Python 3.11 from Debian); python:3.11-slim-bookworm works as BASE too.
 # The GPU variant's CUDA 13 runtime comes from the NVIDIA wheels that torch 2.13.0 and onnxruntime-gpu 1.31.1
 # depend on (no vendor base image); running it needs an NVIDIA driver R580 or newer on the host and the GPU passed

@@ -7,10 +7,10 @@ STAMP := $(VENV)/.installed
 
 .PHONY: install run test lint image
 # The stamp means "installed into $(VENV)": where the environment cannot import the package (a fresh machine, or an
-# environment made elsewhere), the stamp goes and the install runs again. PYTHONSAFEPATH keeps the source folder
-# itself from passing for an install.
+# environment made elsewhere), the stamp goes and the install runs again. The import runs from / so that the source
+# folder itself cannot pass for an install (on every Python: PYTHONSAFEPATH needs 3.11).
 install:
-	@PYTHONSAFEPATH=1 $(VENV)/bin/python -c "import rnascl_deploy" 2>/dev/null || rm -f $(STAMP)
+	@(cd / && $(abspath $(VENV))/bin/python -c "import rnascl_deploy") 2>/dev/null || rm -f $(STAMP)
 	@$(MAKE) --no-print-directory --silent $(STAMP)
 
 $(STAMP): pyproject.toml setup.py constraints.txt scripts/install.sh

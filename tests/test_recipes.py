@@ -3,7 +3,7 @@ from pathlib import Path
 
 import pytest
 
-from rnascl_deploy.cost import arch_cost
+from rnascl_deploy.cost import arch_cost, parse_budget
 from rnascl_deploy.data import CIFAR10_INFO, FASHION_MNIST_INFO
 from rnascl_deploy.recipe import load_recipe
 from rnascl_deploy.space import build_layout
@@ -17,7 +17,9 @@ def test_recipe_loads_and_its_space_fits(path):
     recipe = load_recipe(path)
     shape, classes = SHAPES.get(recipe.data.name, ((3, recipe.data.image_size, recipe.data.image_size), 100))
     layout = build_layout(recipe.search.space, shape, classes)
-    assert arch_cost(layout, layout.min_widths).macs < arch_cost(layout, layout.max_widths).macs
+    smallest = arch_cost(layout, layout.min_widths)
+    assert smallest.macs < arch_cost(layout, layout.max_widths).macs
+    assert parse_budget(recipe.search.budget).macs >= smallest.macs  # its own budget is searchable
     assert recipe.attack.eps > 0 and set(recipe.export.formats) <= {"onnx", "onnx-fp16", "onnx-int8",
                                                                     "tensorrt-fp16", "tensorrt-int8"}
 

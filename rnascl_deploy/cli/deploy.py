@@ -20,6 +20,7 @@ from .options import (
     parse_batches,
     provider_option,
     refuse_existing,
+    require_onnxruntime,
     retired_limit,
     run_argument,
     run_recipe,
@@ -38,7 +39,7 @@ Examples:
 """
 EPILOG_VERIFY = """\b
 Examples:
-  rnascl-deploy verify runs/s600k --engine runs/s600k/engines/student-int8.onnx
+  rnascl-deploy verify runs/s600k --engine runs/s600k/engines/student-int8.onnx   # after export --format onnx-int8
   rnascl-deploy verify runs/s600k --engine runs/s600k/engines/student.onnx --test-limit 200 --junit verify.xml
   rnascl-deploy verify --engine model-int8.onnx --reference model.onnx --out verify-int8   # a model of your own
   rnascl-deploy verify --engine model.onnx --reference model.pt2 --set data.name=imagefolder \\
@@ -49,13 +50,13 @@ provenance, shape or replica cannot be trusted).
 """
 EPILOG_BENCH = """\b
 Examples:
-  rnascl-deploy bench runs/s600k --engine runs/s600k/engines/student-int8.onnx --batch 1,8,64 --threads 2
+  rnascl-deploy bench runs/s600k --engine runs/s600k/engines/student.onnx --batch 1,8,64 --threads 2
   rnascl-deploy bench runs/s600k --engine runs/s600k/engines/student-fp16.engine --device cuda   # TensorRT
   rnascl-deploy bench --engine model.onnx --reference model.safetensors --json > bench.json   # no files written
 """
 
 
-@main.command(epilog=EPILOG_EXPORT)
+@main.command(epilog=EPILOG_EXPORT, short_help="Export the student as ONNX or TensorRT engines.")
 @run_argument
 @run_recipe_option
 @set_option
@@ -80,6 +81,7 @@ def export(ctx, run, recipe, overrides, formats, calibration_size, device, force
     from ..exporters.export import export_student
     from ..rundir import RunDir
 
+    require_onnxruntime("export", "every format is checked against PyTorch through onnxruntime")
     r = load_recipe(run_recipe(run, recipe), overrides,
                     **{"export.calibration_size": calibration_size, "export.formats": list(formats) or None,
                        "runtime.device": device})
@@ -90,7 +92,7 @@ def export(ctx, run, recipe, overrides, formats, calibration_size, device, force
     text.emit(results, as_json, text.exported(results))
 
 
-@main.command(epilog=EPILOG_VERIFY)
+@main.command(epilog=EPILOG_VERIFY, short_help="Gate an engine: its robustness, measured on the engine.")
 @click.argument("run", type=PathType(file_okay=False, exists=True), required=False)
 @click.option("--engine", "engine_path", type=PathType(dir_okay=False), required=True,
               help="Engine file: .onnx (onnxruntime), .engine/.plan (TensorRT) or .safetensors.")
@@ -131,6 +133,8 @@ def verify(ctx, run, engine_path, reference, recipe, overrides, test_limit, prov
 
     if run is None and reference is None:
         raise RnasclError("give a run directory (its student.safetensors is the reference) or --reference REF")
+    if engine_path.endswith(".onnx"):  # an .onnx reference is attacked through its replica, in PyTorch
+        require_onnxruntime("verify", "an .onnx engine runs on onnxruntime")
     r = load_recipe(run_recipe(run, recipe), overrides, **{"verify.limit": test_limit, "runtime.device": device})
     refuse_existing(junit, "--junit", force)
     provider = provider or run_provider(r)
@@ -146,7 +150,7 @@ def verify(ctx, run, engine_path, reference, recipe, overrides, test_limit, prov
     sys.exit(0 if report.passed else 1)
 
 
-@main.command("bench", epilog=EPILOG_BENCH)
+@main.command("bench", epilog=EPILOG_BENCH, short_help="Latency and throughput of an engine, against PyTorch.")
 @click.argument("run", type=PathType(file_okay=False, exists=True), required=False)
 @click.option("--engine", "engine_path", type=PathType(dir_okay=False), required=True,
               help="Engine file: .onnx, .engine/.plan (TensorRT) or .safetensors.")
@@ -187,6 +191,8 @@ def bench_command(ctx, run, engine_path, batch_text, provider, device, reference
     from ..runtime import resolve
 
     batches = parse_batches(batch_text)
+    if any(p.endswith(".onnx") for p in (engine_path, reference) if p):
+        require_onnxruntime("bench", "an .onnx engine or reference runs on onnxruntime")
     path, rundir = Path(engine_path), RunDir(run) if run is not None else None
     owner = RunDir(path.parent.parent)
     if rundir is None and owner.engines == path.parent and owner.student.exists() and not out:

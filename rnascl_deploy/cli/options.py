@@ -74,6 +74,19 @@ def load_recipe(recipe: Optional[str], overrides, quick: bool = False, **flags):
     return r
 
 
+def require_onnxruntime(command: str, why: str) -> None:
+    """Refuse (exit 2), before any work, a command that will need onnxruntime where it is not installed: it is an
+    extra (``cpu`` or ``onnxruntime-gpu``), imported only where an ONNX graph runs, so without this check ``run``
+    would fail after retraining. ``why``: what the command uses it for."""
+    import importlib.util
+
+    if importlib.util.find_spec("onnxruntime") is None:
+        raise RnasclError(f"onnxruntime is not installed, and `{command}` needs it ({why}). Install the extra that "
+                          "brings it: pip install 'rnascl-deploy[cpu]', or on a GPU machine "
+                          "'rnascl-deploy[onnxruntime-gpu]'; in a checkout, scripts/install.sh installs it with the "
+                          "pins of constraints.txt")
+
+
 def run_recipe(run: Optional[str], recipe: Optional[str]) -> Optional[str]:
     """The recipe a command on a run directory runs with: ``--recipe``, else ``RUN/recipe.yaml`` (refused when the
     directory has none)."""

@@ -9,7 +9,7 @@ import click
 
 from . import text
 from .app import lock, main
-from .options import PathType, device_option, json_option, load_recipe, recipe_option, set_option
+from .options import PathType, device_option, json_option, load_recipe, recipe_option, require_onnxruntime, set_option
 
 EPILOG_RUN = """\b
 Examples:
@@ -18,7 +18,8 @@ Examples:
   rnascl-deploy run --recipe recipes/fashion-mnist.yaml --budget 600K --out runs/fmnist-600k --from export
   rnascl-deploy run --recipe runs/fmnist-600k/recipe.yaml --out runs/again   # the same run again
   rnascl-deploy run --quick --out runs/quick     # every stage in about two minutes: a run to read, an install check
-Exit codes: 0 every engine verified, 1 an engine failed verification, 2 usage error.
+Exit codes: 0 every engine verified, 1 an engine failed verification, 2 bad input or environment, 130 interrupted
+by Ctrl-C, 143 by SIGTERM (finished stages are kept: run the same command again to resume).
 """
 EPILOG_FRONTIER = """\b
 Examples:
@@ -27,7 +28,8 @@ Examples:
   rnascl-deploy frontier --quick --out runs/frontier-quick       # every point in minutes: a first look
   rnascl-deploy frontier --reference --out runs/frontier         # and LeNet-small scaled to each budget beside it
   rnascl-deploy frontier --reference --seeds 3 --out runs/frontier  # each point three times: means and ranges
-Exit codes: 0 every point has an engine that passes the gate, 1 a point has none, 2 usage error.
+Exit codes: 0 every point has an engine that passes the gate, 1 a point has none, 2 bad input or environment,
+130 interrupted by Ctrl-C, 143 by SIGTERM (finished points and stages are kept: run the same command again).
 """
 # The default space spans 138K .. 2.1M MACs; 200K because accuracy falls below 300K (study v3, the 150K point).
 DEFAULT_BUDGETS = ("150K", "200K", "300K", "600K", "1.2M")
@@ -39,7 +41,7 @@ Examples:
 """
 
 
-@main.command("run", epilog=EPILOG_RUN)
+@main.command("run", epilog=EPILOG_RUN, short_help="Every stage: recipe to verified, benchmarked engines.")
 @recipe_option
 @set_option
 @click.option("--budget", "-b", help="search.budget: MACs and/or parameters, 600K, 1.5M, params=150K, ... "
@@ -65,6 +67,7 @@ def run_command(ctx, recipe, overrides, budget, out, start, quick, device, as_js
     from ..recipe import check_model_sizes
     from ..rundir import RunDir
 
+    require_onnxruntime("run", "its export, verify and bench stages run the ONNX engines")
     r = load_recipe(recipe, overrides, quick, **{"search.budget": budget, "runtime.device": device})
     check_model_sizes(r, space=True)
     lock(ctx, out)
@@ -75,7 +78,7 @@ def run_command(ctx, recipe, overrides, budget, out, start, quick, device, as_js
     sys.exit(0 if result.passed else 1)
 
 
-@main.command(epilog=EPILOG_FRONTIER)
+@main.command(epilog=EPILOG_FRONTIER, short_help="`run` at several budgets: robustness against cost.")
 @recipe_option
 @set_option
 @click.option("--budget", "-b", "budgets", multiple=True, metavar="BUDGET",
@@ -104,6 +107,7 @@ def frontier(ctx, recipe, overrides, budgets, out, reference, seeds, quick, devi
     from ..frontier import check_budgets, over_seeds, reference_recipe, run_frontier
     from ..recipe import check_model_sizes
 
+    require_onnxruntime("frontier", "every point's export, verify and bench run the ONNX engines")
     recipes = {}
     for budget in budgets or DEFAULT_BUDGETS:
         r = load_recipe(recipe, overrides, quick, **{"search.budget": budget, "runtime.device": device})
@@ -125,7 +129,7 @@ def frontier(ctx, recipe, overrides, budgets, out, reference, seeds, quick, devi
     sys.exit(0 if all(p.ship for p in points) else 1)
 
 
-@main.command(epilog=EPILOG_COST)
+@main.command(epilog=EPILOG_COST, short_help="MACs and parameters of a checkpoint or arch.json.")
 @click.argument("target", type=PathType())
 @click.option("--budget", "-b",
               help="Also check TARGET against a budget: 600K, 1.5M, params=150K, macs=1M,params=100K.")

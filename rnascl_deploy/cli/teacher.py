@@ -22,7 +22,6 @@ from .options import (
     refuse_existing,
     retired_limit,
     set_option,
-    test_limit_option,
     train_limit_option,
 )
 
@@ -46,16 +45,17 @@ Examples:
 EPILOG_TEACHER_IMPORT = """\b
 Example (a RobustBench CIFAR-10 WRN-34-10, which takes [0, 1] inputs without normalisation):
   rnascl-deploy teacher import wrn.pt --model wideresnet --model-kwargs '{"depth": 34, "widen_factor": 10}' \\
-      --dataset cifar10 --data-root data/cifar10 --mean 0,0,0 --std 1,1,1 --out teachers/wrn.safetensors
+      --dataset cifar10 --data-root data/cifar10 --mean 0,0,0 --std 1,1,1 \\
+      --out teachers/cifar10-wrn34-10.safetensors   # where recipes/cifar10-*.yaml look for it
 """
 
 
-@main.group(epilog=EPILOG_TEACHER)
+@main.group(epilog=EPILOG_TEACHER, short_help="Train, import and evaluate the robust teacher.")
 def teacher():
     """Train, import and evaluate the robust teacher that tutors the student."""
 
 
-@teacher.command("train", epilog=EPILOG_TEACHER_TRAIN)
+@teacher.command("train", epilog=EPILOG_TEACHER_TRAIN, short_help="Adversarially train the recipe's teacher.")
 @recipe_option
 @set_option
 @click.option("--out", "-o", type=PathType(file_okay=False), required=True,
@@ -90,11 +90,12 @@ def teacher_train(ctx, recipe, overrides, out, epochs, adv, train_limit, seed, d
                f"{result.best_metrics})")
 
 
-@teacher.command("eval", epilog=EPILOG_TEACHER_EVAL)
+@teacher.command("eval", epilog=EPILOG_TEACHER_EVAL, short_help="Clean and adversarial accuracy of a checkpoint.")
 @click.argument("checkpoint", type=PathType())
 @recipe_option
 @set_option
-@test_limit_option("evaluate", "the first N test images (default: all)")
+@click.option("--test-limit", "test_limit", type=click.IntRange(1),
+              help="Evaluate on the first N test images (default: all).")
 @retired_limit("--test-limit")
 @click.option("--attacks", help="attack.attacks, comma-separated: fgsm, pgdK (e.g. pgd20), apgd-ce, apgd-t, square.")
 @click.option("--eps", type=click.FloatRange(0, 1, min_open=True), help="attack.eps (pixel units in [0, 1]).")
@@ -128,7 +129,7 @@ def teacher_eval(ctx, checkpoint, recipe, overrides, test_limit, attacks, eps, d
     text.emit(report, as_json, text.robustness(report))
 
 
-@teacher.command("import", epilog=EPILOG_TEACHER_IMPORT)
+@teacher.command("import", epilog=EPILOG_TEACHER_IMPORT, short_help="Convert a foreign state dict into a teacher.")
 @click.argument("state_dict", type=PathType(dir_okay=False))
 @click.option("--model", "model_name", required=True,
               help="Architecture name: cnn, lenet-small, resnet, wideresnet (or student, with its arch as kwargs).")

@@ -35,14 +35,15 @@ Examples:
 """
 EPILOG_RETRAIN = """\b
 Examples:
-  rnascl-deploy retrain runs/s600k                       # distillation retrain, full test-set evaluation
+  rnascl-deploy retrain runs/s600k                       # distillation retrain, evaluated on 1,000 test images
   rnascl-deploy retrain runs/s600k --finetune trades     # ... then a TRADES fine-tune keeping KD + attention
+  rnascl-deploy retrain runs/s600k --set retrain.eval_limit=null   # evaluated on the whole test set
   rnascl-deploy retrain runs/s600k --epochs 2 --test-limit 1000 --train-limit 5000   # a quick look
   rnascl-deploy retrain runs/s600k --resume              # continue an interrupted retrain
 """
 
 
-@main.command(epilog=EPILOG_SEARCH)
+@main.command(epilog=EPILOG_SEARCH, short_help="RNAS-CL: student widths and tutors under a budget.")
 @recipe_option
 @set_option
 @click.option("--budget", "-b", help="search.budget, the MACs and/or parameters the student must fit: 600K, 1.5M, "
@@ -62,10 +63,11 @@ Examples:
 def search(ctx, recipe, overrides, budget, out, epochs, train_limit, seed, device, resume, force, as_json):
     """RNAS-CL: search student widths and, for every student layer, its teacher tutor, under a budget.
 
-    A supernet of mobile inverted-residual blocks learns Gumbel-softmax channel masks while every student tap
-    learns Gumbel-softmax weights over all teacher conv taps (cross-layer attention distillation from the robust
-    teacher). The derived student never exceeds the budget (MACs by fvcore, batch 1) and uses at least 80% of it
-    when the space allows. Writes OUT/arch.json, the input of `retrain`.
+    A supernet of the recipe's search.space (the default: LeNet-like plain convolutions and a searched hidden
+    layer; the CIFAR-10 and ImageNet-100 recipes: MobileNetV2 inverted-residual blocks) learns Gumbel-softmax
+    channel masks while every student tap learns Gumbel-softmax weights over all teacher conv taps (cross-layer
+    attention distillation from the robust teacher). The derived student never exceeds the budget (MACs by fvcore,
+    batch 1) and uses at least 80% of it when the space allows. Writes OUT/arch.json, the input of `retrain`.
     """
     from ..recipe import check_model_sizes
     from ..rundir import RunDir, refuse_foreign_recipe
@@ -81,7 +83,7 @@ def search(ctx, recipe, overrides, budget, out, epochs, train_limit, seed, devic
     text.emit(arch.to_dict(), as_json, text.searched(RunDir(out).arch, arch))
 
 
-@main.command(epilog=EPILOG_RETRAIN)
+@main.command(epilog=EPILOG_RETRAIN, short_help="Train the searched student with its distillation.")
 @run_argument
 @run_recipe_option
 @set_option

@@ -14,6 +14,7 @@ cannot start because its TensorRT is missing is refused saying which TensorRT it
 from __future__ import annotations
 
 import functools
+import importlib.util
 import logging
 import re
 from pathlib import Path
@@ -141,8 +142,8 @@ class OnnxRuntimeEngine(Engine):
 def onnx_provider(device: torch.device) -> str:
     """onnxruntime's provider for ONNX engines where a run computes on ``device``: ``cuda`` on a GPU where this
     onnxruntime has the CUDA provider, else ``cpu`` (on a GPU with a CPU-only onnxruntime, saying so)."""
-    if device.type != "cuda":
-        return "cpu"
+    if device.type != "cuda" or importlib.util.find_spec("onnxruntime") is None:  # none: no ONNX engine runs here,
+        return "cpu"  # and a PyTorch engine takes no provider (the commands that run ONNX refuse without it)
     import onnxruntime as ort
 
     if "CUDAExecutionProvider" in ort.get_available_providers():
