@@ -74,8 +74,9 @@ class Hook:
 
 class WeightAverage(Hook):
     """An exponential moving average of the weights (Gowal et al. 2020), with the decay warmed up as
-    min(decay, (1 + t) / (10 + t)) at step t; buffers (BN statistics) are copied from the live model. The average,
-    ``model``, is what is validated, kept and returned."""
+    min(decay, (1 + t) / (10 + t)) at step t; its buffers (BN statistics) are the live model's, taken at the end of
+    each epoch (:meth:`take_buffers`), after the ranks' buffers are synced: under torchrun each rank's live buffers
+    differ after its own forward passes. The average, ``model``, is what is validated, kept and returned."""
 
     def __init__(self, live: nn.Module, decay: float):
         self.live, self.decay = live, decay
@@ -86,6 +87,9 @@ class WeightAverage(Hook):
         decay = min(self.decay, (1 + step) / (10 + step))
         for avg, live in zip(self.model.parameters(), self.live.parameters()):
             avg.mul_(decay).add_(live.detach(), alpha=1 - decay)
+
+    @torch.no_grad()
+    def take_buffers(self) -> None:
         for buffer, live_buffer in zip(self.model.buffers(), self.live.buffers()):
             buffer.copy_(live_buffer)
 

@@ -149,7 +149,9 @@ def trades(model, x, y, eps, cfg, teacher) -> Tuple[torch.Tensor, Terms]:
 @objective("ard", teacher=True)
 def ard(model, x, y, eps, cfg, teacher) -> Tuple[torch.Tensor, Terms]:
     """ARD (Goldblum et al., AAAI 2020): x' = PGD on the student's CE; alpha * T^2 * KL(t(x)/T || s(x')/T) +
-    (1 - alpha) * CE(s(x), y). The teacher's outputs are taken on clean x."""
+    (1 - alpha) * CE(s(x), y). The teacher's outputs are taken on clean x. The KL is the paper's, averaged over the
+    batch; the reference code's ``nn.KLDivLoss()`` also divides by the number of classes, so its KL term weighs
+    C times less against the CE, the attention term and the weight decay (alpha 1, its default, leaves no CE)."""
     raw = distributed.unwrap(model)
     t_logits = teacher.teacher_logits(x)
     x_adv = _pgd_ce(raw, x, y, eps, cfg)

@@ -248,6 +248,8 @@ class TrainLoop(EpochLoop):
         return validate(model, dataset, self.cfg.eps, workers=self.workers)
 
     def end_epoch(self, epoch, means):
+        if self.average is not None:  # the live model's BN statistics, the same on every rank now (the loop synced)
+            self.average.take_buffers()
         end = EpochEnd(epoch, self.final, self.accuracy(self.final, self.val_set))
         for hook in self.hooks:
             hook.after_validation(end)

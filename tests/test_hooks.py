@@ -14,7 +14,7 @@ from .conftest import tiny_cnn
 
 def test_the_average_moves_towards_the_live_weights_with_a_warmed_up_decay():
     """At step t the decay is min(decay, (1 + t) / (10 + t)): 0.1 at the first step, so a weight the live model
-    moved by 1 moves by 0.9 in the average; buffers (BN statistics) are the live model's."""
+    moved by 1 moves by 0.9 in the average; buffers (BN statistics) are the live model's, taken when asked."""
     live = tiny_cnn()
     average = WeightAverage(live, decay=0.99)
     start = {k: v.clone() for k, v in average.model.named_parameters()}
@@ -27,6 +27,8 @@ def test_the_average_moves_towards_the_live_weights_with_a_warmed_up_decay():
     average.after_step(0)
     for name, p in average.model.named_parameters():
         assert torch.allclose(p, start[name] + 0.9), name
+    assert not any(torch.equal(a, b) for a, b in zip(average.model.buffers(), live.buffers()))
+    average.take_buffers()  # at the end of the epoch, once the ranks' buffers are synced
     assert all(torch.equal(a, b) for a, b in zip(average.model.buffers(), live.buffers()))
     late = {k: v.clone() for k, v in average.model.named_parameters()}
     with torch.no_grad():
