@@ -5,10 +5,11 @@ finished point is skipped stage by stage, an interrupted one resumes, a changed 
 then one row: the student's MACs and parameters, its clean and worst-case accuracy (``metrics.json``), the engine
 to ship (:mod:`.ship`: the fastest engine that passes the gate) with the gate's figures on it and its latency and
 throughput on this host. Points finish hours or sessions apart on hosts whose speed drifts, so the latencies in the
-table are not each run's own ``bench`` figures: every point's engine to ship is timed again, all of them interleaved
-in one loop (:func:`time_together`), each time the frontier is written. ``OUT/frontier.json``, ``frontier.md`` and
-``frontier.png`` are rewritten after every point that computed anything (so an interrupted frontier shows what it
-has) and at the end. Every budget is checked against the search space before any work: one below the space's
+table are not each run's own ``bench`` figures: once every point is finished, every point's engine to ship is timed
+again, all of them interleaved in one loop (:func:`time_together`; its cost grows with the square of the number of
+engines, so it runs once, not after each point). ``OUT/frontier.json``, ``frontier.md`` and ``frontier.png`` are
+rewritten after every point that computed anything, without latencies (so an interrupted frontier shows what it
+has), and at the end with them. Every budget is checked against the search space before any work: one below the space's
 smallest architecture is refused, naming it.
 
 Repeated (``seeds`` > 1), every point runs once per seed: seed k adds k to the recipe's own search and training
@@ -173,14 +174,13 @@ def run_frontier(recipes: Dict[str, Recipe], out: Path, progress: bool = True,
     """Run the pipeline at every budget of ``recipes`` (budget -> its recipe), smallest MACs first, each followed
     by the reference design when ``reference``, each budget ``seeds`` times (its seeds in turn, each seed's student
     followed by its reference design), and write the frontier after each point that computed anything, and at the
-    end."""
+    end with every engine to ship timed together."""
     check_budgets(recipes)
     designs = {SEARCHED: recipes}
     if reference:  # every budget checked before any work
         designs[REFERENCE] = {budget: reference_recipe(recipe) for budget, recipe in recipes.items()}
     out = Path(out)
     points: List[Point] = []
-    unwritten = False  # points read since the frontier was last written
     for budget in sorted(recipes, key=lambda b: (parse_budget(b).macs or 0, parse_budget(b).params or 0)):
         for seed, (design, by_budget) in itertools.product(range(seeds), designs.items()):
             run, recipe = point_dir(out, budget, design, seed), seeded(by_budget[budget], seed)
@@ -188,25 +188,22 @@ def run_frontier(recipes: Dict[str, Recipe], out: Path, progress: bool = True,
             with run_lock(run):
                 ran = run_pipeline(recipe, run, progress=progress).ran
             points = ordered(points + [read_point(budget, run, design, seed)])
-            unwritten = True
             if ran:  # a point computed: the frontier so far is written (an interrupted one shows what it has)
-                time_together(points, recipe)
                 write_frontier(points, out)
-                unwritten = False
-    if unwritten:
-        time_together(points, recipe)
-        write_frontier(points, out)
+    time_together(points, recipe)
+    write_frontier(points, out)
     return points
 
 
 def ordered(points: List[Point]) -> List[Point]:
-    """By the searched student's measured MACs at the first seed (a params= budget takes its place), each budget's
-    student before its reference design, then by seed."""
+    """By the searched student's measured MACs at the first seed (a params= budget takes its place; budgets whose
+    students tie, by name), each budget's student before its reference design, then by seed."""
     rank: Dict[str, tuple] = {}
     for p in sorted(points, key=lambda p: p.seed):
         if p.design == SEARCHED:
             rank.setdefault(p.budget, (p.macs, p.params))
-    return sorted(points, key=lambda p: (rank.get(p.budget, (p.macs, p.params)), p.design != SEARCHED, p.seed))
+    return sorted(points, key=lambda p: (rank.get(p.budget, (p.macs, p.params)), p.budget, p.design != SEARCHED,
+                                         p.seed))
 
 
 @dataclass

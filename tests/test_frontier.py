@@ -50,6 +50,8 @@ def test_the_engine_to_ship_is_the_fastest_that_passes_the_gate(tmp_path):
     tied = choose(verify, {**bench, "a.onnx": _bench((1, 0.10))}, tmp_path)
     assert tied.engine == "c.onnx"  # equal latency: the smaller file
     assert choose({"b.onnx": _verify(False)}, bench, tmp_path).engine is None
+    late = choose(verify, {**bench, "a.onnx": _bench((64, 1.0), (1, 0.20))}, tmp_path)  # batch 1 benched last
+    assert late.rows[0].p50_ms_batch1 == 0.20 and late.rows[0].throughput_batch == 64
 
 
 def test_a_verdict_ships_only_the_bytes_it_measured(tmp_path):
@@ -141,6 +143,16 @@ def test_a_repeated_frontier_runs_each_budget_s_seeds_in_turn_and_writes_means_a
     assert "| 49.03 (11.1-70.0) | 67.50 |" in table
     assert json.loads((tmp_path / "frontier.json").read_text())["over_seeds"][0]["passing"] == 2
     assert (tmp_path / "frontier.png").read_bytes()[:4] == b"\x89PNG"
+
+
+def test_budgets_whose_students_tie_keep_their_rows_together():
+    def point(budget, seed):  # both budgets above the space's largest student: the same student at each
+        return Point(budget, "r", "searched", 2_101_000, 700_000, [24, 64, 256], 87.0, 75.0, 1000, True,
+                     "student.onnx", 74.8, seed=seed)
+
+    shuffled = [point("5M", 1), point("3M", 1), point("5M", 0), point("3M", 0)]
+    assert [(p.budget, p.seed) for p in frontier_module.ordered(shuffled)] == \
+        [("3M", 0), ("3M", 1), ("5M", 0), ("5M", 1)]
 
 
 def _reference_widths(budget):
