@@ -118,6 +118,7 @@ def run_pipeline(recipe: Recipe, run: Path, start: Optional[str] = None, progres
     if not teacher.is_file():
         raise RnasclError(f"teacher.checkpoint {recipe.teacher.checkpoint!r}: no such file ({teacher}); give a "
                           "teacher checkpoint (`rnascl-deploy teacher train` or `teacher import` make one)")
+    check_tensorrt(recipe, rundir)
     _write_recipe(rundir, recipe)
     atomic_write_json(state_path, state)  # from here on the recipe is this tool's: a failed first run reruns
     provider = functools.cache(lambda: run_provider(recipe))  # decided (and its warning given) once per run
@@ -214,6 +215,21 @@ def _export(recipe, run: RunDir):
 
     for fmt in recipe.export.formats:
         export_student(run.root, fmt, recipe)
+
+
+def check_tensorrt(recipe: Recipe, run: Optional[RunDir] = None) -> None:
+    """Refuse, before the search and the retraining, a run (None: any) that has yet to export TensorRT formats that
+    cannot be built here (no TensorRT, or no GPU): the export stage would refuse them only after hours of training."""
+    trt = [f for f in recipe.export.formats if f.startswith("tensorrt")]
+    if trt and not (run is not None and read_state(run.pipeline)["stages"].get("export", {}).get("done")):
+        from .exporters.tensorrt import require_tensorrt
+
+        try:
+            require_tensorrt()
+        except RnasclError as exc:
+            onnx = [f for f in recipe.export.formats if not f.startswith("tensorrt")] or ["onnx"]
+            raise RnasclError(f"export.formats asks for {', '.join(trt)}, which cannot be built here: {exc}. "
+                              f"To run without them: --set \"export.formats=[{','.join(onnx)}]\"") from None
 
 
 def run_provider(recipe) -> str:

@@ -192,3 +192,17 @@ def test_sigint_during_a_search_exits_130_and_resume_continues(tmp_path):
     assert f"resuming from epoch {finished} of 3" in resumed.stderr
     history = [json.loads(line) for line in (out / "search_history.jsonl").read_text().splitlines()]
     assert [h["epoch"] for h in history] == [1, 2, 3] and (out / "arch.json").exists()
+
+
+@pytest.mark.parametrize("command", [["run", "--out", "{tmp}/run"], ["frontier", "-b", "600K", "--out", "{tmp}/run"]])
+def test_tensorrt_formats_that_cannot_be_built_here_are_refused_before_the_search(tmp_path, command):
+    import importlib.util
+
+    if importlib.util.find_spec("tensorrt") is not None and torch.cuda.is_available():
+        pytest.skip("TensorRT and a GPU are here: the formats can be built")
+    result = cli(*[a.replace("{tmp}", str(tmp_path)) for a in command],
+                 "--set", "export.formats=[onnx,onnx-int8,tensorrt-fp16]")
+    assert result.exit_code == 2 and "Traceback" not in result.output
+    assert "export.formats asks for tensorrt-fp16, which cannot be built here" in result.output
+    assert '--set "export.formats=[onnx,onnx-int8]"' in result.output
+    assert not (tmp_path / "run").exists()

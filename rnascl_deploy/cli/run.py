@@ -63,13 +63,14 @@ def run_command(ctx, recipe, overrides, budget, out, start, quick, device, as_js
     resolved recipe of the last run (`run --recipe RUN/recipe.yaml` reproduces it). The exit code is the
     verification verdict.
     """
-    from ..pipeline import run_pipeline
+    from ..pipeline import check_tensorrt, run_pipeline
     from ..recipe import check_model_sizes
     from ..rundir import RunDir
 
     require_onnxruntime("run", "its export, verify and bench stages run the ONNX engines")
     r = load_recipe(recipe, overrides, quick, **{"search.budget": budget, "runtime.device": device})
     check_model_sizes(r, space=True)
+    check_tensorrt(r, RunDir(out))
     lock(ctx, out)
     result = run_pipeline(r, Path(out), start, ctx.obj["progress"])
     report = RunDir(out).report
@@ -105,6 +106,7 @@ def frontier(ctx, recipe, overrides, budgets, out, reference, seeds, quick, devi
     search space before any work.
     """
     from ..frontier import check_budgets, over_seeds, reference_recipe, run_frontier
+    from ..pipeline import check_tensorrt
     from ..recipe import check_model_sizes
 
     require_onnxruntime("frontier", "every point's export, verify and bench run the ONNX engines")
@@ -113,6 +115,7 @@ def frontier(ctx, recipe, overrides, budgets, out, reference, seeds, quick, devi
         r = load_recipe(recipe, overrides, quick, **{"search.budget": budget, "runtime.device": device})
         recipes[r.search.budget] = r
     check_model_sizes(next(iter(recipes.values())), space=True)
+    check_tensorrt(next(iter(recipes.values())))  # the same export section at every budget
     check_budgets(recipes)  # every budget, before the lock makes OUT
     if reference:
         for r in recipes.values():
