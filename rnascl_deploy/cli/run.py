@@ -102,8 +102,8 @@ def frontier(ctx, recipe, overrides, budgets, out, reference, seeds, quick, devi
     against MACs, parameters and the latency of each point's engine to ship (the fastest that passes the gate).
 
     Finished points are reused stage by stage and an interrupted one resumes, as `run` does; the table and plot
-    are rewritten after every point that computed anything, and at the end. Every budget is checked against the
-    search space before any work.
+    are rewritten after every point that computed anything, and at the end with the latencies (every engine to
+    ship timed together, once). Every budget is checked against the search space before any work.
     """
     from ..frontier import check_budgets, over_seeds, reference_recipe, run_frontier
     from ..pipeline import check_tensorrt
