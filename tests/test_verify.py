@@ -151,6 +151,14 @@ def test_an_engine_replaced_by_another_engine_is_refused(trained_run, engines, t
     _refused(run, run / "engines" / "student.onnx", "not the file its sidecar describes")
 
 
+def test_an_engine_copied_with_its_sidecar_over_another_formats_name_is_refused(trained_run, engines, tmp_path):
+    run = copy_run(trained_run, engines, tmp_path / "run", "student.onnx")
+    for suffix in ("", ".json"):  # the fp32 engine and its true sidecar, under the INT8 engine's names
+        (run / "engines" / f"student-int8.onnx{suffix}").write_bytes((run / "engines" / f"student.onnx{suffix}")
+                                                                     .read_bytes())
+    _refused(run, run / "engines" / "student-int8.onnx", "is the file name of onnx-int8, but its sidecar says onnx")
+
+
 def test_a_malformed_sidecar_is_a_clear_error(trained_run, engines, tmp_path):
     run = copy_run(trained_run, engines, tmp_path / "run", "student.onnx")
     (run / "engines" / "student.onnx.json").write_text('{"format": "onnx", "precision": ')

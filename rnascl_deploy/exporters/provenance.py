@@ -136,6 +136,10 @@ def check_provenance(path: Path, student_sha256: Optional[str] = None) -> dict:
     if FORMATS[base][1] != side["precision"]:
         raise UntrustedEngine(f"the sidecar {sidecar_path(path)} says format {fmt} with precision "
                               f"{side['precision']}, but {base} is {FORMATS[base][1]}")
+    named = format_of(path)
+    if named is not None and named != base:
+        raise UntrustedEngine(f"{path.name} is the file name of {named}, but its sidecar says {fmt}: the engine was "
+                              "renamed, or copied over another format's")
     if student_sha256 is not None and side["student_sha256"] != student_sha256:
         raise ForeignEngine(f"{path} was exported from another student checkpoint (sha256 "
                             f"{str(side['student_sha256'])[:12]}.., this run's is {student_sha256[:12]}..)")
