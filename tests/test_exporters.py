@@ -165,6 +165,7 @@ def test_tensorrt_int8_onnx_only_writes_the_graph_tensorrt_gets_with_float_biase
     side = check_provenance(path, file_sha256(trained_run / "student.safetensors"))
     assert side["format"] == "tensorrt-int8-onnx" and side["precision"] == "int8"
     assert result.max_abs_diff == side["max_abs_diff"] < 1.0  # onnxruntime runs the same graph: logit parity
+    assert side["parity_graph_optimizations"] == "off"  # as written, not through x86's fused INT8 kernels
     again = export_student(trained_run, "tensorrt-int8", recipe, onnx_only=True)
     assert again.skipped and again.path == result.path
 

@@ -42,14 +42,16 @@ def _trt_cache_key(path: Path, low: int, opt: int, high: int) -> str:
 class OnnxRuntimeEngine(Engine):
     """An ONNX graph run by onnxruntime. ``device``: ``cpu``, ``cuda`` or ``tensorrt`` (onnxruntime's TensorRT
     execution provider, with an explicit min/opt/max batch profile and an engine cache in ``cache_dir``: the run's
-    ``RunDir.trt_cache`` where the caller knows the run, else ``trt-cache/`` beside the engine)."""
+    ``RunDir.trt_cache`` where the caller knows the run, else ``trt-cache/`` beside the engine). ``optimize``
+    False: no graph optimisation, so every node runs as the graph says (Q/DQ pairs as float ops, not fused into
+    integer kernels): the graph's own semantics."""
 
     PROVIDERS = {"cpu": ["CPUExecutionProvider"], "cuda": ["CUDAExecutionProvider", "CPUExecutionProvider"],
                  "tensorrt": ["TensorrtExecutionProvider", "CUDAExecutionProvider", "CPUExecutionProvider"]}
 
     def __init__(self, path: Path, device: str = "cpu", threads: Optional[int] = None,
                  max_batch: int = ExportConfig.max_batch, opt_batch: int = ExportConfig.opt_batch,
-                 cache_dir: Optional[Path] = None, spinning: bool = True):
+                 cache_dir: Optional[Path] = None, spinning: bool = True, optimize: bool = True):
         import onnx
         import onnxruntime as ort
 
@@ -92,6 +94,8 @@ class OnnxRuntimeEngine(Engine):
         options = ort.SessionOptions()
         if threads:
             options.intra_op_num_threads = threads
+        if not optimize:
+            options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_DISABLE_ALL
         if not spinning:  # idle threads sleep at once instead of spinning: the CPU goes back to torch's work between
             options.add_session_config_entry("session.intra_op.allow_spinning", "0")  # calls (2.3x an attack step)
         try:
