@@ -281,6 +281,23 @@ def test_another_students_engine_is_replaced_only_with_force(trained_run, tmp_pa
     assert not export_student(run, "onnx", recipe, force=True).skipped
 
 
+def test_a_tensorrt_build_keeps_another_students_graph_unless_forced(trained_run, tmp_path, monkeypatch):
+    import rnascl_deploy.exporters.tensorrt as tensorrt_module
+
+    run = fresh_run(trained_run, tmp_path / "run")
+    recipe = load_recipe(run / "recipe.yaml")
+    export_student(run, "tensorrt-int8", recipe, onnx_only=True)
+    side_path = run / "engines" / "student-int8.trt.onnx.json"
+    side = json.loads(side_path.read_text())
+    side["student_sha256"] = "0" * 64  # as if written from the student before a retrain
+    side_path.write_text(json.dumps(side))
+    before = (run / "engines" / "student-int8.trt.onnx").read_bytes()
+    monkeypatch.setattr(tensorrt_module, "require_tensorrt", lambda: None)  # as on a GPU with TensorRT: the refusal
+    with pytest.raises(RnasclError, match="another student"):  # comes before the graph is regenerated
+        export_student(run, "tensorrt-int8", recipe)
+    assert (run / "engines" / "student-int8.trt.onnx").read_bytes() == before
+
+
 def test_engines_refuse_bad_files(tmp_path):
     (tmp_path / "x.onnx").write_bytes(b"not onnx")
     with pytest.raises(RnasclError, match="onnxruntime cannot load"):

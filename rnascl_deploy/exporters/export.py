@@ -91,6 +91,8 @@ def export_student(run: Path, fmt: str, recipe: Recipe, device: Optional[torch.d
         return ExportResult(fmt, str(path), side["precision"], side["max_abs_diff"], side.get("parity_n", 0), 0.0,
                             sha, skipped=True, onnx_only=onnx_only and trt)
     base = _finished(fp32, sha, force) if path != fp32 else None
+    if trt and not onnx_only:  # the graph the engine is built from is regenerated: another student's needs force too
+        _finished(rundir.engine(TENSORRT_ONNX[fmt]), sha, force)
     engines.mkdir(parents=True, exist_ok=True)
     t0 = time.perf_counter()
     data = {**meta["data"], "class_names": recipe.data.load("test", 1)[1].class_names}  # for every file's metadata
