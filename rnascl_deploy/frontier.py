@@ -190,7 +190,7 @@ def run_frontier(recipes: Dict[str, Recipe], out: Path, progress: bool = True,
             points = ordered(points + [read_point(budget, run, design, seed)])
             if ran:  # a point computed: the frontier so far is written (an interrupted one shows what it has)
                 write_frontier(points, out)
-    time_together(points, recipe)
+    time_together(points, next(iter(recipes.values())))  # every point's provider and bench batches: one recipe's
     write_frontier(points, out)
     return points
 
@@ -255,8 +255,9 @@ def write_frontier(points: List[Point], out: Path) -> None:
     plot(points, out / "frontier.png")
 
 
-def _pct(value: Optional[float]) -> str:
-    return "-" if value is None else f"{value:.2f}"
+def _cell(value: Optional[float], spec: str = "") -> str:
+    """A table cell: ``value`` formatted by ``spec``, or "-" where there is none."""
+    return "-" if value is None else format(value, spec)
 
 
 def to_markdown(points: List[Point]) -> List[str]:
@@ -272,9 +273,8 @@ def to_markdown(points: List[Point]) -> List[str]:
         lines.append(f"| {p.budget} | {p.design} |" + (f" {p.seed} |" if seeds else "")
                      + f" {human(p.macs)} | {human(p.params)} | {p.widths} | {p.clean_acc_pct:.2f} | "
                      f"{p.worst_case_acc_pct:.2f} | {f'`{p.ship}`' if p.ship else 'none passes'} | "
-                     f"{_pct(p.ship_worst_case_acc_pct)} | "
-                     f"{'-' if p.ship_p50_ms_batch1 is None else p.ship_p50_ms_batch1} | "
-                     f"{'-' if p.ship_throughput is None else f'{p.ship_throughput:.0f}'} |")
+                     f"{_cell(p.ship_worst_case_acc_pct, '.2f')} | {_cell(p.ship_p50_ms_batch1)} | "
+                     f"{_cell(p.ship_throughput, '.0f')} |")
     if not seeds:
         return lines
     lines += ["", "Over seeds: means (the accuracies' range in brackets); the engine to ship's figures over the seeds "
@@ -286,9 +286,8 @@ def to_markdown(points: List[Point]) -> List[str]:
         lines.append(f"| {r.budget} | {r.design} | {r.seeds} | {r.passing} of {r.seeds} | {human(round(r.macs))} | "
                      f"{human(round(r.params))} | {r.clean_acc_pct:.2f} ({r.clean_acc_range[0]:.1f}-"
                      f"{r.clean_acc_range[1]:.1f}) | {r.worst_case_acc_pct:.2f} ({r.worst_case_acc_range[0]:.1f}-"
-                     f"{r.worst_case_acc_range[1]:.1f}) | {_pct(r.ship_worst_case_acc_pct)} | "
-                     f"{'-' if r.ship_p50_ms_batch1 is None else r.ship_p50_ms_batch1} | "
-                     f"{'-' if r.ship_throughput is None else f'{r.ship_throughput:.0f}'} |")
+                     f"{r.worst_case_acc_range[1]:.1f}) | {_cell(r.ship_worst_case_acc_pct, '.2f')} | "
+                     f"{_cell(r.ship_p50_ms_batch1)} | {_cell(r.ship_throughput, '.0f')} |")
     return lines
 
 
