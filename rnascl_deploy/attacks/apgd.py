@@ -116,8 +116,9 @@ class APGDT(APGD):
     def perturb(self, model, x, y):
         with torch.no_grad():
             logits = model(x)
-        if logits.shape[1] < 4:
-            raise ValueError(f"APGD-T's DLR loss needs at least 4 classes, the model has {logits.shape[1]}")
+        if logits.shape[1] < self.min_classes:  # attacks.config.check_classes refuses this before any work
+            raise ValueError(f"APGD-T's DLR loss needs at least {self.min_classes} classes, the model has "
+                             f"{logits.shape[1]}")
         ranked = logits.sort(1, descending=True).indices
         ranked = torch.stack([r[r != label] for r, label in zip(ranked, y)])  # non-true classes, best first
         x_adv, fooled = x.clone(), ~correct(logits, y)
