@@ -1,7 +1,7 @@
 """One command from recipe to verified, benchmarked engines: ``rnascl-deploy run``.
 
 Stages over one run directory, each the same library call as its own command:
-search -> retrain -> export -> verify -> bench -> report.
+search -> retrain -> export -> evaluate -> verify -> bench -> report.
 
 Each stage's module declares what it reads of the recipe (``READS``), which files of the run directory it consumes
 (``CONSUMES``) and which it writes (``WRITES``), the latter two as names of :class:`~rnascl_deploy.rundir.RunDir`
@@ -17,9 +17,10 @@ replaced), so that ``run --recipe RUN/recipe.yaml`` reproduces what the director
 The verdict is the verification of every engine: all pass -> exit 0, any fails -> exit 1.
 
 Resuming needs no flag, whichever stage was interrupted (Ctrl-C, SIGTERM, or killed outright): search and retrain
-continue from their last finished epoch; export redoes an engine without trustworthy provenance and keeps the
-others; verify keeps the engines whose reports are complete and verifies the rest (an incomplete set of reports,
-left by a process killed while writing them, is moved to ``RUN/superseded/``); bench measures again.
+continue from their last finished epoch; evaluate starts again; export redoes an engine without trustworthy
+provenance and keeps the others; verify keeps the engines whose reports are complete and verifies the rest (an
+incomplete set of reports, left by a process killed while writing them, is moved to ``RUN/superseded/``); bench
+measures again.
 :func:`verify_reports` is the one way the CLI and the pipeline verify an engine: a failure or an interrupt leaves no
 report behind, so that nothing half-written blocks a rerun.
 """
@@ -36,7 +37,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Callable, Dict, List, Optional
 
-from . import bench, report, retrain, search, verify
+from . import bench, evaluate, report, retrain, search, verify
 from .checkpoint import file_sha256
 from .errors import RnasclError
 from .exporters import config as export_config
@@ -49,8 +50,11 @@ from .ship import choose
 log = logging.getLogger(__name__)
 
 # stage -> the module that declares its READS, CONSUMES and WRITES
-STAGES = {"search": search, "retrain": retrain, "export": export_config, "verify": verify, "bench": bench,
-          "report": report}
+STAGES = {"search": search, "retrain": retrain, "export": export_config, "evaluate": evaluate, "verify": verify,
+          "bench": bench, "report": report}
+# stage -> what it read before a later version moved part of it into a stage of its own: retrain evaluated the
+# student too, until `evaluate` took that over with the attacks (see _upgrade)
+EARLIER_READS = {"retrain": ("runtime", "data", "attack", "retrain")}
 
 
 @dataclass
@@ -76,9 +80,9 @@ def _files(run: RunDir, names) -> Dict[str, str]:
     return out
 
 
-def stage_inputs(stage: str, run: RunDir, recipe: Recipe) -> str:
-    """Content hash of everything ``stage`` reads."""
-    parts = stage_keys(recipe_to_dict(recipe), STAGES[stage].READS)
+def stage_inputs(stage: str, run: RunDir, recipe: Recipe, reads: Optional[tuple] = None) -> str:
+    """Content hash of everything ``stage`` reads (``reads``: other recipe sections than its ``READS``)."""
+    parts = stage_keys(recipe_to_dict(recipe), reads or STAGES[stage].READS)
     if stage == "search":
         parts["teacher_sha256"] = file_sha256(resolve_path(recipe.teacher.checkpoint))
     parts["files"] = _files(run, STAGES[stage].CONSUMES)
@@ -114,6 +118,7 @@ def run_pipeline(recipe: Recipe, run: Path, start: Optional[str] = None, progres
         raise RnasclError(f"unknown stage {start!r}; valid: {', '.join(STAGES)}")
     state_path = rundir.pipeline
     state = read_state(state_path)
+    _upgrade(state, rundir, recipe)
     teacher = resolve_path(recipe.teacher.checkpoint)  # hashed into the search's inputs: checked before any write
     if not teacher.is_file():
         raise RnasclError(f"teacher.checkpoint {recipe.teacher.checkpoint!r}: no such file ({teacher}); give a "
@@ -126,6 +131,7 @@ def run_pipeline(recipe: Recipe, run: Path, start: Optional[str] = None, progres
         "search": lambda resume: _search(recipe, rundir, resume, progress),
         "retrain": lambda resume: _retrain(recipe, rundir, resume, progress),
         "export": lambda resume: _export(recipe, rundir),
+        "evaluate": lambda resume: _evaluate(recipe, rundir, resume, progress),
         "verify": lambda resume: _verify(recipe, rundir, resume, progress, provider()),
         "bench": lambda resume: _bench(recipe, rundir, resume, provider()),
         "report": lambda resume: _report(recipe, rundir),
@@ -159,6 +165,19 @@ def run_pipeline(recipe: Recipe, run: Path, start: Optional[str] = None, progres
     result.ship, state["ship"] = choice.engine, choice.to_dict()
     atomic_write_json(state_path, state)
     return result
+
+
+def _upgrade(state: dict, run: RunDir, recipe: Recipe) -> None:
+    """Record a run of a version without the ``evaluate`` stage in today's stages, so that the upgrade redoes nothing
+    finished: its ``retrain`` record, where its digest of :data:`EARLIER_READS` still holds, becomes today's, and a
+    finished one covers ``evaluate`` too (it evaluated the student with these attacks)."""
+    stages, record = state["stages"], state["stages"].get("retrain", {})
+    if "evaluate" in stages or not record.get("inputs") \
+            or record["inputs"] != stage_inputs("retrain", run, recipe, EARLIER_READS["retrain"]):
+        return
+    stages["retrain"] = {**record, "inputs": stage_inputs("retrain", run, recipe)}
+    if record.get("done") and run.metrics.exists():
+        stages["evaluate"] = {"inputs": stage_inputs("evaluate", run, recipe), "done": True}
 
 
 def read_state(path: Path) -> dict:
@@ -200,9 +219,15 @@ def _search(recipe, run: RunDir, resume, progress):
 
 
 def _retrain(recipe, run: RunDir, resume, progress):
-    if resume and run.student.exists() and run.metrics.exists():
+    if resume and run.student.exists():  # finished before the pipeline could record it
         return
-    retrain.run_retrain(run.root, recipe, resume=resume and run.retrain.root.exists(), progress=progress)
+    retrain.train_student(run.root, recipe, resume=resume and run.retrain.root.exists(), progress=progress)
+
+
+def _evaluate(recipe, run: RunDir, resume, progress):
+    if resume and run.metrics.exists():  # finished before the pipeline could record it
+        return
+    evaluate.evaluate_student(run.root, recipe, progress)
 
 
 def engine_files(run: RunDir) -> List[Path]:

@@ -7,9 +7,11 @@ Stages inside the run directory, each resumable per epoch (``--resume``):
    (student tap -> teacher tap) pairs (every objective).
 2. ``RUN/finetune/`` when the recipe has a ``retrain.finetune`` section (null: none): a robust fine-tune from the
    phase-1 student with that section's objective, keeping the teacher's terms.
-3. ``RUN/student.safetensors`` (kind ``student``; metadata: the arch spec, recipe, metrics) and ``RUN/metrics.json``:
-   clean accuracy, accuracy under each of the recipe's attack.attacks and the worst case on the test split at the
-   recipe's eps (on ``retrain.eval_limit`` test images), plus MACs/params.
+3. ``RUN/student.safetensors`` (kind ``student``; metadata: the arch spec, the recipe, the kept epoch's validation
+   figures, where it trained), then ``RUN/metrics.json`` (:mod:`rnascl_deploy.evaluate`): clean accuracy, accuracy
+   under each of the recipe's attack.attacks and the worst case on ``retrain.eval_limit`` test images at the
+   recipe's eps, plus MACs/params. ``run`` evaluates as a stage of its own: new attacks evaluate again, never train
+   again.
 
 The teacher is the one the search used: its file hash must match ``arch.json``'s, so a student is never tutored by
 a teacher other than the one its tutor map was searched against. With ``teacher_input: clean`` (the default) its
@@ -31,18 +33,15 @@ from torch import nn
 from . import distributed
 from .arch import ArchSpec
 from .attacks.config import check_classes
-from .attacks.evaluate import evaluate_robustness
 from .checkpoint import load_model, save_checkpoint
-from .cost import measure
 from .distill import Distiller
 from .distill.cache import CleanTeacher, TeacherCache
 from .errors import RnasclError
-from .fileio import atomic_write_json
+from .evaluate import evaluate_student
 from .objectives import make_objective, needs_teacher
 from .rundir import RunDir, RunLog, TrainDir, check_resume, check_same_recipe, save_recipe
 from .runtime import Runtime, resolve
 from .schema import LIMIT, at_least, positive
-from .space import fold_batchnorm
 from .teacher import load_teacher
 from .train import TrainConfig, train
 
@@ -51,9 +50,9 @@ if TYPE_CHECKING:
 
 log = logging.getLogger(__name__)
 
-READS = ("runtime", "data", "attack", "retrain")  # the recipe sections retraining reads
+READS = ("runtime", "data", "retrain")  # the recipe sections training reads (the attacks: only to refuse early)
 CONSUMES = ("arch",)  # the run directory's files it reads (RunDir attributes)
-WRITES = ("retrain", "finetune", "student", "metrics")
+WRITES = ("retrain", "finetune", "student")
 
 
 @dataclass
@@ -110,18 +109,30 @@ def _phase(name: str, cfg: TrainConfig, student, arch: ArchSpec, recipe: Recipe,
 
 
 def run_retrain(run: Path, recipe: Recipe, resume: bool = False, progress: bool = True) -> Optional[dict]:
-    """Retrain (and optionally fine-tune) the student of ``run/arch.json``; evaluate on ``retrain.eval_limit`` test
-    images.
+    """``rnascl-deploy retrain``: :func:`train_student`, then :func:`evaluate.evaluate_student` on
+    ``retrain.eval_limit`` test images; returns the metrics. A student trained earlier whose evaluation did not
+    finish is evaluated; one evaluated too is refused (nothing finished is replaced).
 
-    Under torchrun every rank trains (DistributedDataParallel); rank 0 alone evaluates and writes the student and
-    its metrics, the other ranks return None once training is done."""
+    Under torchrun every rank trains (DistributedDataParallel); rank 0 alone evaluates and writes the metrics, the
+    other ranks return None once training is done."""
+    rundir = RunDir(run)
+    if rundir.student.exists() and rundir.metrics.exists():
+        raise RnasclError(f"{rundir.student} already exists: this run is retrained (nothing finished is replaced). "
+                          f"To retrain the same student again (another objective, a fine-tune), copy {rundir.arch} "
+                          f"and {rundir.recipe} into a new directory NEW and run `rnascl-deploy retrain NEW`")
+    if not rundir.student.exists():
+        train_student(run, recipe, resume, progress)
+    if not distributed.is_main():
+        return None
+    return evaluate_student(run, recipe, progress)
+
+
+def train_student(run: Path, recipe: Recipe, resume: bool = False, progress: bool = True) -> None:
+    """Retrain (and optionally fine-tune) the student of ``run/arch.json`` into ``run/student.safetensors``; its
+    metadata holds the arch spec, the recipe, the kept epoch's validation figures and where it trained."""
     rundir = RunDir(run)
     arch = ArchSpec.load(rundir.arch)
     final = rundir.student
-    if final.exists() and rundir.metrics.exists():
-        raise RnasclError(f"{final} already exists: this run is retrained (nothing finished is replaced). To retrain "
-                          f"the same student again (another objective, a fine-tune), copy {rundir.arch} and "
-                          f"{rundir.recipe} into a new directory NEW and run `rnascl-deploy retrain NEW`")
     # unreadable resume state of either phase is refused before anything is written
     if check_resume(rundir.retrain.root, resume, states=(rundir.retrain.state, rundir.finetune.state)):
         check_same_recipe(rundir.retrain.recipe, recipe, READS)
@@ -132,7 +143,7 @@ def run_retrain(run: Path, recipe: Recipe, resume: bool = False, progress: bool 
     runtime = resolve(recipe.runtime)
     train_set, info = data.load("train", cfg.limit)
     val_set, _ = data.load("val")
-    check_classes(recipe.attack.build(), info.num_classes, "attack.attacks")  # the evaluation after training
+    check_classes(recipe.attack.build(), info.num_classes, "attack.attacks")  # the evaluation's, before training
     distiller = None  # kd_weight = gamma = 0 and objectives without a teacher: the teacher is not even loaded
     phases = [cfg.train] + ([cfg.finetune] if cfg.finetune is not None else [])
     if cfg.kd_weight > 0 or cfg.gamma > 0 or any(needs_teacher(p.adv) for p in phases):
@@ -155,7 +166,7 @@ def run_retrain(run: Path, recipe: Recipe, resume: bool = False, progress: bool 
     with runtime.device:  # built where it trains
         student: nn.Module = arch.build_student()
     shape, batch = info.input_shape, distributed.local_batch(recipe.data.batch_size)
-    runtime = runtime.pin_memory_format(student, shape, batch)  # one format for every phase and the evaluation
+    runtime = runtime.pin_memory_format(student, shape, batch)  # one format for every phase
     student = runtime.place(student, shape, batch)
     phase1 = _phase("retrain", cfg.train, student, arch, recipe, rundir.retrain, train_set, val_set, info,
                     distiller, progress, runtime, cache)
@@ -165,24 +176,11 @@ def run_retrain(run: Path, recipe: Recipe, resume: bool = False, progress: bool 
         student = runtime.place(student, shape, batch)
         result = _phase("finetune", cfg.finetune, student, arch, recipe, rundir.finetune, train_set, val_set,
                         info, distiller, progress, runtime, cache)
-    if not distributed.is_main():
-        return None
-    student, meta = load_model(result, kind="student")
-    test_set, _ = data.load("test", cfg.eval_limit)
-    with RunLog(rundir.retrain.log):
-        student = runtime.place(student, shape, batch)
-        # BatchNorm folded as the exported graph has it: the same function, a fifth less time per forward-backward
-        report = evaluate_robustness(fold_batchnorm(student), test_set, recipe.attack.build(), recipe.attack.batch_size,
-                                     progress)
-        cost = measure(student, info.input_shape)
-        metrics = {"clean_acc": report.clean_acc, "adv_acc": report.adv_acc, "worst_case_acc": report.worst_case_acc,
-                   "n": report.n, "eps": report.eps, "macs": cost.macs, "params": cost.params,
-                   "finetune": cfg.finetune.adv if cfg.finetune is not None else None, "eval_seconds": report.seconds,
-                   "warnings": report.warnings, "runtime": runtime.describe(),  # where and how it computed
-                   "best_epoch": meta["metrics"]}
+    if distributed.is_main():
+        student, meta = load_model(result, kind="student")
+        trained = {"best_epoch": meta["metrics"], "finetune": cfg.finetune.adv if cfg.finetune is not None else None,
+                   "runtime": runtime.describe()}  # where and how it trained
         save_checkpoint(final, student, "student", arch.model_spec(), info.to_dict(), dataclasses.asdict(recipe),
-                        metrics)
-        atomic_write_json(rundir.metrics, metrics)
-        log.info("student %s: clean %.4f, %s, worst case %.4f on %d test images -> %s", list(arch.widths),
-                 report.clean_acc, report.adv_acc, report.worst_case_acc, report.n, final)
-    return metrics
+                        trained)
+        log.info("student %s trained -> %s", list(arch.widths), final)
+    distributed.barrier()  # the student exists when any rank goes on

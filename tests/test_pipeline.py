@@ -6,7 +6,7 @@ from click.testing import CliRunner
 import rnascl_deploy.report as report_module
 import rnascl_deploy.train as train_module
 from rnascl_deploy.cli import main
-from rnascl_deploy.pipeline import stage_inputs
+from rnascl_deploy.pipeline import EARLIER_READS, stage_inputs
 from rnascl_deploy.recipe import load_recipe
 from rnascl_deploy.rundir import RunDir
 
@@ -35,7 +35,7 @@ def test_run_end_to_end_then_skips_everything(tmp_path):
     first = _run(out, "--json")
     summary = json.loads(first.output)
     assert first.exit_code == (0 if summary["passed"] else 1)
-    assert summary["ran"] == ["search", "retrain", "export", "verify", "bench", "report"]
+    assert summary["ran"] == ["search", "retrain", "export", "evaluate", "verify", "bench", "report"]
     for name in ("report.md", "plots/robustness_vs_eps.png", "plots/accuracy_vs_macs.png",
                  "plots/latency_vs_batch.png", "bench/student.onnx.json", "verify/student.onnx.xml"):
         assert (out / name).exists(), name
@@ -48,11 +48,25 @@ def test_run_end_to_end_then_skips_everything(tmp_path):
         assert (out / "engine-to-ship").resolve() == (out / "engines" / ship["engine"]).resolve()
     student = (out / "student.safetensors").stat().st_mtime_ns
     second = json.loads(_run(out, "--json", "--device", "cpu").output)  # auto before: where, not what, changed
-    assert second["ran"] == [] and len(second["skipped"]) == 6
+    assert second["ran"] == [] and len(second["skipped"]) == 7
     assert (out / "student.safetensors").stat().st_mtime_ns == student
 
+    # a run directory from before `evaluate` was a stage: retrain's record (digest with the attacks) covers both
+    state = json.loads((out / "pipeline.json").read_text())
+    recipe = load_recipe(out / "recipe.yaml")
+    del state["stages"]["evaluate"]
+    state["stages"]["retrain"]["inputs"] = stage_inputs("retrain", RunDir(out), recipe, EARLIER_READS["retrain"])
+    (out / "pipeline.json").write_text(json.dumps(state))
+    assert json.loads(_run(out, "--json").output)["ran"] == []
+
+    engine = (out / "engines" / "student.onnx").stat().st_mtime_ns
+    stronger = json.loads(_run(out, "--json", "--set", "attack.apgd_iters=4").output)  # evaluated, never trained
+    assert stronger["ran"] == ["evaluate", "verify", "bench", "report"]
+    assert (out / "student.safetensors").stat().st_mtime_ns == student
+    assert (out / "engines" / "student.onnx").stat().st_mtime_ns == engine
+
     forced = json.loads(_run(out, "--json", "--from", "export").output)
-    assert forced["ran"] == ["export", "verify", "bench", "report"]
+    assert forced["ran"] == ["export", "evaluate", "verify", "bench", "report"]
     assert list((out / "superseded").glob("*/engines/student.onnx"))
 
     changed = json.loads(_run(out, "--json", "--set", "retrain.train.lr=0.02").output)

@@ -58,6 +58,11 @@ def test_retrain_end_to_end_with_trades_finetune(searched, tmp_path):
     assert json.loads((run / "metrics.json").read_text()) == metrics
     with pytest.raises(RnasclError, match="already exists.*copy .*arch.json.*rnascl-deploy retrain NEW"):
         run_retrain(run, recipe, progress=False)
+    student = (run / "student.safetensors").read_bytes()
+    (run / "metrics.json").unlink()  # as if interrupted in the evaluation: it alone runs again
+    again = run_retrain(run, recipe, progress=False)
+    assert (run / "student.safetensors").read_bytes() == student
+    assert {**again, "eval_seconds": 0} == {**metrics, "eval_seconds": 0}
 
 
 @pytest.mark.parametrize("adv", ["trades", "rslad"])

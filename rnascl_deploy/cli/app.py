@@ -193,8 +193,9 @@ def main(ctx, verbose, quiet, threads):
     (ONNX fp32/fp16/int8, TensorRT) and verified for clean and adversarial accuracy on the exported engine.
 
     Stages, each reading and writing a run directory: teacher (train/eval/import) -> search -> retrain -> export ->
-    verify -> bench -> report; `run` does them all from search on (report is a stage of `run` only: `run --from
-    report`), and `cost` measures any checkpoint or arch.json. Images are in [0, 1]; eps is in the same pixel
+    verify -> bench -> report; `run` does them all from search on, with retrain's closing evaluation as a stage of
+    its own (`evaluate`: other attacks evaluate again, never train again) and report a stage of `run` only (`run
+    --from report`), and `cost` measures any checkpoint or arch.json. Images are in [0, 1]; eps is in the same pixel
     units. Every command has --help with examples.
     """
     ctx.obj = {"verbose": verbose, "quiet": quiet, "threads": threads}  # applied by _set_up, not for --help
