@@ -20,6 +20,10 @@ can grow and still fit, grow the one whose next larger width loses least log-pro
 used below 80% (one step near the top of a space can be large), try changing two units at once. The result never
 exceeds the budget and uses at least 80% of it wherever the space allows. fvcore measures the derived student and
 the spec records that measurement. Tutors: argmax of each student tap's logits.
+
+At its end every search replays its architecture steps on the budget term alone, without data
+(:func:`budget_alone`), and records the widths derived from that (``search.budget_alone_widths``); where they are
+the searched widths, the data did not move the choice, and ``search.notes`` says so (docs/search.md).
 """
 from __future__ import annotations
 
@@ -114,6 +118,23 @@ def budget_penalty(macs: torch.Tensor, params: torch.Tensor, budget: Budget, flo
             ratio = value / limit
             total = total + F.relu(ratio - 1) + F.relu(floor - ratio)
     return total
+
+
+def budget_alone(layout: Layout, cfg: SearchConfig, budget: Budget, arch_steps: int) -> List[torch.Tensor]:
+    """The width logits the budget term alone reaches: the search's ``arch_steps`` architecture steps (Adam at
+    ``arch_lr`` from zero logits) on its budget term, without data. Widths derived from them are what a search
+    would choose if its data had no say."""
+    logits = [torch.zeros(len(u.options), requires_grad=len(u.options) > 1) for u in layout.units]
+    searched = [lg for lg in logits if lg.requires_grad]
+    if not searched:  # a space of one point
+        return logits
+    opt = torch.optim.Adam(searched, cfg.arch_lr)
+    for _ in range(arch_steps):
+        macs, params = expected_cost(layout, [F.softmax(lg, 0) for lg in logits])
+        opt.zero_grad()
+        (cfg.cost_weight * budget_penalty(macs, params, budget, cfg.cost_floor)).backward()
+        opt.step()
+    return [lg.detach() for lg in logits]
 
 
 def derive_widths(layout: Layout, logits: List[torch.Tensor], budget: Budget) -> List[int]:
@@ -347,6 +368,12 @@ def run_search(recipe: Recipe, out: Path, resume: bool = False, progress: bool =
             log.warning(notes[-1])
         else:
             widths = derive_widths(layout, list(supernet.width_logits), budget)
+        arch_steps = cfg.epochs * (steps // (cfg.arch_every - 1))
+        alone = None if takes_largest else derive_widths(layout, budget_alone(layout, cfg, budget, arch_steps), budget)
+        if alone == list(widths):
+            notes.append("the budget term alone, without data, derives these same widths: the data did not move the "
+                         "choice (docs/search.md, 'What decides the widths')")
+            log.warning(notes[-1])
         with torch.device("cpu"):  # measured by fvcore on the CPU
             measured = measure(materialize(layout, widths, info.mean, info.std), info.input_shape)
         if measured.macs != arch_cost(layout, widths).macs or check_budget(measured, budget):
@@ -360,7 +387,7 @@ def run_search(recipe: Recipe, out: Path, resume: bool = False, progress: bool =
                                tuple(t.to_dict() for t in describe_taps(teacher, t_taps, info.input_shape))),
             seed=cfg.seed,
             search={"epochs": cfg.epochs, "seconds": round(loop.elapsed, 1), "limit": limit,
-                    "argmax_widths": supernet.argmax_widths(),
+                    "argmax_widths": supernet.argmax_widths(), "budget_alone_widths": alone,
                     "width_probs": [[round(v, 4) for v in p.tolist()] for p in supernet.probabilities()],
                     "tutor_probs": {s: [round(v, 4) for v in probs[i].tolist()] for i, s in enumerate(s_taps)},
                     "notes": notes})

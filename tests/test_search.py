@@ -2,15 +2,16 @@ import json
 
 import pytest
 import torch
+import torch.nn.functional as F
 from click.testing import CliRunner
 
 import rnascl_deploy.search as search_module
 from rnascl_deploy.arch import ArchSpec
 from rnascl_deploy.cli import main
-from rnascl_deploy.cost import Budget, arch_cost, measure
+from rnascl_deploy.cost import Budget, arch_cost, expected_cost, measure
 from rnascl_deploy.errors import RnasclError
 from rnascl_deploy.recipe import load_recipe
-from rnascl_deploy.search import budget_range, derive_widths, run_search
+from rnascl_deploy.search import SearchConfig, budget_alone, budget_range, derive_widths, run_search
 from rnascl_deploy.space import build_layout, materialize
 from rnascl_deploy.space.config import SpaceConfig
 
@@ -44,6 +45,13 @@ def test_derivation_keeps_the_argmax_when_it_fits_exactly():
     assert derive_widths(LAYOUT, logits, Budget(macs=arch_cost(LAYOUT, widths).macs)) == widths
 
 
+def test_the_budget_term_alone_brings_the_expected_cost_into_its_band():
+    cfg, budget = SearchConfig(), Budget(macs=400_000)
+    assert all(not lg.any() for lg in budget_alone(LAYOUT, cfg, budget, 0))
+    macs, _ = expected_cost(LAYOUT, [F.softmax(lg, 0) for lg in budget_alone(LAYOUT, cfg, budget, 200)])
+    assert cfg.cost_floor * 400_000 * 0.97 <= float(macs) <= 400_000 * 1.03
+
+
 def test_budget_below_the_smallest_architecture_names_it():
     with pytest.raises(RnasclError, match=rf"smallest architecture.*{SMALLEST.macs}"):
         budget_range(LAYOUT, Budget(macs=SMALLEST.macs - 1))
@@ -68,6 +76,9 @@ def test_search_end_to_end_resumes_to_the_same_spec(tmp_path, monkeypatch):
     assert set(spec.tutors.values()) <= set(spec.teacher.tap_names)
     history = [json.loads(line) for line in (tmp_path / "a" / "search_history.jsonl").read_text().splitlines()]
     assert history[-1]["tutor_max_prob"] > 1.0 / len(spec.teacher.taps) + 0.01  # the tutor logits left uniform
+    alone = spec.search["budget_alone_widths"]  # what the budget term derives without data, and said when equal
+    assert arch_cost(LAYOUT, alone).macs <= 800_000
+    assert (alone == list(spec.widths)) == any("budget term alone" in note for note in spec.search["notes"])
 
     real = search_module.subnet_accuracy
     monkeypatch.setattr(search_module, "subnet_accuracy", interrupt_on_call(real, 2))  # at the end of epoch 2

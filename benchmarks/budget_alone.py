@@ -1,0 +1,104 @@
+"""Did the data move a search's choice? Each finished search beside what its budget term alone derives.
+
+    python benchmarks/budget_alone.py RUN [RUN ...]      e.g. runs/frontier/budget-*
+    python benchmarks/budget_alone.py --gradients RUN    the two gradients on the width logits, at two temperatures
+
+For each run directory: the derived widths of its ``arch.json``, the argmax widths of its final width logits, and
+the same two for the width logits that the search's architecture steps reach on the budget term alone, from zero
+logits and without data (:func:`rnascl_deploy.search.budget_alone`, replayed from the run's own ``recipe.yaml``).
+A search written since ``budget_alone_widths`` entered ``arch.json`` holds the derived replay itself; this script
+also covers older ones. "same" means the search derived exactly what its budget term derives without data.
+
+``--gradients``: on the search's final state (``search_state.pt``), the largest gradient on each unit's width
+logits of the task terms (CE + KD + attention, averaged over 6 validation batches) against that of the budget term
+while it is active (``cost_weight`` x E[MACs] / B), at the search's final temperature and at tau 1; and the expected
+MACs of the uniform start, where every search begins.
+"""
+from __future__ import annotations
+
+import argparse
+import json
+from pathlib import Path
+
+import torch
+import torch.nn.functional as F
+
+from rnascl_deploy.arch import ArchSpec
+from rnascl_deploy.cost import expected_cost, human, parse_budget
+from rnascl_deploy.data import batches, num_batches
+from rnascl_deploy.distill import Distiller, TutorSearch
+from rnascl_deploy.recipe import load_recipe
+from rnascl_deploy.rundir import RunDir, load_state
+from rnascl_deploy.search import budget_alone, derive_widths
+from rnascl_deploy.space import Supernet, build_layout, student_taps
+from rnascl_deploy.taps import conv_taps
+from rnascl_deploy.teacher import load_teacher
+
+
+def replay(run: Path) -> dict:
+    arch, recipe = ArchSpec.load(run / "arch.json"), load_recipe(run / "recipe.yaml")
+    cfg, layout = recipe.search, build_layout(recipe.search.space, tuple(arch.data["input_shape"]),
+                                              arch.data["num_classes"])
+    train_images = arch.search["limit"] or len(recipe.data.load("train", None)[0])
+    steps = num_batches(range(train_images), recipe.data.batch_size, drop_last=True)
+    logits = budget_alone(layout, cfg, parse_budget(cfg.budget), cfg.epochs * (steps // (cfg.arch_every - 1)))
+    alone = derive_widths(layout, logits, parse_budget(cfg.budget))
+    return {"run": str(run), "budget": cfg.budget, "widths": list(arch.widths), "budget_alone": alone,
+            "argmax": arch.search["argmax_widths"],
+            "budget_alone_argmax": [u.options[int(lg.argmax())] for u, lg in zip(layout.units, logits)],
+            "same": alone == list(arch.widths)}
+
+
+def gradients(run: Path, n_batches: int = 6) -> None:
+    recipe = load_recipe(run / "recipe.yaml")
+    cfg, budget = recipe.search, parse_budget(recipe.search.budget)
+    val_set, info = recipe.data.load("val", None if cfg.limit is None else max(1, cfg.limit // 4))
+    layout = build_layout(cfg.space, info.input_shape, info.num_classes)
+    uniform = [torch.full((len(u.options),), 1 / len(u.options)) for u in layout.units]
+    print(f"{run}: the uniform start's expected MACs {human(float(expected_cost(layout, uniform)[0]))}, budget "
+          f"{cfg.budget}")
+    teacher = load_teacher(recipe.teacher.checkpoint, info)
+    supernet, tutor = Supernet(layout, info.mean, info.std), TutorSearch(student_taps(layout), conv_taps(teacher),
+                                                                        cfg.attention_size)
+    state = load_state(RunDir(run).search_state)
+    supernet.load_state_dict(state["supernet"])
+    tutor.load_state_dict(state["tutor"])
+    distiller = Distiller(teacher, tutor, cfg.kd_weight, cfg.kd_temperature, cfg.gamma)
+    logits = list(supernet.width_logits)
+    macs, _ = expected_cost(layout, supernet.probabilities())
+    cost = torch.autograd.grad(cfg.cost_weight * macs / budget.macs, logits)
+    supernet.train()
+    for tau in (state["history"][-1]["tau"], 1.0):
+        supernet.tau = tutor.tau = tau
+        torch.manual_seed(0)
+        task = [torch.zeros_like(lg) for lg in logits]
+        for x, y in list(batches(val_set, recipe.data.batch_size))[:n_batches]:
+            out, distill, _ = distiller(supernet, x)
+            for total, g in zip(task, torch.autograd.grad(F.cross_entropy(out, y) + distill, logits)):
+                total += g / n_batches
+        print(f"  tau {tau:.2f}: " + "; ".join(f"unit {i} task {t.abs().max():.1e}, budget {c.abs().max():.1e}"
+                                                 for i, (t, c) in enumerate(zip(task, cost))))
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser.add_argument("runs", nargs="+", type=Path)
+    parser.add_argument("--json", action="store_true", help="one JSON object per run")
+    parser.add_argument("--gradients", action="store_true", help="the task's and the budget's gradients instead")
+    args = parser.parse_args()
+    torch.set_num_threads(1)
+    for run in args.runs:
+        if args.gradients:
+            gradients(run)
+            continue
+        row = replay(run)
+        if args.json:
+            print(json.dumps(row))
+        else:
+            print(f"{row['run']:<40} {row['budget']:>6}  searched {row['widths']} (argmax {row['argmax']})  "
+                  f"budget alone {row['budget_alone']} (argmax {row['budget_alone_argmax']})  "
+                  f"{'same' if row['same'] else 'DIFFERENT'}")
+
+
+if __name__ == "__main__":
+    main()
