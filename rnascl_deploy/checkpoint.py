@@ -5,7 +5,7 @@ A checkpoint is a ``.safetensors`` file whose header metadata holds one key, ``r
     {"format": "rnascl-deploy/checkpoint", "version": 1,
      "kind": "teacher" | "student",
      "model": {"name": "cnn", "kwargs": {...}},          # how to rebuild the module (models.build_model)
-     "data": {"name", "input_shape", "num_classes", "mean", "std"},   # normalisation lives inside the model
+     "data": {"name", "input_shape", "num_classes", "class_names", "mean", "std"},  # normalisation: in the model
      "recipe": {...}, "metrics": {...}, "created": "ISO-8601"}
 
 Loading rebuilds the architecture from the metadata and loads the weights strictly: a corrupt file, a file of

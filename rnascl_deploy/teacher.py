@@ -78,13 +78,26 @@ def load_teacher(checkpoint: str, info: DatasetInfo, sha256: Optional[str] = Non
         raise RnasclError(f"teacher {path} has changed since the search (its sha256 differs from arch.json's): the "
                           "tutor map was searched against another teacher; search again")
     teacher, meta = load_model(path)
-    data = meta["data"]
-    if data["name"] != info.name or list(data["input_shape"]) != list(info.input_shape) \
-            or data["num_classes"] != info.num_classes:
-        raise RnasclError(f"teacher {path} was trained on {data['name']} {data['input_shape']} with "
-                          f"{data['num_classes']} classes; the recipe's data set is {info.name} "
-                          f"{list(info.input_shape)} with {info.num_classes} classes")
+    problem = data_mismatch(meta["data"], info)
+    if problem:
+        raise RnasclError(f"teacher {path} does not fit the recipe's data set: {problem}. Set teacher.checkpoint to a "
+                          "teacher of this data set, or train or import one")
     return channels_last(teacher).eval().requires_grad_(False)
+
+
+def data_mismatch(recorded: dict, info: DatasetInfo) -> Optional[str]:
+    """How the data a checkpoint records differs from the data set ``info`` (None: it does not). Class names are
+    compared where both sides have them: checkpoints written before they were recorded lack them."""
+    if recorded["name"] != info.name or list(recorded["input_shape"]) != list(info.input_shape) \
+            or recorded["num_classes"] != info.num_classes:
+        return (f"it was trained on {recorded['name']} {recorded['input_shape']} with {recorded['num_classes']} "
+                f"classes; the data set is {info.name} {list(info.input_shape)} with {info.num_classes} classes")
+    names = recorded.get("class_names")
+    if names and info.class_names and list(names) != list(info.class_names):
+        k = next(k for k, (a, b) in enumerate(zip(names, info.class_names)) if a != b)
+        return (f"its class {k} is {names[k]!r} but the data set's class {k} is {info.class_names[k]!r} (the class "
+                "folders differ, so its labels would mean other classes)")
+    return None
 
 
 def train_teacher(recipe: Recipe, out: Path, resume: bool = False, progress: bool = True) -> TrainResult:
@@ -143,26 +156,33 @@ def evaluate_checkpoint(path: Path, data: DataConfig, attack: AttackConfig, limi
     name = meta["data"]["name"]
     if data.name != name:
         log.info("checkpoint was trained on %s; evaluating on %s's test split", name, name)
-        data = DataConfig(name=name)
+        data = dataclasses.replace(data, name=name)  # data.root stays: it is --data-root when given
     test_set, info = dataclasses.replace(data, image_size=meta["data"]["input_shape"][1]).load("test", limit)
-    if list(info.input_shape) != list(meta["data"]["input_shape"]):
-        raise RnasclError(f"{path} expects inputs {meta['data']['input_shape']}, the data set gives "
-                          f"{list(info.input_shape)}")
+    problem = data_mismatch(meta["data"], info)
+    if problem:
+        raise RnasclError(f"{path} cannot be evaluated on this data set: {problem}. Point --data-root (data.root) at "
+                          "the data set it was trained on")
     report: RobustnessReport = evaluate_robustness(model, test_set, attack.build(attacks), attack.batch_size, progress)
     return {**report.to_dict(), "checkpoint": str(path), "sha256": file_sha256(Path(path)), "dataset": name}
 
 
 def import_teacher(state_dict: Path, model_name: str, kwargs: dict, dataset: str, data_root: Optional[str],
-                   mean: Optional[List[float]], std: Optional[List[float]], out: Path) -> None:
+                   mean: Optional[List[float]], std: Optional[List[float]], out: Path,
+                   image_size: Optional[int] = None) -> None:
     """A foreign PyTorch state dict (e.g. a RobustBench .pt) as a teacher checkpoint at ``out``: the architecture
-    ``model_name(**kwargs)`` of the data set's shape, normalising with ``mean``/``std`` (default: the data set's).
-    The file is read with ``weights_only=True``: a pickle that carries code is refused, never run."""
+    ``model_name(**kwargs)`` of the data set's shape (an ImageFolder's at ``image_size``, default its own),
+    normalising with ``mean``/``std`` (default: the data set's). Where the file holds its own ``normalize.*``
+    buffers, those are what the weights use: a ``mean``/``std`` that disagrees is refused, and the metadata records
+    the file's. The file is read with ``weights_only=True``: a pickle that carries code is refused, never run."""
     from .checkpoint import import_state_dict
     from .data import load_split
     from .fileio import refuse_existing
 
     refuse_existing([out], "exists", "choose another --out")
-    _, info = load_split(dataset, "test", data_root, limit=1)
+    _, info = load_split(dataset, "test", data_root, limit=1, image_size=image_size)
+    if image_size is not None and info.input_shape[1] != image_size:
+        raise RnasclError(f"--image-size {image_size}: {dataset} images are {info.input_shape[1]}x"
+                          f"{info.input_shape[2]} (only imagefolder data is resized); leave --image-size out")
     data = info.to_dict()
     channels = info.input_shape[0]
     for key, values in (("mean", mean), ("std", std)):
@@ -177,6 +197,20 @@ def import_teacher(state_dict: Path, model_name: str, kwargs: dict, dataset: str
                             **kwargs)
     except (TypeError, ValueError) as exc:
         raise RnasclError(f"cannot build {model_name} with {kwargs}: {exc}") from None
-    import_state_dict(state_dict, model)
+    import_state_dict(state_dict, model)  # the file's normalize.* buffers, where it has them, replace data's
+    buffers = model.state_dict()
+    for key, given in (("mean", mean), ("std", std)):
+        held = buffers[f"normalize.{key}"].flatten().tolist()
+        if torch.allclose(torch.tensor(held), torch.tensor(data[key], dtype=torch.float32)):
+            continue
+        if given is not None:
+            raise RnasclError(f"{state_dict} holds normalize.{key} {_rounded(held)} but --{key} is "
+                              f"{_rounded(given)}: the weights normalise with the file's values. Leave --{key} out "
+                              "to keep them")
+        data[key] = held
     save_checkpoint(Path(out), model, "teacher", {"name": model_name, "kwargs": kwargs}, data,
-                    metrics={"imported_from": str(state_dict)})
+                    metrics={"imported_from": str(state_dict), "imported_sha256": file_sha256(state_dict)})
+
+
+def _rounded(values: List[float]) -> str:
+    return "[" + ", ".join(f"{v:.4g}" for v in values) + "]"

@@ -84,25 +84,6 @@ def test_cifar10_missing(tmp_path):
         load_split("cifar10", "test", root=str(tmp_path))
 
 
-def test_imagefolder(tmp_path):
-    from PIL import Image
-
-    for split in ("train", "val"):
-        for cls in ("cat", "dog"):
-            (tmp_path / split / cls).mkdir(parents=True)
-            for i in range(3):
-                Image.new("RGB", (40, 30), (i * 40, 0, 200)).save(tmp_path / split / cls / f"{i}.png")
-    train, info = load_split("imagefolder", "train", root=str(tmp_path), val_size=2, image_size=16)
-    x, y = next(batches(train, 8))
-    assert info.num_classes == 2 and info.class_names == ("cat", "dog") and x.shape == (4, 3, 16, 16)
-    assert 0 <= x.min() and x.max() <= 1
-    # DataLoader workers and pinned memory (the GPU feed) give the same batches in the same order
-    gen = lambda: torch.Generator().manual_seed(3)  # noqa: E731
-    plain = list(batches(train, 2, gen()))
-    fed = list(batches(train, 2, gen(), workers=2, pin_memory=torch.cuda.is_available()))
-    assert all(torch.equal(a[0], b[0]) and torch.equal(a[1], b[1]) for a, b in zip(plain, fed))
-
-
 def test_in_memory_data_moves_whole_to_a_gpu_only():
     from rnascl_deploy.data import on_device
 
@@ -194,5 +175,22 @@ def test_imagefolder_empty_or_truncated_images_are_refused_naming_the_file(tmp_p
     good = (tmp_path / "val" / "cat" / "0.jpg").read_bytes()
     (tmp_path / "val" / "cat" / "0.jpg").write_bytes(good[: len(good) // 2])
     test, _ = load_split("imagefolder", "test", root=str(tmp_path), image_size=16)
-    with pytest.raises(RnasclError, match="cat/0.jpg cannot be decoded"):
+    with pytest.raises(RnasclError, match="cat/0.jpg cannot be decoded") as in_process:
         next(batches(test, 2))
+    # from a DataLoader worker: the same message, not torch's "Caught RnasclError in DataLoader worker process 0"
+    with pytest.raises(RnasclError) as in_worker:
+        next(batches(test, 2, workers=1))
+    assert str(in_worker.value) == str(in_process.value)
+
+
+@pytest.mark.parametrize("damage, words", [
+    (lambda raw: raw[:6], "header is truncated"),  # 2 of the 12 bytes of dimensions
+    (lambda raw: gzip.compress(raw)[:-12], "cannot be decompressed"),  # a download cut short
+    (lambda raw: b"\x1f\x8b" + b"not gzip data at all", "cannot be decompressed")])
+def test_damaged_idx_files_are_refused_naming_them(tmp_path, damage, words):
+    _write_idx(tmp_path / "t10k-labels-idx1-ubyte", np.arange(4), False)
+    _write_idx(tmp_path / "t10k-images-idx3-ubyte", np.zeros((4, 28, 28)), False)
+    images = tmp_path / "t10k-images-idx3-ubyte"
+    images.write_bytes(damage(images.read_bytes()))
+    with pytest.raises(RnasclError, match=f"t10k-images-idx3-ubyte.*{words}"):
+        load_split("fashion-mnist", "test", root=str(tmp_path))

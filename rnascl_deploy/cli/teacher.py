@@ -139,15 +139,21 @@ def teacher_eval(ctx, checkpoint, recipe, overrides, test_limit, attacks, eps, d
               help="Data set the weights were trained on: fashion-mnist, cifar10, imagefolder.")
 @click.option("--data-root", type=PathType(file_okay=False),
               help="Data directory (needed for the data set's shape and normalisation).")
-@click.option("--mean", help="Comma-separated normalisation mean the weights expect (default: the data set's).")
-@click.option("--std", help="Comma-separated normalisation std the weights expect (default: the data set's).")
+@click.option("--image-size", type=click.IntRange(8),
+              help="imagefolder only: the square size images are resized to (default: 64, as data.image_size).")
+@click.option("--mean", help="Comma-separated normalisation mean the weights expect (default: the data set's, or "
+                             "the file's normalize.mean where it has one).")
+@click.option("--std", help="Comma-separated normalisation std the weights expect (default: the data set's, or the "
+                            "file's normalize.std where it has one).")
 @click.option("--out", "-o", type=PathType(dir_okay=False), required=True,
               help="Where to write the .safetensors teacher (an existing file is never replaced).")
-def teacher_import(state_dict, model_name, model_kwargs, dataset, data_root, mean, std, out):
+def teacher_import(state_dict, model_name, model_kwargs, dataset, data_root, image_size, mean, std, out):
     """Convert a foreign PyTorch state dict, such as a RobustBench WRN-34-10 .pt, into a teacher checkpoint.
 
     The file is read with torch.load(weights_only=True): a pickle that carries code is refused, never run. Most
     RobustBench CIFAR models take [0,1] inputs without normalisation: pass --mean 0,0,0 --std 1,1,1 for those.
+    Where the file holds its own normalize.mean/std buffers, the weights use those: --mean/--std must then agree
+    with them, and the checkpoint records them.
     """
     from ..teacher import import_teacher
 
@@ -156,7 +162,7 @@ def teacher_import(state_dict, model_name, model_kwargs, dataset, data_root, mea
     except json.JSONDecodeError as exc:
         raise RnasclError(f"--model-kwargs is not JSON: {exc}") from None
     import_teacher(Path(state_dict), model_name, kwargs, dataset, data_root, _numbers("--mean", mean),
-                   _numbers("--std", std, positive=True), Path(out))
+                   _numbers("--std", std, positive=True), Path(out), image_size)
     click.echo(f"teacher written to {out}")
 
 

@@ -9,8 +9,9 @@ the CPU torch, so one PIL path serves everyone.
 
 Splits: ``train`` is the training split minus ``val_size`` held-out images, ``val`` is that held-out part (the same
 images for a given data set, whatever the seed), ``test`` is the official test split. ``limit`` takes a
-deterministic subset: the first N test images (as robustness papers do), or the first N of a fixed permutation of
-the training split. Augmentation is a batch operation (:func:`augment_batch`) driven by an explicit generator, so a
+deterministic subset: the first N test images (as robustness papers do; an ImageFolder's test images come in a
+fixed shuffled order, so that they mix the classes as the official files do), or the first N of a fixed permutation
+of the training split. Augmentation is a batch operation (:func:`augment_batch`) driven by an explicit generator, so a
 resumed run draws the same batches as an uninterrupted one.
 """
 from __future__ import annotations
@@ -113,8 +114,22 @@ def batches(dataset: Images, batch_size: int, generator: Optional[torch.Generato
         return
     loader = torch.utils.data.DataLoader(dataset, batch_size=batch_size, sampler=order.tolist(),
                                          num_workers=workers, drop_last=drop_last, pin_memory=pin_memory)
-    for start, (x, y) in zip(range(0, len(order), batch_size), loader):
-        yield (x, y, order[start:start + batch_size]) if indices else (x, y)
+    try:
+        for start, (x, y) in zip(range(0, len(order), batch_size), loader):
+            yield (x, y, order[start:start + batch_size]) if indices else (x, y)
+    except RnasclError as exc:
+        raise RnasclError(_worker_message(exc)) from None
+
+
+def _worker_message(exc: RnasclError) -> str:
+    """The message ``exc`` was raised with, also where a DataLoader worker raised it: torch then re-raises it in
+    this process with the message "Caught RnasclError in DataLoader worker process 0. Original Traceback ...",
+    which ends with the original exception's line ("rnascl_deploy.errors.RnasclError: <message>")."""
+    text = str(exc)
+    if not text.startswith(f"Caught {RnasclError.__name__} "):
+        return text
+    _, found, message = text.rpartition(f"\n{RnasclError.__module__}.{RnasclError.__qualname__}: ")
+    return message.rstrip("\n") if found else text
 
 
 def on_device(dataset: Images, device: torch.device) -> Images:

@@ -3,6 +3,7 @@ raw."""
 from __future__ import annotations
 
 import gzip
+import zlib
 from pathlib import Path
 from typing import Optional
 
@@ -22,10 +23,17 @@ def _read_idx(path: Path) -> np.ndarray:
     """Read an IDX file (gzipped or raw): magic 0x0000 type ndim, big-endian dims, then the data."""
     raw = path.read_bytes()
     if raw[:2] == b"\x1f\x8b":
-        raw = gzip.decompress(raw)
+        try:
+            raw = gzip.decompress(raw)
+        except (OSError, EOFError, zlib.error) as exc:  # not gzip after all, cut short, or corrupt
+            raise RnasclError(f"{path} cannot be decompressed ({type(exc).__name__}: {exc}); the download is damaged "
+                              "or incomplete: download it again") from None
     if len(raw) < 4 or raw[0] != 0 or raw[1] != 0 or raw[2] != 0x08:
         raise RnasclError(f"{path} is not an unsigned-byte IDX file")
     ndim = raw[3]
+    if len(raw) < 4 + 4 * ndim:
+        raise RnasclError(f"{path}: its header is truncated ({len(raw)} bytes, {4 + 4 * ndim} expected for "
+                          f"{ndim} dimensions); download it again")
     dims = np.frombuffer(raw, dtype=">u4", count=ndim, offset=4).astype(int)
     data = np.frombuffer(raw, dtype=np.uint8, offset=4 + 4 * ndim)
     if data.size != int(np.prod(dims)):

@@ -37,9 +37,10 @@ class DatasetInfo:
     class_names: Tuple[str, ...] = ()
 
     def to_dict(self) -> Dict:
-        """What a checkpoint or arch.json records of the data: name, input shape, classes, normalisation."""
+        """What a checkpoint or arch.json records of the data: name, input shape, classes (their number and names),
+        normalisation."""
         return {"name": self.name, "input_shape": list(self.input_shape), "num_classes": self.num_classes,
-                "mean": list(self.mean), "std": list(self.std)}
+                "class_names": list(self.class_names), "mean": list(self.mean), "std": list(self.std)}
 
 
 class TensorImages(Dataset):
@@ -79,7 +80,8 @@ class FileImages(Dataset):
 
         try:
             with Image.open(self.files[i]) as img:
-                img = img.convert("RGB" if self.channels == 3 else "L").resize((self.size, self.size), Image.BILINEAR)
+                img = _to_8_bit(img, self.files[i]).convert("RGB" if self.channels == 3 else "L")
+                img = img.resize((self.size, self.size), Image.BILINEAR)
                 arr = torch.from_numpy(np.asarray(img, dtype=np.uint8).copy())
         except (OSError, SyntaxError, ValueError) as exc:  # PIL: unidentified, truncated or corrupt image data
             raise RnasclError(f"image {self.files[i]} cannot be decoded ({type(exc).__name__}: {exc}); remove or "
@@ -90,6 +92,25 @@ class FileImages(Dataset):
     def subset(self, index: torch.Tensor) -> "FileImages":
         idx = index.tolist()
         return FileImages([self.files[i] for i in idx], self.labels[index].tolist(), self.size, self.channels)
+
+
+def _to_8_bit(img, path: str):
+    """``img`` with 8-bit values. PIL's ``convert`` clips wider values to 255 (a 16-bit PNG at 30000 would load as
+    white), so 16-bit modes (I;16*) are scaled by 255/65535 here. Mode I (32-bit integers, how PIL opens some 16-bit
+    files) is taken as 16-bit data too, and refused beyond 0..65535; floating-point pixels (mode F) have no agreed
+    range and are refused."""
+    from PIL import Image
+
+    if img.mode == "F":
+        raise RnasclError(f"image {path} has floating-point pixels (PIL mode F), whose range is unknown; convert it "
+                          "to an 8- or 16-bit image (PNG, JPEG) or remove it")
+    if not img.mode.startswith("I"):
+        return img
+    values = np.asarray(img)
+    if values.min() < 0 or values.max() > 65535:
+        raise RnasclError(f"image {path} has 32-bit pixels outside 0..65535 (PIL mode {img.mode}); convert it to an "
+                          "8- or 16-bit image (PNG, JPEG) or remove it")
+    return Image.fromarray((values / 257).round().astype(np.uint8))  # 65535 -> 255
 
 
 Images = Union[TensorImages, FileImages]  # the data sets this package makes: sized, with subset()
