@@ -324,7 +324,7 @@ def run_search(recipe: Recipe, out: Path, resume: bool = False, progress: bool =
     layout = build_layout(cfg.space, info.input_shape, info.num_classes)
     takes_largest = budget_range(layout, budget)
     runtime = resolve(recipe.runtime)
-    teacher_path = resolve_path(recipe.teacher.checkpoint)
+    teacher_sha256 = file_sha256(resolve_path(recipe.teacher.checkpoint))  # of the file loaded, not a later one
     teacher = load_teacher(recipe.teacher.checkpoint, info)
     t_taps, s_taps = conv_taps(teacher), student_taps(layout)
     if not s_taps:
@@ -383,7 +383,7 @@ def run_search(recipe: Recipe, out: Path, resume: bool = False, progress: bool =
         arch = ArchSpec(
             data=info.to_dict(), space=dataclasses.asdict(cfg.space), widths=tuple(widths), tutors=tutor.tutors(),
             macs=measured.macs, params=measured.params, budget=budget,
-            teacher=TeacherRef(recipe.teacher.checkpoint, file_sha256(teacher_path),
+            teacher=TeacherRef(recipe.teacher.checkpoint, teacher_sha256,
                                tuple(t.to_dict() for t in describe_taps(teacher, t_taps, info.input_shape))),
             seed=cfg.seed,
             search={"epochs": cfg.epochs, "seconds": round(loop.elapsed, 1), "limit": limit,

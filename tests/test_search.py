@@ -128,3 +128,26 @@ def test_cost_of_an_arch_spec(tmp_path):
     assert result.exit_code == 0 and json.loads(result.output)["macs"] == arch.macs
     student = materialize(LAYOUT, list(arch.widths), [0.286], [0.353])
     assert json.loads(result.output)["params"] == measure(student, (1, 28, 28)).params
+
+
+def test_the_recorded_teacher_is_the_file_the_search_loaded(tmp_path, monkeypatch):
+    """A teacher file replaced during the search: arch.json names the bytes that tutored it, not the new ones."""
+    import shutil
+
+    from rnascl_deploy.checkpoint import file_sha256
+    from rnascl_deploy.schema import resolve_path
+
+    teacher = tmp_path / "teacher.safetensors"
+    shutil.copy(resolve_path(load_recipe("recipes/fashion-mnist.yaml").teacher.checkpoint), teacher)
+    loaded = file_sha256(teacher)
+    real = search_module.load_teacher
+
+    def load_then_replace(*args, **kwargs):
+        model = real(*args, **kwargs)
+        teacher.write_bytes(teacher.read_bytes() + b"\0")  # another file under the same name from here on
+        return model
+
+    monkeypatch.setattr(search_module, "load_teacher", load_then_replace)
+    recipe = load_recipe("recipes/fashion-mnist.yaml", {**TINY, "search.epochs": 1, "search.limit": 192,
+                                                        "teacher.checkpoint": str(teacher)})
+    assert run_search(recipe, tmp_path / "run", progress=False).teacher.sha256 == loaded != file_sha256(teacher)
