@@ -150,10 +150,12 @@ def write_report(run: Path, recipe: Recipe) -> Path:
     verify_reports = read_json_files(rundir.verify)
     passed = verdict(verify_reports)
     a = metrics["adv_acc"]
+    notes = [f"Search: {note}." for note in arch.search.get("notes", [])]  # e.g. the budget term alone chose
     lines = [f"# rnascl-deploy run: {'PASS' if passed else 'FAIL'}", "",
              f"Data set {arch.data['name']}, Linf eps {recipe.attack.eps:g}. Budget {arch.budget}; student "
              f"{human(arch.macs)} MACs ({arch.macs}), {human(arch.params)} params, widths {list(arch.widths)}. "
              f"Teacher `{arch.teacher.checkpoint}`: {human(teacher_cost.macs)} MACs.", "",
+             *(notes + [""] if notes else []),
              "## Student (PyTorch)", "",
              f"{metrics['n']} test images: clean {metrics['clean_acc'] * 100:.2f}%, "
              + "".join(f"{attack_label(k)} {v * 100:.2f}%, " for k, v in a.items())

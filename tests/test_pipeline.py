@@ -41,6 +41,8 @@ def test_run_end_to_end_then_skips_everything(tmp_path):
         assert (out / name).exists(), name
     report = (out / "report.md").read_text()
     assert "## Tutor map" in report and "APGD-T" in report  # every attack of attack.attacks is reported
+    notes = json.loads((out / "arch.json").read_text())["search"]["notes"]  # such as "the budget term alone ..."
+    assert all(note in report for note in notes) and ("Search: " in report) == bool(notes)
     ship = json.loads((out / "pipeline.json").read_text())["ship"]  # the fastest engine that passes the gate
     assert summary["ship"] == ship["engine"] and "## The engine to ship" in report
     assert [r["engine"] for r in ship["rows"]] == ["student.onnx"]
