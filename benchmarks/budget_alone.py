@@ -2,6 +2,7 @@
 
     python benchmarks/budget_alone.py RUN [RUN ...]      e.g. runs/frontier/budget-*
     python benchmarks/budget_alone.py --gradients RUN    the two gradients on the width logits, at two temperatures
+    python benchmarks/budget_alone.py --candidates RUN   every architecture in [0.8 B, B], ranked by the supernet
 
 For each run directory: the derived widths of its ``arch.json``, the argmax widths of its final width logits, and
 the same two for the width logits that the search's architecture steps reach on the budget term alone, from zero
@@ -13,10 +14,15 @@ also covers older ones. "same" means the search derived exactly what its budget 
 logits of the task terms (CE + KD + attention, averaged over 6 validation batches) against that of the budget term
 while it is active (``cost_weight`` x E[MACs] / B), at the search's final temperature and at tau 1; and the expected
 MACs of the uniform start, where every search begins.
+
+``--candidates``: every architecture of the space whose MACs lie in [0.8 B, B], ranked by the validation accuracy
+of the search's final supernet at those widths (``search.subnet_accuracy``: BatchNorm recalibrated, 2,048
+validation images), the searched student's rank among them.
 """
 from __future__ import annotations
 
 import argparse
+import itertools
 import json
 from pathlib import Path
 
@@ -24,12 +30,12 @@ import torch
 import torch.nn.functional as F
 
 from rnascl_deploy.arch import ArchSpec
-from rnascl_deploy.cost import expected_cost, human, parse_budget
+from rnascl_deploy.cost import arch_cost, expected_cost, human, parse_budget
 from rnascl_deploy.data import batches, num_batches
 from rnascl_deploy.distill import Distiller, TutorSearch
 from rnascl_deploy.recipe import load_recipe
 from rnascl_deploy.rundir import RunDir, load_state
-from rnascl_deploy.search import budget_alone, derive_widths
+from rnascl_deploy.search import budget_alone, derive_widths, subnet_accuracy
 from rnascl_deploy.space import Supernet, build_layout, student_taps
 from rnascl_deploy.taps import conv_taps
 from rnascl_deploy.teacher import load_teacher
@@ -80,16 +86,41 @@ def gradients(run: Path, n_batches: int = 6) -> None:
                                                  for i, (t, c) in enumerate(zip(task, cost))))
 
 
+def candidates(run: Path, shown: int = 5) -> None:
+    arch, recipe = ArchSpec.load(run / "arch.json"), load_recipe(run / "recipe.yaml")
+    cfg, budget = recipe.search, parse_budget(recipe.search.budget)
+    if not budget.macs:
+        raise SystemExit(f"{run}: --candidates ranks the architectures of a MAC budget; this one is {budget}")
+    train_set, info = recipe.data.load("train", cfg.limit)
+    val_set, _ = recipe.data.load("val", None if cfg.limit is None else max(1, cfg.limit // 4))
+    layout = build_layout(cfg.space, info.input_shape, info.num_classes)
+    supernet = Supernet(layout, info.mean, info.std)
+    supernet.load_state_dict(load_state(RunDir(run).search_state)["supernet"])
+    rows = []
+    for widths in map(list, itertools.product(*(u.options for u in layout.units))):
+        macs = arch_cost(layout, widths).macs
+        if 0.8 * budget.macs <= macs <= budget.macs:
+            torch.manual_seed(0)
+            rows.append((subnet_accuracy(supernet, widths, train_set, val_set, limit=2048), macs, widths))
+    rows.sort(key=lambda row: -row[0])
+    rank = next(i for i, row in enumerate(rows) if row[2] == list(arch.widths))
+    print(f"{run}: {len(rows)} architectures in [0.8 B, B]; the searched {list(arch.widths)} ranks {rank + 1} at "
+          f"{100 * rows[rank][0]:.2f}% (best {100 * rows[0][0]:.2f}%, median {100 * rows[len(rows) // 2][0]:.2f}%)")
+    for acc, macs, widths in rows[:shown]:
+        print(f"  {100 * acc:.2f}%  {human(macs)} MACs  {widths}")
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("runs", nargs="+", type=Path)
     parser.add_argument("--json", action="store_true", help="one JSON object per run")
     parser.add_argument("--gradients", action="store_true", help="the task's and the budget's gradients instead")
+    parser.add_argument("--candidates", action="store_true", help="rank the architectures that fit by the supernet")
     args = parser.parse_args()
     torch.set_num_threads(1)
     for run in args.runs:
-        if args.gradients:
-            gradients(run)
+        if args.gradients or args.candidates:
+            (gradients if args.gradients else candidates)(run)
             continue
         row = replay(run)
         if args.json:
