@@ -17,7 +17,8 @@ $(STAMP): pyproject.toml setup.py constraints.txt scripts/install.sh
 	PYTHON=$(PYTHON) VENV=$(VENV) bash scripts/install.sh
 	@touch $@
 
-# The main job on the embedded default (Fashion-MNIST, 600K MACs): search, retrain, export, verify, bench, report.
+# The main job on the embedded default (Fashion-MNIST, 600K MACs): search, retrain, evaluate, export, verify, bench,
+# report.
 # Running it again skips every finished stage; the exit code is the verification verdict.
 run: install
 	$(VENV)/bin/rnascl-deploy run --recipe recipes/fashion-mnist.yaml --budget 600K --out runs/fashion-mnist-600k

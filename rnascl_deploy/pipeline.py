@@ -1,7 +1,7 @@
 """One command from recipe to verified, benchmarked engines: ``rnascl-deploy run``.
 
 Stages over one run directory, each the same library call as its own command:
-search -> retrain -> export -> evaluate -> verify -> bench -> report.
+search -> retrain -> evaluate -> export -> verify -> bench -> report.
 
 Each stage's module declares what it reads of the recipe (``READS``), which files of the run directory it consumes
 (``CONSUMES``) and which it writes (``WRITES``), the latter two as names of :class:`~rnascl_deploy.rundir.RunDir`
@@ -50,7 +50,7 @@ from .ship import choose
 log = logging.getLogger(__name__)
 
 # stage -> the module that declares its READS, CONSUMES and WRITES
-STAGES = {"search": search, "retrain": retrain, "export": export_config, "evaluate": evaluate, "verify": verify,
+STAGES = {"search": search, "retrain": retrain, "evaluate": evaluate, "export": export_config, "verify": verify,
           "bench": bench, "report": report}
 # stage -> what it read before a later version moved part of it into a stage of its own: retrain evaluated the
 # student too, until `evaluate` took that over with the attacks (see _upgrade)
@@ -130,8 +130,8 @@ def run_pipeline(recipe: Recipe, run: Path, start: Optional[str] = None, progres
     steps: Dict[str, Callable[[bool], None]] = {
         "search": lambda resume: _search(recipe, rundir, resume, progress),
         "retrain": lambda resume: _retrain(recipe, rundir, resume, progress),
-        "export": lambda resume: _export(recipe, rundir),
         "evaluate": lambda resume: _evaluate(recipe, rundir, resume, progress),
+        "export": lambda resume: _export(recipe, rundir),
         "verify": lambda resume: _verify(recipe, rundir, resume, progress, provider()),
         "bench": lambda resume: _bench(recipe, rundir, resume, provider()),
         "report": lambda resume: _report(recipe, rundir),
@@ -146,9 +146,10 @@ def run_pipeline(recipe: Recipe, run: Path, start: Optional[str] = None, progres
             result.skipped.append(stage)
             continue
         resume = not invalid and i < forced and record.get("inputs") == digest and not record.get("done")
-        if not resume:
-            invalid = True
-            _supersede(rundir, stage)
+        if not resume and not invalid:  # the first stage to run again: every later one's outputs go aside too, now,
+            invalid = True             # so that none outlives what it was made from (a student's metrics.json)
+            for later in list(STAGES)[i:]:
+                _supersede(rundir, later)
         state["stages"][stage] = {"inputs": digest, "done": False}
         atomic_write_json(state_path, state)
         log.info("stage %s: %s", stage, "resuming" if resume else "running")

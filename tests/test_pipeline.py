@@ -30,12 +30,12 @@ def small_report(monkeypatch):
     monkeypatch.setattr(report_module, "CURVE_IMAGES", 32)
 
 
-def test_run_end_to_end_then_skips_everything(tmp_path):
+def test_run_end_to_end_then_skips_everything(tmp_path, monkeypatch):
     out = tmp_path / "run"
     first = _run(out, "--json")
     summary = json.loads(first.output)
     assert first.exit_code == (0 if summary["passed"] else 1)
-    assert summary["ran"] == ["search", "retrain", "export", "evaluate", "verify", "bench", "report"]
+    assert summary["ran"] == ["search", "retrain", "evaluate", "export", "verify", "bench", "report"]
     for name in ("report.md", "plots/robustness_vs_eps.png", "plots/accuracy_vs_macs.png",
                  "plots/latency_vs_batch.png", "bench/student.onnx.json", "verify/student.onnx.xml"):
         assert (out / name).exists(), name
@@ -61,16 +61,21 @@ def test_run_end_to_end_then_skips_everything(tmp_path):
     (out / "pipeline.json").write_text(json.dumps(state))
     assert json.loads(_run(out, "--json").output)["ran"] == []
 
-    engine = (out / "engines" / "student.onnx").stat().st_mtime_ns
-    stronger = json.loads(_run(out, "--json", "--set", "attack.apgd_iters=4").output)  # evaluated, never trained
-    assert stronger["ran"] == ["evaluate", "verify", "bench", "report"]
-    assert (out / "student.safetensors").stat().st_mtime_ns == student
-    assert (out / "engines" / "student.onnx").stat().st_mtime_ns == engine
-
-    forced = json.loads(_run(out, "--json", "--from", "export").output)
-    assert forced["ran"] == ["export", "evaluate", "verify", "bench", "report"]
+    forced = json.loads(_run(out, "--json", "--from", "export").output)  # exported again, never evaluated again
+    assert forced["ran"] == ["export", "verify", "bench", "report"]
     assert list((out / "superseded").glob("*/engines/student.onnx"))
 
+    stronger = json.loads(_run(out, "--json", "--set", "attack.apgd_iters=4").output)  # evaluated, never trained
+    assert stronger["ran"] == ["evaluate", "export", "verify", "bench", "report"]
+    assert (out / "student.safetensors").stat().st_mtime_ns == student
+
+    # a stage that runs again moves every later stage's outputs aside as it starts: interrupted there, the run holds
+    # no metrics.json of the student it is replacing
+    real = train_module.validate
+    monkeypatch.setattr(train_module, "validate", interrupt_on_call(real, 1))
+    assert _run(out, "--set", "retrain.train.lr=0.02").exit_code == 130
+    assert not (out / "student.safetensors").exists() and not (out / "metrics.json").exists()
+    monkeypatch.setattr(train_module, "validate", real)
     changed = json.loads(_run(out, "--json", "--set", "retrain.train.lr=0.02").output)
     assert changed["skipped"] == ["search"] and changed["ran"][0] == "retrain"
     # RUN/recipe.yaml is the last run's resolved recipe: run from it alone, everything is as the directory holds it

@@ -47,7 +47,7 @@ Examples:
 @click.option("--budget", "-b", help="search.budget: MACs and/or parameters, 600K, 1.5M, params=150K, ... "
                                      "(default: the recipe's, 600K).")
 @click.option("--out", "-o", type=PathType(file_okay=False), required=True, help="Run directory.")
-@click.option("--from", "start", type=click.Choice(["search", "retrain", "export", "evaluate", "verify", "bench",
+@click.option("--from", "start", type=click.Choice(["search", "retrain", "evaluate", "export", "verify", "bench",
                                                     "report"]),
               help="Force this stage and every later one to run again (their old outputs move to RUN/superseded/).")
 @click.option("--quick", is_flag=True, help="Every stage in about two minutes on 2 cores: 1 search epoch, 3 "
@@ -57,7 +57,7 @@ Examples:
 @json_option
 @click.pass_context
 def run_command(ctx, recipe, overrides, budget, out, start, quick, device, as_json):
-    """Recipe to verified, benchmarked engines: search, retrain, export, evaluate, verify, bench, report.
+    """Recipe to verified, benchmarked engines: search, retrain, evaluate, export, verify, bench, report.
 
     Finished stages whose inputs (the recipe sections they read, their files) are unchanged are skipped; an
     interrupted stage resumes; RUN/report.md and RUN/plots/ summarise the run, and RUN/recipe.yaml holds the
