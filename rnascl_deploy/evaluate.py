@@ -14,8 +14,9 @@ from typing import TYPE_CHECKING
 
 from .attacks.config import check_classes
 from .attacks.evaluate import evaluate_robustness
-from .checkpoint import load_model
+from .checkpoint import file_sha256, load_model
 from .cost import measure
+from .data import points_sha256
 from .fileio import atomic_write_json
 from .rundir import RunDir, RunLog
 from .runtime import resolve
@@ -54,7 +55,10 @@ def evaluate_student(run: Path, recipe: Recipe, progress: bool = True) -> dict:
                    "n": report.n, "eps": report.eps, "macs": cost.macs, "params": cost.params,
                    "finetune": trained.get("finetune"), "eval_seconds": report.seconds, "warnings": report.warnings,
                    "runtime": runtime.describe(),  # where and how the evaluation computed
-                   "best_epoch": trained.get("best_epoch")}
+                   "best_epoch": trained.get("best_epoch"),
+                   # which student, on which points: verify compares its engines with these figures only where both
+                   # are its own
+                   "student_sha256": file_sha256(rundir.student), "points_sha256": points_sha256(test_set)}
         atomic_write_json(rundir.metrics, metrics)
         log.info("student %s: clean %.4f, %s, worst case %.4f on %d test images -> %s",
                  meta["model"]["kwargs"]["widths"], report.clean_acc, report.adv_acc, report.worst_case_acc,

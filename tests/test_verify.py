@@ -330,3 +330,19 @@ def test_a_pytorch_engine_computes_where_its_replica_and_the_attacks_do(trained_
         verify_run(trained_run / "student.safetensors", recipe, run=trained_run, provider="cuda", limit=8,
                    progress=False, out=tmp_path)
     assert opened["provider"] == "cuda" and str(opened["device"]) == "cpu"  # not the provider's GPU
+
+
+def test_metrics_json_is_compared_only_for_its_own_student_and_points(tmp_path):
+    """verify holds an engine against RUN/metrics.json only where that evaluated the same student on the same
+    points; one written before it recorded them is taken on its count of points."""
+    from rnascl_deploy.verify.runner import _same_points_metrics
+
+    figures = {"n": 10, "eps": 0.1, "clean_acc": 0.8, "worst_case_acc": 0.6, "adv_acc": {}}
+    (tmp_path / "metrics.json").write_text(json.dumps({**figures, "student_sha256": "s", "points_sha256": "p"}))
+    assert _same_points_metrics(tmp_path, 10, "p", 0.1, "s", True) is not None
+    assert _same_points_metrics(tmp_path, 10, "q", 0.1, "s", True) is None  # other points (a reshuffled folder)
+    assert _same_points_metrics(tmp_path, 10, "p", 0.1, "t", True) is None  # another student (retrained since)
+    assert _same_points_metrics(tmp_path, 10, "p", 0.1, "s", False) is None  # the reference is not the student
+    (tmp_path / "metrics.json").write_text(json.dumps(figures))
+    assert _same_points_metrics(tmp_path, 10, "q", 0.1, "t", True) is not None
+    assert _same_points_metrics(tmp_path, 11, "q", 0.1, "t", True) is None

@@ -132,6 +132,18 @@ def _worker_message(exc: RnasclError) -> str:
     return message.rstrip("\n") if found else text
 
 
+def points_sha256(dataset: Images) -> str:
+    """A fingerprint of ``dataset``'s points, their pixels and labels in order: equal fingerprints, the same points
+    (whatever the data set's name or path says)."""
+    import hashlib
+
+    digest = hashlib.sha256()
+    for x, y in batches(dataset, 1000):
+        digest.update(x.contiguous().numpy().tobytes())
+        digest.update(y.contiguous().numpy().tobytes())
+    return digest.hexdigest()
+
+
 def on_device(dataset: Images, device: torch.device) -> Images:
     """``dataset`` where training reads it: an in-memory data set moves to a GPU whole; files stay where they are
     (their batches come through DataLoader workers and pinned memory)."""

@@ -29,7 +29,7 @@ from torch import nn
 
 from ..attacks.config import check_classes
 from ..checkpoint import file_sha256
-from ..data import batches
+from ..data import batches, points_sha256
 from ..engines import Engine, OnnxRuntimeEngine, TensorRTEngine, TorchEngine, open_engine
 from ..engines.replica import agreement, load_replica
 from ..errors import RnasclError
@@ -189,16 +189,21 @@ def check_engine_provenance(run: Path, engine_path: Path, student_sha256: str) -
                               "or name the reference yourself with --reference") from None
 
 
-def _same_points_metrics(run: Optional[Path], n: int, eps: float, run_student: bool) -> Optional[dict]:
-    """``RUN/metrics.json`` where it evaluated the run's student on these very points (the first ``n``) at this
-    eps."""
+def _same_points_metrics(run: Optional[Path], n: int, points: str, eps: float, student_sha256: str,
+                         run_student: bool) -> Optional[dict]:
+    """``RUN/metrics.json`` where it evaluated this student (``student_sha256``) on these very points (``n`` of
+    them, fingerprint ``points``: :func:`data.points_sha256`) at this eps. A metrics.json written before it recorded
+    the student and the points is taken on its count of points alone."""
     path = RunDir(run).metrics if run is not None else None
     if not run_student or path is None or not path.is_file():
         return None
     metrics = json.loads(path.read_text())
-    if metrics.get("n") != n or not math.isclose(metrics.get("eps", -1.0), eps, rel_tol=1e-6):
-        log.info("metrics.json covers %s test images at eps %s, verify %d at %g: not compared", metrics.get("n"),
-                 metrics.get("eps"), n, eps)
+    same = (metrics.get("n") == n and math.isclose(metrics.get("eps", -1.0), eps, rel_tol=1e-6)
+            and metrics.get("points_sha256", points) == points
+            and metrics.get("student_sha256", student_sha256) == student_sha256)
+    if not same:
+        log.info("metrics.json covers %s test images at eps %s (another student or other points?), verify %d at %g: "
+                 "not compared", metrics.get("n"), metrics.get("eps"), n, eps)
         return None
     return metrics
 
@@ -266,9 +271,10 @@ def verify_run(engine_path: Path, recipe: Recipe, run: Optional[Path] = None, re
                                                               info.input_shape[0], f"the reference {ref.path}'s")
     reference_module = _placed_reference(ref, ref_norm, runtime, info.input_shape, recipe.data.batch_size)
     replica = replica.eval().to(runtime.device)
-    metrics = _same_points_metrics(run, len(test_set), eps, run_student)
+    points, reference_sha256 = points_sha256(test_set), file_sha256(ref.path)
+    metrics = _same_points_metrics(run, len(test_set), points, eps, reference_sha256, run_student)
     cache = reference_cache(rundir.verify_cache if rundir is not None else out / "reference-cache",
-                            file_sha256(ref.path), recipe, eps, test_set, ref_norm, runtime.device)
+                            reference_sha256, recipe, eps, len(test_set), points, ref_norm, runtime.device)
     with torch_threads(threads):
         report = verify_engine(reference_module, predict, replica, test_set, recipe, eps, metrics, runtime.device,
                                progress, cache, workers)
@@ -330,20 +336,17 @@ def verify_engine(reference: nn.Module, engine, replica: nn.Module, dataset, rec
     return report
 
 
-def reference_cache(folder: Path, reference_sha256: str, recipe: Recipe, eps: float, points, norm,
+def reference_cache(folder: Path, reference_sha256: str, recipe: Recipe, eps: float, n: int, points: str, norm,
                     device: torch.device) -> Path:
-    """Where the reference's cascade on ``points`` is kept: named by everything its result depends on (the
-    reference file and the normalisation applied outside it, the points' pixels and labels, the attacks and their
-    settings, the code). The pixels, not the data set's name and path: images changed in a folder are new points."""
+    """Where the reference's cascade on the ``n`` test points of fingerprint ``points`` (:func:`data.points_sha256`)
+    is kept: named by everything its result depends on (the reference file and the normalisation applied outside
+    it, the points' pixels and labels, the attacks and their settings, the code). The pixels, not the data set's
+    name and path: images changed in a folder are new points."""
     from .. import __version__
 
     a = recipe.attack
-    pixels = hashlib.sha256()
-    for x, y in batches(points, 1000):
-        pixels.update(x.contiguous().numpy().tobytes())
-        pixels.update(y.contiguous().numpy().tobytes())
-    key = {"reference": reference_sha256, "normalization": norm, "n": len(points), "eps": eps,
-           "points": pixels.hexdigest(), "attacks": recipe.verify.attacks,
+    key = {"reference": reference_sha256, "normalization": norm, "n": n, "eps": eps,
+           "points": points, "attacks": recipe.verify.attacks,
            "attack": [a.pgd_step_size, a.apgd_iters, a.square_queries, a.seed, a.batch_size],
            "code": [__version__, torch.__version__, device.type]}
     digest = hashlib.sha256(json.dumps(key, sort_keys=True).encode()).hexdigest()[:20]
