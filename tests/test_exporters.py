@@ -481,3 +481,19 @@ def test_tensorrt_precision_flags_follow_the_tensorrt_onnxruntime_links(trained_
         OnnxRuntimeEngine(trained_run / "engines" / "student-fp16.onnx", device="tensorrt", cache_dir=tmp_path)
     trt_options = given["providers"][0][1]
     assert ("trt_fp16_enable" in trt_options) == (major != 11) and "trt_int8_enable" not in trt_options
+
+
+def test_a_student_of_other_classes_than_the_recipes_data_is_refused(trained_run, tmp_path):
+    """The engine's labels come from the recipe's data set: one whose classes differ from those the student was
+    trained on (recorded in its checkpoint) would label the engine's outputs wrongly."""
+    from rnascl_deploy.checkpoint import read_checkpoint, save_checkpoint
+
+    run = fresh_run(trained_run, tmp_path / "run")
+    model, meta = load_model(run / "student.safetensors")
+    names = list(load_split("fashion-mnist", "test", limit=1)[1].class_names)
+    save_checkpoint(run / "student.safetensors", model, "student", meta["model"],
+                    {**meta["data"], "class_names": names[::-1]}, meta["recipe"], meta["metrics"])
+    assert read_checkpoint(run / "student.safetensors")[1]["data"]["class_names"] == names[::-1]
+    with pytest.raises(RnasclError, match="trained on the classes"):
+        export_student(run, "onnx", load_recipe(run / "recipe.yaml"))
+    assert not (run / "engines" / "student.onnx").exists()

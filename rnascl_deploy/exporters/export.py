@@ -95,7 +95,12 @@ def export_student(run: Path, fmt: str, recipe: Recipe, device: Optional[torch.d
         _finished(rundir.engine(TENSORRT_ONNX[fmt]), sha, force)
     engines.mkdir(parents=True, exist_ok=True)
     t0 = time.perf_counter()
-    data = {**meta["data"], "class_names": recipe.data.load("test", 1)[1].class_names}  # for every file's metadata
+    names = recipe.data.load("test", 1)[1].class_names  # for every file's metadata
+    if meta["data"].get("class_names") and list(meta["data"]["class_names"]) != list(names):  # older: none recorded
+        raise RnasclError(f"the student was trained on the classes {meta['data']['class_names'][:5]}..., the "
+                          f"recipe's data set has {list(names)[:5]}...: export with the data set it was trained on "
+                          "(data.root), or its labels would name other classes")
+    data = {**meta["data"], "class_names": names}
     # parity: the student on the device (a copy: the graphs are exported from the CPU student), ONNX graphs on the
     # onnxruntime provider that follows the device
     reference = student if on.type == "cpu" else copy.deepcopy(student).to(on)
