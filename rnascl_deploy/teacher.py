@@ -148,15 +148,16 @@ def train_teacher(recipe: Recipe, out: Path, resume: bool = False, progress: boo
 
 def evaluate_checkpoint(path: Path, data: DataConfig, attack: AttackConfig, limit: Optional[int] = None,
                         attacks: Optional[List[str]] = None, progress: bool = True,
-                        runtime: Optional[RuntimeConfig] = None) -> dict:
+                        runtime: Optional[RuntimeConfig] = None, root: Optional[str] = None) -> dict:
     """Robustness of a checkpoint on the test split of the data set it was trained on (on ``runtime``'s device;
-    the CPU without one)."""
+    the CPU without one), read from ``data.root``, or from ``root`` (``--data-root``) where ``data`` is another
+    data set."""
     model, meta = load_model(path)
     model = channels_last(model).to(resolve(runtime).device if runtime is not None else "cpu")
     name = meta["data"]["name"]
     if data.name != name:
         log.info("checkpoint was trained on %s; evaluating on %s's test split", name, name)
-        data = dataclasses.replace(data, name=name)  # data.root stays: it is --data-root when given
+        data = dataclasses.replace(data, name=name, root=root)  # the recipe's root is its own data set's
     test_set, info = dataclasses.replace(data, image_size=meta["data"]["input_shape"][1]).load("test", limit)
     problem = data_mismatch(meta["data"], info)
     if problem:

@@ -119,6 +119,13 @@ def test_teacher_eval_keeps_data_root_for_another_data_set(tmp_path):
     assert result.exit_code == 0, result.output
     report = json.loads(result.output)
     assert report["dataset"] == "cifar10" and report["n"] == 4
+    # a recipe of another data set: its data.root is that data set's, not the checkpoint's (Fashion-MNIST's default)
+    other = tmp_path / "recipe.yaml"
+    other.write_text(f"data: {{name: cifar10, root: {tmp_path}}}\n")
+    teacher = "builtin:teacher-fashion-mnist/model.safetensors"
+    result = _cli("teacher", "eval", teacher, "--recipe", str(other), "--test-limit", "4", "--attacks", "fgsm",
+                  "--json")
+    assert result.exit_code == 0 and json.loads(result.output)["dataset"] == "fashion-mnist", result.output
 
 
 def test_teacher_eval_and_load_refuse_other_classes(tmp_path):

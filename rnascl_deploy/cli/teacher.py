@@ -122,7 +122,7 @@ def teacher_eval(ctx, checkpoint, recipe, overrides, test_limit, attacks, eps, d
                                           "runtime.device": device})
     refuse_existing(out, "--out", force)
     report = evaluate_checkpoint(resolve_path(checkpoint), r.data, r.attack, test_limit, progress=ctx.obj["progress"],
-                                 runtime=r.runtime)
+                                 runtime=r.runtime, root=data_root)
     report["checkpoint"] = checkpoint
     if out:
         atomic_write_json(Path(out), report)
