@@ -45,7 +45,7 @@ def replay(run: Path) -> dict:
     arch, recipe = ArchSpec.load(run / "arch.json"), load_recipe(run / "recipe.yaml")
     cfg, layout = recipe.search, build_layout(recipe.search.space, tuple(arch.data["input_shape"]),
                                               arch.data["num_classes"])
-    train_images = arch.search["limit"] or len(recipe.data.load("train", None)[0])
+    train_images = len(recipe.data.load("train", arch.search["limit"])[0])  # a limit past the split: the split
     steps = num_batches(range(train_images), recipe.data.batch_size, drop_last=True)
     logits = budget_alone(layout, cfg, parse_budget(cfg.budget), cfg.epochs * (steps // (cfg.arch_every - 1)))
     alone = derive_widths(layout, logits, parse_budget(cfg.budget))

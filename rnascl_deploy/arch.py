@@ -64,7 +64,7 @@ class TeacherRef:
 
 @dataclass(frozen=True)
 class ArchSpec:
-    data: Dict[str, Any]  # DatasetInfo.to_dict(): name, input_shape, num_classes, mean, std
+    data: Dict[str, Any]  # DatasetInfo.to_dict(): name, input_shape, num_classes, class_names, mean, std
     space: Dict[str, Any]  # the search.space section as written
     widths: Tuple[int, ...]
     tutors: Dict[str, str]  # student tap -> teacher tap

@@ -124,7 +124,7 @@ def budget_alone(layout: Layout, cfg: SearchConfig, budget: Budget, arch_steps: 
     """The width logits the budget term alone reaches: the search's ``arch_steps`` architecture steps (Adam at
     ``arch_lr`` from zero logits) on its budget term, without data. Widths derived from them are what a search
     would choose if its data had no say."""
-    logits = [torch.zeros(len(u.options), requires_grad=len(u.options) > 1) for u in layout.units]
+    logits = [torch.zeros(len(u.options), device="cpu", requires_grad=len(u.options) > 1) for u in layout.units]
     searched = [lg for lg in logits if lg.requires_grad]
     if not searched:  # a space of one point
         return logits
