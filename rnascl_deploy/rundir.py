@@ -1,15 +1,17 @@
 """Run directories: the one place that knows their files, and the rules every stage follows so that it can be
 resumed and never overwrites a result.
 
-:class:`RunDir` names every file of a run (what ``search``, ``retrain``, ``export``, ``verify``, ``bench`` and
-``report`` write) and :class:`TrainDir` every file of one training loop's folder (``retrain/``, ``finetune/``, a
-teacher's ``--out``): no other module spells a run's file names.
+:class:`RunDir` names every file of a run (what ``search``, ``retrain``, ``evaluate``, ``export``, ``verify``,
+``bench`` and ``report`` write, the caches ``teacher-cache/`` and ``verify-cache/`` included) and :class:`TrainDir`
+every file of one training loop's folder (``retrain/``, ``finetune/``, a teacher's ``--out``): no other module spells
+a run's file names.
 
 - A stage keeps its resumable state in one file (``state.pt`` or ``search_state.pt``). Starting a stage where that
   file exists is refused unless ``resume`` is asked for; asking to resume where it does not exist is refused too.
 - A resumed stage must run the same recipe it started with, in the sections that stage reads (its ``READS``;
-  :func:`check_same_recipe`): a changed key is refused by name; other sections may change. ``runtime.device`` and
-  ``data.workers`` say where a stage computes, not what: a stage started on a GPU continues on the CPU.
+  :func:`check_same_recipe`): a changed key is refused by name; other sections may change. The :data:`PLACEMENT`
+  keys (``runtime.device``, ``runtime.memory_format``, ``data.workers``) say where and how fast a stage computes,
+  not what, and are left out of that check: a stage started on a GPU continues on the CPU.
 - Logs of a stage are copied into a file in the run directory (:class:`RunLog`).
 - Under torch.distributed only rank 0 writes (state, history, recipe, log file); every rank reads.
 """

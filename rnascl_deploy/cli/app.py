@@ -182,8 +182,8 @@ class Group(click.Group):
 @click.option("-v", "--verbose", is_flag=True, help="Debug logging (the default is info).")
 @click.option("-q", "--quiet", is_flag=True, help="Only warnings and errors; no progress bars.")
 @click.option("--threads", type=click.IntRange(1, MAX_THREADS), default=None,
-              help=f"CPU threads for torch and onnxruntime (default: all cores; at most {MAX_THREADS}). Accepted "
-                   "before or after the command.")
+              help=f"CPU threads for torch and onnxruntime (default: all cores; at most 4 x the cores, "
+                   f"{MAX_THREADS} here). Accepted before or after the command.")
 @click.pass_context
 def main(ctx, verbose, quiet, threads):
     """Find, train, export and verify small robust models.
@@ -192,10 +192,11 @@ def main(ctx, verbose, quiet, threads):
     a robust teacher should tutor it; the student is retrained with that cross-layer distillation, exported
     (ONNX fp32/fp16/int8, TensorRT) and verified for clean and adversarial accuracy on the exported engine.
 
-    Stages, each reading and writing a run directory: teacher (train/eval/import) -> search -> retrain -> export ->
-    verify -> bench -> report; `run` does them all from search on, with retrain's closing evaluation as a stage of
-    its own (`evaluate`: other attacks evaluate again, never train again) and report a stage of `run` only (`run
-    --from report`), and `cost` measures any checkpoint or arch.json. Images are in [0, 1]; eps is in the same pixel
-    units. Every command has --help with examples.
+    The stages, each a command over a run directory: search, retrain (ends by evaluating the student:
+    metrics.json), export, verify, bench. `teacher` (train/eval/import) makes or checks the robust teacher first,
+    and `cost` measures any checkpoint or arch.json. `run` chains search -> retrain -> evaluate -> export -> verify
+    -> bench -> report over one run directory, and `frontier` runs it at several budgets; evaluate and report exist
+    only as stages of `run` (`run --from evaluate|report`), not as commands. Images are in [0, 1]; eps is in the
+    same pixel units. Every command has --help with examples.
     """
     ctx.obj = {"verbose": verbose, "quiet": quiet, "threads": threads}  # applied by _set_up, not for --help

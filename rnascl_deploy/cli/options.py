@@ -114,8 +114,8 @@ set_option = click.option("--set", "overrides", multiple=True, metavar="KEY=VALU
                                "data.root=/data/fmnist (repeatable).")
 json_option = click.option("--json", "as_json", is_flag=True, help="Print one JSON object on stdout.")
 device_option = click.option("--device", help="Where to compute (runtime.device): auto (the visible GPU, else the "
-                                              "CPU), cpu, cuda or cuda:N. A run started on one device may be "
-                                              "resumed or finished on another.")
+                                              "CPU), cpu, cuda or cuda:N. An interrupted search, retrain, teacher "
+                                              "train, run or frontier may resume on another device.")
 provider_option = click.option("--provider", type=click.Choice(["cpu", "cuda", "tensorrt"]),
                                help="onnxruntime execution provider for .onnx engines (default: cuda where --device "
                                     "is a GPU and onnxruntime has its CUDA provider, else cpu; the log says which).")

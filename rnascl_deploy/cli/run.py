@@ -45,7 +45,7 @@ Examples:
 @recipe_option
 @set_option
 @click.option("--budget", "-b", help="search.budget: MACs and/or parameters, 600K, 1.5M, params=150K, ... "
-                                     "(default: the recipe's, 600K).")
+                                     "(default: the recipe's; 600K in the embedded default).")
 @click.option("--out", "-o", type=PathType(file_okay=False), required=True, help="Run directory.")
 @click.option("--from", "start", type=click.Choice(["search", "retrain", "evaluate", "export", "verify", "bench",
                                                     "report"]),

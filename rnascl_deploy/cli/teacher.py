@@ -59,7 +59,9 @@ def teacher():
 @recipe_option
 @set_option
 @click.option("--out", "-o", type=PathType(file_okay=False), required=True,
-              help="Run directory: state.pt each epoch, history.jsonl, train.log, recipe.yaml, model.safetensors.")
+              help="Training folder (not a run directory): OUT/model.safetensors, the teacher to name in "
+                   "teacher.checkpoint, once training ends; state.pt each epoch, history.jsonl, train.log, "
+                   "recipe.yaml.")
 @click.option("--epochs", type=click.IntRange(1), help="teacher.train.epochs.")
 @click.option("--adv", type=RegistryChoice(objective_names), metavar="OBJECTIVE",
               help=f"teacher.train.adv, the objective: {OBJECTIVE_NAMES}.")
@@ -97,8 +99,11 @@ def teacher_train(ctx, recipe, overrides, out, epochs, adv, train_limit, seed, d
 @click.option("--test-limit", "test_limit", type=click.IntRange(1),
               help="Evaluate on the first N test images (default: all).")
 @retired_limit("--test-limit")
-@click.option("--attacks", help="attack.attacks, comma-separated: fgsm, pgdK (e.g. pgd20), apgd-ce, apgd-t, square.")
-@click.option("--eps", type=click.FloatRange(0, 1, min_open=True), help="attack.eps (pixel units in [0, 1]).")
+@click.option("--attacks", help="attack.attacks, comma-separated: fgsm, pgdK (e.g. pgd20), apgd-ce, apgd-t, square "
+                                "(default: the recipe's).")
+@click.option("--eps", type=click.FloatRange(0, 1, min_open=True),
+              help="attack.eps, pixel units in [0, 1] (default: the recipe's; 0.1 in the embedded default, whatever "
+                   "the checkpoint's data set).")
 @click.option("--data-root", type=PathType(file_okay=False),
               help="data.root: directory of the checkpoint's data set.")
 @device_option
@@ -111,7 +116,9 @@ def teacher_eval(ctx, checkpoint, recipe, overrides, test_limit, attacks, eps, d
     """Clean and adversarial accuracy of CHECKPOINT (a path, or builtin:NAME for a shipped one).
 
     Runs every attack on every point and reports accuracy under each plus the worst case per point (a point counts
-    only if it survives all attacks), with warnings on signs of gradient masking.
+    only if it survives all attacks), with warnings on signs of gradient masking. The test data is the checkpoint's
+    own data set (--data-root where it is not the recipe's); the attacks and eps are the recipe's, not the
+    checkpoint's: for a CIFAR-10 checkpoint give --recipe recipes/cifar10-s5.yaml or --eps 0.0314 (8/255).
     """
     from ..fileio import atomic_write_json
     from ..schema import resolve_path
@@ -138,9 +145,11 @@ def teacher_eval(ctx, checkpoint, recipe, overrides, test_limit, attacks, eps, d
 @click.option("--dataset", required=True,
               help="Data set the weights were trained on: fashion-mnist, cifar10, imagefolder.")
 @click.option("--data-root", type=PathType(file_okay=False),
-              help="Data directory (needed for the data set's shape and normalisation).")
+              help="Data directory: required for cifar10 and imagefolder (it gives the teacher's input shape, "
+                   "classes and default normalisation); fashion-mnist is looked for in its default directories.")
 @click.option("--image-size", type=click.IntRange(8),
-              help="imagefolder only: the square size images are resized to (default: 64, as data.image_size).")
+              help="imagefolder only: the square size images are resized to (default: 64). It must equal the "
+                   "data.image_size of the recipe that will use the teacher (128 in recipes/imagenet100.yaml).")
 @click.option("--mean", help="Comma-separated normalisation mean the weights expect (default: the data set's, or "
                              "the file's normalize.mean where it has one).")
 @click.option("--std", help="Comma-separated normalisation std the weights expect (default: the data set's, or the "

@@ -47,7 +47,8 @@ Examples:
 @recipe_option
 @set_option
 @click.option("--budget", "-b", help="search.budget, the MACs and/or parameters the student must fit: 600K, 1.5M, "
-                                     "params=150K, macs=1M,params=100K (default: the recipe's, 600K).")
+                                     "params=150K, macs=1M,params=100K (default: the recipe's; 600K in the embedded "
+                                     "default).")
 @click.option("--out", "-o", type=PathType(file_okay=False), required=True,
               help="Run directory: arch.json, recipe.yaml, search_history.jsonl, search.log, search_state.pt.")
 @click.option("--epochs", type=click.IntRange(1), help="search.epochs.")
@@ -105,7 +106,10 @@ def retrain(ctx, run, recipe, overrides, epochs, finetune, test_limit, train_lim
     transfer over the FIXED (student tap -> teacher tap) pairs the search chose (+ KL(teacher || student) for the
     objectives that do not distil the teacher their own way).
     Writes RUN/student.safetensors and RUN/metrics.json (clean, each attack of attack.attacks, worst case, MACs,
-    params on the test split).
+    params on the test split). A run already retrained (student.safetensors and metrics.json present) is refused:
+    nothing finished is replaced. To evaluate other attacks in a run directory that `run` made, give `run` the run's
+    recipe and the new attacks: `rnascl-deploy run --recipe RUN/recipe.yaml --set "attack.attacks=[...]" --out RUN
+    --from evaluate` (nothing retrains; export, verify, bench and report follow).
     """
     from ..retrain import run_retrain
     from ..rundir import RunDir

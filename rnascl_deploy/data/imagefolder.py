@@ -4,9 +4,9 @@ with PIL and resized to a fixed square size.
 The classes are the sub-directories of ``train/``, sorted; label k means the k-th of them in every split, ``val/``
 included. A ``val/`` class folder that ``train/`` lacks is refused (it has no label); a class of ``train/`` that
 ``val/`` lacks is only warned about (the test split then measures the other classes). Names starting with ``.``
-(``.ipynb_checkpoints``, macOS ``._x.jpg``) are skipped, and only files count as images. A class folder without
-images, a broken symbolic link and an empty file are refused when the folder is listed; an image that cannot be
-decoded (truncated, not an image) is refused, named, when it is first read.
+(``.ipynb_checkpoints``, macOS ``._x.jpg``) are skipped, and only files with a suffix of :data:`IMAGE_SUFFIXES`
+count as images. A class folder without images, a broken symbolic link and an empty file are refused when the folder
+is listed; an image that cannot be decoded (truncated, not an image) is refused, named, when it is first read.
 
 The test split (``val/``) comes in a fixed shuffled order, the same for every run: its files are listed class by
 class, so without it the first N test images (``limit``) would be the first few classes only.
