@@ -42,7 +42,7 @@ from .checkpoint import file_sha256
 from .errors import RnasclError
 from .exporters import config as export_config
 from .fileio import atomic_write_json, read_json_files
-from .recipe import Recipe, recipe_to_dict
+from .recipe import Recipe, load_recipe, recipe_to_dict
 from .rundir import RunDir, recipe_text, refuse_foreign_recipe, save_recipe, stage_keys
 from .schema import resolve_path
 from .ship import choose
@@ -96,7 +96,7 @@ def _supersede(run: RunDir, stage: str) -> None:
 def _move_aside(run: RunDir, paths) -> None:
     stamp = datetime.datetime.now().strftime("%Y%m%d-%H%M%S")
     for path in paths:
-        if path.exists():
+        if path.exists() or path.is_symlink():  # a link (engine-to-ship) whose engine moved first is moved too
             target = run.superseded / stamp / path.relative_to(run.root)
             target.parent.mkdir(parents=True, exist_ok=True)
             shutil.move(str(path), str(target))
@@ -146,10 +146,14 @@ def run_pipeline(recipe: Recipe, run: Path, start: Optional[str] = None, progres
             result.skipped.append(stage)
             continue
         resume = not invalid and i < forced and record.get("inputs") == digest and not record.get("done")
-        if not resume and not invalid:  # the first stage to run again: every later one's outputs go aside too, now,
-            invalid = True             # so that none outlives what it was made from (a student's metrics.json)
-            for later in list(STAGES)[i:]:
-                _supersede(rundir, later)
+        if not resume and not invalid:  # the first stage to run again: every later one runs again too, and their
+            invalid = True             # outputs go aside now, so that none outlives what it was made from
+            later = list(STAGES)[i:]
+            for name in later:  # recorded unfinished before anything moves: an interrupt then never skips one
+                state["stages"][name] = {"inputs": None, "done": False}
+            atomic_write_json(state_path, state)
+            for name in later:
+                _supersede(rundir, name)
         state["stages"][stage] = {"inputs": digest, "done": False}
         atomic_write_json(state_path, state)
         log.info("stage %s: %s", stage, "resuming" if resume else "running")
@@ -170,15 +174,29 @@ def run_pipeline(recipe: Recipe, run: Path, start: Optional[str] = None, progres
 
 def _upgrade(state: dict, run: RunDir, recipe: Recipe) -> None:
     """Record a run of a version without the ``evaluate`` stage in today's stages, so that the upgrade redoes nothing
-    finished: its ``retrain`` record, where its digest of :data:`EARLIER_READS` still holds, becomes today's, and a
-    finished one covers ``evaluate`` too (it evaluated the student with these attacks)."""
+    finished: its ``retrain`` record, where its digest of :data:`EARLIER_READS` holds under the recipe that run left
+    in ``RUN/recipe.yaml`` (or under this one), becomes today's digest under that recipe, and a finished one covers
+    ``evaluate`` too. Today's recipe is then compared with those records as with any: other attacks evaluate again,
+    nothing trains again."""
     stages, record = state["stages"], state["stages"].get("retrain", {})
-    if "evaluate" in stages or not record.get("inputs") \
-            or record["inputs"] != stage_inputs("retrain", run, recipe, EARLIER_READS["retrain"]):
+    if "evaluate" in stages or not record.get("inputs"):
         return
-    stages["retrain"] = {**record, "inputs": stage_inputs("retrain", run, recipe)}
+    for before in filter(None, (_saved_recipe(run), recipe)):
+        if record["inputs"] == stage_inputs("retrain", run, before, EARLIER_READS["retrain"]):
+            break
+    else:
+        return
+    stages["retrain"] = {**record, "inputs": stage_inputs("retrain", run, before)}
     if record.get("done") and run.metrics.exists():
-        stages["evaluate"] = {"inputs": stage_inputs("evaluate", run, recipe), "done": True}
+        stages["evaluate"] = {"inputs": stage_inputs("evaluate", run, before), "done": True}
+
+
+def _saved_recipe(run: RunDir) -> Optional[Recipe]:
+    """The recipe the last run left in ``RUN/recipe.yaml``; None where there is none or it no longer loads."""
+    try:
+        return load_recipe(run.recipe) if run.recipe.is_file() else None
+    except RnasclError:
+        return None
 
 
 def read_state(path: Path) -> dict:

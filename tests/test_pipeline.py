@@ -3,6 +3,7 @@ import json
 import pytest
 from click.testing import CliRunner
 
+import rnascl_deploy.evaluate as evaluate_module
 import rnascl_deploy.report as report_module
 import rnascl_deploy.train as train_module
 from rnascl_deploy.cli import main
@@ -53,21 +54,34 @@ def test_run_end_to_end_then_skips_everything(tmp_path, monkeypatch):
     assert second["ran"] == [] and len(second["skipped"]) == 7
     assert (out / "student.safetensors").stat().st_mtime_ns == student
 
-    # a run directory from before `evaluate` was a stage: retrain's record (digest with the attacks) covers both
-    state = json.loads((out / "pipeline.json").read_text())
-    recipe = load_recipe(out / "recipe.yaml")
-    del state["stages"]["evaluate"]
-    state["stages"]["retrain"]["inputs"] = stage_inputs("retrain", RunDir(out), recipe, EARLIER_READS["retrain"])
-    (out / "pipeline.json").write_text(json.dumps(state))
-    assert json.loads(_run(out, "--json").output)["ran"] == []
+    def as_before_evaluate():  # the record of a version without `evaluate`: retrain's digest covered the attacks
+        state = json.loads((out / "pipeline.json").read_text())
+        del state["stages"]["evaluate"]
+        state["stages"]["retrain"]["inputs"] = stage_inputs("retrain", RunDir(out), load_recipe(out / "recipe.yaml"),
+                                                            EARLIER_READS["retrain"])
+        (out / "pipeline.json").write_text(json.dumps(state))
+
+    as_before_evaluate()
+    assert json.loads(_run(out, "--json").output)["ran"] == []  # nothing finished runs again after the upgrade
 
     forced = json.loads(_run(out, "--json", "--from", "export").output)  # exported again, never evaluated again
     assert forced["ran"] == ["export", "verify", "bench", "report"]
     assert list((out / "superseded").glob("*/engines/student.onnx"))
 
-    stronger = json.loads(_run(out, "--json", "--set", "attack.apgd_iters=4").output)  # evaluated, never trained
+    as_before_evaluate()  # and upgraded by a run with other attacks: evaluated (and the rest) again, never trained
+    stronger = json.loads(_run(out, "--json", "--set", "attack.apgd_iters=4").output)
     assert stronger["ran"] == ["evaluate", "export", "verify", "bench", "report"]
     assert (out / "student.safetensors").stat().st_mtime_ns == student
+
+    # interrupted in evaluate, whose later stages' outputs have moved aside: the rerun runs them all again
+    evaluation = evaluate_module.evaluate_robustness
+    monkeypatch.setattr(evaluate_module, "evaluate_robustness", interrupt_on_call(evaluation, 1))
+    assert _run(out, "--set", "attack.apgd_iters=5").exit_code == 130
+    monkeypatch.setattr(evaluate_module, "evaluate_robustness", evaluation)
+    assert not (out / "engines").exists() and not (out / "engine-to-ship").is_symlink()
+    resumed = json.loads(_run(out, "--json", "--set", "attack.apgd_iters=5").output)
+    assert resumed["ran"] == ["evaluate", "export", "verify", "bench", "report"]
+    assert (out / "engines" / "student.onnx").exists()
 
     # a stage that runs again moves every later stage's outputs aside as it starts: interrupted there, the run holds
     # no metrics.json of the student it is replacing
