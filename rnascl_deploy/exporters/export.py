@@ -8,7 +8,7 @@ import logging
 import time
 from dataclasses import asdict, dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING, Callable, Optional
+from typing import TYPE_CHECKING, Callable, List, Optional
 
 import torch
 
@@ -48,6 +48,10 @@ class ExportResult:
 def _images(recipe: Recipe, split: str, n: int) -> torch.Tensor:
     dataset, _ = recipe.data.load(split, n)
     return torch.cat([x for x, _ in batches(dataset, 500)])
+
+
+def _listed(names: List[str]) -> str:
+    return ", ".join(names[:5]) + (f" and {len(names) - 5} more" if len(names) > 5 else "")
 
 
 def export_student(run: Path, fmt: str, recipe: Recipe, device: Optional[torch.device | str] = None,
@@ -93,13 +97,14 @@ def export_student(run: Path, fmt: str, recipe: Recipe, device: Optional[torch.d
     base = _finished(fp32, sha, force) if path != fp32 else None
     if trt and not onnx_only:  # the graph the engine is built from is regenerated: another student's needs force too
         _finished(rundir.engine(TENSORRT_ONNX[fmt]), sha, force)
+    names = list(recipe.data.load("test", 1)[1].class_names)  # for every file's metadata
+    trained = list(meta["data"].get("class_names") or names)  # a student saved before they were recorded: none
+    if trained != names:
+        raise RnasclError(f"the student was trained on the classes {_listed(trained)}, the recipe's data set has "
+                          f"{_listed(names)}: export with the data set it was trained on (data.root), or the "
+                          "engine's labels would name other classes")
     engines.mkdir(parents=True, exist_ok=True)
     t0 = time.perf_counter()
-    names = recipe.data.load("test", 1)[1].class_names  # for every file's metadata
-    if meta["data"].get("class_names") and list(meta["data"]["class_names"]) != list(names):  # older: none recorded
-        raise RnasclError(f"the student was trained on the classes {meta['data']['class_names'][:5]}..., the "
-                          f"recipe's data set has {list(names)[:5]}...: export with the data set it was trained on "
-                          "(data.root), or its labels would name other classes")
     data = {**meta["data"], "class_names": names}
     # parity: the student on the device (a copy: the graphs are exported from the CPU student), ONNX graphs on the
     # onnxruntime provider that follows the device
