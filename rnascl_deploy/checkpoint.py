@@ -75,6 +75,8 @@ def read_checkpoint(path: Path | str) -> Tuple[Dict[str, torch.Tensor], dict]:
         with safe_open(str(path), framework="pt") as f:
             raw_meta = (f.metadata() or {}).get(META_KEY)
         state = load_file(str(path))
+    except PermissionError:  # the file's owner's business, not its format: the CLI names it as such
+        raise
     except (SafetensorError, OSError, ValueError) as exc:
         raise RnasclError(f"cannot read checkpoint {str(path)!r}: {_describe_foreign(path)} ({exc})") from None
     if raw_meta is None:

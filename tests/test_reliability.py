@@ -293,3 +293,19 @@ def test_a_recipe_declaring_a_huge_model_is_refused_before_any_work(tmp_path):
     search = cli("search", "--out", str(tmp_path / "s"), "--set", "search.space.stages=[{width: 1000000, block: conv}]")
     assert search.exit_code == 2 and "search.space" in search.output and "parameters" in search.output
     assert list(tmp_path.iterdir()) == []
+
+
+def test_a_denied_read_is_named_as_such_not_as_a_failed_write(monkeypatch):
+    import safetensors
+
+    from rnascl_deploy.schema import resolve_path
+
+    teacher = str(resolve_path("builtin:teacher-fashion-mnist/model.safetensors"))
+
+    def denied(path, *args, **kwargs):
+        raise PermissionError(errno.EACCES, os.strerror(errno.EACCES), str(path))
+
+    monkeypatch.setattr(safetensors, "safe_open", denied)  # the checkpoint's read, as a file of another owner
+    result = cli("cost", teacher)
+    assert result.exit_code == 2, result.output
+    assert f"cannot use {teacher}: Permission denied; fix the permissions" in result.output

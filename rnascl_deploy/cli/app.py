@@ -23,11 +23,12 @@ MAX_THREADS = 4 * (os.cpu_count() or 1)  # torch.set_num_threads(100000) crashes
 DISTRIBUTED_COMMANDS = ("search", "retrain")  # the commands that run under torchrun
 
 # environment errors a user fixes (a full or read-only disk, a path under a regular file): exit 2 naming the path
+WRITE_ERRORS = (errno.ENOSPC, errno.EDQUOT, errno.EROFS)  # the environment errors only a write meets
 ENVIRONMENT_ERRORS = {errno.ENOSPC: "the disk is full; free some space or write elsewhere",
                       errno.EDQUOT: "the disk quota is exhausted; free some space or write elsewhere",
                       errno.EROFS: "the file system is read-only; write elsewhere (--out)",
-                      errno.EACCES: "permission denied; write elsewhere (--out) or fix the permissions",
-                      errno.EPERM: "operation not permitted; write elsewhere (--out) or fix the permissions",
+                      errno.EACCES: "fix the permissions, or write an output elsewhere (--out)",
+                      errno.EPERM: "fix the permissions, or write an output elsewhere (--out)",
                       errno.ENOTDIR: "a part of this path is a regular file, not a directory; choose another path",
                       errno.EISDIR: "this is a directory, a file was expected; choose another path",
                       errno.EEXIST: "it already exists (a file where a directory is needed?); choose another path",
@@ -104,7 +105,8 @@ class Command(click.Command):
             if exc.errno not in ENVIRONMENT_ERRORS:
                 raise
             where = exc.filename if exc.filename is not None else "(a file of this command)"
-            raise UserError(f"cannot write {where}: {exc.strerror or exc}; {ENVIRONMENT_ERRORS[exc.errno]}. "
+            verb = "write" if exc.errno in WRITE_ERRORS else "use"  # a denied read is no failed write
+            raise UserError(f"cannot {verb} {where}: {exc.strerror or exc}; {ENVIRONMENT_ERRORS[exc.errno]}. "
                             "Nothing finished was replaced; run the command again once this is fixed") from None
         except KeyboardInterrupt as exc:
             terminated = isinstance(exc, Terminated)
