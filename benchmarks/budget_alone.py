@@ -25,60 +25,76 @@ import argparse
 import itertools
 import json
 from pathlib import Path
+from typing import NamedTuple
 
 import torch
 import torch.nn.functional as F
 
 from rnascl_deploy.arch import ArchSpec
-from rnascl_deploy.cost import arch_cost, expected_cost, human, parse_budget
-from rnascl_deploy.data import batches, num_batches
+from rnascl_deploy.cost import Budget, arch_cost, expected_cost, human, parse_budget
+from rnascl_deploy.data import DatasetInfo, Images, batches, num_batches
 from rnascl_deploy.distill import Distiller, TutorSearch
-from rnascl_deploy.recipe import load_recipe
+from rnascl_deploy.recipe import Recipe, load_recipe
 from rnascl_deploy.rundir import RunDir, load_state
-from rnascl_deploy.search import budget_alone, derive_widths, subnet_accuracy
-from rnascl_deploy.space import Supernet, build_layout, student_taps
+from rnascl_deploy.search import budget_alone, derive_widths, search_splits, subnet_accuracy
+from rnascl_deploy.space import Layout, Supernet, build_layout, student_taps
 from rnascl_deploy.taps import conv_taps
 from rnascl_deploy.teacher import load_teacher
 
 
-def replay(run: Path) -> dict:
+class Searched(NamedTuple):
+    """A finished search as it ran: its spec, recipe, budget, layout, data set and splits."""
+
+    arch: ArchSpec
+    recipe: Recipe
+    budget: Budget
+    layout: Layout
+    info: DatasetInfo
+    train_set: Images
+    val_set: Images
+
+
+def searched(run: Path) -> Searched:
     arch, recipe = ArchSpec.load(run / "arch.json"), load_recipe(run / "recipe.yaml")
-    cfg, layout = recipe.search, build_layout(recipe.search.space, tuple(arch.data["input_shape"]),
-                                              arch.data["num_classes"])
-    train_images = len(recipe.data.load("train", arch.search["limit"])[0])  # a limit past the split: the split
-    steps = num_batches(range(train_images), recipe.data.batch_size, drop_last=True)
-    logits = budget_alone(layout, cfg, parse_budget(cfg.budget), cfg.epochs * (steps // (cfg.arch_every - 1)))
-    alone = derive_widths(layout, logits, parse_budget(cfg.budget))
-    return {"run": str(run), "budget": cfg.budget, "widths": list(arch.widths), "budget_alone": alone,
-            "argmax": arch.search["argmax_widths"],
-            "budget_alone_argmax": [u.options[int(lg.argmax())] for u, lg in zip(layout.units, logits)],
-            "same": alone == list(arch.widths)}
+    train_set, val_set, info = search_splits(recipe)
+    return Searched(arch, recipe, parse_budget(recipe.search.budget),
+                    build_layout(recipe.search.space, info.input_shape, info.num_classes), info, train_set, val_set)
+
+
+def replay(run: Path) -> dict:
+    s = searched(run)
+    cfg = s.recipe.search
+    steps = num_batches(s.train_set, s.recipe.data.batch_size, drop_last=True)
+    logits = budget_alone(s.layout, cfg, s.budget, cfg.epochs * (steps // (cfg.arch_every - 1)))
+    alone = derive_widths(s.layout, logits, s.budget)
+    return {"run": str(run), "budget": cfg.budget, "widths": list(s.arch.widths), "budget_alone": alone,
+            "argmax": s.arch.search["argmax_widths"],
+            "budget_alone_argmax": [u.options[int(lg.argmax())] for u, lg in zip(s.layout.units, logits)],
+            "same": alone == list(s.arch.widths)}
 
 
 def gradients(run: Path, n_batches: int = 6) -> None:
-    recipe = load_recipe(run / "recipe.yaml")
-    cfg, budget = recipe.search, parse_budget(recipe.search.budget)
-    val_set, info = recipe.data.load("val", None if cfg.limit is None else max(1, cfg.limit // 4))
-    layout = build_layout(cfg.space, info.input_shape, info.num_classes)
-    uniform = [torch.full((len(u.options),), 1 / len(u.options)) for u in layout.units]
-    print(f"{run}: the uniform start's expected MACs {human(float(expected_cost(layout, uniform)[0]))}, budget "
+    s = searched(run)
+    cfg = s.recipe.search
+    uniform = [torch.full((len(u.options),), 1 / len(u.options)) for u in s.layout.units]
+    print(f"{run}: the uniform start's expected MACs {human(float(expected_cost(s.layout, uniform)[0]))}, budget "
           f"{cfg.budget}")
-    teacher = load_teacher(recipe.teacher.checkpoint, info)
-    supernet, tutor = Supernet(layout, info.mean, info.std), TutorSearch(student_taps(layout), conv_taps(teacher),
-                                                                        cfg.attention_size)
+    teacher = load_teacher(s.recipe.teacher.checkpoint, s.info)
+    supernet = Supernet(s.layout, s.info.mean, s.info.std)
+    tutor = TutorSearch(student_taps(s.layout), conv_taps(teacher), cfg.attention_size)
     state = load_state(RunDir(run).search_state)
     supernet.load_state_dict(state["supernet"])
     tutor.load_state_dict(state["tutor"])
     distiller = Distiller(teacher, tutor, cfg.kd_weight, cfg.kd_temperature, cfg.gamma)
     logits = list(supernet.width_logits)
-    macs, _ = expected_cost(layout, supernet.probabilities())
-    cost = torch.autograd.grad(cfg.cost_weight * macs / budget.macs, logits)
+    macs, _ = expected_cost(s.layout, supernet.probabilities())
+    cost = torch.autograd.grad(cfg.cost_weight * macs / s.budget.macs, logits)
     supernet.train()
     for tau in (state["history"][-1]["tau"], 1.0):
         supernet.tau = tutor.tau = tau
         torch.manual_seed(0)
         task = [torch.zeros_like(lg) for lg in logits]
-        for x, y in list(batches(val_set, recipe.data.batch_size))[:n_batches]:
+        for x, y in list(batches(s.val_set, s.recipe.data.batch_size))[:n_batches]:
             out, distill, _ = distiller(supernet, x)
             for total, g in zip(task, torch.autograd.grad(F.cross_entropy(out, y) + distill, logits)):
                 total += g / n_batches
@@ -87,24 +103,20 @@ def gradients(run: Path, n_batches: int = 6) -> None:
 
 
 def candidates(run: Path, shown: int = 5) -> None:
-    arch, recipe = ArchSpec.load(run / "arch.json"), load_recipe(run / "recipe.yaml")
-    cfg, budget = recipe.search, parse_budget(recipe.search.budget)
-    if not budget.macs:
-        raise SystemExit(f"{run}: --candidates ranks the architectures of a MAC budget; this one is {budget}")
-    train_set, info = recipe.data.load("train", cfg.limit)
-    val_set, _ = recipe.data.load("val", None if cfg.limit is None else max(1, cfg.limit // 4))
-    layout = build_layout(cfg.space, info.input_shape, info.num_classes)
-    supernet = Supernet(layout, info.mean, info.std)
+    s = searched(run)
+    if not s.budget.macs:
+        raise SystemExit(f"{run}: --candidates ranks the architectures of a MAC budget; this one is {s.budget}")
+    supernet = Supernet(s.layout, s.info.mean, s.info.std)
     supernet.load_state_dict(load_state(RunDir(run).search_state)["supernet"])
     rows = []
-    for widths in map(list, itertools.product(*(u.options for u in layout.units))):
-        macs = arch_cost(layout, widths).macs
-        if 0.8 * budget.macs <= macs <= budget.macs:
+    for widths in map(list, itertools.product(*(u.options for u in s.layout.units))):
+        macs = arch_cost(s.layout, widths).macs
+        if 0.8 * s.budget.macs <= macs <= s.budget.macs:
             torch.manual_seed(0)
-            rows.append((subnet_accuracy(supernet, widths, train_set, val_set, limit=2048), macs, widths))
+            rows.append((subnet_accuracy(supernet, widths, s.train_set, s.val_set, limit=2048), macs, widths))
     rows.sort(key=lambda row: -row[0])
-    rank = next(i for i, row in enumerate(rows) if row[2] == list(arch.widths))
-    print(f"{run}: {len(rows)} architectures in [0.8 B, B]; the searched {list(arch.widths)} ranks {rank + 1} at "
+    rank = next(i for i, row in enumerate(rows) if row[2] == list(s.arch.widths))
+    print(f"{run}: {len(rows)} architectures in [0.8 B, B]; the searched {list(s.arch.widths)} ranks {rank + 1} at "
           f"{100 * rows[rank][0]:.2f}% (best {100 * rows[0][0]:.2f}%, median {100 * rows[len(rows) // 2][0]:.2f}%)")
     for acc, macs, widths in rows[:shown]:
         print(f"  {100 * acc:.2f}%  {human(macs)} MACs  {widths}")

@@ -305,18 +305,26 @@ class SearchLoop(EpochLoop):
             self.scaler.load_state_dict(state["scaler"])
 
 
+def search_splits(recipe: Recipe):
+    """``(train, val, info)``: the search's weight-step split (``search.limit`` training images) and its
+    architecture-step split (a quarter as many validation images)."""
+    limit = recipe.search.limit
+    train_set, info = recipe.data.load("train", limit)
+    val_set, _ = recipe.data.load("val", None if limit is None else max(1, limit // 4))
+    return train_set, val_set, info
+
+
 def run_search(recipe: Recipe, out: Path, resume: bool = False, progress: bool = True) -> ArchSpec:
     """Search under ``search.budget`` on ``search.limit`` training images, then write ``out/arch.json``
     (returned) and ``out/recipe.yaml``; resumable per epoch."""
     run = RunDir(out)
     cfg, data = recipe.search, recipe.data
-    budget, limit = parse_budget(cfg.budget), cfg.limit
+    budget = parse_budget(cfg.budget)
     if run.arch.exists():
         raise RnasclError(f"{run.arch} already exists: this search is finished. Choose another --out")
     if check_resume(run.search_state, resume):
         check_same_recipe(run.recipe, recipe, READS)
-    train_set, info = data.load("train", limit)
-    val_set, _ = data.load("val", None if limit is None else max(1, limit // 4))
+    train_set, val_set, info = search_splits(recipe)
     try:  # bounded before it is laid out
         check_space(dataclasses.asdict(cfg.space), info.input_shape, info.num_classes)
     except ValueError as exc:
@@ -386,7 +394,7 @@ def run_search(recipe: Recipe, out: Path, resume: bool = False, progress: bool =
             teacher=TeacherRef(recipe.teacher.checkpoint, teacher_sha256,
                                tuple(t.to_dict() for t in describe_taps(teacher, t_taps, info.input_shape))),
             seed=cfg.seed,
-            search={"epochs": cfg.epochs, "seconds": round(loop.elapsed, 1), "limit": limit,
+            search={"epochs": cfg.epochs, "seconds": round(loop.elapsed, 1), "limit": cfg.limit,
                     "argmax_widths": supernet.argmax_widths(), "budget_alone_widths": alone,
                     "width_probs": [[round(v, 4) for v in p.tolist()] for p in supernet.probabilities()],
                     "tutor_probs": {s: [round(v, 4) for v in probs[i].tolist()] for i, s in enumerate(s_taps)},
