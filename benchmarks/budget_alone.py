@@ -1,19 +1,20 @@
-"""Did the data move a search's choice? Each finished search beside what its budget term alone derives.
+"""Did the data move a search's choice? Each finished search beside what its budget alone derives.
 
     python benchmarks/budget_alone.py RUN [RUN ...]      e.g. runs/frontier/budget-*
     python benchmarks/budget_alone.py --gradients RUN    the two gradients on the width logits, at two temperatures
     python benchmarks/budget_alone.py --candidates RUN   every architecture in [0.8 B, B], ranked by the supernet
 
 For each run directory: the derived widths of its ``arch.json``, the argmax widths of its final width logits, and
-the same two for the width logits that the search's architecture steps reach on the budget term alone, from zero
-logits and without data (:func:`rnascl_deploy.search.budget_alone`, replayed from the run's own ``recipe.yaml``).
+the same two for the width logits its budget alone gives, without data (:func:`rnascl_deploy.search.budget_alone`,
+from the run's own ``recipe.yaml``: the search's start under ``projection``, its architecture steps replayed on the
+budget term under ``penalty``).
 A search written since ``budget_alone_widths`` entered ``arch.json`` holds the derived replay itself; this script
-also covers older ones. "same" means the search derived exactly what its budget term derives without data.
+also covers older ones. "same" means the search derived exactly what its budget derives without data.
 
-``--gradients``: on the search's final state (``search_state.pt``), the largest gradient on each unit's width
-logits of the task terms (CE + KD + attention, averaged over 6 validation batches) against that of the budget term
-while it is active (``cost_weight`` x E[MACs] / B), at the search's final temperature and at tau 1; and the expected
-MACs of the uniform start, where every search begins.
+``--gradients`` (a ``penalty`` search): on the search's final state (``search_state.pt``), the largest gradient on
+each unit's width logits of the task terms (CE + KD + attention, averaged over 6 validation batches) against that
+of the budget term while it is active (``cost_weight`` x E[MACs] / B), at the search's final temperature and at
+tau 1; and the expected MACs of the uniform start, where every such search begins.
 
 ``--candidates``: every architecture of the space whose MACs lie in [0.8 B, B], ranked by the validation accuracy
 of the search's final supernet at those widths (``search.subnet_accuracy``: BatchNorm recalibrated, 2,048
@@ -76,6 +77,9 @@ def replay(run: Path) -> dict:
 def gradients(run: Path, n_batches: int = 6) -> None:
     s = searched(run)
     cfg = s.recipe.search
+    if cfg.budget_control != "penalty":
+        raise SystemExit(f"{run}: --gradients compares the task's gradient with the budget term's; this search has no "
+                         f"budget term (search.budget_control {cfg.budget_control})")
     uniform = [torch.full((len(u.options),), 1 / len(u.options)) for u in s.layout.units]
     print(f"{run}: the uniform start's expected MACs {human(float(expected_cost(s.layout, uniform)[0]))}, budget "
           f"{cfg.budget}")

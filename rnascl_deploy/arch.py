@@ -16,7 +16,7 @@ Format (plain JSON, written by ``rnascl-deploy search``), version 2::
       "teacher": {"checkpoint": "...", "sha256": "...", "taps": [{"name": ..., "channels": ..., ...}, ...]},
       "seed": 0,
       "search": {...}                    # how it was found: epochs, seconds, limit, argmax_widths,
-                                         # budget_alone_widths (the widths the budget term alone derives; null
+                                         # budget_alone_widths (the widths the budget alone derives; null
                                          # where the budget admits the largest architecture), width_probs,
                                          # tutor_probs, notes
     }

@@ -150,7 +150,7 @@ def write_report(run: Path, recipe: Recipe) -> Path:
     verify_reports = read_json_files(rundir.verify)
     passed = verdict(verify_reports)
     a = metrics["adv_acc"]
-    notes = [f"Search: {note}." for note in arch.search.get("notes", [])]  # e.g. the budget term alone chose
+    notes = [f"Search: {note}." for note in arch.search.get("notes", [])]  # e.g. the budget alone chose
     lines = [f"# rnascl-deploy run: {'PASS' if passed else 'FAIL'}", "",
              f"Data set {arch.data['name']}, Linf eps {recipe.attack.eps:g}. Budget {arch.budget}; student "
              f"{human(arch.macs)} MACs ({arch.macs}), {human(arch.params)} params, widths {list(arch.widths)}. "

@@ -235,7 +235,7 @@ def _changed(saved: dict, now: dict) -> list:
 PLACEMENT = ("runtime.device", "runtime.memory_format", "data.workers")
 # Keys added after run directories existed, each with the value that computes what those runs computed: left out of
 # a stage's inputs at that value, so that an upgrade redoes no finished stage.
-LATER_KEYS = {"search.space.norm": "batch", "export.int8_activations": "s8"}
+LATER_KEYS = {"search.space.norm": "batch", "export.int8_activations": "s8", "search.budget_control": "penalty"}
 
 
 def stage_keys(recipe: dict, sections: Iterable[str]) -> dict:

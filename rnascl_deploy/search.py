@@ -6,13 +6,24 @@ architecture step after every ``arch_every - 1`` weight steps: 80/20 by default)
     CE(student, y) + kd_weight * KL(teacher || student) + gamma * L_attn(cross-layer, Gumbel tutors)
 
 through the same :class:`~rnascl_deploy.distill.Distiller` as retraining (its attention module here is the
-:class:`~rnascl_deploy.distill.TutorSearch` over every teacher tap), and architecture steps add the budget term on
-the closed-form expected cost (:func:`cost.expected_cost`):
+:class:`~rnascl_deploy.distill.TutorSearch` over every teacher tap). The budget bounds the expected cost of the
+width distributions (the closed form :func:`cost.expected_cost`), in one of two ways (``budget_control``):
 
-    cost_weight * sum over budgeted quantities q of [relu(E[q] / B_q - 1) + relu(cost_floor - E[q] / B_q)]
+- ``penalty`` (the default): the architecture steps add the budget term
 
-which pushes the expected cost into [cost_floor * B, B]. tau = tau0 * exp(-tau_decay * epoch) for both the width
-and the tutor samples. The teacher is frozen, in eval mode, without gradients.
+      cost_weight * sum over budgeted quantities q of [relu(E[q] / B_q - 1) + relu(cost_floor - E[q] / B_q)]
+
+  from zero logits. Its gradient outweighs the task's by two orders of magnitude at the default temperatures, and
+  Adam steps every logit at arch_lr while it is active, so on the embedded default the budget term alone decides
+  the widths (docs/search.md, "What decides the widths").
+- ``projection``: the width logits start where the expected budget share (max over budgeted quantities q of
+  E[q] / B_q) is (1 + cost_floor) / 2 (:func:`start_logits`), and after every architecture step they are projected
+  back into [cost_floor, 1] (:func:`fit_budget`). The task alone steps them; the budget only bounds where they may
+  go, so the data decides the widths. On the embedded default the students it finds are less robust after
+  retraining (docs/search.md), which is why it is not the default.
+
+tau = tau0 * exp(-tau_decay * epoch) for both the width and the tutor samples. The teacher is frozen, in eval mode,
+without gradients.
 
 Derivation (:func:`derive_widths`): the argmax widths, then made to fit the budget: while over, shrink the unit
 (block or head) whose next smaller width loses least log-probability per unit of cost saved; then, while some unit
@@ -21,9 +32,10 @@ used below 80% (one step near the top of a space can be large), try changing two
 exceeds the budget and uses at least 80% of it wherever the space allows. fvcore measures the derived student and
 the spec records that measurement. Tutors: argmax of each student tap's logits.
 
-At its end every search replays its architecture steps on the budget term alone, without data
-(:func:`budget_alone`), and records the widths derived from that (``search.budget_alone_widths``); where they are
-the searched widths, the data did not move the choice, and ``search.notes`` says so (docs/search.md).
+At its end every search derives the widths its budget alone would give, without data (:func:`budget_alone`:
+under ``projection`` its start, under ``penalty`` its architecture steps replayed on the budget term), and records
+them (``search.budget_alone_widths``); where they are the searched widths, the data did not move the choice, and
+``search.notes`` says so (docs/search.md).
 """
 from __future__ import annotations
 
@@ -51,7 +63,7 @@ from .loop import EpochLoop
 from .models.student import check_space
 from .rundir import RunDir, RunLog, check_resume, check_same_recipe, save_recipe
 from .runtime import Runtime, resolve
-from .schema import LIMIT, SEED, Parses, at_least, between, positive, resolve_path
+from .schema import LIMIT, SEED, OneOf, Parses, at_least, between, positive, resolve_path
 from .space import Layout, Supernet, build_layout, materialize, student_taps
 from .space.config import SpaceConfig
 from .taps import conv_taps, describe_taps
@@ -65,6 +77,7 @@ log = logging.getLogger(__name__)
 READS = ("runtime", "data", "teacher.checkpoint", "search")  # what of the recipe the search reads
 CONSUMES: tuple = ()  # the run directory's files it reads (RunDir attributes)
 WRITES = ("arch", "search_state", "search_history", "search_log")
+BUDGET_CONTROLS = ("penalty", "projection")  # the default first
 
 
 @dataclass
@@ -79,7 +92,7 @@ class SearchConfig:
                               "arch_every": at_least(2), "tau0": positive(), "tau_decay": at_least(0),
                               "kd_weight": at_least(0), "kd_temperature": positive(), "gamma": at_least(0),
                               "attention_size": at_least(1), "cost_weight": at_least(0),
-                              "cost_floor": between(0, 1), "seed": SEED}
+                              "budget_control": OneOf(BUDGET_CONTROLS), "cost_floor": between(0, 1), "seed": SEED}
 
     space: SpaceConfig = field(default_factory=SpaceConfig)
     budget: str = "600K"  # 600K, 1.5M (MACs), params=150K, macs=1M,params=100K; held in cost.normalize_budget's form
@@ -95,8 +108,10 @@ class SearchConfig:
     kd_temperature: float = 1.0
     gamma: float = 1.0  # gamma_s, weight of the cross-layer attention loss
     attention_size: int = 7  # attention maps are resized to this square size
-    cost_weight: float = 2.0  # weight of the budget term on the expected cost
-    cost_floor: float = 0.85  # the budget term also pushes the expected cost up to this fraction of the budget
+    budget_control: str = "penalty"  # penalty: a budget term in the architecture loss | projection: the budget
+    # bounds the width logits and the task alone steps them (docs/search.md, "What decides the widths")
+    cost_weight: float = 2.0  # penalty: weight of the budget term on the expected cost
+    cost_floor: float = 0.85  # the expected cost is kept within [cost_floor, 1] x the budget
     seed: int = 0
 
 
@@ -120,10 +135,56 @@ def budget_penalty(macs: torch.Tensor, params: torch.Tensor, budget: Budget, flo
     return total
 
 
+def budget_share(layout: Layout, probs, budget: Budget) -> torch.Tensor:
+    """The expected share of the budget used: max over the budgeted quantities q of E[q] / B_q."""
+    macs, params = expected_cost(layout, probs)
+    shares = [value / limit for value, limit in ((macs, budget.macs), (params, budget.params)) if limit]
+    return torch.stack(shares).max()
+
+
+@torch.no_grad()
+def fit_budget(layout: Layout, logits, budget: Budget, low: float, high: float) -> float:
+    """Project the width logits, in place, into the band: where the expected budget share lies outside
+    [``low``, ``high``], shift every unit's logits against its options' marginal cost (the gradient of the share at
+    the current probabilities) by the one amount that brings the share to the nearer edge. Options cost more the
+    wider they are, so the share falls monotonically along that shift and a bisection finds it. Returns the share."""
+    def share(lam: float) -> float:
+        return float(budget_share(layout, [F.softmax(lg - lam * d, 0) for lg, d in zip(logits, direction)], budget))
+
+    with torch.enable_grad():
+        probs = [F.softmax(lg.detach().double(), 0).requires_grad_() for lg in logits]
+        direction = [d.to(lg.dtype) for lg, d in zip(logits, torch.autograd.grad(
+            budget_share(layout, probs, budget), probs, allow_unused=True, materialize_grads=True))]
+    current = share(0.0)
+    if low <= current <= high or not any(d.any() for d in direction):  # inside, or a space of one point
+        return current
+    target, sign = (high, 1.0) if current > high else (low, -1.0)
+    near, far = 0.0, sign
+    while (share(far) - target) * sign > 0 and abs(far) < 2.0 ** 40:  # the smallest (largest) architecture bounds it
+        near, far = far, 2 * far
+    for _ in range(60):
+        mid = (near + far) / 2
+        near, far = (mid, far) if (share(mid) - target) * sign > 0 else (near, mid)
+    for lg, d in zip(logits, direction):
+        lg.sub_(far * d)
+    return share(0.0)
+
+
+def start_logits(layout: Layout, budget: Budget, floor: float) -> List[torch.Tensor]:
+    """Zero width logits fitted to the middle of the band [``floor``, 1] (:func:`fit_budget`): the search's start
+    under ``projection``, where its expected cost is already within the budget."""
+    logits = [torch.zeros(len(u.options)) for u in layout.units]
+    fit_budget(layout, logits, budget, (1 + floor) / 2, (1 + floor) / 2)
+    return logits
+
+
 def budget_alone(layout: Layout, cfg: SearchConfig, budget: Budget, arch_steps: int) -> List[torch.Tensor]:
-    """The width logits the budget term alone reaches: the search's ``arch_steps`` architecture steps (Adam at
-    ``arch_lr`` from zero logits) on its budget term, without data. Widths derived from them are what a search
-    would choose if its data had no say."""
+    """The width logits the budget alone reaches: what the search's ``arch_steps`` architecture steps make of its
+    start without data. Under ``projection`` that is the start itself (:func:`start_logits`: no task gradient, no
+    step); under ``penalty``, Adam at ``arch_lr`` from zero logits on the budget term. Widths derived from them are
+    what a search would choose if its data had no say."""
+    if cfg.budget_control == "projection":
+        return start_logits(layout, budget, cfg.cost_floor)
     logits = [torch.zeros(len(u.options), device="cpu", requires_grad=len(u.options) > 1) for u in layout.units]
     searched = [lg for lg in logits if lg.requires_grad]
     if not searched:  # a space of one point
@@ -221,6 +282,10 @@ class SearchLoop(EpochLoop):
         self.net = None  # the DDP wrapper of the supernet, made once the weights are final (after a resume)
         self.w_opt = torch.optim.Adam(supernet.weight_parameters(), cfg.weight_lr, weight_decay=cfg.weight_decay)
         self.a_opt = torch.optim.Adam(supernet.arch_parameters() + [tutor.logits], cfg.arch_lr)
+        if cfg.budget_control == "projection":  # a fresh start; a resumed search loads its logits over these
+            with torch.no_grad():
+                for param, start in zip(supernet.width_logits, start_logits(layout, budget, cfg.cost_floor)):
+                    param.copy_(start)
         self.val_iter, self.updates = iter(()), 0  # weight + architecture steps this epoch
 
     def tau(self, epoch: int) -> float:
@@ -242,7 +307,8 @@ class SearchLoop(EpochLoop):
             logits, distill, terms = self.distiller(self.net, x)
             ce = F.cross_entropy(logits, y)
         loss, terms = ce + distill, {"ce": ce.detach(), **terms}
-        if arch:
+        penalize = arch and self.cfg.budget_control == "penalty"
+        if penalize:
             macs, params = expected_cost(self.layout, self.supernet.probabilities())
             penalty = budget_penalty(macs, params, self.budget, self.cfg.cost_floor)
             loss = loss + self.cfg.cost_weight * penalty.float()
@@ -253,6 +319,13 @@ class SearchLoop(EpochLoop):
         distributed.average_gradients([self.tutor.logits])  # outside the DDP wrapper
         self.scaler.step(self.a_opt if arch else self.w_opt)
         self.scaler.update()
+        if arch and not penalize:  # on the CPU (one copy, not a sync per bisection step); the same on every rank
+            logits = [lg.detach().cpu() for lg in self.supernet.width_logits]
+            fit_budget(self.layout, logits, self.budget, self.cfg.cost_floor, 1.0)
+            with torch.no_grad():
+                for param, fitted in zip(self.supernet.width_logits, logits):
+                    param.copy_(fitted)
+            terms.update(macs=expected_cost(self.layout, [F.softmax(lg, 0) for lg in logits])[0])
         self.updates += 1
         return terms
 
@@ -379,7 +452,7 @@ def run_search(recipe: Recipe, out: Path, resume: bool = False, progress: bool =
         arch_steps = cfg.epochs * (steps // (cfg.arch_every - 1))
         alone = None if takes_largest else derive_widths(layout, budget_alone(layout, cfg, budget, arch_steps), budget)
         if alone == list(widths):
-            notes.append("the budget term alone, without data, derives these same widths: the data did not move the "
+            notes.append("the budget alone, without data, derives these same widths: the data did not move the "
                          "choice (docs/search.md, 'What decides the widths')")
             log.warning(notes[-1])
         with torch.device("cpu"):  # measured by fvcore on the CPU

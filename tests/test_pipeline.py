@@ -42,7 +42,7 @@ def test_run_end_to_end_then_skips_everything(tmp_path, monkeypatch):
         assert (out / name).exists(), name
     report = (out / "report.md").read_text()
     assert "## Tutor map" in report and "APGD-T" in report  # every attack of attack.attacks is reported
-    notes = json.loads((out / "arch.json").read_text())["search"]["notes"]  # such as "the budget term alone ..."
+    notes = json.loads((out / "arch.json").read_text())["search"]["notes"]  # such as "the budget alone ..."
     assert all(note in report for note in notes) and ("Search: " in report) == bool(notes)
     ship = json.loads((out / "pipeline.json").read_text())["ship"]  # the fastest engine that passes the gate
     assert summary["ship"] == ship["engine"] and "## The engine to ship" in report
@@ -137,26 +137,30 @@ def test_a_stage_is_invalidated_by_what_it_reads_only(tmp_path):
         stage_inputs("retrain", RunDir(tmp_path), load_recipe(None))
 
 
-def test_a_key_added_later_leaves_finished_stages_valid_at_its_old_behaviour(tmp_path, monkeypatch):
-    """search.space.norm came after runs existed: at ``batch`` (what they computed) a search finished before it is
-    still finished; ``none`` is another search."""
+@pytest.mark.parametrize("key, old, other", [("search.space.norm", "batch", "none"),
+                                              ("search.budget_control", "penalty", "projection")])
+def test_a_key_added_later_leaves_finished_stages_valid_at_its_old_behaviour(tmp_path, monkeypatch, key, old, other):
+    """Keys that came after runs existed: at the value that computes what those runs computed, a search finished
+    before the key is still finished; another value is another search."""
     import rnascl_deploy.pipeline as pipeline_module
 
-    def digest(**over):
-        return stage_inputs("search", RunDir(tmp_path), load_recipe(None, over))
+    def digest(value):
+        return stage_inputs("search", RunDir(tmp_path), load_recipe(None, {key: value}))
 
-    today = digest()
     without = pipeline_module.recipe_to_dict
 
     def as_before(recipe):  # the recipe as a version without the key wrote it
-        d = without(recipe)
-        del d["search"]["space"]["norm"]
+        d = node = without(recipe)
+        *sections, name = key.split(".")
+        for section in sections:
+            node = node[section]
+        del node[name]
         return d
 
-    monkeypatch.setattr(pipeline_module, "recipe_to_dict", as_before)
-    assert digest() == today
-    monkeypatch.undo()
-    assert digest(**{"search.space.norm": "none"}) != today
+    with monkeypatch.context() as patched:
+        patched.setattr(pipeline_module, "recipe_to_dict", as_before)
+        before = digest(old)
+    assert digest(old) == before and digest(other) != before
 
 
 def test_a_missing_teacher_is_refused_before_anything_is_written_and_a_first_run_is_the_tools_own(tmp_path):

@@ -71,6 +71,8 @@ CASES = [
      ["search.space.stages[0].block", "conv, mbconv"]),
     ("cost floor", None, ["search", "--budget", "600K", "--out", "{run}/s", "--set", "search.cost_floor=2"],
      ["search.cost_floor", "[0, 1]"]),
+    ("budget control", None, ["search", "--budget", "600K", "--out", "{run}/s", "--set",
+                              "search.budget_control=lagrangian"], ["search.budget_control", "penalty, projection"]),
     ("head pool", None, ["search", "--budget", "600K", "--out", "{run}/s", "--set", "search.space.head.pool=max"],
      ["search.space.head.pool"]),
     ("kd weight", None, ["retrain", "{run}", "--set", "retrain.kd_weight=-1"], ["retrain.kd_weight"]),

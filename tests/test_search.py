@@ -11,7 +11,16 @@ from rnascl_deploy.cli import main
 from rnascl_deploy.cost import Budget, arch_cost, expected_cost, measure
 from rnascl_deploy.errors import RnasclError
 from rnascl_deploy.recipe import load_recipe
-from rnascl_deploy.search import SearchConfig, budget_alone, budget_range, derive_widths, run_search
+from rnascl_deploy.search import (
+    SearchConfig,
+    budget_alone,
+    budget_range,
+    budget_share,
+    derive_widths,
+    fit_budget,
+    run_search,
+    start_logits,
+)
 from rnascl_deploy.space import build_layout, materialize
 from rnascl_deploy.space.config import SpaceConfig
 
@@ -47,9 +56,41 @@ def test_derivation_keeps_the_argmax_when_it_fits_exactly():
 
 def test_the_budget_term_alone_brings_the_expected_cost_into_its_band():
     cfg, budget = SearchConfig(), Budget(macs=400_000)
+    assert cfg.budget_control == "penalty"
     assert all(not lg.any() for lg in budget_alone(LAYOUT, cfg, budget, 0))
     macs, _ = expected_cost(LAYOUT, [F.softmax(lg, 0) for lg in budget_alone(LAYOUT, cfg, budget, 200)])
     assert cfg.cost_floor * 400_000 * 0.97 <= float(macs) <= 400_000 * 1.03
+
+
+def _share(logits, budget):
+    return float(budget_share(LAYOUT, [F.softmax(lg, 0) for lg in logits], budget))
+
+
+@pytest.mark.parametrize("seed", range(3))
+def test_the_projection_brings_the_expected_cost_into_the_band_and_leaves_it_inside(seed):
+    torch.manual_seed(seed)
+    for budget in (Budget(macs=200_000), Budget(macs=1_500_000), Budget(params=30_000),
+                   Budget(macs=400_000, params=40_000)):
+        for scale in (0.0, 1.0, 5.0):
+            logits = [torch.randn(len(u.options)).double() * scale for u in LAYOUT.units]
+            before = _share(logits, budget)
+            kept = [lg.clone() for lg in logits]
+            share = fit_budget(LAYOUT, logits, budget, 0.85, 1.0)
+            assert share == pytest.approx(_share(logits, budget))
+            if 0.85 <= before <= 1.0:
+                assert all(torch.equal(a, b) for a, b in zip(logits, kept))
+            else:  # to the nearer edge, where the space allows it
+                assert share == pytest.approx(1.0 if before > 1.0 else 0.85, abs=1e-6)
+    below = Budget(macs=SMALLEST.macs)  # no distribution costs less than the smallest architecture
+    logits = [torch.zeros(len(u.options)).double() for u in LAYOUT.units]
+    assert fit_budget(LAYOUT, logits, below, 0.5, 0.5) == pytest.approx(1.0, abs=1e-3)
+
+
+def test_the_projected_search_starts_inside_the_budget_and_the_budget_alone_stays_there():
+    cfg, budget = SearchConfig(budget_control="projection"), Budget(macs=400_000)
+    start = start_logits(LAYOUT, budget, cfg.cost_floor)
+    assert _share(start, budget) == pytest.approx((1 + cfg.cost_floor) / 2, abs=1e-6)
+    assert all(torch.equal(a, b) for a, b in zip(budget_alone(LAYOUT, cfg, budget, 200), start))
 
 
 def test_budget_below_the_smallest_architecture_names_it():
@@ -78,7 +119,7 @@ def test_search_end_to_end_resumes_to_the_same_spec(tmp_path, monkeypatch):
     assert history[-1]["tutor_max_prob"] > 1.0 / len(spec.teacher.taps) + 0.01  # the tutor logits left uniform
     alone = spec.search["budget_alone_widths"]  # what the budget term derives without data, and said when equal
     assert arch_cost(LAYOUT, alone).macs <= 800_000
-    assert (alone == list(spec.widths)) == any("budget term alone" in note for note in spec.search["notes"])
+    assert (alone == list(spec.widths)) == any("budget alone" in note for note in spec.search["notes"])
 
     real = search_module.subnet_accuracy
     monkeypatch.setattr(search_module, "subnet_accuracy", interrupt_on_call(real, 2))  # at the end of epoch 2
@@ -95,6 +136,23 @@ def test_search_end_to_end_resumes_to_the_same_spec(tmp_path, monkeypatch):
     assert _strip(resumed) == _strip(straight)
     with pytest.raises(RnasclError, match="already exists"):
         run_search(recipe, tmp_path / "b", resume=True, progress=False)
+
+
+def test_a_projected_search_steps_inside_the_budget_from_its_start(tmp_path, monkeypatch):
+    fit, shares = search_module.fit_budget, []
+
+    def recorded(*args):  # the expected share of the budget after each projection
+        shares.append(fit(*args))
+        return shares[-1]
+
+    monkeypatch.setattr(search_module, "fit_budget", recorded)
+    recipe = load_recipe("recipes/fashion-mnist.yaml", {**TINY, "search.budget_control": "projection"})
+    spec = run_search(recipe, tmp_path, progress=False)
+    assert len(shares) >= 2 * 3 and all(0.85 - 1e-6 <= share <= 1 + 1e-6 for share in shares)  # 3 arch steps an epoch
+    history = [json.loads(line) for line in (tmp_path / "search_history.jsonl").read_text().splitlines()]
+    assert all(0.85 * 800_000 - 1 <= row["expected_macs"] <= 800_000 + 1 for row in history)
+    start = derive_widths(LAYOUT, start_logits(LAYOUT, Budget(macs=800_000), 0.85), Budget(macs=800_000))
+    assert spec.search["budget_alone_widths"] == start
 
 
 def test_budget_above_the_largest_takes_the_largest(tmp_path):
