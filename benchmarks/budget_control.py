@@ -35,7 +35,7 @@ def point(out: Path, budget: str, control: str, seed: int) -> Path:
         recipe = seeded(load_recipe(None, {"search.budget": budget, "search.budget_control": control}), seed)
         if not run.arch.exists():
             run_search(recipe, run.root, resume=run.search_state.exists())
-        run_retrain(run.root, recipe, resume=run.retrain.state.exists())
+        run_retrain(run.root, recipe, resume=run.retrain.root.exists())
     return run.root
 
 

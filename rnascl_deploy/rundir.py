@@ -238,15 +238,21 @@ PLACEMENT = ("runtime.device", "runtime.memory_format", "data.workers")
 LATER_KEYS = {"search.space.norm": "batch", "export.int8_activations": "s8", "search.budget_control": "penalty"}
 
 
-def stage_keys(recipe: dict, sections: Iterable[str]) -> dict:
+def stage_keys(recipe: dict, sections: Iterable[str], later: bool = False) -> dict:
     """The flattened keys of ``recipe`` (a recipe as a dict) in ``sections`` (sections or dotted keys, e.g.
     ``teacher.checkpoint``) that decide a stage's result: every key under them but the :data:`PLACEMENT` keys and
-    the :data:`LATER_KEYS` at their old behaviour's value."""
+    the :data:`LATER_KEYS` at their old behaviour's value (``later``: with every one of those, a recipe written
+    before it holding its old behaviour's value)."""
     sections = tuple(sections)
     prefixes = tuple(f"{s}." for s in sections)
-    return {k: v for k, v in flatten(recipe).items()
-            if (k in sections or k.startswith(prefixes)) and k not in PLACEMENT
-            and not (k in LATER_KEYS and v == LATER_KEYS[k])}
+
+    def wanted(key: str) -> bool:
+        return (key in sections or key.startswith(prefixes)) and key not in PLACEMENT
+
+    keys = {k: v for k, v in flatten(recipe).items() if wanted(k)}
+    if later:
+        return {**{k: v for k, v in LATER_KEYS.items() if wanted(k)}, **keys}
+    return {k: v for k, v in keys.items() if not (k in LATER_KEYS and v == LATER_KEYS[k])}
 
 
 def check_same_recipe(path: Path, recipe, sections: Iterable[str]) -> None:
@@ -266,7 +272,8 @@ def check_same_recipe(path: Path, recipe, sections: Iterable[str]) -> None:
         saved = normalized(type(recipe), saved)
     except RnasclError:
         pass  # a value no longer readable: reported as changed below
-    diff = _changed(stage_keys(saved, sections), stage_keys(dataclasses.asdict(recipe), sections))
+    diff = _changed(stage_keys(saved, sections, later=True),
+                    stage_keys(dataclasses.asdict(recipe), sections, later=True))
     if diff:
         raise RnasclError(f"cannot resume {out}: the recipe differs from the one it started with in "
                           f"{', '.join(diff)}; resume with the same recipe and overrides (RUN/recipe.yaml holds "

@@ -111,7 +111,8 @@ class SearchConfig:
     budget_control: str = "penalty"  # penalty: a budget term in the architecture loss | projection: the budget
     # bounds the width logits and the task alone steps them (docs/search.md, "What decides the widths")
     cost_weight: float = 2.0  # penalty: weight of the budget term on the expected cost
-    cost_floor: float = 0.85  # the expected cost is kept within [cost_floor, 1] x the budget
+    cost_floor: float = 0.85  # the expected cost is kept within [cost_floor, 1] x the budget (projection: its largest
+    # share over the budgeted quantities; penalty: each budgeted quantity, softly)
     seed: int = 0
 
 
@@ -142,26 +143,33 @@ def budget_share(layout: Layout, probs, budget: Budget) -> torch.Tensor:
     return torch.stack(shares).max()
 
 
+MAX_SHIFT = 50.0  # a projection stops once it has moved every two options of a unit this far apart: one-hot
+
+
 @torch.no_grad()
 def fit_budget(layout: Layout, logits, budget: Budget, low: float, high: float) -> float:
     """Project the width logits, in place, into the band: where the expected budget share lies outside
     [``low``, ``high``], shift every unit's logits against its options' marginal cost (the gradient of the share at
     the current probabilities) by the one amount that brings the share to the nearer edge. Options cost more the
-    wider they are, so the share falls monotonically along that shift and a bisection finds it. Returns the share."""
+    wider they are, so the share falls monotonically along that shift and a bisection finds it. An edge beyond the
+    space's reach (past its smallest or largest architecture) is approached until the shift has moved every two
+    options of a unit :data:`MAX_SHIFT` apart. Returns the share."""
     def share(lam: float) -> float:
         return float(budget_share(layout, [F.softmax(lg - lam * d, 0) for lg, d in zip(logits, direction)], budget))
 
     with torch.enable_grad():
         probs = [F.softmax(lg.detach().double(), 0).requires_grad_() for lg in logits]
-        direction = [d.to(lg.dtype) for lg, d in zip(logits, torch.autograd.grad(
+        direction = [(d - d.mean()).to(lg.dtype) for lg, d in zip(logits, torch.autograd.grad(
             budget_share(layout, probs, budget), probs, allow_unused=True, materialize_grads=True))]
+    steps = [float(step) for d in direction for step in d.sort().values.diff() if step > 0]  # none: no choice left
     current = share(0.0)
-    if low <= current <= high or not any(d.any() for d in direction):  # inside, or a space of one point
+    if low <= current <= high or not steps:
         return current
     target, sign = (high, 1.0) if current > high else (low, -1.0)
-    near, far = 0.0, sign
-    while (share(far) - target) * sign > 0 and abs(far) < 2.0 ** 40:  # the smallest (largest) architecture bounds it
-        near, far = far, 2 * far
+    limit = MAX_SHIFT / min(steps)  # every two options of every unit then lie MAX_SHIFT apart, or more
+    near, far = 0.0, sign * min(1.0, limit)
+    while (share(far) - target) * sign > 0 and abs(far) < limit:
+        near, far = far, sign * min(2 * abs(far), limit)
     for _ in range(60):
         mid = (near + far) / 2
         near, far = (mid, far) if (share(mid) - target) * sign > 0 else (near, mid)
@@ -171,10 +179,16 @@ def fit_budget(layout: Layout, logits, budget: Budget, low: float, high: float) 
 
 
 def start_logits(layout: Layout, budget: Budget, floor: float) -> List[torch.Tensor]:
-    """Zero width logits fitted to the middle of the band [``floor``, 1] (:func:`fit_budget`): the search's start
-    under ``projection``, where its expected cost is already within the budget."""
+    """Zero width logits fitted to the middle of the band [``floor``, 1] (:func:`fit_budget`) where the space
+    reaches both edges, else to the middle of the part of it that the space reaches: the search's start under
+    ``projection``, where its expected cost is already within the budget."""
+    def reach(widths) -> float:
+        return float(budget_share(layout, [F.one_hot(torch.tensor(u.options.index(w)), len(u.options)).double()
+                                           for u, w in zip(layout.units, widths)], budget))
+
+    low, high = max(floor, reach(layout.min_widths)), min(1.0, reach(layout.max_widths))
     logits = [torch.zeros(len(u.options)) for u in layout.units]
-    fit_budget(layout, logits, budget, (1 + floor) / 2, (1 + floor) / 2)
+    fit_budget(layout, logits, budget, (low + high) / 2, (low + high) / 2)
     return logits
 
 

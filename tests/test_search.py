@@ -72,18 +72,29 @@ def test_the_projection_brings_the_expected_cost_into_the_band_and_leaves_it_ins
     for budget in (Budget(macs=200_000), Budget(macs=1_500_000), Budget(params=30_000),
                    Budget(macs=400_000, params=40_000)):
         for scale in (0.0, 1.0, 5.0):
-            logits = [torch.randn(len(u.options)).double() * scale for u in LAYOUT.units]
-            before = _share(logits, budget)
-            kept = [lg.clone() for lg in logits]
-            share = fit_budget(LAYOUT, logits, budget, 0.85, 1.0)
-            assert share == pytest.approx(_share(logits, budget))
+            logits = [torch.randn(len(u.options)) * scale for u in LAYOUT.units]
+            before, kept = _share(logits, budget), [lg.clone() for lg in logits]
+            fit_budget(LAYOUT, logits, budget, 0.85, 1.0)
             if 0.85 <= before <= 1.0:
                 assert all(torch.equal(a, b) for a, b in zip(logits, kept))
-            else:  # to the nearer edge, where the space allows it
-                assert share == pytest.approx(1.0 if before > 1.0 else 0.85, abs=1e-6)
-    below = Budget(macs=SMALLEST.macs)  # no distribution costs less than the smallest architecture
-    logits = [torch.zeros(len(u.options)).double() for u in LAYOUT.units]
-    assert fit_budget(LAYOUT, logits, below, 0.5, 0.5) == pytest.approx(1.0, abs=1e-3)
+            else:  # to the nearer edge
+                assert _share(logits, budget) == pytest.approx(1.0 if before > 1.0 else 0.85, abs=1e-5)
+
+
+@pytest.mark.parametrize("budget", [Budget(macs=SMALLEST.macs), Budget(macs=int(1.03 * SMALLEST.macs)),
+                                    Budget(params=SMALLEST.params + 100), Budget(macs=2 * LARGEST.macs)])
+def test_a_start_near_or_past_the_ends_of_the_space_stays_finite_and_inside_what_it_can_reach(budget):
+    """Next to the smallest architecture the middle of [cost_floor, 1] is out of reach: the start takes the middle of
+    what the space reaches; past either end, a projection stops at logit gaps of MAX_SHIFT."""
+    start = start_logits(LAYOUT, budget, 0.85)
+    smallest, largest = (float(budget_share(LAYOUT, [F.one_hot(torch.tensor(u.options.index(w)), len(u.options))
+                                                     for u, w in zip(LAYOUT.units, widths)], budget))
+                         for widths in (LAYOUT.min_widths, LAYOUT.max_widths))
+    low, high = max(0.85, smallest), min(1.0, largest)
+    assert _share(start, budget) == pytest.approx(min((low + high) / 2, largest), abs=1e-4)
+    beyond = [torch.zeros(len(u.options)) for u in LAYOUT.units]
+    fit_budget(LAYOUT, beyond, budget, 0.0, 0.0)  # below the smallest architecture: out of reach
+    assert all(torch.isfinite(lg).all() for lg in beyond) and _share(beyond, budget) == pytest.approx(smallest)
 
 
 def test_the_projected_search_starts_inside_the_budget_and_the_budget_alone_stays_there():
@@ -128,7 +139,8 @@ def test_search_end_to_end_resumes_to_the_same_spec(tmp_path, monkeypatch):
     monkeypatch.setattr(search_module, "subnet_accuracy", real)
     with pytest.raises(RnasclError, match="--resume"):
         run_search(recipe, tmp_path / "b", progress=False)
-    for key, value in (("search.gamma", 2.0), ("search.budget", "700K"), ("search.limit", 256)):
+    for key, value in (("search.gamma", 2.0), ("search.budget", "700K"), ("search.limit", 256),
+                       ("search.budget_control", "projection")):
         with pytest.raises(RnasclError, match=rf"recipe differs .* in {key}\b"):
             run_search(load_recipe("recipes/fashion-mnist.yaml", {**TINY, key: value}), tmp_path / "b", resume=True,
                        progress=False)
@@ -141,14 +153,16 @@ def test_search_end_to_end_resumes_to_the_same_spec(tmp_path, monkeypatch):
 def test_a_projected_search_steps_inside_the_budget_from_its_start(tmp_path, monkeypatch):
     fit, shares = search_module.fit_budget, []
 
-    def recorded(*args):  # the expected share of the budget after each projection
-        shares.append(fit(*args))
-        return shares[-1]
+    def recorded(layout, logits, budget, low, high):  # the expected share after each projection, recomputed
+        fit(layout, logits, budget, low, high)
+        if low != high:  # not a start
+            shares.append(float(budget_share(layout, [F.softmax(lg.detach(), 0) for lg in logits], budget)))
+        return shares[-1] if shares else 0.0
 
     monkeypatch.setattr(search_module, "fit_budget", recorded)
     recipe = load_recipe("recipes/fashion-mnist.yaml", {**TINY, "search.budget_control": "projection"})
     spec = run_search(recipe, tmp_path, progress=False)
-    assert len(shares) >= 2 * 3 and all(0.85 - 1e-6 <= share <= 1 + 1e-6 for share in shares)  # 3 arch steps an epoch
+    assert len(shares) == 2 * 3 and all(0.85 - 1e-5 <= share <= 1 + 1e-5 for share in shares)  # 3 arch steps an epoch
     history = [json.loads(line) for line in (tmp_path / "search_history.jsonl").read_text().splitlines()]
     assert all(0.85 * 800_000 - 1 <= row["expected_macs"] <= 800_000 + 1 for row in history)
     start = derive_widths(LAYOUT, start_logits(LAYOUT, Budget(macs=800_000), 0.85), Budget(macs=800_000))
