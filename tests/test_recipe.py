@@ -139,3 +139,17 @@ def test_a_run_saved_before_the_budgets_normal_form_resumes_with_its_own_recipe(
     check_same_recipe(tmp_path / "recipe.yaml", resumed, READS)  # not refused
     with pytest.raises(RnasclError, match="search.budget"):
         check_same_recipe(tmp_path / "recipe.yaml", load_recipe(None, {"search.budget": "1.4M"}), READS)
+
+
+def test_a_run_saved_before_a_key_existed_resumes_at_its_old_value_only(tmp_path):
+    """recipe.yaml written before search.budget_control holds the old behaviour (penalty): resuming under penalty is
+    the same recipe; under projection it is another search, refused."""
+    from rnascl_deploy.rundir import check_same_recipe
+    from rnascl_deploy.search import READS
+
+    saved = recipe_to_dict(load_recipe(None))
+    del saved["search"]["budget_control"]
+    (tmp_path / "recipe.yaml").write_text(yaml.safe_dump(saved, sort_keys=False))
+    check_same_recipe(tmp_path / "recipe.yaml", load_recipe(None), READS)  # not refused
+    with pytest.raises(RnasclError, match="search.budget_control"):
+        check_same_recipe(tmp_path / "recipe.yaml", load_recipe(None, {"search.budget_control": "projection"}), READS)
