@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import logging
 import statistics
 from pathlib import Path
 
@@ -64,10 +65,12 @@ def table(out: Path, budgets, seeds: int) -> None:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--out", type=Path, required=True, help="one run directory per point under it")
-    parser.add_argument("-b", "--budget", action="append", help="a MAC budget (repeatable; default 300K and 600K)")
+    parser.add_argument("-b", "--budget", action="append", help="a budget as search.budget takes it (repeatable; "
+                        "default 300K and 600K)")
     parser.add_argument("--seeds", type=int, default=3)
     parser.add_argument("--table", action="store_true", help="print the table of the finished points only")
     args = parser.parse_args()
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     budgets = [normalize_budget(b) for b in args.budget or ["300K", "600K"]]
     if not args.table:
         for budget in budgets:

@@ -15,7 +15,7 @@ Format (plain JSON, written by ``rnascl-deploy search``), version 2::
       "budget": {"macs": 600000, "params": null},
       "teacher": {"checkpoint": "...", "sha256": "...", "taps": [{"name": ..., "channels": ..., ...}, ...]},
       "seed": 0,
-      "search": {...}                    # how it was found: epochs, seconds, limit, argmax_widths,
+      "search": {...}                    # how it was found: epochs, seconds, limit, budget_control, argmax_widths,
                                          # budget_alone_widths (the widths the budget alone derives; null
                                          # where the budget admits the largest architecture), width_probs,
                                          # tutor_probs, notes

@@ -234,7 +234,8 @@ def _changed(saved: dict, now: dict) -> list:
 # recipe keys that choose where and how fast a stage computes, not what (the memory format changes the rounding only)
 PLACEMENT = ("runtime.device", "runtime.memory_format", "data.workers")
 # Keys added after run directories existed, each with the value that computes what those runs computed: left out of
-# a stage's inputs at that value, so that an upgrade redoes no finished stage.
+# a stage's inputs at that value, so that an upgrade redoes no finished stage; and a recipe saved before a key holds
+# that value when a resume compares it (check_same_recipe).
 LATER_KEYS = {"search.space.norm": "batch", "export.int8_activations": "s8", "search.budget_control": "penalty"}
 
 

@@ -117,7 +117,13 @@ class SearchConfig:
 
 
 def budget_range(layout: Layout, budget: Budget) -> bool:
-    """Refuse a budget below the smallest architecture; True when it admits the largest one."""
+    """Refuse a budget below the smallest architecture, and a space whose smallest widths are not its cheapest (a
+    head offering no hidden layer beside one narrower than the classes); True when the budget admits the largest."""
+    hidden, classes = layout.head.options, layout.num_classes
+    if 0 in hidden and any(0 < h < classes for h in hidden):
+        raise RnasclError(f"search.space.head.hidden {list(hidden)}: a hidden layer narrower than the {classes} "
+                          "classes can cost less than none (0), and the search takes every smaller width for a "
+                          f"cheaper one; drop 0 or the widths below {classes}")
     smallest, largest = arch_cost(layout, layout.min_widths), arch_cost(layout, layout.max_widths)
     too_small = check_budget(smallest, budget)
     if too_small:
@@ -180,8 +186,8 @@ def fit_budget(layout: Layout, logits, budget: Budget, low: float, high: float) 
 
 def start_logits(layout: Layout, budget: Budget, floor: float) -> List[torch.Tensor]:
     """Zero width logits fitted to the middle of the band [``floor``, 1] (:func:`fit_budget`) where the space
-    reaches both edges, else to the middle of the part of it that the space reaches: the search's start under
-    ``projection``, where its expected cost is already within the budget."""
+    reaches both edges, else to the middle of the part of it that the space reaches, else (a budget past the
+    largest architecture) towards the largest: the search's start under ``projection``."""
     def reach(widths) -> float:
         return float(budget_share(layout, [F.one_hot(torch.tensor(u.options.index(w)), len(u.options)).double()
                                            for u, w in zip(layout.units, widths)], budget))
@@ -394,7 +400,7 @@ class SearchLoop(EpochLoop):
 
 def search_splits(recipe: Recipe):
     """``(train, val, info)``: the search's weight-step split (``search.limit`` training images) and its
-    architecture-step split (a quarter as many validation images)."""
+    architecture-step split (a quarter as many validation images; with no limit, the whole validation split)."""
     limit = recipe.search.limit
     train_set, info = recipe.data.load("train", limit)
     val_set, _ = recipe.data.load("val", None if limit is None else max(1, limit // 4))
@@ -482,6 +488,7 @@ def run_search(recipe: Recipe, out: Path, resume: bool = False, progress: bool =
                                tuple(t.to_dict() for t in describe_taps(teacher, t_taps, info.input_shape))),
             seed=cfg.seed,
             search={"epochs": cfg.epochs, "seconds": round(loop.elapsed, 1), "limit": cfg.limit,
+                    "budget_control": cfg.budget_control,
                     "argmax_widths": supernet.argmax_widths(), "budget_alone_widths": alone,
                     "width_probs": [[round(v, 4) for v in p.tolist()] for p in supernet.probabilities()],
                     "tutor_probs": {s: [round(v, 4) for v in probs[i].tolist()] for i, s in enumerate(s_taps)},

@@ -104,6 +104,17 @@ def test_the_projected_search_starts_inside_the_budget_and_the_budget_alone_stay
     assert all(torch.equal(a, b) for a, b in zip(budget_alone(LAYOUT, cfg, budget, 200), start))
 
 
+def test_a_head_narrower_than_the_classes_beside_none_is_refused_by_the_search_not_by_a_finished_student():
+    """Such a hidden layer costs less than none, so the smallest widths would not be the cheapest; a student
+    searched before the refusal still builds."""
+    from rnascl_deploy.space.config import HeadConfig
+
+    layout = build_layout(SpaceConfig(8, 2, head=HeadConfig("flatten", [32, 8, 0])), (1, 28, 28), 10)
+    assert materialize(layout, [8, 16, 8], [0.5], [0.5]) is not None
+    with pytest.raises(RnasclError, match="narrower than the 10 classes"):
+        budget_range(layout, Budget(macs=10 ** 7))
+
+
 def test_budget_below_the_smallest_architecture_names_it():
     with pytest.raises(RnasclError, match=rf"smallest architecture.*{SMALLEST.macs}"):
         budget_range(LAYOUT, Budget(macs=SMALLEST.macs - 1))
@@ -154,10 +165,10 @@ def test_a_projected_search_steps_inside_the_budget_from_its_start(tmp_path, mon
     fit, shares = search_module.fit_budget, []
 
     def recorded(layout, logits, budget, low, high):  # the expected share after each projection, recomputed
-        fit(layout, logits, budget, low, high)
+        share = fit(layout, logits, budget, low, high)
         if low != high:  # not a start
             shares.append(float(budget_share(layout, [F.softmax(lg.detach(), 0) for lg in logits], budget)))
-        return shares[-1] if shares else 0.0
+        return share
 
     monkeypatch.setattr(search_module, "fit_budget", recorded)
     recipe = load_recipe("recipes/fashion-mnist.yaml", {**TINY, "search.budget_control": "projection"})
@@ -165,8 +176,12 @@ def test_a_projected_search_steps_inside_the_budget_from_its_start(tmp_path, mon
     assert len(shares) == 2 * 3 and all(0.85 - 1e-5 <= share <= 1 + 1e-5 for share in shares)  # 3 arch steps an epoch
     history = [json.loads(line) for line in (tmp_path / "search_history.jsonl").read_text().splitlines()]
     assert all(0.85 * 800_000 - 1 <= row["expected_macs"] <= 800_000 + 1 for row in history)
-    start = derive_widths(LAYOUT, start_logits(LAYOUT, Budget(macs=800_000), 0.85), Budget(macs=800_000))
-    assert spec.search["budget_alone_widths"] == start
+    start = start_logits(LAYOUT, Budget(macs=800_000), 0.85)
+    assert spec.search["budget_alone_widths"] == derive_widths(LAYOUT, start, Budget(macs=800_000))
+    assert spec.search["budget_control"] == "projection"
+    moved = [max(abs(a - b) for a, b in zip(final, F.softmax(lg, 0).tolist()))
+             for final, lg in zip(spec.search["width_probs"], start)]
+    assert max(moved) > 0.01  # the task stepped the width logits away from the start
 
 
 def test_budget_above_the_largest_takes_the_largest(tmp_path):

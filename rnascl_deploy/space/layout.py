@@ -121,9 +121,5 @@ def build_layout(space: SpaceConfig, input_shape, num_classes: int) -> Layout:
     if not hidden or min(hidden) < 0 or list(hidden) != sorted(set(hidden), reverse=True):
         raise RnasclError(f"search.space.head.hidden {list(hidden)}: needs distinct widths >= 0, largest first "
                           "(0 means no hidden layer)")
-    if 0 in hidden and any(0 < h < num_classes for h in hidden):
-        raise RnasclError(f"search.space.head.hidden {list(hidden)}: a hidden layer narrower than the {num_classes} "
-                          "classes can cost less than none (0), and the search takes every smaller width for a "
-                          f"cheaper one; drop 0 or the widths below {num_classes}")
     return Layout(in_channels, size, num_classes, space.stem_channels, space.stem_kernel, space.stem_stride,
                   stem_size, space.act, tuple(blocks), HeadLayout(space.head.pool, hidden, cur), space.norm == "batch")
