@@ -29,9 +29,13 @@ from rnascl_deploy.rundir import RunDir
 from rnascl_deploy.search import BUDGET_CONTROLS, run_search
 
 
+def point_dir(out: Path, budget: str, control: str, seed: int) -> RunDir:
+    return RunDir(out / f"{control}-{budget}-seed{seed}")
+
+
 def point(out: Path, budget: str, control: str, seed: int) -> Path:
     """Search, retrain and evaluate one point unless its ``metrics.json`` exists; returns its directory."""
-    run = RunDir(out / f"{control}-{budget}-seed{seed}")
+    run = point_dir(out, budget, control, seed)
     if not run.metrics.exists():
         recipe = seeded(load_recipe(None, {"search.budget": budget, "search.budget_control": control}), seed)
         if not run.arch.exists():
@@ -48,7 +52,7 @@ def table(out: Path, budgets, seeds: int) -> None:
         for control in BUDGET_CONTROLS:
             clean, worst = [], []
             for seed in range(seeds):
-                run = RunDir(out / f"{control}-{budget}-seed{seed}")
+                run = point_dir(out, budget, control, seed)
                 if not run.metrics.exists():
                     continue
                 arch, metrics = ArchSpec.load(run.arch), json.loads(run.metrics.read_text())

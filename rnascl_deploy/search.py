@@ -163,13 +163,15 @@ def fit_budget(layout: Layout, logits, budget: Budget, low: float, high: float) 
     def share(lam: float) -> float:
         return float(budget_share(layout, [F.softmax(lg - lam * d, 0) for lg, d in zip(logits, direction)], budget))
 
+    current = float(budget_share(layout, [F.softmax(lg, 0) for lg in logits], budget))
+    if low <= current <= high:  # most architecture steps: nothing to project
+        return current
     with torch.enable_grad():
         probs = [F.softmax(lg.detach().double(), 0).requires_grad_() for lg in logits]
         direction = [(d - d.mean()).to(lg.dtype) for lg, d in zip(logits, torch.autograd.grad(
             budget_share(layout, probs, budget), probs, allow_unused=True, materialize_grads=True))]
     steps = [float(step) for d in direction for step in d.sort().values.diff() if step > 0]  # none: no choice left
-    current = share(0.0)
-    if low <= current <= high or not steps:
+    if not steps:
         return current
     target, sign = (high, 1.0) if current > high else (low, -1.0)
     limit = MAX_SHIFT / min(steps)  # every two options of every unit then lie MAX_SHIFT apart, or more
@@ -188,9 +190,9 @@ def start_logits(layout: Layout, budget: Budget, floor: float) -> List[torch.Ten
     """Zero width logits fitted to the middle of the band [``floor``, 1] (:func:`fit_budget`) where the space
     reaches both edges, else to the middle of the part of it that the space reaches, else (a budget past the
     largest architecture) towards the largest: the search's start under ``projection``."""
-    def reach(widths) -> float:
-        return float(budget_share(layout, [F.one_hot(torch.tensor(u.options.index(w)), len(u.options)).double()
-                                           for u, w in zip(layout.units, widths)], budget))
+    def reach(widths) -> float:  # the budget share of one architecture
+        cost = arch_cost(layout, widths)
+        return max(getattr(cost, q) / getattr(budget, q) for q in ("macs", "params") if getattr(budget, q))
 
     low, high = max(floor, reach(layout.min_widths)), min(1.0, reach(layout.max_widths))
     logits = [torch.zeros(len(u.options)) for u in layout.units]
